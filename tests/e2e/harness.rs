@@ -1,0 +1,483 @@
+//! Spawning and observing the real `ringlb` binary.
+//!
+//! Every test starts its own proxy process with a config written to a fresh
+//! temp dir, listening on a free 127.0.0.1 port. The proxy's stderr goes to a
+//! file in that dir; when a test panics while a [`Proxy`] is alive, the
+//! stderr is printed so the failure can be diagnosed from the test output.
+//! Invariants: nothing here binds or connects beyond loopback, and every wait
+//! is a poll loop bounded by [`WAIT`] that fails loudly instead of skipping.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::client::Client;
+
+/// The longest any test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The built proxy binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringlb")
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port that was free a moment ago: bind 127.0.0.1:0 and release it.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A loopback address where nothing listens, so connecting is refused.
+pub fn refused_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringlb-e2e-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&path);
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes `contents` to `name` inside the dir and returns its path.
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, contents).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One backend line of an upstream: address and optional weight.
+#[derive(Clone, Copy)]
+pub struct BackendSpec {
+    pub addr: SocketAddr,
+    pub weight: Option<u32>,
+}
+
+impl From<SocketAddr> for BackendSpec {
+    fn from(addr: SocketAddr) -> BackendSpec {
+        BackendSpec { addr, weight: None }
+    }
+}
+
+struct UpstreamSpec {
+    name: String,
+    backends: Vec<BackendSpec>,
+    extra: Vec<String>,
+}
+
+struct RouteSpec {
+    path_prefix: String,
+    host: Option<String>,
+    upstream: String,
+}
+
+/// Builds a config file and starts a proxy on it.
+///
+/// Defaults: `workers = 2`, `pin_workers = false`, and when no route is
+/// given, one route `/` to the first upstream.
+pub struct ProxyBuilder {
+    workers: usize,
+    server: Vec<String>,
+    upstreams: Vec<UpstreamSpec>,
+    routes: Vec<RouteSpec>,
+    env: Vec<(String, String)>,
+}
+
+impl ProxyBuilder {
+    /// Adds a raw `key = value` line to `[server]`.
+    pub fn server(mut self, line: &str) -> Self {
+        self.server.push(line.to_string());
+        self
+    }
+
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Adds `[upstreams.NAME]` with these backends and raw extra lines.
+    pub fn upstream<B: Into<BackendSpec> + Copy>(
+        mut self,
+        name: &str,
+        backends: &[B],
+        extra: &[&str],
+    ) -> Self {
+        self.upstreams.push(UpstreamSpec {
+            name: name.to_string(),
+            backends: backends.iter().map(|b| (*b).into()).collect(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        });
+        self
+    }
+
+    pub fn route(mut self, path_prefix: &str, host: Option<&str>, upstream: &str) -> Self {
+        self.routes.push(RouteSpec {
+            path_prefix: path_prefix.to_string(),
+            host: host.map(str::to_string),
+            upstream: upstream.to_string(),
+        });
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// The config text for a proxy listening on `port`.
+    pub fn config_text(&self, port: u16) -> String {
+        let mut s = String::new();
+        writeln!(s, "[server]").unwrap();
+        writeln!(s, "listen = [\"127.0.0.1:{port}\"]").unwrap();
+        writeln!(s, "workers = {}", self.workers).unwrap();
+        writeln!(s, "pin_workers = false").unwrap();
+        for line in &self.server {
+            writeln!(s, "{line}").unwrap();
+        }
+        let default_route = RouteSpec {
+            path_prefix: "/".to_string(),
+            host: None,
+            upstream: self.upstreams.first().map(|u| u.name.clone()).unwrap_or_default(),
+        };
+        let routes = if self.routes.is_empty() {
+            std::slice::from_ref(&default_route)
+        } else {
+            &self.routes[..]
+        };
+        for r in routes {
+            writeln!(s, "\n[[routes]]").unwrap();
+            writeln!(s, "path_prefix = \"{}\"", r.path_prefix).unwrap();
+            if let Some(h) = &r.host {
+                writeln!(s, "host = \"{h}\"").unwrap();
+            }
+            writeln!(s, "upstream = \"{}\"", r.upstream).unwrap();
+        }
+        for u in &self.upstreams {
+            writeln!(s, "\n[upstreams.{}]", u.name).unwrap();
+            let backends: Vec<String> = u
+                .backends
+                .iter()
+                .map(|b| match b.weight {
+                    Some(w) => format!("{{ addr = \"{}\", weight = {w} }}", b.addr),
+                    None => format!("{{ addr = \"{}\" }}", b.addr),
+                })
+                .collect();
+            writeln!(s, "backends = [{}]", backends.join(", ")).unwrap();
+            for line in &u.extra {
+                writeln!(s, "{line}").unwrap();
+            }
+        }
+        s
+    }
+
+    /// Writes the config, spawns `ringlb --config FILE`, and waits until the
+    /// listener accepts connections.
+    pub fn start(self) -> Proxy {
+        let port = free_port();
+        let text = self.config_text(port);
+        let dir = TempDir::new();
+        let config = dir.write("ringlb.toml", &text);
+        let args = vec!["--config".to_string(), config.display().to_string()];
+        let proxy = Proxy::spawn(dir, &args, &self.env, port, text);
+        proxy.wait_listening();
+        proxy
+    }
+}
+
+/// A running proxy process, killed on drop.
+pub struct Proxy {
+    child: Mutex<Option<Child>>,
+    pid: u32,
+    pub addr: SocketAddr,
+    dir: TempDir,
+    stderr_path: PathBuf,
+    config_text: String,
+}
+
+impl Proxy {
+    pub fn builder() -> ProxyBuilder {
+        ProxyBuilder {
+            workers: 2,
+            server: Vec::new(),
+            upstreams: Vec::new(),
+            routes: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// A proxy with one upstream `app` over `backends` and a route `/`.
+    pub fn simple(backends: &[SocketAddr]) -> Proxy {
+        Proxy::builder().upstream("app", backends, &[]).start()
+    }
+
+    /// Spawns the binary with `args`; stderr goes to a file in `dir`.
+    pub fn spawn(
+        dir: TempDir,
+        args: &[String],
+        env: &[(String, String)],
+        port: u16,
+        config_text: String,
+    ) -> Proxy {
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = fs::File::create(&stderr_path).expect("create stderr log");
+        let mut cmd = Command::new(bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().unwrap())
+            .stderr(stderr);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn ringlb");
+        Proxy {
+            pid: child.id(),
+            child: Mutex::new(Some(child)),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            stderr_path,
+            config_text,
+        }
+    }
+
+    /// Polls until a TCP connect to the listener succeeds; panics with the
+    /// proxy's stderr if it exits or does not listen within [`WAIT`].
+    pub fn wait_listening(&self) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.try_status() {
+                panic!(
+                    "ringlb exited with {status} before listening on {}\nconfig:\n{}\nstderr:\n{}",
+                    self.addr,
+                    self.config_text,
+                    self.stderr()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "ringlb not listening on {} after {WAIT:?}\nstderr:\n{}",
+                    self.addr,
+                    self.stderr()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything the proxy wrote to stderr (and stdout) so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_status(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap();
+        child.as_mut()?.try_wait().expect("try_wait")
+    }
+
+    /// A new raw client connected to the proxy.
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, ...) with the `kill` command.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Waits up to [`WAIT`] for the process to exit and returns its status.
+    pub fn wait_for_exit(&self) -> ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.try_status() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!("ringlb did not exit within {WAIT:?}\nstderr:\n{}", self.stderr());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Number of open file descriptors of the proxy process.
+    pub fn fd_count(&self) -> usize {
+        fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("read /proc/PID/fd")
+            .count()
+    }
+
+    /// What each fd points at, for failure messages.
+    pub fn fd_listing(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = fs::read_dir(format!("/proc/{}/fd", self.pid())) {
+            for e in entries.flatten() {
+                let target = fs::read_link(e.path()).unwrap_or_default();
+                writeln!(out, "  {} -> {}", e.file_name().to_string_lossy(), target.display())
+                    .unwrap();
+            }
+        }
+        out
+    }
+
+    /// The fd count once it has stopped changing (same value for 500 ms).
+    pub fn settled_fd_count(&self) -> usize {
+        let deadline = Instant::now() + WAIT;
+        let mut last = self.fd_count();
+        let mut stable_since = Instant::now();
+        loop {
+            thread::sleep(Duration::from_millis(50));
+            let now = self.fd_count();
+            if now != last {
+                last = now;
+                stable_since = Instant::now();
+            } else if stable_since.elapsed() >= Duration::from_millis(500) {
+                return now;
+            }
+            if Instant::now() >= deadline {
+                return now;
+            }
+        }
+    }
+
+    /// Waits up to [`WAIT`] for the fd count to drop to `baseline` or below;
+    /// panics with the fd listing otherwise.
+    pub fn assert_fds_return_to(&self, baseline: usize, what: &str) {
+        if !wait_until(WAIT, || self.fd_count() <= baseline) {
+            panic!(
+                "fd leak after {what}: baseline {baseline}, now {}\nfds:\n{}",
+                self.fd_count(),
+                self.fd_listing()
+            );
+        }
+    }
+
+    /// Resident set size of the proxy in KiB, from `/proc/PID/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            eprintln!(
+                "---- ringlb config ----\n{}\n---- ringlb stderr ({}) ----\n{}\n---- end ringlb stderr ----",
+                self.config_text,
+                self.stderr_path.display(),
+                self.stderr()
+            );
+        }
+    }
+}
+
+/// Runs the binary to completion with `args` (and extra env) and returns its
+/// output; fails if it does not exit within [`WAIT`].
+pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = TempDir::new();
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut cmd = Command::new(bin());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path).unwrap())
+        .stderr(fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn ringlb");
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = fs::read(&out_path).unwrap_or_default();
+    let stderr = fs::read(&err_path).unwrap_or_default();
+    match status {
+        Some(status) => Output { status, stdout, stderr },
+        None => panic!(
+            "`ringlb {}` did not exit within {WAIT:?}\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
+}

@@ -1,0 +1,22 @@
+//! End-to-end tests: the real `ringlb` binary, real sockets, real processes.
+//!
+//! One test binary (ripgrep style). `harness` runs the proxy, `backend` and
+//! `client` are the two ends of the wire; each other module covers one area
+//! of the behaviour spec. Regressions go to `regression` as `issue_NNN`.
+
+mod backend;
+mod client;
+mod harness;
+
+mod cli;
+mod config_errors;
+mod continue100;
+mod errors;
+mod framing;
+mod load;
+mod pipelining;
+mod pool;
+mod proxy_basic;
+mod regression;
+mod timeouts;
+mod upgrade;
