@@ -481,3 +481,47 @@ pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
         ),
     }
 }
+
+/// A loopback address where TCP connects hang: a listener with backlog 0
+/// whose accept queue is full and is never accepted from, so the kernel
+/// drops further SYNs. Works on Linux (`tcp_abort_on_overflow = 0`, the
+/// default); construction fails loudly if the hang cannot be observed.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+impl Blackhole {
+    pub fn new() -> Blackhole {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        listener.bind(&any.into()).expect("bind blackhole");
+        listener.listen(0).expect("listen(0)");
+        let addr = listener
+            .local_addr()
+            .unwrap()
+            .as_socket()
+            .expect("inet address");
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                Ok(s) => fillers.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Blackhole {
+                        addr,
+                        _listener: listener,
+                        _fillers: fillers,
+                    };
+                }
+                Err(e) => panic!("blackhole probe failed unexpectedly: {e}"),
+            }
+        }
+        panic!(
+            "could not make connects to {addr} hang after {} queued connections; \
+             this machine needs another way to test connect_timeout",
+            fillers.len()
+        );
+    }
+}
