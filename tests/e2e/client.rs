@@ -345,13 +345,17 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        stream.set_write_timeout(Some(WAIT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
+        Client::try_connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"))
+    }
+
+    pub fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(WAIT))?;
+        stream.set_write_timeout(Some(WAIT))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
             wire: Wire::new(stream),
-        }
+        })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
@@ -435,6 +439,13 @@ impl Client {
                 return (interim, r);
             }
         }
+    }
+
+    /// Sends `req` and reads the response to it, returning errors.
+    pub fn try_read_response_after(&mut self, req: &[u8]) -> io::Result<Response> {
+        self.try_send(req)?;
+        let method = req.split(|b| *b == b' ').next().unwrap_or(b"GET");
+        self.try_read_response_to(&String::from_utf8_lossy(method))
     }
 
     /// Sends `req` and reads the response to it.
