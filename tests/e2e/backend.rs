@@ -16,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::client::{checksum, Head, Headers, Wire};
-use crate::harness::{wait_until, WAIT};
+use crate::harness::WAIT;
 
 /// One complete request as the backend saw it.
 #[derive(Debug, Clone)]
@@ -95,7 +95,10 @@ impl Resp {
     pub fn chunked(mut self, chunks: &[&[u8]], trailers: &[(&str, &str)]) -> Resp {
         self.body = Body::Chunked(
             chunks.iter().map(|c| c.to_vec()).collect(),
-            trailers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            trailers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         );
         self
     }
@@ -302,15 +305,6 @@ impl Backend {
             .pop()
             .expect("the backend received no complete request")
     }
-
-    /// Waits up to [`WAIT`] until `n` requests arrived.
-    pub fn wait_requests(&self, n: usize) {
-        assert!(
-            wait_until(WAIT, || self.request_count() >= n),
-            "backend got {} requests, expected {n}",
-            self.request_count()
-        );
-    }
 }
 
 impl Drop for Backend {
@@ -342,7 +336,12 @@ fn serve(
         let head = match wire.read_head() {
             Ok(Some(h)) => h,
             Ok(None) => return Ok(()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 // Idle keep-alive connection: close it without a word.
                 return Ok(());
             }
@@ -435,8 +434,10 @@ fn write_reply(wire: &mut Wire, req: &Request, reply: Reply) -> io::Result<bool>
         Body::Chunked(chunks, trailers) => {
             head.push_str("Transfer-Encoding: chunked\r\n");
             let refs: Vec<&[u8]> = chunks.iter().map(|c| c.as_slice()).collect();
-            let tr: Vec<(&str, &str)> =
-                trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let tr: Vec<(&str, &str)> = trailers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let encoded = crate::client::chunked(&refs, &tr);
             (if head_only { Vec::new() } else { encoded }, true)
         }
@@ -445,7 +446,8 @@ fn write_reply(wire: &mut Wire, req: &Request, reply: Reply) -> io::Result<bool>
     head.push_str("\r\n");
     wire.stream.write_all(head.as_bytes())?;
     if let Some(n) = resp.stall_after {
-        wire.stream.write_all(&wire_body[..n.min(wire_body.len())])?;
+        wire.stream
+            .write_all(&wire_body[..n.min(wire_body.len())])?;
         let _ = wire.read_to_eof();
         return Ok(false);
     }

@@ -8,7 +8,7 @@
 //! bounded by [`WAIT`]: a stuck read is an error, never a hang.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 
 use crate::harness::WAIT;
 
@@ -72,6 +72,9 @@ pub fn chunked(chunks: &[&[u8]], trailers: &[(&str, &str)]) -> Vec<u8> {
     out.extend_from_slice(b"\r\n");
     out
 }
+
+/// Header or trailer fields in order, names as sent.
+pub type Fields = Vec<(String, String)>;
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -259,7 +262,7 @@ impl Wire {
     }
 
     /// Reads a chunked body; returns the decoded body and the trailers.
-    pub fn read_chunked(&mut self) -> io::Result<(Vec<u8>, Vec<(String, String)>)> {
+    pub fn read_chunked(&mut self) -> io::Result<(Vec<u8>, Fields)> {
         let mut body = Vec::new();
         loop {
             let line = self.read_line()?;
@@ -371,17 +374,11 @@ impl Client {
         self.wire.stream.write_all(bytes)
     }
 
-    /// Half-closes the sending side.
-    pub fn shutdown_write(&mut self) {
-        let _ = self.wire.stream.shutdown(Shutdown::Write);
-    }
-
     /// Reads one response (1xx included) to a request with `method`.
     pub fn try_read_response_to(&mut self, method: &str) -> io::Result<Response> {
-        let head = self
-            .wire
-            .read_head()?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response"))?;
+        let head = self.wire.read_head()?.ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "closed before a response")
+        })?;
         let mut parts = head.start.splitn(3, ' ');
         let version = parts.next().unwrap_or("").to_string();
         let status: u16 = parts

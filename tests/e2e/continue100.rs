@@ -34,6 +34,11 @@ fn client_gets_100_continue_then_final_response() {
     assert_eq!(fin.status, 200);
     let req = backend.last_request();
     assert_eq!(req.body, body);
+    assert_eq!(
+        backend.continues_sent(),
+        1,
+        "Expect did not reach the backend"
+    );
     assert!(c.roundtrip(&request("GET", "/after", &[], b"")).status == 200);
 }
 

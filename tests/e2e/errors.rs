@@ -23,7 +23,9 @@ fn assert_error_shape(c: &mut Client, resp: &Response, sent: &[u8]) {
         )
     };
     assert!(
-        resp.header("content-type").unwrap_or("").starts_with("text/plain"),
+        resp.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain"),
         "error without text/plain: {}",
         ctx()
     );
@@ -114,7 +116,16 @@ fn content_length_list_with_different_values_is_400() {
 fn non_digit_content_lengths_are_400() {
     let backend = Backend::echo();
     let proxy = Proxy::simple(&[backend.addr]);
-    for cl in ["+5", "-5", "0x5", "5 5", "5a", "", "1e1", "99999999999999999999999"] {
+    for cl in [
+        "+5",
+        "-5",
+        "0x5",
+        "5 5",
+        "5a",
+        "",
+        "1e1",
+        "99999999999999999999999",
+    ] {
         let raw = format!("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: {cl}\r\n\r\nhello");
         assert_rejected_with(&proxy, &backend, raw.as_bytes(), &[400]);
     }
@@ -194,7 +205,10 @@ fn duplicate_host_is_400() {
 
 #[test]
 fn obs_fold_is_400() {
-    rejected(b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n", &[400]);
+    rejected(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n",
+        &[400],
+    );
 }
 
 #[test]
@@ -254,9 +268,15 @@ fn head_over_configured_limit_is_431() {
         .server("max_head_bytes = 2048")
         .upstream("app", &[backend.addr], &[])
         .start();
-    let ok = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Fits: {}\r\n\r\n", "y".repeat(1500));
+    let ok = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Fits: {}\r\n\r\n",
+        "y".repeat(1500)
+    );
     assert_eq!(proxy.client().roundtrip(ok.as_bytes()).status, 200);
-    let big = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n", "x".repeat(3000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(3000)
+    );
     assert_rejected_with(&proxy, &backend, big.as_bytes(), &[431]);
 }
 

@@ -13,12 +13,7 @@ fn chunked_request_body_arrives_exactly() {
     let proxy = Proxy::simple(&[backend.addr]);
     let data = pattern(70_000);
     let (x, y) = data.split_at(30_000);
-    let mut body = request(
-        "POST",
-        "/c",
-        &[("Transfer-Encoding", "chunked")],
-        b"",
-    );
+    let mut body = request("POST", "/c", &[("Transfer-Encoding", "chunked")], b"");
     body.extend(chunked(&[x, y], &[]));
     let resp = proxy.client().roundtrip(&body);
     assert_eq!(resp.status, 200);
@@ -100,7 +95,10 @@ fn chunked_response_with_trailers_passes_to_http11_client() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"first second third");
     assert_eq!(resp.framing, Framing::Chunked);
-    assert_eq!(resp.trailers, vec![("X-Digest".to_string(), "d1".to_string())]);
+    assert_eq!(
+        resp.trailers,
+        vec![("X-Digest".to_string(), "d1".to_string())]
+    );
     assert_eq!(c.roundtrip(&get("/again")).status, 200);
 }
 
@@ -198,7 +196,10 @@ fn many_headers_under_the_limit_pass() {
     let headers: Vec<(String, String)> = (0..60)
         .map(|i| (format!("X-H{i}"), format!("value-{i}")))
         .collect();
-    let refs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let resp = proxy.client().roundtrip(&request("GET", "/", &refs, b""));
     assert_eq!(resp.status, 200);
     let req = backend.last_request();

@@ -180,7 +180,11 @@ impl ProxyBuilder {
         let default_route = RouteSpec {
             path_prefix: "/".to_string(),
             host: None,
-            upstream: self.upstreams.first().map(|u| u.name.clone()).unwrap_or_default(),
+            upstream: self
+                .upstreams
+                .first()
+                .map(|u| u.name.clone())
+                .unwrap_or_default(),
         };
         let routes = if self.routes.is_empty() {
             std::slice::from_ref(&default_route)
@@ -216,11 +220,18 @@ impl ProxyBuilder {
     /// Writes the config, spawns `ringlb --config FILE`, and waits until the
     /// listener accepts connections.
     pub fn start(self) -> Proxy {
+        self.start_with(&[])
+    }
+
+    /// Like [`start`](Self::start) with `leading` arguments before
+    /// `--config FILE` (e.g. `["run"]`).
+    pub fn start_with(self, leading: &[&str]) -> Proxy {
         let port = free_port();
         let text = self.config_text(port);
         let dir = TempDir::new();
         let config = dir.write("ringlb.toml", &text);
-        let args = vec!["--config".to_string(), config.display().to_string()];
+        let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
+        args.extend(["--config".to_string(), config.display().to_string()]);
         let proxy = Proxy::spawn(dir, &args, &self.env, port, text);
         proxy.wait_listening();
         proxy
@@ -232,7 +243,7 @@ pub struct Proxy {
     child: Mutex<Option<Child>>,
     pid: u32,
     pub addr: SocketAddr,
-    dir: TempDir,
+    _dir: TempDir,
     stderr_path: PathBuf,
     config_text: String,
 }
@@ -279,7 +290,7 @@ impl Proxy {
             pid: child.id(),
             child: Mutex::new(Some(child)),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
+            _dir: dir,
             stderr_path,
             config_text,
         }
@@ -310,10 +321,6 @@ impl Proxy {
             }
             thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 
     pub fn pid(&self) -> u32 {
@@ -354,7 +361,10 @@ impl Proxy {
                 return status;
             }
             if Instant::now() >= deadline {
-                panic!("ringlb did not exit within {WAIT:?}\nstderr:\n{}", self.stderr());
+                panic!(
+                    "ringlb did not exit within {WAIT:?}\nstderr:\n{}",
+                    self.stderr()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -373,8 +383,13 @@ impl Proxy {
         if let Ok(entries) = fs::read_dir(format!("/proc/{}/fd", self.pid())) {
             for e in entries.flatten() {
                 let target = fs::read_link(e.path()).unwrap_or_default();
-                writeln!(out, "  {} -> {}", e.file_name().to_string_lossy(), target.display())
-                    .unwrap();
+                writeln!(
+                    out,
+                    "  {} -> {}",
+                    e.file_name().to_string_lossy(),
+                    target.display()
+                )
+                .unwrap();
             }
         }
         out
@@ -426,7 +441,11 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let child = self
+            .child
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
@@ -440,6 +459,27 @@ impl Drop for Proxy {
             );
         }
     }
+}
+
+/// `text` without ANSI escape sequences (tracing may colour its output).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ params final-byte
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs the binary to completion with `args` (and extra env) and returns its
@@ -472,7 +512,11 @@ pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
     let stdout = fs::read(&out_path).unwrap_or_default();
     let stderr = fs::read(&err_path).unwrap_or_default();
     match status {
-        Some(status) => Output { status, stdout, stderr },
+        Some(status) => Output {
+            status,
+            stdout,
+            stderr,
+        },
         None => panic!(
             "`ringlb {}` did not exit within {WAIT:?}\nstdout:\n{}\nstderr:\n{}",
             args.join(" "),

@@ -89,7 +89,10 @@ fn ten_megabyte_upload_streams_with_bounded_memory() {
     // Warm up buffers and the pool with a smaller upload.
     let warm = pattern(1024 * 1024);
     assert_eq!(
-        proxy.client().roundtrip(&request("POST", "/", &[], &warm)).status,
+        proxy
+            .client()
+            .roundtrip(&request("POST", "/", &[], &warm))
+            .status,
         200
     );
     let data = pattern(BIG);

@@ -18,5 +18,6 @@ mod pipelining;
 mod pool;
 mod proxy_basic;
 mod regression;
+mod selftest;
 mod timeouts;
 mod upgrade;

@@ -54,7 +54,11 @@ fn pipelined_requests_with_bodies_stay_framed() {
             assert!(text.ends_with(&format!("\n\n{body}")), "{text}");
         }
     }
-    let seen: Vec<String> = backend.requests().iter().map(|r| r.target.clone()).collect();
+    let seen: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
     assert_eq!(seen, ["/a", "/b", "/c", "/d", "/e"]);
 }
 
@@ -95,9 +99,16 @@ fn nothing_after_connection_close_is_forwarded() {
     assert!(c.read_response().body_str().contains("target /one\n"));
     let second = c.read_response();
     assert!(second.body_str().contains("target /two\n"));
-    assert!(second.closes(), "the last response must say Connection: close");
+    assert!(
+        second.closes(),
+        "the last response must say Connection: close"
+    );
     c.assert_closed();
-    let seen: Vec<String> = backend.requests().iter().map(|r| r.target.clone()).collect();
+    let seen: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
     assert_eq!(seen, ["/one", "/two"]);
 }
 

@@ -11,8 +11,12 @@ fn get_reaches_backend_and_response_comes_back() {
     let backend = Backend::echo();
     let proxy = Proxy::simple(&[backend.addr]);
     let resp = proxy.client().roundtrip(&get("/hello?x=1"));
-    assert_eq!(resp.status, 200);
-    assert!(resp.body_str().contains("target /hello?x=1"), "{}", resp.body_str());
+    assert_eq!((resp.version.as_str(), resp.status), ("HTTP/1.1", 200));
+    assert!(
+        resp.body_str().contains("target /hello?x=1"),
+        "{}",
+        resp.body_str()
+    );
     let req = backend.last_request();
     assert_eq!(req.method, "GET");
     assert_eq!(req.target, "/hello?x=1");
@@ -93,7 +97,12 @@ fn methods_are_forwarded_as_sent() {
     let proxy = Proxy::simple(&[backend.addr]);
     let mut c = proxy.client();
     for m in ["GET", "PUT", "DELETE", "OPTIONS", "PATCH"] {
-        let resp = c.roundtrip(&request(m, "/m", &[], if m == "PUT" { b"data" } else { b"" }));
+        let resp = c.roundtrip(&request(
+            m,
+            "/m",
+            &[],
+            if m == "PUT" { b"data" } else { b"" },
+        ));
         assert_eq!(resp.status, 200, "{m}");
         assert_eq!(backend.last_request().method, m);
     }
@@ -140,12 +149,20 @@ fn hop_by_hop_headers_are_removed() {
         "x-private",
         "x-also-private",
     ] {
-        assert_eq!(req.header(h), None, "{h} was forwarded: {:?}", req.head.headers);
+        assert_eq!(
+            req.header(h),
+            None,
+            "{h} was forwarded: {:?}",
+            req.head.headers
+        );
     }
     // A `Connection` header may be re-added by the proxy for its own hop,
     // but must not carry the client's tokens.
     for v in req.headers_named("connection") {
-        assert!(!v.to_ascii_lowercase().contains("x-private"), "Connection: {v}");
+        assert!(
+            !v.to_ascii_lowercase().contains("x-private"),
+            "Connection: {v}"
+        );
     }
     assert_eq!(req.header("x-kept"), Some("visible"));
 }
@@ -163,7 +180,10 @@ fn x_forwarded_headers_are_added() {
     assert_eq!(resp.status, 200);
     let req = backend.last_request();
     let xff = req.headers_named("x-forwarded-for").join(", ");
-    assert!(xff.contains("192.0.2.7"), "X-Forwarded-For lost the old hop: {xff}");
+    assert!(
+        xff.contains("192.0.2.7"),
+        "X-Forwarded-For lost the old hop: {xff}"
+    );
     assert!(
         xff.trim_end().ends_with("127.0.0.1"),
         "X-Forwarded-For must end with the client IP: {xff}"
@@ -188,7 +208,9 @@ fn connection_header_cannot_strip_x_forwarded() {
     assert_eq!(resp.status, 200);
     let req = backend.last_request();
     assert!(
-        req.headers_named("x-forwarded-for").join(",").contains("127.0.0.1"),
+        req.headers_named("x-forwarded-for")
+            .join(",")
+            .contains("127.0.0.1"),
         "{:?}",
         req.head.headers
     );
@@ -223,7 +245,11 @@ fn longest_path_prefix_wins() {
         ("/api/v2/users", "c"),
     ] {
         let resp = cl.roundtrip(&get(path));
-        assert_eq!((resp.status, resp.body_str()), (200, want.to_string()), "{path}");
+        assert_eq!(
+            (resp.status, resp.body_str()),
+            (200, want.to_string()),
+            "{path}"
+        );
     }
 }
 

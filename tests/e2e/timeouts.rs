@@ -111,7 +111,10 @@ fn head_timeout_closes_a_slowloris_drip() {
         match c.wire.stream.read(&mut b) {
             Ok(0) => true,
             Ok(_) => b.starts_with(b"HTTP/1.1 408"),
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
         }
     });
     assert!(closed, "a dripping head was kept open for {WAIT:?}");
@@ -141,7 +144,10 @@ fn head_completed_just_before_head_timeout_is_served() {
     assert_eq!(resp.status, 200);
     let req = backend.last_request();
     assert_eq!(req.target, "/split");
-    assert_eq!(crate::client::Headers::header(&req, "x-second"), Some("half"));
+    assert_eq!(
+        crate::client::Headers::header(&req, "x-second"),
+        Some("half")
+    );
 }
 
 #[test]
@@ -192,7 +198,10 @@ fn body_timeout_closes_a_stalled_request_body() {
     stall_request_body(&mut c);
     // The proxy may send an error (408 or similar) before closing.
     let rest = c.read_until_closed();
-    assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 "), "{rest:?}");
+    assert!(
+        rest.is_empty() || rest.starts_with(b"HTTP/1.1 "),
+        "{rest:?}"
+    );
     assert_eq!(backend.request_count(), 0, "a truncated body was completed");
     assert!(
         wait_until(WAIT, || backend.open_connections() == 0),
@@ -238,7 +247,11 @@ fn request_body_paused_before_body_timeout_arrives_exactly() {
 /// connection, so reading fails with EOF (or reset), not a read timeout.
 fn expect_truncated_then_closed(c: &mut Client) {
     match c.try_read_response_to("GET") {
-        Ok(r) => panic!("a stalled body completed: {} {} bytes", r.status, r.body.len()),
+        Ok(r) => panic!(
+            "a stalled body completed: {} {} bytes",
+            r.status,
+            r.body.len()
+        ),
         Err(e) => assert!(
             matches!(
                 e.kind(),
@@ -277,11 +290,7 @@ fn body_timeout_on_response_side_leaks_no_fds() {
 #[test]
 fn response_body_paused_before_body_timeout_arrives_exactly() {
     let data = pattern(256 * 1024);
-    let backend = Backend::fixed(
-        Resp::new(200)
-            .body(data.clone())
-            .pause_at(64 * 1024, PAUSE),
-    );
+    let backend = Backend::fixed(Resp::new(200).body(data.clone()).pause_at(64 * 1024, PAUSE));
     let proxy = proxy_with(&backend, &format!("body_timeout = {LONG}"), &[]);
     let resp = proxy.client().roundtrip(&get("/"));
     assert_eq!(resp.body.len(), data.len());
@@ -292,11 +301,7 @@ fn response_body_paused_before_body_timeout_arrives_exactly() {
 fn chunked_response_paused_before_body_timeout_arrives_exactly() {
     let data = pattern(100_000);
     let (x, y) = data.split_at(50_000);
-    let backend = Backend::fixed(
-        Resp::new(200)
-            .chunked(&[x, y], &[])
-            .pause_at(50_010, PAUSE),
-    );
+    let backend = Backend::fixed(Resp::new(200).chunked(&[x, y], &[]).pause_at(50_010, PAUSE));
     let proxy = proxy_with(&backend, &format!("body_timeout = {LONG}"), &[]);
     let resp = proxy.client().roundtrip(&get("/"));
     assert_eq!(checksum(&resp.body), checksum(&data));
@@ -365,7 +370,10 @@ fn timeouts_do_not_hurt_a_healthy_backend_after_failures() {
     for _ in 0..6 {
         statuses.push(proxy.client().roundtrip(&get("/")).status);
     }
-    assert!(statuses.iter().all(|s| [200, 504].contains(s)), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [200, 504].contains(s)),
+        "{statuses:?}"
+    );
     assert!(statuses.contains(&200), "{statuses:?}");
     assert!(ok.request_count() > 0);
 }

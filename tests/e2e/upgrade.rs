@@ -51,8 +51,16 @@ fn backend_101_turns_connection_into_tunnel() {
     // Upgrade and Connection: upgrade must reach the backend when upgrading.
     let req = backend.last_request();
     assert_eq!(req.header("upgrade"), Some("echo-proto"));
-    assert!(req.has_token("connection", "upgrade"), "{:?}", req.head.headers);
-    for msg in [&b"hello"[..], b"not http at all\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n"] {
+    assert!(
+        req.has_token("connection", "upgrade"),
+        "{:?}",
+        req.head.headers
+    );
+    for msg in [
+        &b"hello"[..],
+        b"not http at all\r\n\r\n",
+        b"GET / HTTP/1.1\r\n\r\n",
+    ] {
         c.send(msg);
         assert_eq!(read_exactly(&mut c, msg.len()), msg);
     }
@@ -147,7 +155,11 @@ fn upgrade_answered_with_200_keeps_http() {
         "bytes after a refused upgrade were not treated as a request: {}",
         second.body_str()
     );
-    let targets: Vec<String> = backend.requests().iter().map(|r| r.target.clone()).collect();
+    let targets: Vec<String> = backend
+        .requests()
+        .iter()
+        .map(|r| r.target.clone())
+        .collect();
     assert_eq!(targets, ["/ws", "/after-upgrade"]);
 }
 
