@@ -108,6 +108,11 @@ fn backend_address_without_port_is_reported() {
 }
 
 #[test]
+fn empty_backend_list_is_reported() {
+    rejects(11, "backends = []", |k| k == "upstreams.app.backends");
+}
+
+#[test]
 fn unknown_strategy_is_reported() {
     rejects(12, "strategy = \"whatever\"", |k| {
         k == "upstreams.app.strategy"
