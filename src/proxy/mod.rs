@@ -32,8 +32,7 @@ use crate::http::{
 use crate::io::{connect, Conn};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
-use crate::upstream::balance::round_robin::RoundRobin;
-use crate::upstream::balance::Balancer;
+use crate::upstream::balance::{Balancer, RoundRobin};
 use crate::upstream::pool::{Checkout, Pool};
 use crate::upstream::{Backend, BackendState};
 
@@ -89,7 +88,7 @@ impl Worker {
                 .zip(&backend_states[u])
                 .map(|(b, state)| Backend {
                     addr: b.addr,
-                    weight: b.weight,
+                    weight: u32::from(b.weight.get()),
                     state: state.clone(),
                 })
                 .collect();
@@ -105,10 +104,10 @@ impl Worker {
             });
         }
         Worker {
-            routes: RouteTable::new(&config),
+            routes: RouteTable::from_config(&config),
             limits: http::Limits {
                 max_head_bytes: config.server.max_head_bytes,
-                max_headers: config.server.max_headers,
+                max_headers: config.server.max_headers.get(),
             },
             upstreams: RefCell::new(upstreams),
             pool: RefCell::new(Pool::new(pool_limits)),
@@ -330,7 +329,7 @@ fn parse_request(
     log.target.clear();
     log.target.push_str(head.target());
     if let BodyKind::Length(n) = head.body() {
-        if server.max_request_body != 0 && n > server.max_request_body {
+        if server.max_request_body.is_some_and(|max| n > max.get()) {
             return Err(LocalReply::PayloadTooLarge);
         }
     }
@@ -394,7 +393,7 @@ struct UpstreamConn {
 async fn exchange(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, fwd: &[u8], log: &LogLine) -> Next {
     let server = &worker.config.server;
     let wait_for_continue = info.expect_continue && !matches!(info.body, BodyKind::Empty) && client.buf.is_empty();
-    let mut body = body::RequestBody::new(info.body, server.max_request_body);
+    let mut body = body::RequestBody::new(info.body, server.max_request_body.map_or(0, |m| m.get()));
     // The head and whatever of the body is already buffered go in one write.
     let mut first = Vec::with_capacity(fwd.len() + client.buf.len().min(server.buffer_size));
     first.extend_from_slice(fwd);
@@ -584,7 +583,7 @@ async fn relay(
                 }
             }
             Ok(Some(_)) => return respond(worker, client, info, up, body.is_complete()).await,
-            Ok(None) => unreachable_partial(),
+            Ok(None) => return unreachable_partial(),
             Err(f) => return failed(f),
         }
     }

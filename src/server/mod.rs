@@ -61,7 +61,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let mut metrics = Registry::default();
     let cores = if config.server.pin_workers { core_affinity::get_core_ids() } else { None };
     let (ready_tx, ready_rx) = mpsc::channel();
-    let workers = config.server.workers;
+    let workers = config.server.workers.get();
     for index in 0..workers {
         let shard = metrics.new_shard();
         let config = config.clone();
@@ -135,8 +135,9 @@ async fn worker_main(
     ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
     let mut listeners = Vec::new();
-    for &addr in &config.server.listen {
-        match Listener::bind(addr, config.server.backlog) {
+    for listen in &config.server.listen {
+        let addr = listen.addr;
+        match Listener::bind(addr, config.server.backlog.get()) {
             Ok(l) => listeners.push(l),
             Err(error) => {
                 let _ = ready.send(Err(StartError::Bind { addr, error }));
@@ -155,7 +156,7 @@ async fn worker_main(
             sweeper.evict_idle();
         }
     });
-    let limit = Arc::new(tokio::sync::Semaphore::new(config.server.max_connections));
+    let limit = Arc::new(tokio::sync::Semaphore::new(config.server.max_connections.get()));
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|l| io::spawn(accept_loop(l, worker.clone(), limit.clone())))
