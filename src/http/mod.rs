@@ -122,3 +122,6 @@ pub enum ResponseBody {
     Chunked,
     CloseDelimited,
 }
+
+#[cfg(test)]
+mod tests;
