@@ -231,7 +231,7 @@ impl ChunkedDecoder {
         }
         Ok(Decoded {
             consumed: at,
-            data: &[],
+            data: &input[at..at],
         })
     }
 
