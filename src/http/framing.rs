@@ -264,6 +264,15 @@ mod tests {
         }
     }
 
+    /// (name, message, Content-Length, Transfer-Encoding, expected framing)
+    type RuleCase = (
+        &'static str,
+        Message,
+        ContentLengthField,
+        TransferEncodingField,
+        Result<Framing, E>,
+    );
+
     #[test]
     fn rules_in_order() {
         let req11 = Message::Request {
@@ -279,13 +288,7 @@ mod tests {
         };
         let none = ContentLengthField::Absent;
         let no_te = TransferEncodingField::default();
-        let cases: &[(
-            &str,
-            Message,
-            ContentLengthField,
-            TransferEncodingField,
-            Result<Framing, E>,
-        )] = &[
+        let cases: &[RuleCase] = &[
             (
                 "1 head",
                 resp(200, true),

@@ -16,15 +16,14 @@ struct Outcome {
     body_len: usize,
 }
 
+/// `Ok(None)`: the input ended before the body did.
+type Want = Result<Option<Outcome>, ChunkedError>;
+
 /// Decodes `input` arriving in pieces that end at `cuts`, the way the proxy
 /// reads: unconsumed bytes stay in its buffer and more are appended. Also
 /// checks that the consumed bytes are exactly the body prefix (passthrough)
 /// and that `data` lies within them. `Ok(None)`: input ended first.
-fn decode_in_pieces(
-    decoder: &mut ChunkedDecoder,
-    input: &[u8],
-    cuts: &[usize],
-) -> Result<Option<Outcome>, ChunkedError> {
+fn decode_in_pieces(decoder: &mut ChunkedDecoder, input: &[u8], cuts: &[usize]) -> Want {
     let mut data = Vec::new();
     let mut start = 0; // first unconsumed byte
     let mut received = 0;
@@ -56,11 +55,7 @@ fn decode_in_pieces(
 }
 
 /// Decodes `input` whole and split in every way we try; all must agree.
-fn decode_all_ways(
-    case: &str,
-    input: &[u8],
-    limits: ChunkedLimits,
-) -> Result<Option<Outcome>, ChunkedError> {
+fn decode_all_ways(case: &str, input: &[u8], limits: ChunkedLimits) -> Want {
     let decode =
         |cuts: &[usize]| decode_in_pieces(&mut ChunkedDecoder::with_limits(limits), input, cuts);
     let whole = decode(&[]);
@@ -91,7 +86,7 @@ fn random_cuts(seed: u32, len: usize) -> Vec<usize> {
     }
 }
 
-fn ok(data: &str, body_len: usize) -> Result<Option<Outcome>, ChunkedError> {
+fn ok(data: &str, body_len: usize) -> Want {
     Ok(Some(Outcome {
         data: data.as_bytes().to_vec(),
         body_len,
@@ -101,9 +96,9 @@ fn ok(data: &str, body_len: usize) -> Result<Option<Outcome>, ChunkedError> {
 /// `body_len` placeholder: the whole input is the body.
 const ALL: usize = usize::MAX;
 
-const INCOMPLETE: Result<Option<Outcome>, ChunkedError> = Ok(None);
+const INCOMPLETE: Want = Ok(None);
 
-fn run(cases: &[(&str, &[u8], Result<Option<Outcome>, ChunkedError>)]) {
+fn run(cases: &[(&str, &[u8], Want)]) {
     for (name, input, want) in cases {
         let want = match want {
             Ok(Some(o)) if o.body_len == ALL => {

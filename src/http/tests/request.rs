@@ -453,7 +453,14 @@ fn method_properties() {
 #[test]
 fn connection_semantics() {
     // (name, input, keep_alive, expect_continue, upgrade)
-    let cases: &[(&str, &[u8], bool, bool, Option<&[u8]>)] = &[
+    type Case = (
+        &'static str,
+        &'static [u8],
+        bool,
+        bool,
+        Option<&'static [u8]>,
+    );
+    let cases: &[Case] = &[
         ("1.1 default", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", true, false, None),
         ("1.1 close", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Close\r\n\r\n", false, false, None),
         ("1.1 close in list", b"GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\nConnection: keep-alive, close\r\n\r\n", false, false, None),
