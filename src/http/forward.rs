@@ -58,8 +58,7 @@ enum FieldRole {
     EndToEnd,
 }
 
-fn field_role(name: &str) -> FieldRole {
-    let n = name.as_bytes();
+fn field_role(n: &[u8]) -> FieldRole {
     let is = |s: &[u8]| eq_ci(n, s);
     match n.len() {
         2 if is(b"te") => FieldRole::HopByHop,
@@ -81,10 +80,10 @@ fn field_role(name: &str) -> FieldRole {
 
 /// Whether a `Connection` field in `fields` lists `name`. Only called when
 /// the head has such tokens, so the quadratic walk is rare and short.
-fn named_by_connection(fields: Headers<'_>, name: &str) -> bool {
+fn named_by_connection(fields: Headers<'_>, name: &[u8]) -> bool {
     fields
         .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .any(|(_, v)| list_elements(v).any(|t| eq_ci(t, name.as_bytes())))
+        .any(|(_, v)| list_elements(v).any(|t| eq_ci(t, name)))
 }
 
 /// Fields of `fields` that survive the generic rules: end-to-end and not

@@ -168,7 +168,11 @@ impl<'b> FieldScan<'b> {
         let mut scan = FieldScan::default();
         for h in headers {
             let name = h.name.as_bytes();
-            // Dispatch on length first: most fields are none of these.
+            // Dispatch on length and first letter: most fields are none of
+            // these, and this keeps the scan a small part of parsing.
+            if !matches!(name[0] | 0x20, b'h' | b'e' | b'u' | b'c' | b't') {
+                continue;
+            }
             match name.len() {
                 4 if eq_ci(name, b"host") => scan.host.add(h.value),
                 6 if eq_ci(name, b"expect") => {
@@ -208,8 +212,7 @@ impl<'b> Headers<'b> {
         self.lines = rest;
         let line = &raw[..raw.len() - 2];
         let colon = line.iter().position(|&b| b == b':').unwrap_or(line.len());
-        // Names are tokens (checked by httparse), hence ASCII.
-        let name = std::str::from_utf8(&line[..colon]).unwrap_or("");
+        let name = &line[..colon];
         let value = trim_ows(line.get(colon + 1..).unwrap_or(b""));
         Some(FieldLine { name, value, raw })
     }
@@ -219,14 +222,16 @@ impl<'b> Iterator for Headers<'b> {
     type Item = (&'b str, &'b [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_line().map(|f| (f.name, f.value))
+        // Names are tokens (checked by httparse), hence ASCII and UTF-8.
+        self.next_line()
+            .map(|f| (std::str::from_utf8(f.name).unwrap_or(""), f.value))
     }
 }
 
 /// One field of a validated head.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FieldLine<'b> {
-    pub name: &'b str,
+    pub name: &'b [u8],
     pub value: &'b [u8],
     /// The whole line including its CRLF.
     pub raw: &'b [u8],

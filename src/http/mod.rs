@@ -28,6 +28,20 @@
 //! `framing::Message` enum passed to one framing function rather than by a
 //! `Role` trait with two zero-sized impls; httparse's two parser types made a
 //! trait add more lifetimes than it removed branches.
+//!
+//! Choices the proxy should know about:
+//! - `Status` is `httparse::Status` re-exported.
+//! - CONNECT requests are rejected (`RequestError::ConnectUnsupported`,
+//!   501): a reverse proxy does not open tunnels on request.
+//! - `http://host?query` (absolute-form with an empty path and a query) is
+//!   rejected as `InvalidTarget`: its origin-form needs a `/` that is not in
+//!   the buffer to borrow.
+//! - `Connection` can never strip `Host`, `Content-Length`,
+//!   `Transfer-Encoding` or `X-Forwarded-*`; `Trailer` is treated as
+//!   hop-by-hop on both sides (Go's `httputil` list).
+//! - A chunk line with whitespace after the size but no extension (`5 \r\n`)
+//!   and empty extensions (`5;\r\n`) are errors (hyper accepts them): we
+//!   forward chunk lines verbatim, so we only pass on unambiguous ones.
 
 pub mod chunked;
 pub mod forward;

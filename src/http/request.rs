@@ -352,32 +352,25 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// `host [":" port]` with reg-name, IPv4 or bracketed IP-literal bytes: no
 /// userinfo, path, whitespace or non-ASCII. Not empty.
 fn is_authority(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                        | b':'
-                        | b'['
-                        | b']'
-                )
-        })
+    !s.is_empty() && s.bytes().all(|b| AUTHORITY_BYTES[usize::from(b)])
 }
+
+/// Bytes allowed in an authority: unreserved, sub-delims, `%`, `:`, `[`, `]`.
+static AUTHORITY_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"-._~!$&'()*+,;=%:[]";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 128 {
+        table[b] |= (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    table
+};
 
 /// RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, for any request
 /// with more than one, and for an invalid value. An empty Host on HTTP/1.0

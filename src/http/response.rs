@@ -171,6 +171,16 @@ impl<'b> ResponseHead<'b> {
         Headers::new(&self.head[self.fields_start..self.head.len() - 2])
     }
 
+    /// The Upgrade field value of a 101 response, if any.
+    pub fn upgrade(&self) -> Option<&'b [u8]> {
+        if self.status != 101 {
+            return None;
+        }
+        self.headers()
+            .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
+            .map(|(_, value)| value)
+    }
+
     pub(crate) fn connection_names_other_fields(&self) -> bool {
         self.connection.names_other_fields
     }
@@ -239,16 +249,4 @@ pub fn parse_response<'b>(
         body,
         connection: fields.connection,
     }))
-}
-
-impl<'b> ResponseHead<'b> {
-    /// The Upgrade field value of a 101 response, if any.
-    pub fn upgrade(&self) -> Option<&'b [u8]> {
-        if self.status != 101 {
-            return None;
-        }
-        self.headers()
-            .find(|(name, _)| name.eq_ignore_ascii_case("upgrade"))
-            .map(|(_, value)| value)
-    }
 }
