@@ -26,7 +26,10 @@ pub fn config(listen: SocketAddr) -> Result<Config, String> {
 }
 
 fn demo_toml(listen: SocketAddr, backends: &[SocketAddr]) -> String {
-    let list: Vec<String> = backends.iter().map(|a| format!("{{ addr = \"{a}\" }}")).collect();
+    let list: Vec<String> = backends
+        .iter()
+        .map(|a| format!("{{ addr = \"{a}\" }}"))
+        .collect();
     format!(
         "[server]\nlisten = [\"{listen}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"demo\"\n\n[upstreams.demo]\nbackends = [{}]\n",
         list.join(", ")
@@ -61,7 +64,10 @@ fn serve_demo(mut stream: TcpStream, name: &str, addr: SocketAddr) {
                     let mut close = req.version == Some(0);
                     for h in req.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
-                            body = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                            body = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
                         } else if h.name.eq_ignore_ascii_case("connection") {
                             close = h.value.eq_ignore_ascii_case(b"close");
                         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

@@ -23,6 +23,10 @@ pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub enum LocalReply {
     /// 400 (RFC 9110 §15.5.1): the request is malformed.
     BadRequest(&'static str),
+    /// 404 (RFC 9110 §15.5.5): no route matches the host and path.
+    NotFound,
+    /// 408 (RFC 9110 §15.5.9): the request head did not arrive in time.
+    RequestTimeout,
     /// 431 (RFC 6585 §5): the head exceeds `Limits`.
     HeadersTooLarge,
     /// 413 (RFC 9110 §15.5.14): the body exceeds the route's limit.
@@ -41,6 +45,8 @@ impl LocalReply {
     pub fn status(&self) -> u16 {
         match self {
             LocalReply::BadRequest(_) => 400,
+            LocalReply::NotFound => 404,
+            LocalReply::RequestTimeout => 408,
             LocalReply::HeadersTooLarge => 431,
             LocalReply::PayloadTooLarge => 413,
             LocalReply::NotImplemented(_) => 501,
@@ -54,6 +60,8 @@ impl LocalReply {
     pub fn status_text(&self) -> &'static str {
         match self {
             LocalReply::BadRequest(_) => "Bad Request",
+            LocalReply::NotFound => "Not Found",
+            LocalReply::RequestTimeout => "Request Timeout",
             LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
             LocalReply::PayloadTooLarge => "Payload Too Large",
             LocalReply::NotImplemented(_) => "Not Implemented",
@@ -71,6 +79,8 @@ impl LocalReply {
             | LocalReply::BadGateway(r)
             | LocalReply::ServiceUnavailable(r)
             | LocalReply::GatewayTimeout(r) => r,
+            LocalReply::NotFound => "no route for this host and path",
+            LocalReply::RequestTimeout => "request head not received in time",
             LocalReply::HeadersTooLarge => "request head too large",
             LocalReply::PayloadTooLarge => "request body too large",
         }

@@ -39,7 +39,11 @@ impl RequestBody {
             BodyKind::Length(n) => BodyState::Length(n),
             BodyKind::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
         };
-        RequestBody { state, max, data_seen: 0 }
+        RequestBody {
+            state,
+            max,
+            data_seen: 0,
+        }
     }
 
     pub(super) fn is_complete(&self) -> bool {
@@ -48,7 +52,11 @@ impl RequestBody {
 
     /// Moves the body bytes at the front of `buf` into `out`, leaving any
     /// bytes after the body (a pipelined request) in `buf`.
-    pub(super) fn take_buffered(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), ClientFailure> {
+    pub(super) fn take_buffered(
+        &mut self,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ClientFailure> {
         let take = match &mut self.state {
             BodyState::Done => return Ok(()),
             BodyState::Length(remaining) => {
@@ -85,7 +93,12 @@ impl RequestBody {
     }
 
     /// Reads the rest of the body from the client and writes it upstream.
-    pub(super) async fn stream(&mut self, worker: &Worker, client: &mut Client, upstream: &Conn) -> Result<(), StreamError> {
+    pub(super) async fn stream(
+        &mut self,
+        worker: &Worker,
+        client: &mut Client,
+        upstream: &Conn,
+    ) -> Result<(), StreamError> {
         let timeout = worker.config.server.body_timeout;
         let mut chunk = Vec::with_capacity(client.buffer_size);
         while !self.is_complete() {
@@ -96,7 +109,8 @@ impl RequestBody {
                 }
             }
             chunk.clear();
-            self.take_buffered(&mut client.buf, &mut chunk).map_err(StreamError::Client)?;
+            self.take_buffered(&mut client.buf, &mut chunk)
+                .map_err(StreamError::Client)?;
             if chunk.is_empty() {
                 // A partial chunk line: need more bytes before forwarding.
                 match client.fill(Some(timeout)).await {
@@ -153,7 +167,12 @@ impl ResponseRelay {
     /// Sends the head already in `client.out` followed by the body.
     /// `Ok(true)`: the body ended exactly at its framing, so the upstream
     /// connection may be reused.
-    pub(super) async fn run(self, worker: &Worker, client: &mut Client, up: &mut UpstreamConn) -> Result<bool, RelayError> {
+    pub(super) async fn run(
+        self,
+        worker: &Worker,
+        client: &mut Client,
+        up: &mut UpstreamConn,
+    ) -> Result<bool, RelayError> {
         let server = &worker.config.server;
         let mut state = match self.framing {
             ResponseBody::Empty | ResponseBody::Length(0) => ResponseState::Done,
@@ -170,7 +189,10 @@ impl ResponseRelay {
             }
             if !client.out.is_empty() {
                 worker.metrics.bytes_to_clients.add(client.out.len() as u64);
-                client.send_out(server.send_timeout).await.map_err(|_| RelayError::Client)?;
+                client
+                    .send_out(server.send_timeout)
+                    .await
+                    .map_err(|_| RelayError::Client)?;
                 client.out.clear();
             }
             if let ResponseState::Done = state {
@@ -187,7 +209,10 @@ impl ResponseRelay {
                     ResponseState::UntilClose => {
                         if let OutFraming::ChunkEncoded = self.out {
                             client.out.extend_from_slice(http::LAST_CHUNK);
-                            client.send_out(server.send_timeout).await.map_err(|_| RelayError::Client)?;
+                            client
+                                .send_out(server.send_timeout)
+                                .await
+                                .map_err(|_| RelayError::Client)?;
                         }
                         return Ok(false);
                     }
@@ -201,7 +226,12 @@ impl ResponseRelay {
     }
 
     /// Moves the body bytes buffered in `buf` to `out`, re-framed.
-    fn move_body(&self, state: &mut ResponseState, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), RelayError> {
+    fn move_body(
+        &self,
+        state: &mut ResponseState,
+        buf: &mut Vec<u8>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RelayError> {
         match state {
             ResponseState::Done => {}
             ResponseState::Length(remaining) => {
@@ -215,7 +245,9 @@ impl ResponseRelay {
             ResponseState::Chunked(decoder) => {
                 let mut consumed = 0;
                 while !decoder.is_done() {
-                    let decoded = decoder.decode(&buf[consumed..]).map_err(|_| RelayError::Upstream)?;
+                    let decoded = decoder
+                        .decode(&buf[consumed..])
+                        .map_err(|_| RelayError::Upstream)?;
                     if decoded.consumed == 0 {
                         break;
                     }

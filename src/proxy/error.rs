@@ -26,11 +26,17 @@ impl UpstreamFailure {
     pub fn reply(self) -> LocalReply {
         match self {
             UpstreamFailure::ConnectRefused => LocalReply::BadGateway("upstream connect failed"),
-            UpstreamFailure::ConnectTimeout => LocalReply::GatewayTimeout("upstream connect timed out"),
+            UpstreamFailure::ConnectTimeout => {
+                LocalReply::GatewayTimeout("upstream connect timed out")
+            }
             UpstreamFailure::Closed => LocalReply::BadGateway("upstream closed the connection"),
-            UpstreamFailure::ResponseTimeout => LocalReply::GatewayTimeout("upstream response timed out"),
+            UpstreamFailure::ResponseTimeout => {
+                LocalReply::GatewayTimeout("upstream response timed out")
+            }
             UpstreamFailure::Malformed(why) => LocalReply::BadGateway(why),
-            UpstreamFailure::SendTimeout => LocalReply::GatewayTimeout("upstream stopped reading the request"),
+            UpstreamFailure::SendTimeout => {
+                LocalReply::GatewayTimeout("upstream stopped reading the request")
+            }
         }
     }
 }

@@ -26,9 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::http::{
-    self, BodyKind, ForwardContext, LocalReply, OutFraming, ResponseBody, Version,
-};
+use crate::http::{self, BodyKind, ForwardContext, LocalReply, OutFraming, ResponseBody, Version};
 use crate::io::{connect, Conn};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
@@ -49,7 +47,6 @@ const LINGER_BYTES: usize = 256 * 1024;
 
 /// One upstream as a worker sees it.
 struct UpstreamRt {
-    name: String,
     backends: Vec<Backend>,
     /// Global index of `backends[0]` in the worker's pool.
     first_slot: usize,
@@ -95,7 +92,6 @@ impl Worker {
             let first_slot = pool_limits.len();
             pool_limits.extend(backends.iter().map(|_| (up.max_idle, up.idle_timeout)));
             upstreams.push(UpstreamRt {
-                name: up.name.clone(),
                 balancer: RoundRobin::new(backends.len(), worker_index),
                 backends,
                 first_slot,
@@ -185,7 +181,12 @@ impl Client {
     }
 
     /// Sends a locally generated reply.
-    async fn reply(&mut self, reply: &LocalReply, keep_alive: bool, deadline: Duration) -> io::Result<()> {
+    async fn reply(
+        &mut self,
+        reply: &LocalReply,
+        keep_alive: bool,
+        deadline: Duration,
+    ) -> io::Result<()> {
         self.out.clear();
         reply.write(keep_alive, &mut self.out);
         self.send_out(deadline).await
@@ -198,7 +199,9 @@ impl Client {
         let start = Instant::now();
         let mut discarded = 0;
         while discarded < LINGER_BYTES {
-            let Some(left) = LINGER_TIME.checked_sub(start.elapsed()) else { break };
+            let Some(left) = LINGER_TIME.checked_sub(start.elapsed()) else {
+                break;
+            };
             self.buf.clear();
             match self.fill(Some(left)).await {
                 Ok(0) | Err(_) => break,
@@ -242,7 +245,11 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
             Err(reply) => {
                 log_reply(client, &log, &reply);
                 worker.metrics.count_status(reply.status());
-                if client.reply(&reply, false, server.send_timeout).await.is_err() {
+                if client
+                    .reply(&reply, false, server.send_timeout)
+                    .await
+                    .is_err()
+                {
                     return End::Closed;
                 }
                 return End::KeepClosing;
@@ -271,7 +278,11 @@ async fn read_request(
     log: &mut LogLine,
 ) -> Result<Option<RequestInfo>, LocalReply> {
     let server = &worker.config.server;
-    let mut head_started = if client.buf.is_empty() { None } else { Some(Instant::now()) };
+    let mut head_started = if client.buf.is_empty() {
+        None
+    } else {
+        Some(Instant::now())
+    };
     loop {
         if head_started.is_some() {
             if let Some(info) = parse_request(worker, client, fwd, log)? {
@@ -290,7 +301,11 @@ async fn read_request(
         };
         match client.fill(Some(deadline)).await {
             Ok(0) if client.buf.is_empty() => return Ok(None),
-            Ok(0) => return Err(LocalReply::BadRequest("connection closed inside the request head")),
+            Ok(0) => {
+                return Err(LocalReply::BadRequest(
+                    "connection closed inside the request head",
+                ))
+            }
             Ok(n) => {
                 worker.metrics.bytes_from_clients.add(n as u64);
                 head_started.get_or_insert_with(Instant::now);
@@ -390,10 +405,18 @@ struct UpstreamConn {
 /// reused pooled connection turns out dead before answering, and the
 /// request can be sent again: its body (if any) is wholly in hand, and
 /// either nothing reached the backend or the method is idempotent.
-async fn exchange(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, fwd: &[u8], log: &LogLine) -> Next {
+async fn exchange(
+    worker: &Rc<Worker>,
+    client: &mut Client,
+    info: &RequestInfo,
+    fwd: &[u8],
+    log: &LogLine,
+) -> Next {
     let server = &worker.config.server;
-    let wait_for_continue = info.expect_continue && !matches!(info.body, BodyKind::Empty) && client.buf.is_empty();
-    let mut body = body::RequestBody::new(info.body, server.max_request_body.map_or(0, |m| m.get()));
+    let wait_for_continue =
+        info.expect_continue && !matches!(info.body, BodyKind::Empty) && client.buf.is_empty();
+    let mut body =
+        body::RequestBody::new(info.body, server.max_request_body.map_or(0, |m| m.get()));
     // The head and whatever of the body is already buffered go in one write.
     let mut first = Vec::with_capacity(fwd.len() + client.buf.len().min(server.buffer_size));
     first.extend_from_slice(fwd);
@@ -412,14 +435,35 @@ async fn exchange(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, 
         };
         let _in_flight = backend_state.start_request();
         let reused = up.reused;
-        match relay(worker, client, info, &first, &mut body, wait_for_continue, up).await {
+        match relay(
+            worker,
+            client,
+            info,
+            &first,
+            &mut body,
+            wait_for_continue,
+            up,
+        )
+        .await
+        {
             Relayed::Done(next) => return next,
-            Relayed::Failed { failure, sent, response_started } => {
+            Relayed::Failed {
+                failure,
+                sent,
+                response_started,
+            } => {
                 backend_state.record_failure();
-                let retry = attempt == 1 && reused && !response_started && replayable && (!sent || info.idempotent);
+                let retry = attempt == 1
+                    && reused
+                    && !response_started
+                    && replayable
+                    && (!sent || info.idempotent);
                 if retry {
                     worker.metrics.retries.inc();
-                    tracing::debug!(?failure, "pooled connection failed; retrying on a fresh one");
+                    tracing::debug!(
+                        ?failure,
+                        "pooled connection failed; retrying on a fresh one"
+                    );
                     continue;
                 }
                 if response_started {
@@ -432,17 +476,30 @@ async fn exchange(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, 
     }
 }
 
-async fn client_failed(worker: &Worker, client: &mut Client, log: &LogLine, failure: ClientFailure) -> Next {
+async fn client_failed(
+    worker: &Worker,
+    client: &mut Client,
+    log: &LogLine,
+    failure: ClientFailure,
+) -> Next {
     match failure {
         ClientFailure::Gone => Next::Abort,
         ClientFailure::BadBody(reply) => reply_and_close(worker, client, log, reply).await,
     }
 }
 
-async fn reply_and_close(worker: &Worker, client: &mut Client, log: &LogLine, reply: LocalReply) -> Next {
+async fn reply_and_close(
+    worker: &Worker,
+    client: &mut Client,
+    log: &LogLine,
+    reply: LocalReply,
+) -> Next {
     log_reply(client, log, &reply);
     worker.metrics.count_status(reply.status());
-    match client.reply(&reply, false, worker.config.server.send_timeout).await {
+    match client
+        .reply(&reply, false, worker.config.server.send_timeout)
+        .await
+    {
         Ok(()) => Next::Close,
         Err(_) => Next::Abort,
     }
@@ -450,7 +507,10 @@ async fn reply_and_close(worker: &Worker, client: &mut Client, log: &LogLine, re
 
 /// Picks a backend and gets a connection to it: a pooled one if alive,
 /// else a new one.
-async fn acquire(worker: &Worker, upstream: usize) -> Result<(UpstreamConn, Arc<BackendState>), LocalReply> {
+async fn acquire(
+    worker: &Worker,
+    upstream: usize,
+) -> Result<(UpstreamConn, Arc<BackendState>), LocalReply> {
     let (slot, addr, state, connect_timeout) = {
         let mut upstreams = worker.upstreams.borrow_mut();
         let up = &mut upstreams[upstream];
@@ -459,14 +519,24 @@ async fn acquire(worker: &Worker, upstream: usize) -> Result<(UpstreamConn, Arc<
             return Err(LocalReply::ServiceUnavailable("no backend available"));
         };
         let backend = &up.backends[b];
-        (up.first_slot + b, backend.addr, backend.state.clone(), up.connect_timeout)
+        (
+            up.first_slot + b,
+            backend.addr,
+            backend.state.clone(),
+            up.connect_timeout,
+        )
     };
     let checkout = worker.pool.borrow_mut().checkout(slot, Instant::now());
     let buffer_size = worker.config.server.buffer_size;
     match checkout {
         Checkout::Hit(conn) => {
             worker.metrics.pool_hits.inc();
-            let up = UpstreamConn { conn, slot, reused: true, buf: Vec::with_capacity(buffer_size) };
+            let up = UpstreamConn {
+                conn,
+                slot,
+                reused: true,
+                buf: Vec::with_capacity(buffer_size),
+            };
             Ok((up, state))
         }
         Checkout::Miss { stale } => {
@@ -474,7 +544,12 @@ async fn acquire(worker: &Worker, upstream: usize) -> Result<(UpstreamConn, Arc<
             worker.metrics.pool_misses.inc();
             match connect(addr, connect_timeout).await {
                 Ok(conn) => {
-                    let up = UpstreamConn { conn, slot, reused: false, buf: Vec::with_capacity(buffer_size) };
+                    let up = UpstreamConn {
+                        conn,
+                        slot,
+                        reused: false,
+                        buf: Vec::with_capacity(buffer_size),
+                    };
                     Ok((up, state))
                 }
                 Err(e) => {
@@ -518,19 +593,37 @@ async fn relay(
 ) -> Relayed {
     let server = &worker.config.server;
     let response_timeout = worker.upstreams.borrow()[info.upstream].response_timeout;
-    let failed = |failure| Relayed::Failed { failure, sent: true, response_started: false };
+    let failed = |failure| Relayed::Failed {
+        failure,
+        sent: true,
+        response_started: false,
+    };
 
     // 2. Send the head, with as much of the body as was already buffered.
-    let (res, _) = up.conn.write_all(first.to_vec(), 0..first.len(), Some(server.body_timeout)).await;
+    let (res, _) = up
+        .conn
+        .write_all(first.to_vec(), 0..first.len(), Some(server.body_timeout))
+        .await;
     if res.is_err() {
-        return Relayed::Failed { failure: UpstreamFailure::Closed, sent: false, response_started: false };
+        return Relayed::Failed {
+            failure: UpstreamFailure::Closed,
+            sent: false,
+            response_started: false,
+        };
     }
 
     // 3. `Expect: 100-continue`: let the backend answer first, briefly.
     let mut continue_sent = false;
     if wait_for_continue {
-        match read_response_head(worker, &mut up, info, EXPECT_CONTINUE_WAIT.min(response_timeout)).await {
-            Ok(Some(status)) if status == 100 => {
+        match read_response_head(
+            worker,
+            &mut up,
+            info,
+            EXPECT_CONTINUE_WAIT.min(response_timeout),
+        )
+        .await
+        {
+            Ok(Some(100)) => {
                 // Relay the backend's 100 and drop it from the buffer.
                 if let Err(next) = forward_informational(worker, client, &mut up, info).await {
                     return Relayed::Done(next);
@@ -563,9 +656,7 @@ async fn relay(
             // try to relay that answer, else fail.
             match read_response_head(worker, &mut up, info, response_timeout).await {
                 Ok(Some(_)) => return respond(worker, client, info, up, false).await,
-                _ => {
-                    return failed(UpstreamFailure::Closed)
-                }
+                _ => return failed(UpstreamFailure::Closed),
             }
         }
     }
@@ -591,7 +682,11 @@ async fn relay(
 
 /// `read_response_head` never returns `Ok(None)` without a deadline.
 fn unreachable_partial() -> Relayed {
-    Relayed::Failed { failure: UpstreamFailure::Closed, sent: true, response_started: false }
+    Relayed::Failed {
+        failure: UpstreamFailure::Closed,
+        sent: true,
+        response_started: false,
+    }
 }
 
 /// Reads until `up.buf` holds a complete response head; returns its status.
@@ -637,26 +732,44 @@ async fn read_response_head(
 
 /// Removes the complete 1xx head at the front of `up.buf`.
 fn drop_informational(worker: &Worker, up: &mut UpstreamConn, info: &RequestInfo) {
-    if let Ok(http::Status::Complete(head)) = http::parse_response(&up.buf, &worker.limits, info.is_head) {
+    if let Ok(http::Status::Complete(head)) =
+        http::parse_response(&up.buf, &worker.limits, info.is_head)
+    {
         let n = head.head_len();
         up.buf.drain(..n);
     }
 }
 
 /// Relays the interim head at the front of `up.buf` to an HTTP/1.1 client.
-async fn forward_informational(worker: &Worker, client: &mut Client, up: &mut UpstreamConn, info: &RequestInfo) -> Result<(), Next> {
+async fn forward_informational(
+    worker: &Worker,
+    client: &mut Client,
+    up: &mut UpstreamConn,
+    info: &RequestInfo,
+) -> Result<(), Next> {
     client.out.clear();
     let n = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
         Ok(http::Status::Complete(head)) => {
             if info.version == Version::Http11 {
-                http::write_response_head(&head, OutFraming::AsIs, true, info.version, &mut client.out);
+                http::write_response_head(
+                    &head,
+                    OutFraming::AsIs,
+                    true,
+                    info.version,
+                    &mut client.out,
+                );
             }
             head.head_len()
         }
         _ => return Err(Next::Abort),
     };
     up.buf.drain(..n);
-    if !client.out.is_empty() && client.send_out(worker.config.server.send_timeout).await.is_err() {
+    if !client.out.is_empty()
+        && client
+            .send_out(worker.config.server.send_timeout)
+            .await
+            .is_err()
+    {
         return Err(Next::Abort);
     }
     Ok(())
@@ -664,7 +777,13 @@ async fn forward_informational(worker: &Worker, client: &mut Client, up: &mut Up
 
 /// Writes the final response head (already complete in `up.buf`) and relays
 /// the body; then pools or closes the upstream connection.
-async fn respond(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, mut up: UpstreamConn, request_complete: bool) -> Relayed {
+async fn respond(
+    worker: &Rc<Worker>,
+    client: &mut Client,
+    info: &RequestInfo,
+    mut up: UpstreamConn,
+    request_complete: bool,
+) -> Relayed {
     let server = &worker.config.server;
     let (status, framing, out_framing, keep_alive, head_len, upstream_keep_alive) = {
         let head = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
@@ -696,8 +815,21 @@ async fn respond(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, m
             || (matches!(framing, ResponseBody::CloseDelimited) && http10);
         let keep_alive = info.keep_alive && request_complete && !ends_by_close && status != 101;
         client.out.clear();
-        http::write_response_head(&head, out_framing, keep_alive, info.version, &mut client.out);
-        (status, framing, out_framing, keep_alive, head.head_len(), head.keep_alive())
+        http::write_response_head(
+            &head,
+            out_framing,
+            keep_alive,
+            info.version,
+            &mut client.out,
+        );
+        (
+            status,
+            framing,
+            out_framing,
+            keep_alive,
+            head.head_len(),
+            head.keep_alive(),
+        )
     };
     worker.metrics.count_status(status);
     up.buf.drain(..head_len);
@@ -710,14 +842,24 @@ async fn respond(worker: &Rc<Worker>, client: &mut Client, info: &RequestInfo, m
         return Relayed::Done(Next::Abort);
     }
 
-    let relay = body::ResponseRelay { framing, out: out_framing };
+    let relay = body::ResponseRelay {
+        framing,
+        out: out_framing,
+    };
     let outcome = relay.run(worker, client, &mut up).await;
     match outcome {
         Ok(clean) => {
             if clean && upstream_keep_alive && request_complete && up.buf.is_empty() {
-                worker.pool.borrow_mut().checkin(up.slot, up.conn, Instant::now());
+                worker
+                    .pool
+                    .borrow_mut()
+                    .checkin(up.slot, up.conn, Instant::now());
             }
-            Relayed::Done(if keep_alive { Next::KeepAlive } else { Next::Close })
+            Relayed::Done(if keep_alive {
+                Next::KeepAlive
+            } else {
+                Next::Close
+            })
         }
         Err(body::RelayError::Client | body::RelayError::Upstream) => Relayed::Done(Next::Abort),
     }

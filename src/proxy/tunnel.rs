@@ -12,7 +12,12 @@ use crate::io::Conn;
 
 use super::{Client, Worker};
 
-pub(super) async fn run(worker: &Worker, client: &mut Client, upstream: Conn, upstream_leftover: Vec<u8>) {
+pub(super) async fn run(
+    worker: &Worker,
+    client: &mut Client,
+    upstream: Conn,
+    upstream_leftover: Vec<u8>,
+) {
     let timeout = worker.config.server.tunnel_timeout;
     let client_leftover = std::mem::take(&mut client.buf);
     let size = client.buffer_size;

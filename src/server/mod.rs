@@ -24,7 +24,10 @@ const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
-    Bind { addr: SocketAddr, error: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     Thread(std::io::Error),
     WorkerDied,
 }
@@ -55,11 +58,20 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         config
             .upstreams
             .iter()
-            .map(|u| u.backends.iter().map(|_| Arc::new(BackendState::default())).collect())
+            .map(|u| {
+                u.backends
+                    .iter()
+                    .map(|_| Arc::new(BackendState::default()))
+                    .collect()
+            })
             .collect(),
     );
     let mut metrics = Registry::default();
-    let cores = if config.server.pin_workers { core_affinity::get_core_ids() } else { None };
+    let cores = if config.server.pin_workers {
+        core_affinity::get_core_ids()
+    } else {
+        None
+    };
     let (ready_tx, ready_rx) = mpsc::channel();
     let workers = config.server.workers.get();
     for index in 0..workers {
@@ -67,7 +79,9 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         let config = config.clone();
         let states = backend_states.clone();
         let ready = ready_tx.clone();
-        let core = cores.as_ref().and_then(|c| c.get(index % c.len().max(1)).copied());
+        let core = cores
+            .as_ref()
+            .and_then(|c| c.get(index % c.len().max(1)).copied());
         std::thread::Builder::new()
             .name(format!("ringlb-worker-{index}"))
             .spawn(move || {
@@ -156,7 +170,9 @@ async fn worker_main(
             sweeper.evict_idle();
         }
     });
-    let limit = Arc::new(tokio::sync::Semaphore::new(config.server.max_connections.get()));
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        config.server.max_connections.get(),
+    ));
     let loops: Vec<_> = listeners
         .into_iter()
         .map(|l| io::spawn(accept_loop(l, worker.clone(), limit.clone())))
@@ -172,7 +188,9 @@ async fn worker_main(
 /// holds the rest).
 async fn accept_loop(listener: Listener, worker: Rc<Worker>, limit: Arc<tokio::sync::Semaphore>) {
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else { return };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
         match listener.accept().await {
             Ok(conn) => {
                 let worker = worker.clone();

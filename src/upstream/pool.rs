@@ -52,7 +52,9 @@ impl Pool {
         let mut stale = 0;
         while let Some(key) = self.by_backend[backend].pop() {
             let idle = self.idle.remove(key);
-            if now.duration_since(idle.since) < self.idle_timeout[backend] && idle.conn.is_reusable() {
+            if now.duration_since(idle.since) < self.idle_timeout[backend]
+                && idle.conn.is_reusable()
+            {
                 return Checkout::Hit(idle.conn);
             }
             stale += 1;
