@@ -1,1 +1,338 @@
-//! (being written)
+//! Matching a request's host and path to a route (sans-IO).
+//!
+//! Why: every request is routed, so the lookup must be cheap and must not
+//! allocate; the table is built once per config and owned per worker.
+//!
+//! Rules, in order:
+//! 1. Candidates are the routes whose `host` matches the request host
+//!    (ASCII case-insensitive, request `:port` and one trailing dot ignored)
+//!    and the routes without `host`.
+//! 2. The path is the origin-form target up to `?`. A route matches when its
+//!    `path_prefix` is a plain byte prefix of that path, like nginx
+//!    `location /api` (so `/api` also matches `/apix`; write `/api/` to
+//!    stop at a segment boundary).
+//! 3. The longest matching `path_prefix` wins.
+//! 4. On equal prefix length, an exact host beats a `*.suffix` host, which
+//!    beats no host.
+//! 5. Then the earlier route in the file wins.
+//!
+//! Invariants: each of the three lists (exact-host by host, wildcard, any
+//! host) is sorted by prefix length, longest first, then file order, so the
+//! first match in each list is that list's best; the answer is the best of
+//! at most three. `route` does not allocate.
+
+use ahash::AHashMap;
+
+use crate::config::{Config, HostPattern, RouteConfig};
+
+/// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
+const MAX_HOST_LEN: usize = 255;
+
+/// One route, as the proxy sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Index into [`Config::upstreams`].
+    pub upstream: usize,
+    /// Byte prefix of the request path, starts with `/`.
+    pub path_prefix: String,
+    /// `None` matches any host.
+    pub host: Option<HostPattern>,
+}
+
+/// How specific a route's host is; higher wins on equal prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum HostRank {
+    Any,
+    Wildcard,
+    Exact,
+}
+
+/// All routes of one config, indexed for lookup.
+#[derive(Debug, Clone)]
+pub struct RouteTable {
+    /// In file order; the lists below hold indexes into it.
+    routes: Vec<Route>,
+    /// Lowercase host → routes with that exact host.
+    exact: AHashMap<String, Vec<usize>>,
+    /// Routes with a `*.suffix` host.
+    wildcard: Vec<usize>,
+    /// Routes without a host.
+    any_host: Vec<usize>,
+}
+
+impl RouteTable {
+    /// Builds the table from a checked config.
+    pub fn from_config(config: &Config) -> RouteTable {
+        RouteTable::new(&config.routes)
+    }
+
+    /// Builds the table from routes in file order.
+    pub fn new(routes: &[RouteConfig]) -> RouteTable {
+        let routes: Vec<Route> = routes
+            .iter()
+            .map(|r| Route {
+                upstream: r.upstream,
+                path_prefix: r.path_prefix.clone(),
+                host: r.host.clone(),
+            })
+            .collect();
+        let mut exact: AHashMap<String, Vec<usize>> = AHashMap::new();
+        let mut wildcard = Vec::new();
+        let mut any_host = Vec::new();
+        for (i, route) in routes.iter().enumerate() {
+            match &route.host {
+                Some(HostPattern::Exact(name)) => {
+                    exact.entry(name.to_ascii_lowercase()).or_default().push(i)
+                }
+                Some(HostPattern::Suffix(_)) => wildcard.push(i),
+                None => any_host.push(i),
+            }
+        }
+        // Stable sort: equal lengths keep file order.
+        let longest_first = |list: &mut Vec<usize>| {
+            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()))
+        };
+        exact.values_mut().for_each(longest_first);
+        longest_first(&mut wildcard);
+        longest_first(&mut any_host);
+        RouteTable {
+            routes,
+            exact,
+            wildcard,
+            any_host,
+        }
+    }
+
+    /// The route for a request with `Host` (or authority) `host` and
+    /// origin-form target `path` (query allowed), or `None` if none matches.
+    pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p).as_bytes();
+        let host = host.map(strip_port);
+        let mut lower = [0u8; MAX_HOST_LEN];
+        let exact_list = host
+            .and_then(|h| ascii_lowercase_into(h, &mut lower))
+            .and_then(|h| self.exact.get(h));
+
+        let prefix_matches = |i: &usize| path.starts_with(self.routes[*i].path_prefix.as_bytes());
+        let candidates = [
+            exact_list.and_then(|list| list.iter().find(|i| prefix_matches(i))),
+            host.and_then(|h| {
+                self.wildcard.iter().find(|&&i| {
+                    prefix_matches(&i) && self.routes[i].host.as_ref().is_some_and(|p| p.matches(h))
+                })
+            }),
+            self.any_host.iter().find(|i| prefix_matches(i)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .copied()
+            .max_by_key(|&i| self.rank(i))
+            .map(|i| &self.routes[i])
+    }
+
+    /// Orders candidates: longer prefix, then more specific host, then earlier in file.
+    fn rank(&self, i: usize) -> (usize, HostRank, std::cmp::Reverse<usize>) {
+        let route = &self.routes[i];
+        let host = match route.host {
+            Some(HostPattern::Exact(_)) => HostRank::Exact,
+            Some(HostPattern::Suffix(_)) => HostRank::Wildcard,
+            None => HostRank::Any,
+        };
+        (route.path_prefix.len(), host, std::cmp::Reverse(i))
+    }
+
+    /// All routes, in file order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`; drops one
+/// trailing dot (`example.com.`).
+fn strip_port(host: &str) -> &str {
+    let host = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.split_once(':').map_or(host, |(name, _)| name)
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// Lowercases `host` into `buf` without allocating; `None` if it does not fit.
+fn ascii_lowercase_into<'b>(host: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
+    let out = buf.get_mut(..host.len())?;
+    out.copy_from_slice(host.as_bytes());
+    out.make_ascii_lowercase();
+    // ASCII lowercasing keeps UTF-8 valid, so this never fails.
+    std::str::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Routes in file order; upstream `uN` is index N (names sort that way).
+    const ROUTES: &str = r#"
+[server]
+listen = ["127.0.0.1:1"]
+
+[[routes]]            # 0 -> u0
+upstream = "u0"
+
+[[routes]]            # 1 -> u1
+path_prefix = "/api"
+upstream = "u1"
+
+[[routes]]            # 2 -> u2
+path_prefix = "/api"
+host = "Example.com"
+upstream = "u2"
+
+[[routes]]            # 3 -> u3
+path_prefix = "/api/v2/"
+upstream = "u3"
+
+[[routes]]            # 4 -> u4
+host = "example.com"
+upstream = "u4"
+
+[[routes]]            # 5 -> u5
+path_prefix = "/api"
+host = "*.example.com"
+upstream = "u5"
+
+[[routes]]            # 6 -> u6
+path_prefix = "/static"
+host = "*.example.com"
+upstream = "u6"
+
+[[routes]]            # 7 -> u7
+path_prefix = "/static"
+host = "cdn.example.com"
+upstream = "u7"
+
+[[routes]]            # 8 -> u8
+path_prefix = "/apx"
+upstream = "u8"
+
+[[routes]]            # 9 -> u9, same as 8 but later: never wins
+path_prefix = "/apy"
+host = "[::1]"
+upstream = "u9"
+"#;
+
+    fn table() -> RouteTable {
+        let mut src = ROUTES.to_owned();
+        for n in 0..10 {
+            src.push_str(&format!(
+                "[upstreams.u{n}]\nbackends = [{{ addr = \"10.0.0.{n}:80\" }}]\n"
+            ));
+        }
+        let config = Config::from_toml_str(&src, Path::new("routes.toml")).unwrap();
+        RouteTable::from_config(&config)
+    }
+
+    #[test]
+    fn table_driven() {
+        let table = table();
+        let cases: &[(Option<&str>, &str, Option<usize>)] = &[
+            // No host: only host-less routes.
+            (None, "/", Some(0)),
+            (None, "/anything", Some(0)),
+            (None, "/api", Some(1)),
+            (None, "/apix", Some(1)),
+            (None, "/api/v2", Some(1)),
+            (None, "/api/v2/users", Some(3)),
+            (None, "/apx/1", Some(8)),
+            // Query is not part of the path.
+            (None, "/?/api", Some(0)),
+            (None, "/api/v2?x=/api/v2/", Some(1)),
+            // Exact host beats host-less at equal prefix length.
+            (Some("example.com"), "/api/x", Some(2)),
+            (Some("EXAMPLE.COM:8080"), "/api", Some(2)),
+            (Some("example.com."), "/api", Some(2)),
+            // Longer prefix beats a more specific host.
+            (Some("example.com"), "/api/v2/x", Some(3)),
+            (Some("example.com"), "/other", Some(4)),
+            // Wildcard: subdomains only, beats host-less, loses to exact.
+            (Some("a.example.com"), "/api", Some(5)),
+            (Some("a.b.Example.com:443"), "/api/1", Some(5)),
+            (Some("a.example.com"), "/", Some(0)),
+            (Some("a.example.com"), "/static/x", Some(6)),
+            (Some("cdn.example.com"), "/static/x", Some(7)),
+            (Some("example.com"), "/static", Some(4)),
+            (Some("xexample.com"), "/api", Some(1)),
+            // Unknown host falls back to host-less routes.
+            (Some("other.org"), "/api", Some(1)),
+            // IPv6 literal host.
+            (Some("[::1]:8080"), "/apy", Some(9)),
+            (Some("[::1]"), "/apy", Some(9)),
+            (None, "/apy", Some(0)),
+            // Over-long and non-ASCII hosts do not panic.
+            (Some(&"a".repeat(300)), "/api", Some(1)),
+            (Some("exämple.com"), "/api", Some(1)),
+        ];
+        for &(host, path, want) in cases {
+            let got = table.route(host, path).map(|r| r.upstream);
+            assert_eq!(got, want, "host {host:?} path {path:?}");
+        }
+    }
+
+    #[test]
+    fn equal_routes_first_in_file_wins_and_no_match_is_none() {
+        let src = r#"
+[server]
+listen = ["127.0.0.1:1"]
+[[routes]]
+path_prefix = "/a"
+upstream = "x"
+[[routes]]
+path_prefix = "/b"
+host = "*.b.example"
+upstream = "x"
+[[routes]]
+path_prefix = "/b"
+host = "*.example"
+upstream = "y"
+[upstreams.x]
+backends = [{ addr = "10.0.0.1:80" }]
+[upstreams.y]
+backends = [{ addr = "10.0.0.2:80" }]
+"#;
+        let config = Config::from_toml_str(src, Path::new("t.toml")).unwrap();
+        let table = RouteTable::from_config(&config);
+        assert_eq!(table.route(None, "/"), None);
+        assert_eq!(
+            table.route(Some("a.example"), "/a"),
+            Some(&table.routes()[0])
+        );
+        // Both wildcards match with the same prefix: the earlier one wins.
+        assert_eq!(
+            table.route(Some("c.b.example"), "/b").map(|r| r.upstream),
+            Some(0)
+        );
+        assert_eq!(
+            table.route(Some("c.example"), "/b").map(|r| r.upstream),
+            Some(1)
+        );
+        assert_eq!(table.route(None, "/b"), None);
+    }
+
+    #[test]
+    fn strip_port_cases() {
+        for (host, want) in [
+            ("a.com", "a.com"),
+            ("a.com:80", "a.com"),
+            ("a.com.", "a.com"),
+            ("a.com.:80", "a.com"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("[::1", "[::1"),
+            ("", ""),
+        ] {
+            assert_eq!(strip_port(host), want, "{host:?}");
+        }
+    }
+}

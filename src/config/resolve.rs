@@ -1,0 +1,461 @@
+//! From raw serde structs to a checked [`Config`]: defaults, ranges,
+//! addresses, references between sections.
+//!
+//! Why here and not in serde: these checks need to say where the value was
+//! (its span) and what the key path is, and some need the whole file (a
+//! route's upstream must exist).
+//!
+//! Invariants: the first problem found is returned; checks run in file
+//! section order (server, upstreams, routes) so the reported error is the
+//! one nearest the top that an operator would fix first.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::ops::{Range, RangeInclusive};
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrorKind as Kind};
+use super::locate::{key_path_at, line_col, quote_key};
+use super::raw::{HumanDuration, ListenEntry, RawConfig, RawRoute, RawServer, RawUpstream};
+use super::*;
+
+/// Turns a serde/TOML error into a [`ConfigError`] with location and key path.
+pub(super) fn from_toml_error(src: &str, file: &Path, err: &toml::de::Error) -> ConfigError {
+    let message = err.message().trim().replace('\n', "; ");
+    // toml reports shape errors and syntax errors alike; a syntax error is
+    // one where the text is not TOML at all.
+    let is_syntax = src.parse::<toml::Table>().is_err();
+    let missing = backticked(&message, "missing field `");
+    let span = err.span();
+    let mut key = span
+        .as_ref()
+        .map_or_else(String::new, |s| key_path_at(src, s.start));
+    if let Some(field) = missing {
+        if !key.is_empty() {
+            key.push('.');
+        }
+        key.push_str(&quote_key(field));
+    }
+    let location = span.map(|s| line_col(src, s.start));
+    let kind = if is_syntax {
+        Kind::Syntax(message)
+    } else if message.starts_with("unknown field") {
+        Kind::UnknownKey(message)
+    } else if missing.is_some() {
+        Kind::MissingKey(message)
+    } else {
+        Kind::InvalidValue(message)
+    };
+    ConfigError::new(file, location, key, kind)
+}
+
+/// The text between `prefix` and the next backtick, if `message` starts with `prefix`.
+fn backticked<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next()
+}
+
+/// Where errors go: the source for line numbers and the file for messages.
+struct Cx<'a> {
+    src: &'a str,
+    file: &'a Path,
+}
+
+impl Cx<'_> {
+    fn at(&self, span: Range<usize>, key: impl Into<String>, kind: Kind) -> ConfigError {
+        ConfigError::new(self.file, Some(line_col(self.src, span.start)), key, kind)
+    }
+
+    fn nowhere(&self, key: impl Into<String>, kind: Kind) -> ConfigError {
+        ConfigError::new(self.file, None, key, kind)
+    }
+
+    fn number(
+        &self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        default: u64,
+        range: RangeInclusive<u64>,
+    ) -> Result<u64, ConfigError> {
+        let Some(value) = value else {
+            return Ok(default);
+        };
+        let n = *value.get_ref();
+        if range.contains(&n) {
+            Ok(n)
+        } else {
+            let kind = Kind::OutOfRange {
+                value: n,
+                min: *range.start(),
+                max: *range.end(),
+            };
+            Err(self.at(value.span(), key, kind))
+        }
+    }
+
+    fn timeout(
+        &self,
+        value: &Option<Spanned<HumanDuration>>,
+        key: &str,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(v) if v.get_ref().0.is_zero() => Err(self.at(v.span(), key, Kind::ZeroDuration)),
+            Some(v) => Ok(v.get_ref().0),
+        }
+    }
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, ConfigError> {
+    let cx = Cx { src, file };
+    // Optional in serde only so that its absence is reported here: toml
+    // gives a missing root field no usable span.
+    let Some(raw_server) = &raw.server else {
+        let kind = Kind::MissingKey("missing [server] table".to_owned());
+        return Err(cx.nowhere("server", kind));
+    };
+    let server = resolve_server(&cx, raw_server)?;
+    if raw.upstreams.is_empty() {
+        return Err(cx.nowhere("upstreams", Kind::NoUpstreams));
+    }
+    let upstreams = raw
+        .upstreams
+        .iter()
+        .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    let routes = resolve_routes(&cx, &raw.routes, &upstreams)?;
+    Ok(Config {
+        server,
+        upstreams,
+        routes,
+        source_path: file.to_path_buf(),
+    })
+}
+
+fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
+    let listen = resolve_listen(cx, &raw.listen)?;
+    let default_workers = std::thread::available_parallelism()
+        .map_or(1, NonZeroUsize::get)
+        .min(to_usize(*WORKERS_RANGE.end()));
+    let workers = cx.number(
+        &raw.workers,
+        "server.workers",
+        default_workers as u64,
+        WORKERS_RANGE,
+    )?;
+    let backlog = cx.number(
+        &raw.backlog,
+        "server.backlog",
+        DEFAULT_BACKLOG.into(),
+        BACKLOG_RANGE,
+    )?;
+    let max_connections = cx.number(
+        &raw.max_connections,
+        "server.max_connections",
+        DEFAULT_MAX_CONNECTIONS as u64,
+        MAX_CONNECTIONS_RANGE,
+    )?;
+    let max_head_bytes = cx.number(
+        &raw.max_head_bytes,
+        "server.max_head_bytes",
+        DEFAULT_MAX_HEAD_BYTES as u64,
+        MAX_HEAD_BYTES_RANGE,
+    )?;
+    let max_headers = cx.number(
+        &raw.max_headers,
+        "server.max_headers",
+        DEFAULT_MAX_HEADERS as u64,
+        MAX_HEADERS_RANGE,
+    )?;
+    let buffer_size = cx.number(
+        &raw.buffer_size,
+        "server.buffer_size",
+        DEFAULT_BUFFER_SIZE as u64,
+        BUFFER_SIZE_RANGE,
+    )?;
+    let max_request_body = raw
+        .max_request_body
+        .as_ref()
+        .map_or(DEFAULT_MAX_REQUEST_BODY, |v| *v.get_ref());
+    Ok(ServerConfig {
+        listen,
+        workers: NonZeroUsize::new(to_usize(workers)).unwrap_or(NonZeroUsize::MIN),
+        pin_workers: raw.pin_workers.unwrap_or(false),
+        backlog: NonZeroU32::new(u32::try_from(backlog).unwrap_or(u32::MAX))
+            .unwrap_or(NonZeroU32::MIN),
+        max_connections: NonZeroUsize::new(to_usize(max_connections)).unwrap_or(NonZeroUsize::MIN),
+        max_head_bytes: to_usize(max_head_bytes),
+        max_headers: NonZeroUsize::new(to_usize(max_headers)).unwrap_or(NonZeroUsize::MIN),
+        buffer_size: to_usize(buffer_size),
+        max_request_body: NonZeroU64::new(max_request_body),
+        head_timeout: cx.timeout(
+            &raw.head_timeout,
+            "server.head_timeout",
+            DEFAULT_HEAD_TIMEOUT,
+        )?,
+        keepalive_timeout: cx.timeout(
+            &raw.keepalive_timeout,
+            "server.keepalive_timeout",
+            DEFAULT_KEEPALIVE_TIMEOUT,
+        )?,
+        body_timeout: cx.timeout(
+            &raw.body_timeout,
+            "server.body_timeout",
+            DEFAULT_BODY_TIMEOUT,
+        )?,
+        tunnel_timeout: cx.timeout(
+            &raw.tunnel_timeout,
+            "server.tunnel_timeout",
+            DEFAULT_TUNNEL_TIMEOUT,
+        )?,
+        send_timeout: cx.timeout(
+            &raw.send_timeout,
+            "server.send_timeout",
+            DEFAULT_SEND_TIMEOUT,
+        )?,
+    })
+}
+
+fn resolve_listen(
+    cx: &Cx<'_>,
+    raw: &Spanned<Vec<Spanned<ListenEntry>>>,
+) -> Result<Vec<ListenConfig>, ConfigError> {
+    if raw.get_ref().is_empty() {
+        return Err(cx.at(raw.span(), "server.listen", Kind::NoListen));
+    }
+    let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
+    for (i, entry) in raw.get_ref().iter().enumerate() {
+        let key = format!("server.listen[{i}]");
+        let (text, span, key) = match entry.get_ref() {
+            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key),
+            ListenEntry::Table(table) => {
+                if let Some(tls) = &table.tls {
+                    return Err(cx.at(tls.span(), format!("{key}.tls"), Kind::TlsUnsupported));
+                }
+                (
+                    table.addr.get_ref().as_str(),
+                    table.addr.span(),
+                    format!("{key}.addr"),
+                )
+            }
+        };
+        let addr: SocketAddr = text.parse().map_err(|_| {
+            let kind = Kind::InvalidAddress {
+                value: text.to_owned(),
+            };
+            cx.at(span.clone(), key.clone(), kind)
+        })?;
+        if listen.iter().any(|l| l.addr == addr) {
+            return Err(cx.at(span, key, Kind::DuplicateAddress { addr }));
+        }
+        listen.push(ListenConfig { addr });
+    }
+    Ok(listen)
+}
+
+fn resolve_upstream(
+    cx: &Cx<'_>,
+    name: &str,
+    raw: &RawUpstream,
+) -> Result<UpstreamConfig, ConfigError> {
+    let prefix = format!("upstreams.{}", quote_key(name));
+    if raw.backends.get_ref().is_empty() {
+        let key = format!("{prefix}.backends");
+        return Err(cx.at(raw.backends.span(), key, Kind::EmptyBackends));
+    }
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backends.get_ref().len());
+    for (i, backend) in raw.backends.get_ref().iter().enumerate() {
+        let backend = backend.get_ref();
+        let key = format!("{prefix}.backends[{i}].addr");
+        let addr = backend_addr(backend.addr.get_ref())
+            .map_err(|kind| cx.at(backend.addr.span(), key.clone(), kind))?;
+        if backends.iter().any(|b| b.addr == addr) {
+            return Err(cx.at(backend.addr.span(), key, Kind::DuplicateAddress { addr }));
+        }
+        let weight = cx.number(
+            &backend.weight,
+            &format!("{prefix}.backends[{i}].weight"),
+            DEFAULT_WEIGHT.into(),
+            WEIGHT_RANGE,
+        )?;
+        let weight =
+            NonZeroU16::new(u16::try_from(weight).unwrap_or(u16::MAX)).unwrap_or(NonZeroU16::MIN);
+        backends.push(BackendConfig { addr, weight });
+    }
+    let max_idle = cx.number(
+        &raw.max_idle,
+        &format!("{prefix}.max_idle"),
+        DEFAULT_MAX_IDLE as u64,
+        MAX_IDLE_RANGE,
+    )?;
+    Ok(UpstreamConfig {
+        name: name.to_owned(),
+        backends,
+        strategy: raw.strategy,
+        connect_timeout: cx.timeout(
+            &raw.connect_timeout,
+            &format!("{prefix}.connect_timeout"),
+            DEFAULT_CONNECT_TIMEOUT,
+        )?,
+        response_timeout: cx.timeout(
+            &raw.response_timeout,
+            &format!("{prefix}.response_timeout"),
+            DEFAULT_RESPONSE_TIMEOUT,
+        )?,
+        max_idle: to_usize(max_idle),
+        idle_timeout: cx.timeout(
+            &raw.idle_timeout,
+            &format!("{prefix}.idle_timeout"),
+            DEFAULT_IDLE_TIMEOUT,
+        )?,
+    })
+}
+
+/// `ip:port`, or `localhost:port` resolved now (IPv4 preferred, since local
+/// backends most often bind 127.0.0.1). Port 0 is refused: nothing can be
+/// connected to there.
+fn backend_addr(text: &str) -> Result<SocketAddr, Kind> {
+    let addr = match text.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) => resolve_localhost(text)?,
+    };
+    if addr.port() == 0 {
+        return Err(Kind::ZeroPort {
+            value: text.to_owned(),
+        });
+    }
+    Ok(addr)
+}
+
+fn resolve_localhost(text: &str) -> Result<SocketAddr, Kind> {
+    let invalid = || Kind::InvalidAddress {
+        value: text.to_owned(),
+    };
+    let (host, port) = text.rsplit_once(':').ok_or_else(invalid)?;
+    if !host.eq_ignore_ascii_case("localhost") {
+        return Err(invalid());
+    }
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let unresolvable = |reason: String| Kind::Unresolvable {
+        value: text.to_owned(),
+        reason,
+    };
+    let addrs: Vec<SocketAddr> = ("localhost", port)
+        .to_socket_addrs()
+        .map_err(|e| unresolvable(e.to_string()))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| unresolvable("no addresses".to_owned()))
+}
+
+fn resolve_routes(
+    cx: &Cx<'_>,
+    raw: &Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    upstreams: &[UpstreamConfig],
+) -> Result<Vec<RouteConfig>, ConfigError> {
+    let raw_routes = match raw {
+        None => return Err(cx.nowhere("routes", Kind::NoRoutes)),
+        Some(list) if list.get_ref().is_empty() => {
+            return Err(cx.at(list.span(), "routes", Kind::NoRoutes))
+        }
+        Some(list) => list.get_ref(),
+    };
+    let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw_routes.len());
+    for (i, route) in raw_routes.iter().enumerate() {
+        let route_span = route.span();
+        let route = route.get_ref();
+        let path_prefix = match &route.path_prefix {
+            None => "/".to_owned(),
+            Some(p) if valid_path_prefix(p.get_ref()) => p.get_ref().clone(),
+            Some(p) => {
+                let kind = Kind::InvalidPathPrefix {
+                    value: p.get_ref().clone(),
+                };
+                return Err(cx.at(p.span(), format!("routes[{i}].path_prefix"), kind));
+            }
+        };
+        let host = match &route.host {
+            None => None,
+            Some(h) => Some(parse_host(h.get_ref()).ok_or_else(|| {
+                let kind = Kind::InvalidHost {
+                    value: h.get_ref().clone(),
+                };
+                cx.at(h.span(), format!("routes[{i}].host"), kind)
+            })?),
+        };
+        let name = route.upstream.get_ref();
+        let upstream = upstreams
+            .iter()
+            .position(|u| &u.name == name)
+            .ok_or_else(|| {
+                let kind = Kind::UnknownUpstream {
+                    name: name.clone(),
+                    known: upstreams.iter().map(|u| u.name.clone()).collect(),
+                };
+                cx.at(route.upstream.span(), format!("routes[{i}].upstream"), kind)
+            })?;
+        if let Some(first) = routes
+            .iter()
+            .position(|r| r.host == host && r.path_prefix == path_prefix)
+        {
+            return Err(cx.at(
+                route_span,
+                format!("routes[{i}]"),
+                Kind::DuplicateRoute { first },
+            ));
+        }
+        routes.push(RouteConfig {
+            path_prefix,
+            host,
+            upstream,
+        });
+    }
+    Ok(routes)
+}
+
+fn valid_path_prefix(p: &str) -> bool {
+    p.starts_with('/')
+        && !p
+            .chars()
+            .any(|c| c == '?' || c.is_whitespace() || c.is_control())
+}
+
+/// A host name (letters, digits, `-`, `_`, dot-separated labels), `*.` and a
+/// host name, or a bracketed IPv6 literal. One trailing dot is dropped.
+/// Lowercased. No port.
+fn parse_host(text: &str) -> Option<HostPattern> {
+    let lower = text.to_ascii_lowercase();
+    let name = lower.strip_suffix('.').unwrap_or(&lower);
+    if let Some(rest) = name.strip_prefix("*.") {
+        return valid_host_name(rest).then(|| HostPattern::Suffix(format!(".{rest}")));
+    }
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return matches!(inner.parse::<IpAddr>(), Ok(IpAddr::V6(_)))
+            .then(|| HostPattern::Exact(name.to_owned()));
+    }
+    valid_host_name(name).then(|| HostPattern::Exact(name.to_owned()))
+}
+
+fn valid_host_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}

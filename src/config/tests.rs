@@ -1,0 +1,620 @@
+//! Config loading: the documented example, defaults, and one test per error
+//! kind asserting file:line:col and key path.
+
+use super::*;
+
+const FILE: &str = "config.toml";
+
+/// The example from the task; external tests rely on exactly these keys.
+const EXAMPLE: &str = r#"[server]
+listen = ["127.0.0.1:8080"]
+workers = 2
+
+[[routes]]
+path_prefix = "/"
+upstream = "app"
+
+[upstreams.app]
+backends = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002", weight = 2 }]
+"#;
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(src, Path::new(FILE))
+}
+
+/// Asserts that `src` is rejected with a message that starts with `prefix`
+/// (file:line:col: key:) and contains `detail`.
+#[track_caller]
+fn assert_rejected(src: &str, prefix: &str, detail: &str) -> ConfigError {
+    let err = parse(src).expect_err("config should be rejected");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(prefix),
+        "{shown:?} should start with {prefix:?}"
+    );
+    assert!(
+        shown.contains(detail),
+        "{shown:?} should contain {detail:?}"
+    );
+    err
+}
+
+/// A valid config with `server_extra` appended to `[server]` and
+/// `upstream_extra` to `[upstreams.app]`. Line 1 is `[server]`, line 2 the
+/// listen line, line 3 the first line of `server_extra`, line 8
+/// the first line of `upstream_extra`.
+fn with(server_extra: &str, upstream_extra: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n{server_extra}\n\
+         [[routes]]\nupstream = \"app\"\n\
+         [upstreams.app]\nbackends = [{{ addr = \"127.0.0.1:9001\" }}]\n{upstream_extra}\n"
+    )
+}
+
+#[test]
+fn example_parses_exactly() {
+    let config = parse(EXAMPLE).unwrap();
+    let s = &config.server;
+    assert_eq!(
+        s.listen,
+        vec![ListenConfig {
+            addr: "127.0.0.1:8080".parse().unwrap()
+        }]
+    );
+    assert_eq!(s.workers.get(), 2);
+    assert_eq!(config.upstreams.len(), 1);
+    let app = &config.upstreams[0];
+    assert_eq!(app.name, "app");
+    assert_eq!(app.strategy, Strategy::RoundRobin);
+    let backends: Vec<(String, u16)> = app
+        .backends
+        .iter()
+        .map(|b| (b.addr.to_string(), b.weight.get()))
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("127.0.0.1:9001".to_owned(), 1),
+            ("127.0.0.1:9002".to_owned(), 2)
+        ]
+    );
+    assert_eq!(
+        config.routes,
+        vec![RouteConfig {
+            path_prefix: "/".into(),
+            host: None,
+            upstream: 0
+        }]
+    );
+    assert_eq!(config.source_path, Path::new(FILE));
+}
+
+#[test]
+fn defaults() {
+    let src = "[server]\nlisten = [\"0.0.0.0:80\"]\n[[routes]]\nupstream = \"a\"\n\
+               [upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
+    let config = parse(src).unwrap();
+    let s = &config.server;
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(1024);
+    assert_eq!(s.workers.get(), cores);
+    assert!(!s.pin_workers);
+    assert_eq!(s.backlog.get(), 1024);
+    assert_eq!(s.max_connections.get(), 10_000);
+    assert_eq!(s.max_head_bytes, 16_384);
+    assert_eq!(s.max_headers.get(), 100);
+    assert_eq!(s.buffer_size, 16_384);
+    assert_eq!(s.max_request_body.map(|n| n.get()), Some(1 << 30));
+    assert_eq!(s.head_timeout, Duration::from_secs(10));
+    assert_eq!(s.keepalive_timeout, Duration::from_secs(60));
+    assert_eq!(s.body_timeout, Duration::from_secs(60));
+    assert_eq!(s.tunnel_timeout, Duration::from_secs(3600));
+    assert_eq!(s.send_timeout, Duration::from_secs(60));
+    let u = &config.upstreams[0];
+    assert_eq!(u.strategy, Strategy::RoundRobin);
+    assert_eq!(u.connect_timeout, Duration::from_secs(3));
+    assert_eq!(u.response_timeout, Duration::from_secs(60));
+    assert_eq!(u.max_idle, 32);
+    assert_eq!(u.idle_timeout, Duration::from_secs(30));
+    assert_eq!(u.backends[0].weight.get(), 1);
+    assert_eq!(config.routes[0].path_prefix, "/");
+    assert_eq!(config.routes[0].host, None);
+}
+
+#[test]
+fn every_key_set() {
+    let src = with(
+        "workers = 3\npin_workers = true\nbacklog = 10\nmax_connections = 5\n\
+         max_head_bytes = 1024\nmax_headers = 256\nbuffer_size = 4096\nmax_request_body = 0\n\
+         head_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\nbody_timeout = \"3s\"\n\
+         tunnel_timeout = \"1h 30m\"\nsend_timeout = \"250ms\"",
+        "strategy = \"round_robin\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n\
+         max_idle = 0\nidle_timeout = \"5s\"",
+    );
+    let config = parse(&src).unwrap();
+    let s = &config.server;
+    assert_eq!(
+        (
+            s.workers.get(),
+            s.pin_workers,
+            s.backlog.get(),
+            s.max_connections.get()
+        ),
+        (3, true, 10, 5)
+    );
+    assert_eq!(
+        (s.max_head_bytes, s.max_headers.get(), s.buffer_size),
+        (1024, 256, 4096)
+    );
+    assert_eq!(s.max_request_body, None, "0 means unlimited");
+    assert_eq!(s.tunnel_timeout, Duration::from_secs(5400));
+    assert_eq!(s.send_timeout, Duration::from_millis(250));
+    let u = &config.upstreams[0];
+    assert_eq!((u.max_idle, u.idle_timeout), (0, Duration::from_secs(5)));
+    assert_eq!(u.response_timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn listen_table_form_without_tls() {
+    let src = r#"[server]
+listen = ["127.0.0.1:1", { addr = "[::1]:2" }]
+[[routes]]
+upstream = "a"
+[upstreams.a]
+backends = [{ addr = "10.0.0.1:80" }]
+"#;
+    let config = parse(src).unwrap();
+    let addrs: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(|l| l.addr.to_string())
+        .collect();
+    assert_eq!(addrs, ["127.0.0.1:1", "[::1]:2"]);
+}
+
+#[test]
+fn backends_as_array_of_tables_and_localhost() {
+    let src = r#"[server]
+listen = ["127.0.0.1:1"]
+[[routes]]
+upstream = "a"
+[[upstreams.a.backends]]
+addr = "localhost:9000"
+weight = 1000
+"#;
+    let config = parse(src).unwrap();
+    let backend = config.upstreams[0].backends[0];
+    assert!(backend.addr.ip().is_loopback());
+    assert_eq!(backend.addr.port(), 9000);
+    assert_eq!(backend.weight.get(), 1000);
+}
+
+#[test]
+fn upstreams_are_indexed_in_name_order() {
+    let src = r#"[server]
+listen = ["127.0.0.1:1"]
+[[routes]]
+upstream = "zeta"
+[[routes]]
+path_prefix = "/a"
+host = "Example.COM"
+upstream = "alpha"
+[[routes]]
+path_prefix = "/a"
+host = "*.example.com"
+upstream = "alpha"
+[upstreams.zeta]
+backends = [{ addr = "10.0.0.1:80" }]
+[upstreams.alpha]
+backends = [{ addr = "10.0.0.2:80" }]
+"#;
+    let config = parse(src).unwrap();
+    let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alpha", "zeta"]);
+    let upstreams: Vec<usize> = config.routes.iter().map(|r| r.upstream).collect();
+    assert_eq!(upstreams, [1, 0, 0]);
+    assert_eq!(
+        config.routes[1].host,
+        Some(HostPattern::Exact("example.com".into()))
+    );
+    assert_eq!(
+        config.routes[2].host,
+        Some(HostPattern::Suffix(".example.com".into()))
+    );
+}
+
+#[test]
+fn summary_lists_everything() {
+    let summary = parse(EXAMPLE).unwrap().summary();
+    for needle in [
+        "config.toml",
+        "listen: 127.0.0.1:8080",
+        "workers: 2",
+        "app (round_robin)",
+        "127.0.0.1:9001 weight 1",
+        "127.0.0.1:9002 weight 2",
+        "host * path / -> app",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "{summary} should contain {needle:?}"
+        );
+    }
+}
+
+// ---- errors: one per kind ------------------------------------------------
+
+#[test]
+fn error_syntax() {
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"\nworkers = 2\n";
+    let err = parse(src).unwrap_err();
+    assert!(matches!(err.kind(), ConfigErrorKind::Syntax(_)), "{err}");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("config.toml:3:1: server.listen"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn error_wrong_type() {
+    let err = assert_rejected(
+        &with("workers = \"two\"", ""),
+        "config.toml:3:11: server.workers: ",
+        "invalid type: string \"two\"",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::InvalidValue(_)));
+}
+
+#[test]
+fn error_negative_number() {
+    assert_rejected(
+        &with("backlog = -1", ""),
+        "config.toml:3:11: server.backlog: ",
+        "-1",
+    );
+}
+
+#[test]
+fn error_bad_duration() {
+    assert_rejected(
+        &with("head_timeout = \"5 parsecs\"", ""),
+        "config.toml:3:16: server.head_timeout: ",
+        "unknown time unit",
+    );
+}
+
+#[test]
+fn error_zero_duration() {
+    assert_rejected(
+        &with("", "connect_timeout = \"0s\""),
+        "config.toml:8:19: upstreams.app.connect_timeout: ",
+        "greater than zero",
+    );
+}
+
+#[test]
+fn error_unknown_key() {
+    let err = assert_rejected(
+        &with("worker = 2", ""),
+        "config.toml:3:1: server.worker: ",
+        "unknown field `worker`",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::UnknownKey(_)));
+}
+
+#[test]
+fn error_unknown_key_in_inline_backend() {
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n\
+               [upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }, { addr = \"10.0.0.2:80\", wieght = 2 }]\n";
+    assert_rejected(
+        src,
+        "config.toml:6:63: upstreams.a.backends[1].wieght: ",
+        "unknown field `wieght`",
+    );
+}
+
+#[test]
+fn error_reserved_sections_rejected() {
+    let src = format!("{}[admin]\nlisten = \"127.0.0.1:9\"\n", with("", ""));
+    assert_rejected(&src, "config.toml:9:2: admin: ", "unknown field `admin`");
+}
+
+#[test]
+fn error_missing_upstream() {
+    let src = with("", "").replace("upstream = \"app\"", "upstream = \"nope\"");
+    let err = assert_rejected(
+        &src,
+        "config.toml:5:12: routes[0].upstream: ",
+        "upstream \"nope\" is not defined (defined: app)",
+    );
+    assert!(matches!(
+        err.kind(),
+        ConfigErrorKind::UnknownUpstream { .. }
+    ));
+}
+
+#[test]
+fn error_route_without_upstream_key() {
+    let src = with("", "").replace("upstream = \"app\"", "path_prefix = \"/\"");
+    let err = assert_rejected(
+        &src,
+        "config.toml:4:1: routes[0].upstream: ",
+        "missing field",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::MissingKey(_)));
+}
+
+#[test]
+fn error_empty_backends() {
+    let src = with("", "").replace("[{ addr = \"127.0.0.1:9001\" }]", "[]");
+    assert_rejected(
+        &src,
+        "config.toml:7:12: upstreams.app.backends: ",
+        "empty backend list",
+    );
+}
+
+#[test]
+fn error_bad_backend_address() {
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"app\"\n\
+               [upstreams.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }, { addr = \"127.0.0.1:99999\" }]\n";
+    let err = assert_rejected(
+        src,
+        "config.toml:6:51: upstreams.app.backends[1].addr: ",
+        "invalid socket address \"127.0.0.1:99999\"",
+    );
+    assert_eq!(
+        err.location(),
+        Some(Location {
+            line: 6,
+            column: 51
+        })
+    );
+    assert_eq!(err.key(), "upstreams.app.backends[1].addr");
+    assert_eq!(err.file(), Path::new(FILE));
+}
+
+#[test]
+fn error_backend_host_name_not_localhost() {
+    let src = with("", "").replace("127.0.0.1:9001", "example.com:80");
+    assert_rejected(
+        &src,
+        "config.toml:7:22: upstreams.app.backends[0].addr: ",
+        "invalid socket address \"example.com:80\"",
+    );
+}
+
+#[test]
+fn error_backend_port_zero() {
+    let src = with("", "").replace("127.0.0.1:9001", "127.0.0.1:0");
+    assert_rejected(
+        &src,
+        "config.toml:7:22: upstreams.app.backends[0].addr: ",
+        "port 0",
+    );
+}
+
+#[test]
+fn error_duplicate_backend() {
+    let src = with("", "").replace(
+        "[{ addr = \"127.0.0.1:9001\" }]",
+        "[{ addr = \"127.0.0.1:9001\" }, { addr = \"127.0.0.1:9001\" }]",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:7:51: upstreams.app.backends[1].addr: ",
+        "duplicate address 127.0.0.1:9001",
+    );
+}
+
+#[test]
+fn error_bad_listen_address() {
+    let src = with("", "").replace("127.0.0.1:8080", "localhost:8080");
+    assert_rejected(
+        &src,
+        "config.toml:2:11: server.listen[0]: ",
+        "invalid socket address \"localhost:8080\"",
+    );
+}
+
+#[test]
+fn error_listen_tls_not_supported() {
+    let src = with("", "").replace(
+        "[\"127.0.0.1:8080\"]",
+        "[{ addr = \"127.0.0.1:443\", tls = { cert = \"c.pem\", key = \"k.pem\" } }]",
+    );
+    let err = assert_rejected(
+        &src,
+        "config.toml:2:43: server.listen[0].tls: ",
+        "TLS is not supported yet",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::TlsUnsupported));
+}
+
+#[test]
+fn error_listen_entry_wrong_shape() {
+    let src = with("", "").replace("[\"127.0.0.1:8080\"]", "[8080]");
+    assert_rejected(
+        &src,
+        "config.toml:2:11: server.listen[0]: ",
+        "expected an address string",
+    );
+}
+
+#[test]
+fn error_out_of_range() {
+    for (line, want) in [
+        (
+            "workers = 0",
+            "config.toml:3:11: server.workers: 0 is out of range, expected 1..=1024",
+        ),
+        (
+            "workers = 1025",
+            "config.toml:3:11: server.workers: 1025 is out of range",
+        ),
+        (
+            "max_head_bytes = 1023",
+            "config.toml:3:18: server.max_head_bytes: 1023 is out",
+        ),
+        (
+            "max_head_bytes = 1048577",
+            "config.toml:3:18: server.max_head_bytes: 1048577 is out",
+        ),
+        (
+            "max_headers = 257",
+            "config.toml:3:15: server.max_headers: 257 is out",
+        ),
+        (
+            "buffer_size = 4095",
+            "config.toml:3:15: server.buffer_size: 4095 is out",
+        ),
+        ("backlog = 0", "config.toml:3:11: server.backlog: 0 is out"),
+        (
+            "max_connections = 0",
+            "config.toml:3:19: server.max_connections: 0 is out",
+        ),
+    ] {
+        assert_rejected(&with(line, ""), want, "");
+    }
+    // The limits themselves are accepted.
+    for line in [
+        "workers = 1024",
+        "max_head_bytes = 1048576",
+        "buffer_size = 1048576",
+    ] {
+        parse(&with(line, "")).unwrap();
+    }
+    let src = with("", "").replace("9001\" }", "9001\", weight = 1001 }");
+    assert_rejected(
+        &src,
+        "config.toml:7:49: upstreams.app.backends[0].weight: ",
+        "1001 is out of range, expected 1..=1000",
+    );
+}
+
+#[test]
+fn error_unknown_strategy_names_valid_ones() {
+    assert_rejected(
+        &with("", "strategy = \"least_conn\""),
+        "config.toml:8:12: upstreams.app.strategy: ",
+        "expected `round_robin`",
+    );
+}
+
+#[test]
+fn error_no_routes() {
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
+    let err = assert_rejected(src, "config.toml: routes: ", "no routes");
+    assert!(matches!(err.kind(), ConfigErrorKind::NoRoutes));
+    let src = format!("routes = []\n{src}");
+    assert_rejected(&src, "config.toml:1:10: routes: ", "no routes");
+}
+
+#[test]
+fn error_no_listen() {
+    let src = with("", "").replace("[\"127.0.0.1:8080\"]", "[]");
+    let err = assert_rejected(
+        &src,
+        "config.toml:2:10: server.listen: ",
+        "no listen address",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::NoListen));
+    let src = with("", "").replace("listen = [\"127.0.0.1:8080\"]", "");
+    assert_rejected(
+        &src,
+        "config.toml:1:1: server.listen: ",
+        "missing field `listen`",
+    );
+}
+
+#[test]
+fn error_duplicate_listen() {
+    let src = with("", "").replace(
+        "[\"127.0.0.1:8080\"]",
+        "[\"127.0.0.1:8080\", \"127.0.0.1:8080\"]",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:2:29: server.listen[1]: ",
+        "duplicate address",
+    );
+}
+
+#[test]
+fn error_no_server_section() {
+    let src =
+        "[[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
+    let err = assert_rejected(src, "config.toml: server: ", "missing [server] table");
+    assert!(matches!(err.kind(), ConfigErrorKind::MissingKey(_)));
+}
+
+#[test]
+fn error_no_upstreams() {
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n";
+    assert_rejected(src, "config.toml: upstreams: ", "no upstreams");
+}
+
+#[test]
+fn error_bad_path_prefix() {
+    let src = with("", "").replace(
+        "upstream = \"app\"",
+        "upstream = \"app\"\npath_prefix = \"api\"",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:6:15: routes[0].path_prefix: ",
+        "must start with \"/\"",
+    );
+}
+
+#[test]
+fn error_bad_host() {
+    let src = with("", "").replace(
+        "upstream = \"app\"",
+        "upstream = \"app\"\nhost = \"example.com:80\"",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:6:8: routes[0].host: ",
+        "invalid host \"example.com:80\"",
+    );
+}
+
+#[test]
+fn error_duplicate_route() {
+    let src = with("", "").replace(
+        "[[routes]]\nupstream = \"app\"",
+        "[[routes]]\nupstream = \"app\"\n[[routes]]\npath_prefix = \"/\"\nupstream = \"app\"",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:6:1: routes[1]: ",
+        "same host and path_prefix as routes[0]",
+    );
+}
+
+#[test]
+fn error_io_names_the_file() {
+    let path = Path::new("/nonexistent/ringlb-test/config.toml");
+    let err = Config::load(path).unwrap_err();
+    assert!(matches!(err.kind(), ConfigErrorKind::Io(_)));
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("/nonexistent/ringlb-test/config.toml: cannot read"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn load_reads_a_file() {
+    let dir = std::env::temp_dir().join(format!("ringlb-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, EXAMPLE).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.source_path, path);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,0 +1,254 @@
+//! Rewriting heads for the next hop: request heads toward a backend,
+//! response heads toward the client.
+//!
+//! Why: a proxy must not pass on hop-by-hop fields (RFC 9110 §7.6.1), and
+//! must re-state framing itself, so that the next parser sees exactly the
+//! framing we decided on, never the one the sender wrote.
+//!
+//! Invariants:
+//! - Upstream requests are always `HTTP/1.1` with an origin-form target, one
+//!   `Host`, and framing fields matching `RequestHead::body()`.
+//! - Hop-by-hop fields and fields named by `Connection` are dropped, except
+//!   that `Connection` can never remove `Host`, framing fields, or the
+//!   `X-Forwarded-*` fields we set.
+//! - The writers only append to `out`; they do not allocate otherwise.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use super::headers::{eq_ci, list_elements, FieldLine, Headers};
+use super::{BodyKind, RequestHead, ResponseBody, ResponseHead, Version};
+
+/// What the proxy knows about the client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardContext<'a> {
+    pub client_ip: IpAddr,
+    /// `"http"` or `"https"`: the scheme the client used.
+    pub proto: &'a str,
+    /// Host to send when the request has none (HTTP/1.0 without Host).
+    pub host_fallback: Option<&'a str>,
+}
+
+/// How the proxy relays the response body, which decides its framing fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutFraming {
+    /// Body bytes relayed as received.
+    AsIs,
+    /// A close-delimited body that the proxy chunk-encodes.
+    ChunkEncoded,
+    /// A chunked body stripped to its data for an HTTP/1.0 client; the
+    /// client connection closes after it.
+    Dechunked,
+}
+
+/// What forwarding does with one field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldRole {
+    /// Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
+    /// Proxy-Authenticate, Proxy-Authorization: never forwarded.
+    HopByHop,
+    TransferEncoding,
+    Upgrade,
+    ContentLength,
+    Host,
+    XForwardedFor,
+    /// X-Forwarded-Proto / X-Forwarded-Host: replaced by ours.
+    XForwardedOther,
+    /// Forwarded unless named by `Connection`.
+    EndToEnd,
+}
+
+fn field_role(n: &[u8]) -> FieldRole {
+    let is = |s: &[u8]| eq_ci(n, s);
+    match n.len() {
+        2 if is(b"te") => FieldRole::HopByHop,
+        4 if is(b"host") => FieldRole::Host,
+        7 if is(b"trailer") => FieldRole::HopByHop,
+        7 if is(b"upgrade") => FieldRole::Upgrade,
+        10 if is(b"connection") || is(b"keep-alive") => FieldRole::HopByHop,
+        14 if is(b"content-length") => FieldRole::ContentLength,
+        15 if is(b"x-forwarded-for") => FieldRole::XForwardedFor,
+        16 if is(b"proxy-connection") => FieldRole::HopByHop,
+        16 if is(b"x-forwarded-host") => FieldRole::XForwardedOther,
+        17 if is(b"transfer-encoding") => FieldRole::TransferEncoding,
+        17 if is(b"x-forwarded-proto") => FieldRole::XForwardedOther,
+        18 if is(b"proxy-authenticate") => FieldRole::HopByHop,
+        19 if is(b"proxy-authorization") => FieldRole::HopByHop,
+        _ => FieldRole::EndToEnd,
+    }
+}
+
+/// Whether a `Connection` field in `fields` lists `name`. Only called when
+/// the head has such tokens, so the quadratic walk is rare and short.
+fn named_by_connection(fields: Headers<'_>, name: &[u8]) -> bool {
+    fields
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .any(|(_, v)| list_elements(v).any(|t| eq_ci(t, name)))
+}
+
+/// Fields of `fields` that survive the generic rules: end-to-end and not
+/// named by `Connection` (when `connection_names_other` says to look).
+fn end_to_end<'b>(
+    fields: Headers<'b>,
+    connection_names_other: bool,
+) -> impl Iterator<Item = (FieldRole, FieldLine<'b>)> {
+    let all = fields.clone();
+    let mut lines = fields;
+    std::iter::from_fn(move || lines.next_line()).filter_map(move |line| {
+        let role = field_role(line.name);
+        let dropped = role == FieldRole::EndToEnd
+            && connection_names_other
+            && named_by_connection(all.clone(), line.name);
+        (!dropped).then_some((role, line))
+    })
+}
+
+fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes the head to send upstream for `head`.
+///
+/// Order: request line, Host, the client's end-to-end fields as received,
+/// then framing, `X-Forwarded-For/Proto/Host`, and `Connection`.
+pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(head.method().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(head.path().as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let host = head.host().or(ctx.host_fallback);
+    if let Some(host) = host {
+        put_field(out, b"Host", host.as_bytes());
+    }
+    let mut client_xff = false;
+    for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
+        match role {
+            FieldRole::EndToEnd | FieldRole::ContentLength => out.extend_from_slice(line.raw),
+            FieldRole::XForwardedFor => client_xff = true,
+            FieldRole::HopByHop
+            | FieldRole::TransferEncoding
+            | FieldRole::Upgrade
+            | FieldRole::Host
+            | FieldRole::XForwardedOther => {}
+        }
+    }
+    if head.body() == BodyKind::Chunked {
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    write_x_forwarded_for(head.headers(), client_xff, ctx.client_ip, out);
+    put_field(out, b"X-Forwarded-Proto", ctx.proto.as_bytes());
+    if let Some(host) = host {
+        put_field(out, b"X-Forwarded-Host", host.as_bytes());
+    }
+    match head.upgrade() {
+        Some(protocol) => {
+            out.extend_from_slice(b"Connection: upgrade\r\n");
+            put_field(out, b"Upgrade", protocol);
+        }
+        None => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `X-Forwarded-For: <client values, in order>, <ip>`; every client
+/// `X-Forwarded-For` field is folded into this one line.
+fn write_x_forwarded_for(fields: Headers<'_>, client_xff: bool, ip: IpAddr, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if client_xff {
+        for (_, value) in fields.filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for")) {
+            if !value.is_empty() {
+                out.extend_from_slice(value);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{ip}\r\n");
+}
+
+/// Writes the head to send to the client for `head`.
+///
+/// `out_framing` is how the proxy relays the body; `keep_alive_to_client`
+/// is whether the client connection stays open afterwards. The status line
+/// is always `HTTP/1.1` (allowed towards HTTP/1.0 clients too).
+/// 1xx heads get no `Connection` field; 101 keeps `Connection: upgrade` and
+/// `Upgrade`.
+pub fn write_response_head(
+    head: &ResponseHead<'_>,
+    out_framing: OutFraming,
+    keep_alive_to_client: bool,
+    client_version: Version,
+    out: &mut Vec<u8>,
+) {
+    let status = head.status();
+    let _ = write!(out, "HTTP/1.1 {status} ");
+    let reason = match head.reason() {
+        "" => canonical_reason(status),
+        given => given,
+    };
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let switching = status == 101;
+    for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
+        let keep = match role {
+            FieldRole::EndToEnd
+            | FieldRole::ContentLength
+            | FieldRole::Host
+            | FieldRole::XForwardedFor
+            | FieldRole::XForwardedOther => true,
+            FieldRole::TransferEncoding => out_framing != OutFraming::Dechunked,
+            FieldRole::Upgrade => switching,
+            FieldRole::HopByHop => false,
+        };
+        if keep {
+            out.extend_from_slice(line.raw);
+        }
+    }
+    if out_framing == OutFraming::ChunkEncoded {
+        // Appended after any codings the backend listed, so chunked is last.
+        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    debug_assert!(
+        !(out_framing == OutFraming::AsIs
+            && head.body() == ResponseBody::Chunked
+            && client_version == Version::Http10),
+        "an HTTP/1.0 client cannot read a chunked body"
+    );
+    if switching {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    } else if head.is_informational() {
+        // Interim responses say nothing about the connection.
+    } else if !keep_alive_to_client {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Reason phrases for when the backend sent none.
+fn canonical_reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
+    }
+}

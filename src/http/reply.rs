@@ -1,0 +1,194 @@
+//! Every response the proxy generates itself, one enum (sozu's
+//! `DefaultAnswer` shape).
+//!
+//! Why: locally generated answers are part of the protocol surface; listing
+//! them in one place keeps their status codes, bodies and connection
+//! handling consistent and reviewable.
+//!
+//! Invariants: each variant maps to exactly one status code; `write` emits a
+//! complete HTTP/1.1 response with `Content-Length`, so the client can always
+//! find its end; the body is `<code> <phrase>: <reason>\n`.
+
+use std::io::Write;
+
+use super::{RequestError, ResponseError};
+
+/// `100 Continue`, sent when a client expects it and the proxy lets the body
+/// come.
+pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// A locally generated response. The `&'static str` is the short reason
+/// shown in the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalReply {
+    /// 400 (RFC 9110 §15.5.1): the request is malformed.
+    BadRequest(&'static str),
+    /// 404 (RFC 9110 §15.5.5): no route matches the host and path.
+    NotFound,
+    /// 408 (RFC 9110 §15.5.9): the request head did not arrive in time.
+    RequestTimeout,
+    /// 431 (RFC 6585 §5): the head exceeds `Limits`.
+    HeadersTooLarge,
+    /// 413 (RFC 9110 §15.5.14): the body exceeds the route's limit.
+    PayloadTooLarge,
+    /// 501 (RFC 9110 §15.6.2): a method or coding we do not implement.
+    NotImplemented(&'static str),
+    /// 502 (RFC 9110 §15.6.3): the backend failed or answered badly.
+    BadGateway(&'static str),
+    /// 503 (RFC 9110 §15.6.4): no backend can take the request.
+    ServiceUnavailable(&'static str),
+    /// 504 (RFC 9110 §15.6.5): the backend did not answer in time.
+    GatewayTimeout(&'static str),
+}
+
+impl LocalReply {
+    pub fn status(&self) -> u16 {
+        match self {
+            LocalReply::BadRequest(_) => 400,
+            LocalReply::NotFound => 404,
+            LocalReply::RequestTimeout => 408,
+            LocalReply::HeadersTooLarge => 431,
+            LocalReply::PayloadTooLarge => 413,
+            LocalReply::NotImplemented(_) => 501,
+            LocalReply::BadGateway(_) => 502,
+            LocalReply::ServiceUnavailable(_) => 503,
+            LocalReply::GatewayTimeout(_) => 504,
+        }
+    }
+
+    /// The standard reason phrase of the status.
+    pub fn status_text(&self) -> &'static str {
+        match self {
+            LocalReply::BadRequest(_) => "Bad Request",
+            LocalReply::NotFound => "Not Found",
+            LocalReply::RequestTimeout => "Request Timeout",
+            LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
+            LocalReply::PayloadTooLarge => "Payload Too Large",
+            LocalReply::NotImplemented(_) => "Not Implemented",
+            LocalReply::BadGateway(_) => "Bad Gateway",
+            LocalReply::ServiceUnavailable(_) => "Service Unavailable",
+            LocalReply::GatewayTimeout(_) => "Gateway Timeout",
+        }
+    }
+
+    /// Why we answered this way, for the body and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            LocalReply::BadRequest(r)
+            | LocalReply::NotImplemented(r)
+            | LocalReply::BadGateway(r)
+            | LocalReply::ServiceUnavailable(r)
+            | LocalReply::GatewayTimeout(r) => r,
+            LocalReply::NotFound => "no route for this host and path",
+            LocalReply::RequestTimeout => "request head not received in time",
+            LocalReply::HeadersTooLarge => "request head too large",
+            LocalReply::PayloadTooLarge => "request body too large",
+        }
+    }
+
+    /// Appends the complete response. Without `keep_alive` it says
+    /// `Connection: close` and the proxy must close after writing it.
+    pub fn write(&self, keep_alive: bool, out: &mut Vec<u8>) {
+        let (status, text, reason) = (self.status(), self.status_text(), self.reason());
+        // The body is "<3 digits> <text>: <reason>\n".
+        let body_len = 3 + 1 + text.len() + 2 + reason.len() + 1;
+        // Writing to a Vec cannot fail.
+        let _ = write!(
+            out,
+            "HTTP/1.1 {status} {text}\r\n\
+             Content-Type: text/plain\r\n\
+             Content-Length: {body_len}\r\n\
+             {connection}\
+             \r\n\
+             {status} {text}: {reason}\n",
+            connection = if keep_alive {
+                ""
+            } else {
+                "Connection: close\r\n"
+            },
+        );
+    }
+}
+
+impl From<RequestError> for LocalReply {
+    fn from(e: RequestError) -> Self {
+        match e.status() {
+            431 => LocalReply::HeadersTooLarge,
+            501 => LocalReply::NotImplemented(e.reason()),
+            _ => LocalReply::BadRequest(e.reason()),
+        }
+    }
+}
+
+impl From<ResponseError> for LocalReply {
+    fn from(e: ResponseError) -> Self {
+        LocalReply::BadGateway(e.reason())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn written(reply: LocalReply, keep_alive: bool) -> String {
+        let mut out = Vec::new();
+        reply.write(keep_alive, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn bad_gateway_closes() {
+        let body = "502 Bad Gateway: upstream connect failed\n";
+        assert_eq!(
+            written(LocalReply::BadGateway("upstream connect failed"), false),
+            format!(
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+        );
+    }
+
+    #[test]
+    fn every_variant_is_a_parseable_response() {
+        let replies = [
+            LocalReply::BadRequest("x"),
+            LocalReply::HeadersTooLarge,
+            LocalReply::PayloadTooLarge,
+            LocalReply::NotImplemented("x"),
+            LocalReply::BadGateway("x"),
+            LocalReply::ServiceUnavailable("x"),
+            LocalReply::GatewayTimeout("x"),
+        ];
+        for reply in replies {
+            for keep_alive in [true, false] {
+                let text = written(reply, keep_alive);
+                let head = crate::http::parse_response(text.as_bytes(), &Default::default(), false)
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(head.status(), reply.status(), "{reply:?}");
+                assert_eq!(head.keep_alive(), keep_alive, "{reply:?}");
+                let crate::http::ResponseBody::Length(n) = head.body() else {
+                    panic!("{reply:?} has no Content-Length");
+                };
+                assert_eq!(head.head_len() + n as usize, text.len(), "{reply:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn from_request_error() {
+        assert_eq!(
+            LocalReply::from(RequestError::HeadTooLarge),
+            LocalReply::HeadersTooLarge
+        );
+        assert_eq!(
+            LocalReply::from(RequestError::UnsupportedTransferCoding).status(),
+            501
+        );
+        assert_eq!(
+            LocalReply::from(RequestError::ContentLengthWithTransferEncoding),
+            LocalReply::BadRequest("conflicting Content-Length and Transfer-Encoding")
+        );
+    }
+}

@@ -1,0 +1,274 @@
+//! Head rewriting for forwarding, checked on exact output.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::http::{
+    parse_request, parse_response, write_request_head, write_response_head, BodyKind,
+    ForwardContext, Limits, OutFraming, Status, Version,
+};
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+fn ctx() -> ForwardContext<'static> {
+    ForwardContext {
+        client_ip: CLIENT,
+        proto: "https",
+        host_fallback: None,
+    }
+}
+
+/// Rewrites a request head, checks the result parses to the same framing,
+/// and returns it as text.
+fn forward_request(input: &str, ctx: &ForwardContext<'_>) -> String {
+    let Ok(Status::Complete(head)) = parse_request(input.as_bytes(), &Limits::default()) else {
+        panic!("{input:?} does not parse");
+    };
+    let mut out = Vec::new();
+    write_request_head(&head, ctx, &mut out);
+    let Ok(Status::Complete(again)) = parse_request(&out, &Limits::default()) else {
+        panic!(
+            "rewritten head does not parse: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    };
+    assert_eq!(again.body(), head.body());
+    assert_eq!(again.head_len(), out.len());
+    String::from_utf8(out).unwrap()
+}
+
+/// Rewrites a response head and returns it as text.
+fn forward_response(input: &str, framing: OutFraming, keep_alive: bool, client: Version) -> String {
+    let Ok(Status::Complete(head)) = parse_response(input.as_bytes(), &Limits::default(), false)
+    else {
+        panic!("{input:?} does not parse");
+    };
+    let mut out = Vec::new();
+    write_response_head(&head, framing, keep_alive, client, &mut out);
+    assert!(matches!(
+        parse_response(&out, &Limits::default(), false),
+        Ok(Status::Complete(_))
+    ));
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn plain_get() {
+    assert_eq!(
+        forward_request(
+            "GET /a?b HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n",
+            &ctx()
+        ),
+        "GET /a?b HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\
+         X-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Host: example.com\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn connection_tokens_strip_fields_but_not_ours() {
+    let out = forward_request(
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: X-Forwarded-For, close, foo\r\n\
+         Connection: Content-Length, host\r\nFoo: 1\r\nFOO: 2\r\nBar: 3\r\n\
+         X-Forwarded-For: 1.2.3.4\r\nContent-Length: 2\r\n\r\nhi",
+        &ctx(),
+    );
+    assert_eq!(
+        out,
+        "GET / HTTP/1.1\r\nHost: a\r\nBar: 3\r\nContent-Length: 2\r\n\
+         X-Forwarded-For: 1.2.3.4, 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Host: a\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn hop_by_hop_removed_and_forwarded_fields_replaced() {
+    let out = forward_request(
+        "POST /u HTTP/1.1\r\nHost: a\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\n\
+         TE: trailers\r\nTrailer: X-Sum\r\nProxy-Authorization: Basic eA==\r\n\
+         Upgrade: h2c\r\nTransfer-Encoding: chunked\r\nX-Forwarded-Proto: http\r\n\
+         X-Forwarded-Host: evil\r\nX-Forwarded-For: 1.1.1.1\r\nx-forwarded-for: 2.2.2.2\r\n\
+         Accept: a\r\n\r\n",
+        &ctx(),
+    );
+    assert_eq!(
+        out,
+        "POST /u HTTP/1.1\r\nHost: a\r\nAccept: a\r\nTransfer-Encoding: chunked\r\n\
+         X-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\nX-Forwarded-Proto: https\r\n\
+         X-Forwarded-Host: a\r\nConnection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn absolute_form_becomes_origin_form() {
+    let out = forward_request(
+        "GET http://b.example:8080/p?q HTTP/1.1\r\nHost: other\r\n\r\n",
+        &ctx(),
+    );
+    assert_eq!(
+        out,
+        "GET /p?q HTTP/1.1\r\nHost: b.example:8080\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         X-Forwarded-Proto: https\r\nX-Forwarded-Host: b.example:8080\r\n\
+         Connection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn http10_client_without_host_gets_fallback() {
+    let ctx = ForwardContext {
+        client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        proto: "http",
+        host_fallback: Some("default.example"),
+    };
+    let out = forward_request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &ctx);
+    assert_eq!(
+        out,
+        "GET / HTTP/1.1\r\nHost: default.example\r\nX-Forwarded-For: ::1\r\n\
+         X-Forwarded-Proto: http\r\nX-Forwarded-Host: default.example\r\n\
+         Connection: keep-alive\r\n\r\n"
+    );
+}
+
+#[test]
+fn upgrade_is_forwarded() {
+    let out = forward_request(
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: k\r\n\r\n",
+        &ctx(),
+    );
+    assert_eq!(
+        out,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nSec-WebSocket-Key: k\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         X-Forwarded-Proto: https\r\nX-Forwarded-Host: a\r\nConnection: upgrade\r\n\
+         Upgrade: websocket\r\n\r\n"
+    );
+}
+
+#[test]
+fn request_framing_is_restated() {
+    let out = forward_request(
+        "PUT / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        &ctx(),
+    );
+    assert!(out.contains("\r\nTransfer-Encoding: chunked\r\n"), "{out}");
+    let parsed = parse_request(out.as_bytes(), &Limits::default());
+    assert!(matches!(parsed, Ok(Status::Complete(h)) if h.body() == BodyKind::Chunked));
+}
+
+#[test]
+fn response_rewrites() {
+    use OutFraming::{AsIs, ChunkEncoded, Dechunked};
+    use Version::{Http10, Http11};
+    let hop = "Connection: foo\r\nKeep-Alive: timeout=5\r\nFoo: x\r\nServer: s\r\n";
+    // (name, input, framing, keep_alive_to_client, client version, expected)
+    let cases: &[(&str, String, OutFraming, bool, Version, String)] = &[
+        (
+            "length keep-alive 1.1",
+            format!("HTTP/1.1 200 OK\r\n{hop}Content-Length: 2\r\n\r\n"),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\n\r\n".into(),
+        ),
+        (
+            "length keep-alive 1.0",
+            format!("HTTP/1.1 200 OK\r\n{hop}Content-Length: 2\r\n\r\n"),
+            AsIs,
+            true,
+            Http10,
+            "HTTP/1.1 200 OK\r\nServer: s\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n"
+                .into(),
+        ),
+        (
+            "length close",
+            "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".into(),
+            AsIs,
+            false,
+            Http11,
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".into(),
+        ),
+        (
+            "chunked as is",
+            format!("HTTP/1.1 200 OK\r\n{hop}Transfer-Encoding: chunked\r\n\r\n"),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nServer: s\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+        ),
+        (
+            "close delimited chunk-encoded",
+            "HTTP/1.0 200 OK\r\nServer: s\r\n\r\n".into(),
+            ChunkEncoded,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nServer: s\r\nTransfer-Encoding: chunked\r\n\r\n".into(),
+        ),
+        (
+            "gzip close delimited chunk-encoded",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n".into(),
+            ChunkEncoded,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .into(),
+        ),
+        (
+            "dechunked for 1.0",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n\r\n".into(),
+            Dechunked,
+            false,
+            Http10,
+            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".into(),
+        ),
+        (
+            "switching protocols",
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Accept: x\r\n\r\n"
+                .into(),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\
+             Connection: upgrade\r\n\r\n"
+                .into(),
+        ),
+        (
+            "upgrade dropped outside 101",
+            "HTTP/1.1 200 OK\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n".into(),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".into(),
+        ),
+        (
+            "informational",
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\nConnection: keep-alive\r\n\r\n".into(),
+            AsIs,
+            false,
+            Http11,
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\n".into(),
+        ),
+        (
+            "empty reason",
+            "HTTP/1.1 204\r\n\r\n".into(),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 204 No Content\r\n\r\n".into(),
+        ),
+        (
+            "connection cannot strip content-length",
+            "HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 1\r\n\r\n".into(),
+            AsIs,
+            true,
+            Http11,
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n".into(),
+        ),
+    ];
+    for (name, input, framing, keep_alive, client, want) in cases {
+        assert_eq!(
+            &forward_response(input, *framing, *keep_alive, *client),
+            want,
+            "case {name:?}"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Listeners and connections over raw descriptors, driven by io_uring ops.
+//!
+//! Invariant: a descriptor is closed only when the last `Rc` to it drops, and
+//! every in-flight op holds one, so a dropped `Conn` never closes an fd the
+//! kernel is still using, and never leaks one either.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::time::Duration;
+
+use io_uring::{opcode, types};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::op::{cqe_result, submit, with_deadline};
+
+/// A listening socket of one worker, bound with `SO_REUSEPORT`.
+pub struct Listener {
+    fd: Rc<OwnedFd>,
+    local: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` with `SO_REUSEPORT` and `SO_REUSEADDR`, so every worker
+    /// has its own accept queue and the kernel spreads connections.
+    pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        Ok(Listener {
+            fd: Rc::new(OwnedFd::from(socket)),
+            local,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Accepts one connection and sets `TCP_NODELAY` on it.
+    ///
+    /// Call this from one loop that is never dropped: a dropped accept op
+    /// would still take the next connection in the kernel, and its fd would
+    /// be leaked.
+    pub async fn accept(&self) -> io::Result<Conn> {
+        let mut addr = Box::new(AcceptAddr {
+            storage: MaybeUninit::zeroed(),
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        });
+        let sqe = opcode::Accept::new(
+            types::Fd(self.fd.as_raw_fd()),
+            addr.storage.as_mut_ptr() as *mut libc::sockaddr,
+            &mut addr.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build();
+        let (res, (addr, _fd)) = submit((addr, self.fd.clone()), sqe).await;
+        let raw = cqe_result(res)? as RawFd;
+        // SAFETY: the kernel just handed us this descriptor; we own it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: the kernel wrote `len` bytes of a sockaddr into `storage`.
+        let peer = unsafe { SockAddr::new(addr.storage.assume_init(), addr.len) }
+            .as_socket()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let conn = Conn::from_fd(fd, peer);
+        conn.set_nodelay()?;
+        Ok(conn)
+    }
+}
+
+struct AcceptAddr {
+    storage: MaybeUninit<libc::sockaddr_storage>,
+    len: libc::socklen_t,
+}
+
+/// A connected TCP stream (client or upstream side).
+pub struct Conn {
+    fd: Rc<OwnedFd>,
+    peer: SocketAddr,
+}
+
+/// Connects to `addr`, with the connect bounded by a kernel-side timeout.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nodelay(true)?;
+    let fd = Rc::new(OwnedFd::from(socket));
+    let sockaddr = Box::new(SockAddr::from(addr));
+    let sqe =
+        opcode::Connect::new(types::Fd(fd.as_raw_fd()), sockaddr.as_ptr(), sockaddr.len()).build();
+    let (res, _) = with_deadline(fd.as_raw_fd(), (sockaddr, fd.clone()), sqe, Some(timeout)).await;
+    res?;
+    Ok(Conn { fd, peer: addr })
+}
+
+impl Conn {
+    fn from_fd(fd: OwnedFd, peer: SocketAddr) -> Conn {
+        Conn {
+            fd: Rc::new(fd),
+            peer,
+        }
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    fn set_nodelay(&self) -> io::Result<()> {
+        socket2::SockRef::from(&*self.fd).set_nodelay(true)
+    }
+
+    /// Reads into the spare capacity of `buf` (appending), waiting at most
+    /// `deadline`. `Ok(0)` is end of stream. On timeout nothing was consumed
+    /// from the socket: the kernel cancelled the read before it took bytes.
+    pub async fn read(
+        &self,
+        mut buf: Vec<u8>,
+        deadline: Option<Duration>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let spare = buf.capacity() - buf.len();
+        // SAFETY: the pointer is into `buf`'s spare capacity, which the op's
+        // stable data owns until completion.
+        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
+        let sqe = opcode::Recv::new(types::Fd(self.raw_fd()), ptr, spare as u32).build();
+        let (res, (mut buf, _fd)) =
+            with_deadline(self.raw_fd(), (buf, self.fd.clone()), sqe, deadline).await;
+        match res {
+            Ok(n) => {
+                // SAFETY: the kernel initialised `n` bytes after `len`.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                (Ok(n as usize), buf)
+            }
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// Writes all of `buf[range]`; each send must make progress within
+    /// `deadline`.
+    pub async fn write_all(
+        &self,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        deadline: Option<Duration>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let mut buf = buf;
+        let mut pos = range.start;
+        while pos < range.end {
+            // SAFETY: in-bounds pointer into `buf`, kept alive by the op.
+            let ptr = unsafe { buf.as_ptr().add(pos) };
+            let len = (range.end - pos) as u32;
+            let sqe = opcode::Send::new(types::Fd(self.raw_fd()), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+            let (res, (b, _fd)) =
+                with_deadline(self.raw_fd(), (buf, self.fd.clone()), sqe, deadline).await;
+            buf = b;
+            match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                Ok(n) => pos += n as usize,
+                Err(e) => return (Err(e), buf),
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    /// Half- or full-closes the connection. Used to close an idle connection
+    /// (and to propagate end of stream through a tunnel) without an op.
+    pub fn shutdown(&self, how: std::net::Shutdown) {
+        let how = match how {
+            std::net::Shutdown::Read => libc::SHUT_RD,
+            std::net::Shutdown::Write => libc::SHUT_WR,
+            std::net::Shutdown::Both => libc::SHUT_RDWR,
+        };
+        // SAFETY: plain syscall on a descriptor we own; errors (ENOTCONN
+        // after a reset) are irrelevant on the way out.
+        unsafe { libc::shutdown(self.raw_fd(), how) };
+    }
+
+    /// Whether a connection that sat idle in a pool is still usable: no
+    /// end-of-stream, no error, and no unsolicited bytes waiting.
+    pub fn is_reusable(&self) -> bool {
+        let mut byte = 0u8;
+        // SAFETY: non-blocking peek of one byte into a local.
+        let n = unsafe {
+            libc::recv(
+                self.raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+    }
+}

@@ -1,0 +1,118 @@
+//! Proofs of the cancellation rules on real loopback sockets: a timed-out
+//! read loses no bytes, and neither timeouts nor dropped connections leak
+//! descriptors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use super::{connect, run_worker, Listener};
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// The fd count is per process and tests run on parallel threads, so the
+/// tests that count descriptors take turns.
+static FD_COUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fd_counting() -> std::sync::MutexGuard<'static, ()> {
+    FD_COUNTING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn peer_pair() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
+}
+
+#[test]
+fn timed_out_read_loses_no_bytes() {
+    let _turn = fd_counting();
+    let (listener, addr) = peer_pair();
+    let writer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        // Wait until the proxy side's first read has timed out, then send.
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).unwrap();
+        s.write_all(b"hello after the deadline").unwrap();
+        s
+    });
+    run_worker(async move {
+        let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+        let (res, buf) = conn
+            .read(Vec::with_capacity(64), Some(Duration::from_millis(50)))
+            .await;
+        assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        assert!(buf.is_empty());
+        let (res, _) = conn
+            .write_all(b"g".to_vec(), 0..1, Some(Duration::from_secs(2)))
+            .await;
+        res.unwrap();
+        let mut buf = buf;
+        while buf.len() < 24 {
+            let (res, b) = conn.read(buf, Some(Duration::from_secs(2))).await;
+            assert!(res.unwrap() > 0);
+            buf = b;
+        }
+        assert_eq!(&buf, b"hello after the deadline");
+    });
+    drop(writer.join().unwrap());
+}
+
+#[test]
+fn timeouts_and_drops_leak_no_fds() {
+    let _turn = fd_counting();
+    let (listener, addr) = peer_pair();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(listener.accept().unwrap().0);
+        }
+        held
+    });
+    let before = open_fds();
+    run_worker(async move {
+        for _ in 0..20 {
+            let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+            let (res, _) = conn
+                .read(Vec::with_capacity(16), Some(Duration::from_millis(10)))
+                .await;
+            assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+            conn.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    // The peer sees end of stream on every connection: they were closed.
+    for mut s in keep.join().unwrap() {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).unwrap(), 0);
+    }
+    // `before` counted the test's own listener, which the thread dropped.
+    assert_eq!(open_fds(), before - 1, "descriptors leaked");
+}
+
+#[test]
+fn accept_loop_leaks_no_fds() {
+    let _turn = fd_counting();
+    let before = open_fds();
+    run_worker(async {
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = listener.local_addr();
+        let client = std::thread::spawn(move || {
+            for _ in 0..10 {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"x").unwrap();
+            }
+        });
+        for _ in 0..10 {
+            let conn = listener.accept().await.unwrap();
+            let (res, buf) = conn
+                .read(Vec::with_capacity(8), Some(Duration::from_secs(2)))
+                .await;
+            assert_eq!(res.unwrap(), 1);
+            assert_eq!(buf, b"x");
+        }
+        client.join().unwrap();
+    });
+    assert_eq!(open_fds(), before, "descriptors leaked");
+}
