@@ -79,7 +79,9 @@ fn peak_rss_growth(proxy: &Proxy, transfer: impl FnOnce()) -> u64 {
         done.store(true, Ordering::SeqCst);
     });
     peak.fetch_max(proxy.rss_kib(), Ordering::SeqCst);
-    peak.load(Ordering::SeqCst).saturating_sub(before)
+    let growth = peak.load(Ordering::SeqCst).saturating_sub(before);
+    eprintln!("proxy RSS before {before} KiB, peak growth {growth} KiB");
+    growth
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! a 2 s timeout and compare exact lengths and checksums.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -44,6 +45,7 @@ fn builder(backend: &Backend, server: &str, upstream: &[&str]) -> ProxyBuilder {
 
 /// Runs `scenario` twice to warm up, takes the baseline, runs it on 20
 /// threads at once, and asserts the fd count returns to the baseline.
+/// The count must also visibly rise meanwhile, or the check proves nothing.
 fn assert_no_fd_leak(proxy: &Proxy, what: &str, scenario: impl Fn() + Sync) {
     thread::scope(|s| {
         for _ in 0..2 {
@@ -51,11 +53,28 @@ fn assert_no_fd_leak(proxy: &Proxy, what: &str, scenario: impl Fn() + Sync) {
         }
     });
     let baseline = proxy.settled_fd_count();
+    let peak = AtomicUsize::new(0);
+    let done = AtomicBool::new(false);
     thread::scope(|s| {
-        for _ in 0..20 {
-            s.spawn(&scenario);
-        }
+        s.spawn(|| {
+            while !done.load(Ordering::SeqCst) {
+                peak.fetch_max(proxy.fd_count(), Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(10));
+            }
+        });
+        thread::scope(|s| {
+            for _ in 0..20 {
+                s.spawn(&scenario);
+            }
+        });
+        done.store(true, Ordering::SeqCst);
     });
+    let peak = peak.into_inner();
+    assert!(
+        peak >= baseline + 10,
+        "{what}: fd count peaked at {peak} over a baseline of {baseline}; \
+         the 20 connections were not seen"
+    );
     proxy.assert_fds_return_to(baseline, what);
 }
 
