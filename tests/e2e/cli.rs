@@ -6,7 +6,7 @@ use std::net::TcpListener;
 
 use crate::backend::Backend;
 use crate::client::get;
-use crate::harness::{run_bin, strip_ansi, Proxy, TempDir};
+use crate::harness::{run_bin, strip_ansi, Proxy, Refused, TempDir};
 
 fn text(out: &std::process::Output) -> String {
     strip_ansi(&format!(
@@ -39,7 +39,8 @@ fn help_lists_the_subcommands() {
 
 #[test]
 fn check_accepts_a_valid_config_and_prints_a_summary() {
-    let builder = Proxy::builder().upstream("app", &[crate::harness::refused_addr()], &[]);
+    let refused = Refused::new();
+    let builder = Proxy::builder().upstream("app", &[refused.addr], &[]);
     let dir = TempDir::new();
     let path = dir.write("ok.toml", &builder.config_text(crate::harness::free_port()));
     let out = run_bin(&["check", "--config", path.to_str().unwrap()], &[]);

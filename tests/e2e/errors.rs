@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Headers, Response};
-use crate::harness::{refused_addr, Proxy};
+use crate::harness::{Proxy, Refused};
 
 /// Checks the common shape of an error response and that the connection
 /// is closed after it.
@@ -329,7 +329,8 @@ fn assert_gateway_error(proxy: &Proxy, status: u16) -> Response {
 
 #[test]
 fn backend_connect_refused_is_502() {
-    let proxy = Proxy::simple(&[refused_addr()]);
+    let refused = Refused::new();
+    let proxy = Proxy::simple(&[refused.addr]);
     for _ in 0..3 {
         assert_gateway_error(&proxy, 502);
     }

@@ -41,18 +41,89 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A port that was free a moment ago: bind 127.0.0.1:0 and release it.
+/// A port that was free a moment ago, for a proxy to listen on.
+///
+/// Ports come from below the kernel's ephemeral range (32768 and up), so
+/// backends bound to port 0 and client sockets never take them, and each
+/// is handed out at most once per test process, because the proxy binds
+/// with `SO_REUSEPORT` and two test proxies on one port would silently
+/// share connections. A bind probe skips ports other processes hold.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .unwrap()
-        .port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // Spread concurrent test runs apart; the pid is as good as random.
+    let base = std::process::id().wrapping_mul(7919) % SPAN;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) as u32;
+        let port = (LOW + (base + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
-/// A loopback address where nothing listens, so connecting is refused.
-pub fn refused_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port()))
+/// A loopback address where connecting is refused: a socket bound to it
+/// that never listens keeps anyone else from taking the port.
+pub struct Refused {
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+}
+
+impl Refused {
+    pub fn new() -> Refused {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        socket.bind(&any.into()).expect("bind");
+        let addr = socket.local_addr().unwrap().as_socket().expect("inet");
+        Refused {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
+/// `/proc/net/tcp` rows as (local, remote, state, inode).
+fn tcp_table() -> Vec<(SocketAddr, SocketAddr, u8, u64)> {
+    fn addr(hex: &str) -> Option<SocketAddr> {
+        let (ip, port) = hex.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        Some(SocketAddr::from((ip.to_le_bytes(), port)))
+    }
+    let text = fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                addr(f.get(1)?)?,
+                addr(f.get(2)?)?,
+                u8::from_str_radix(f.get(3)?, 16).ok()?,
+                f.get(9)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+const TCP_ESTABLISHED: u8 = 1;
+const TCP_LISTEN: u8 = 0x0a;
+
+/// Waits until no local socket connected to `peer` is still ESTABLISHED,
+/// i.e. the kernel has processed the FIN of every connection `peer`
+/// closed. Used where a test needs the proxy to be able to see a close.
+pub fn wait_closes_seen_from(peer: SocketAddr) {
+    let seen = wait_until(WAIT, || {
+        !tcp_table()
+            .iter()
+            .any(|(_, remote, state, _)| *remote == peer && *state == TCP_ESTABLISHED)
+    });
+    assert!(
+        seen,
+        "connections to {peer} still ESTABLISHED after {WAIT:?}"
+    );
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -226,15 +297,23 @@ impl ProxyBuilder {
     /// Like [`start`](Self::start) with `leading` arguments before
     /// `--config FILE` (e.g. `["run"]`).
     pub fn start_with(self, leading: &[&str]) -> Proxy {
-        let port = free_port();
-        let text = self.config_text(port);
-        let dir = TempDir::new();
-        let config = dir.write("ringlb.toml", &text);
-        let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
-        args.extend(["--config".to_string(), config.display().to_string()]);
-        let proxy = Proxy::spawn(dir, &args, &self.env, port, text);
-        proxy.wait_listening();
-        proxy
+        // A port another process grabbed between our probe and the
+        // proxy's bind is retried on a new port; any other failure is not.
+        for _ in 0..5 {
+            let port = free_port();
+            let text = self.config_text(port);
+            let dir = TempDir::new();
+            let config = dir.write("ringlb.toml", &text);
+            let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
+            args.extend(["--config".to_string(), config.display().to_string()]);
+            let proxy = Proxy::spawn(dir, &args, &self.env, port, text);
+            match proxy.try_wait_listening() {
+                Ok(()) => return proxy,
+                Err(_) if proxy.stderr().contains("Address already in use") => continue,
+                Err(status) => proxy.exited_before_listening(status),
+            }
+        }
+        panic!("ringlb could not bind a free port in 5 attempts");
     }
 }
 
@@ -296,21 +375,55 @@ impl Proxy {
         }
     }
 
-    /// Polls until a TCP connect to the listener succeeds; panics with the
-    /// proxy's stderr if it exits or does not listen within [`WAIT`].
+    /// Polls until a TCP connect to the listener succeeds and the listening
+    /// socket is the proxy's own; panics with the proxy's stderr if it exits
+    /// or does not listen within [`WAIT`].
     pub fn wait_listening(&self) {
+        if let Err(status) = self.try_wait_listening() {
+            self.exited_before_listening(status);
+        }
+    }
+
+    fn exited_before_listening(&self, status: ExitStatus) -> ! {
+        panic!(
+            "ringlb exited with {status} before listening on {}\nconfig:\n{}\nstderr:\n{}",
+            self.addr,
+            self.config_text,
+            self.stderr()
+        );
+    }
+
+    /// Whether one of the proxy's fds is a socket listening on its port.
+    fn owns_listener(&self) -> bool {
+        let inodes: Vec<u64> = tcp_table()
+            .into_iter()
+            .filter(|(local, _, state, _)| *local == self.addr && *state == TCP_LISTEN)
+            .map(|(_, _, _, inode)| inode)
+            .collect();
+        let Ok(fds) = fs::read_dir(format!("/proc/{}/fd", self.pid)) else {
+            return false;
+        };
+        fds.flatten().any(|fd| {
+            let target = fs::read_link(fd.path()).unwrap_or_default();
+            let target = target.to_string_lossy();
+            inodes
+                .iter()
+                .any(|i| target == format!("socket:[{i}]").as_str())
+        })
+    }
+
+    /// Like [`wait_listening`](Self::wait_listening), but returns the exit
+    /// status instead of panicking if the proxy exits first.
+    fn try_wait_listening(&self) -> Result<(), ExitStatus> {
         let deadline = Instant::now() + WAIT;
         loop {
-            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok() {
-                return;
+            if TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_ok()
+                && self.owns_listener()
+            {
+                return Ok(());
             }
             if let Some(status) = self.try_status() {
-                panic!(
-                    "ringlb exited with {status} before listening on {}\nconfig:\n{}\nstderr:\n{}",
-                    self.addr,
-                    self.config_text,
-                    self.stderr()
-                );
+                return Err(status);
             }
             if Instant::now() >= deadline {
                 panic!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Options, Reply, Resp};
 use crate::client::{get, request};
-use crate::harness::{wait_until, Proxy, WAIT};
+use crate::harness::{wait_closes_seen_from, wait_until, Proxy, WAIT};
 
 #[test]
 fn sequential_requests_on_one_client_reuse_one_upstream_connection() {
@@ -74,6 +74,7 @@ fn pooled_connection_closed_by_backend_is_retried_for_get() {
         assert_eq!(resp.status, 200, "request {i}: {}", resp.body_str());
         // The backend silently closes the now idle pooled connection.
         assert!(wait_until(WAIT, || backend.open_connections() == 0));
+        wait_closes_seen_from(backend.addr);
     }
     assert_eq!(backend.request_count(), 5);
 }
@@ -90,7 +91,11 @@ fn pooled_connection_closed_by_backend_is_retried_for_post_not_yet_sent() {
         let resp = c.roundtrip(&request("POST", "/p", &[], body.as_bytes()));
         assert_eq!(resp.status, 200, "request {i}: {}", resp.body_str());
         assert!(resp.body_str().ends_with(&body));
+        // The backend closed; wait until the proxy's kernel has the FIN
+        // too, or the close and the POST would race (and a POST already
+        // written must not be retried: 502 would then be right).
         assert!(wait_until(WAIT, || backend.open_connections() == 0));
+        wait_closes_seen_from(backend.addr);
     }
     assert_eq!(backend.request_count(), 5, "a POST was delivered twice");
 }
