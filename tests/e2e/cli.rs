@@ -109,6 +109,37 @@ fn sigint_exits_zero_and_logs_pool_reuse() {
     exits_zero_on("INT");
 }
 
+/// A signal that arrives as soon as the proxy accepts connections must
+/// still stop it cleanly. Ten tries, each signalled the moment a connect
+/// succeeds; a proxy that installs its handlers late dies by the signal.
+#[test]
+fn sigterm_as_soon_as_listening_exits_zero() {
+    let backend = Backend::echo();
+    let builder = Proxy::builder().upstream("app", &[backend.addr], &[]);
+    for i in 0..10 {
+        let proxy = builder.spawn_only(&[]);
+        let term = proxy.armed_signal("TERM");
+        // A tight loop: a refused connect returns at once, and the window
+        // being tested is shorter than any poll interval.
+        let deadline = std::time::Instant::now() + crate::harness::WAIT;
+        while std::net::TcpStream::connect(proxy.addr).is_err() {
+            assert!(proxy.try_status().is_none(), "try {i}: proxy exited");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "try {i}: not listening"
+            );
+        }
+        term.fire();
+        let status = proxy.wait_for_exit();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "try {i}: SIGTERM right after listening ended the proxy with {status}; \
+             are the signal handlers installed only after the workers serve?"
+        );
+    }
+}
+
 #[test]
 fn rust_log_off_silences_the_logs() {
     let backend = Backend::echo();

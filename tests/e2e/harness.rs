@@ -300,13 +300,7 @@ impl ProxyBuilder {
         // A port another process grabbed between our probe and the
         // proxy's bind is retried on a new port; any other failure is not.
         for _ in 0..5 {
-            let port = free_port();
-            let text = self.config_text(port);
-            let dir = TempDir::new();
-            let config = dir.write("ringlb.toml", &text);
-            let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
-            args.extend(["--config".to_string(), config.display().to_string()]);
-            let proxy = Proxy::spawn(dir, &args, &self.env, port, text);
+            let proxy = self.spawn_only(leading);
             match proxy.try_wait_listening() {
                 Ok(()) => return proxy,
                 Err(_) if proxy.stderr().contains("Address already in use") => continue,
@@ -314,6 +308,18 @@ impl ProxyBuilder {
             }
         }
         panic!("ringlb could not bind a free port in 5 attempts");
+    }
+
+    /// Writes the config and spawns the proxy on a free port without
+    /// waiting for it to listen.
+    pub fn spawn_only(&self, leading: &[&str]) -> Proxy {
+        let port = free_port();
+        let text = self.config_text(port);
+        let dir = TempDir::new();
+        let config = dir.write("ringlb.toml", &text);
+        let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
+        args.extend(["--config".to_string(), config.display().to_string()]);
+        Proxy::spawn(dir, &args, &self.env, port, text)
     }
 }
 
@@ -466,6 +472,18 @@ impl Proxy {
         assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
+    /// A signal ready to go: a shell already waiting on a pipe, so firing
+    /// it takes microseconds (spawning `kill` takes about a millisecond).
+    pub fn armed_signal(&self, name: &str) -> ArmedSignal {
+        let child = Command::new("sh")
+            .args(["-c", "read _ && kill -s \"$1\" \"$2\"", "sh", name])
+            .arg(self.pid.to_string())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn sh");
+        ArmedSignal(child)
+    }
+
     /// Waits up to [`WAIT`] for the process to exit and returns its status.
     pub fn wait_for_exit(&self) -> ExitStatus {
         let deadline = Instant::now() + WAIT;
@@ -549,6 +567,21 @@ impl Proxy {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+/// See [`Proxy::armed_signal`].
+pub struct ArmedSignal(Child);
+
+impl ArmedSignal {
+    /// Sends the signal and waits for the shell to finish.
+    pub fn fire(mut self) {
+        use std::io::Write;
+        let mut stdin = self.0.stdin.take().expect("piped stdin");
+        stdin.write_all(b"go\n").expect("write to sh");
+        drop(stdin);
+        let status = self.0.wait().expect("wait for sh");
+        assert!(status.success(), "sh kill failed: {status}");
     }
 }
 
