@@ -189,6 +189,10 @@ pub struct BackendConfig {
     /// `weight`: relative share for weighted strategies. Default 1, range
     /// 1..=1000. (`round_robin` does not use it yet.)
     pub weight: NonZeroU16,
+    /// `down`: marks the backend permanently unavailable, as nginx's
+    /// `server ... down`: it stays in the list (so a hash keeps its place)
+    /// but gets no requests. Default false.
+    pub down: bool,
 }
 
 /// `strategy` of an upstream. Unknown names are rejected, listing these.
@@ -296,7 +300,8 @@ impl Config {
         for u in &self.upstreams {
             let _ = writeln!(out, "  {} ({}):", u.name, u.strategy.name());
             for b in &u.backends {
-                let _ = writeln!(out, "    {} weight {}", b.addr, b.weight);
+                let down = if b.down { " (down)" } else { "" };
+                let _ = writeln!(out, "    {} weight {}{down}", b.addr, b.weight);
             }
         }
         let _ = writeln!(out, "routes:");

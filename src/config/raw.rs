@@ -115,6 +115,7 @@ pub(super) struct RawUpstream {
 pub(super) struct RawBackend {
     pub addr: Spanned<String>,
     pub weight: Option<Spanned<u64>>,
+    pub down: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -288,7 +288,11 @@ fn resolve_upstream(
         )?;
         let weight =
             NonZeroU16::new(u16::try_from(weight).unwrap_or(u16::MAX)).unwrap_or(NonZeroU16::MIN);
-        backends.push(BackendConfig { addr, weight });
+        backends.push(BackendConfig {
+            addr,
+            weight,
+            down: backend.down.unwrap_or(false),
+        });
     }
     let max_idle = cx.number(
         &raw.max_idle,

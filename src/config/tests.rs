@@ -618,3 +618,16 @@ fn load_reads_a_file() {
     assert_eq!(config.source_path, path);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn backend_down_flag() {
+    let src = with("", "").replace(
+        "9001\" }",
+        "9001\", down = true }, { addr = \"127.0.0.1:9002\" }",
+    );
+    let config = parse(&src).unwrap();
+    let backends = &config.upstreams[0].backends;
+    assert!(backends[0].down);
+    assert!(!backends[1].down);
+    assert!(config.summary().contains("(down)"));
+}

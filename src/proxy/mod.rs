@@ -45,6 +45,10 @@ const EXPECT_CONTINUE_WAIT: Duration = Duration::from_secs(1);
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
+/// Spare relay buffers a worker keeps (at `buffer_size` each, 16 MiB at
+/// the defaults).
+const MAX_SPARE_BUFFERS: usize = 1024;
+
 /// One upstream as a worker sees it.
 struct UpstreamRt {
     backends: Vec<Backend>,
@@ -63,6 +67,9 @@ pub struct Worker {
     routes: RouteTable,
     upstreams: RefCell<Vec<UpstreamRt>>,
     pool: RefCell<Pool>,
+    /// Spare relay buffers, so a request or a connection does not cost a
+    /// `buffer_size` allocation.
+    spare_buffers: RefCell<Vec<Vec<u8>>>,
     limits: http::Limits,
     pub metrics: Arc<WorkerMetrics>,
 }
@@ -107,6 +114,7 @@ impl Worker {
             },
             upstreams: RefCell::new(upstreams),
             pool: RefCell::new(Pool::new(pool_limits)),
+            spare_buffers: RefCell::new(Vec::new()),
             config,
             metrics,
         }
@@ -122,13 +130,37 @@ impl Worker {
     pub async fn serve(self: Rc<Self>, conn: Conn) {
         self.metrics.connections_accepted.inc();
         self.metrics.connections_open.inc();
-        let mut client = Client::new(conn, self.config.server.buffer_size);
+        // Both buffers are full size: the relays swap them with upstream
+        // buffers instead of copying.
+        let mut client = Client {
+            conn,
+            buf: self.take_buffer(),
+            out: self.take_buffer(),
+            buffer_size: self.config.server.buffer_size,
+        };
         let end = client_loop(&self, &mut client).await;
         match end {
             End::KeepClosing => client.linger().await,
             End::Closed => {}
         }
+        self.give_buffer(client.buf);
+        self.give_buffer(client.out);
         self.metrics.connections_open.sub(1);
+    }
+
+    fn take_buffer(&self) -> Vec<u8> {
+        let spare = self.spare_buffers.borrow_mut().pop();
+        spare.unwrap_or_else(|| Vec::with_capacity(self.config.server.buffer_size))
+    }
+
+    /// Keeps `buf` for reuse unless it grew (a large head) or enough are
+    /// kept already.
+    fn give_buffer(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare_buffers.borrow_mut();
+        if buf.capacity() <= 2 * self.config.server.buffer_size && spare.len() < MAX_SPARE_BUFFERS {
+            buf.clear();
+            spare.push(buf);
+        }
     }
 }
 
@@ -151,15 +183,6 @@ struct Client {
 }
 
 impl Client {
-    fn new(conn: Conn, buffer_size: usize) -> Client {
-        Client {
-            conn,
-            buf: Vec::with_capacity(buffer_size),
-            out: Vec::with_capacity(1024),
-            buffer_size,
-        }
-    }
-
     /// Reads more client bytes, appending to `buf`.
     async fn fill(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
         if self.buf.len() == self.buf.capacity() {
@@ -257,7 +280,7 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
         };
         first = false;
         worker.metrics.requests.inc();
-        match exchange(worker, client, &info, &fwd, &log).await {
+        match exchange(worker, client, &info, &mut fwd, &log).await {
             Next::KeepAlive => continue,
             Next::Close => return End::KeepClosing,
             Next::Abort => {
@@ -409,7 +432,7 @@ async fn exchange(
     worker: &Rc<Worker>,
     client: &mut Client,
     info: &RequestInfo,
-    fwd: &[u8],
+    fwd: &mut Vec<u8>,
     log: &LogLine,
 ) -> Next {
     let server = &worker.config.server;
@@ -418,10 +441,8 @@ async fn exchange(
     let mut body =
         body::RequestBody::new(info.body, server.max_request_body.map_or(0, |m| m.get()));
     // The head and whatever of the body is already buffered go in one write.
-    let mut first = Vec::with_capacity(fwd.len() + client.buf.len().min(server.buffer_size));
-    first.extend_from_slice(fwd);
     if !wait_for_continue {
-        if let Err(f) = body.take_buffered(&mut client.buf, &mut first) {
+        if let Err(f) = body.take_buffered(&mut client.buf, fwd) {
             return client_failed(worker, client, log, f).await;
         }
     }
@@ -435,17 +456,7 @@ async fn exchange(
         };
         let _in_flight = backend_state.start_request();
         let reused = up.reused;
-        match relay(
-            worker,
-            client,
-            info,
-            &first,
-            &mut body,
-            wait_for_continue,
-            up,
-        )
-        .await
-        {
+        match relay(worker, client, info, fwd, &mut body, wait_for_continue, up).await {
             Relayed::Done(next) => return next,
             Relayed::Failed {
                 failure,
@@ -527,7 +538,6 @@ async fn acquire(
         )
     };
     let checkout = worker.pool.borrow_mut().checkout(slot, Instant::now());
-    let buffer_size = worker.config.server.buffer_size;
     match checkout {
         Checkout::Hit(conn) => {
             worker.metrics.pool_hits.inc();
@@ -535,7 +545,7 @@ async fn acquire(
                 conn,
                 slot,
                 reused: true,
-                buf: Vec::with_capacity(buffer_size),
+                buf: worker.take_buffer(),
             };
             Ok((up, state))
         }
@@ -548,7 +558,7 @@ async fn acquire(
                         conn,
                         slot,
                         reused: false,
-                        buf: Vec::with_capacity(buffer_size),
+                        buf: worker.take_buffer(),
                     };
                     Ok((up, state))
                 }
@@ -586,7 +596,7 @@ async fn relay(
     worker: &Rc<Worker>,
     client: &mut Client,
     info: &RequestInfo,
-    first: &[u8],
+    first: &mut Vec<u8>,
     body: &mut body::RequestBody,
     wait_for_continue: bool,
     mut up: UpstreamConn,
@@ -600,10 +610,12 @@ async fn relay(
     };
 
     // 2. Send the head, with as much of the body as was already buffered.
-    let (res, _) = up
+    let len = first.len();
+    let (res, back) = up
         .conn
-        .write_all(first.to_vec(), 0..first.len(), Some(server.body_timeout))
+        .write_all(std::mem::take(first), 0..len, Some(server.body_timeout))
         .await;
+    *first = back;
     if res.is_err() {
         return Relayed::Failed {
             failure: UpstreamFailure::Closed,
@@ -847,13 +859,15 @@ async fn respond(
         out: out_framing,
     };
     let outcome = relay.run(worker, client, &mut up).await;
+    let UpstreamConn {
+        conn, slot, buf, ..
+    } = up;
+    let leftover = !buf.is_empty();
+    worker.give_buffer(buf);
     match outcome {
         Ok(clean) => {
-            if clean && upstream_keep_alive && request_complete && up.buf.is_empty() {
-                worker
-                    .pool
-                    .borrow_mut()
-                    .checkin(up.slot, up.conn, Instant::now());
+            if clean && upstream_keep_alive && request_complete && !leftover {
+                worker.pool.borrow_mut().checkin(slot, conn, Instant::now());
             }
             Relayed::Done(if keep_alive {
                 Next::KeepAlive

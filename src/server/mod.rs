@@ -61,7 +61,12 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             .map(|u| {
                 u.backends
                     .iter()
-                    .map(|_| Arc::new(BackendState::default()))
+                    .map(|b| {
+                        let state = BackendState::default();
+                        // `down = true`: administratively out, like a drain.
+                        state.set_draining(b.down);
+                        Arc::new(state)
+                    })
                     .collect()
             })
             .collect(),
