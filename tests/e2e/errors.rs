@@ -1,6 +1,6 @@
 //! Error responses. Malformed requests get 400 (431, 413, 501 for the
-//! specific cases) and never reach the backend; upstream failures get 502
-//! or 504 (503 cannot be triggered from outside yet, see below). Every error is a short text/plain body with
+//! specific cases) and never reach the backend; upstream failures get 502,
+//! 503 (every backend `down`) or 504. Every error is a short text/plain body with
 //! `Connection: close`, and the proxy then closes the connection.
 //! Smuggling payloads must never reach the backend as two requests.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Headers, Response};
-use crate::harness::{Proxy, Refused};
+use crate::harness::{BackendSpec, Proxy, Refused};
 
 /// Checks the common shape of an error response and that the connection
 /// is closed after it.
@@ -374,9 +374,38 @@ fn malformed_backend_responses_are_502() {
     }
 }
 
-// 503 (no usable backend) is not tested here: backends become unusable
-// only through health or drain state, which nothing in the config or CLI
-// can set yet, and `backends = []` is a config error (see config_errors).
+#[test]
+fn upstream_with_every_backend_down_is_503() {
+    // `backends = []` is a config error (see config_errors); `down = true`
+    // keeps a backend listed but unusable.
+    let backend = Backend::echo();
+    let down = BackendSpec {
+        down: true,
+        ..BackendSpec::from(backend.addr)
+    };
+    let proxy = Proxy::builder().upstream("app", &[down], &[]).start();
+    assert_gateway_error(&proxy, 503);
+    assert_eq!(backend.connections(), 0, "a down backend was contacted");
+}
+
+#[test]
+fn down_backend_is_skipped_by_round_robin() {
+    let up = Backend::echo();
+    let down = Backend::echo();
+    let specs = [
+        BackendSpec::from(up.addr),
+        BackendSpec {
+            down: true,
+            ..BackendSpec::from(down.addr)
+        },
+    ];
+    let proxy = Proxy::builder().upstream("app", &specs, &[]).start();
+    let mut c = proxy.client();
+    for _ in 0..6 {
+        assert_eq!(c.roundtrip(&get("/")).status, 200);
+    }
+    assert_eq!((up.request_count(), down.connections()), (6, 0));
+}
 
 #[test]
 fn backend_slower_than_response_timeout_is_504() {

@@ -160,16 +160,21 @@ impl Drop for TempDir {
     }
 }
 
-/// One backend line of an upstream: address and optional weight.
+/// One backend line of an upstream: address, optional weight, `down`.
 #[derive(Clone, Copy)]
 pub struct BackendSpec {
     pub addr: SocketAddr,
     pub weight: Option<u32>,
+    pub down: bool,
 }
 
 impl From<SocketAddr> for BackendSpec {
     fn from(addr: SocketAddr) -> BackendSpec {
-        BackendSpec { addr, weight: None }
+        BackendSpec {
+            addr,
+            weight: None,
+            down: false,
+        }
     }
 }
 
@@ -275,9 +280,15 @@ impl ProxyBuilder {
             let backends: Vec<String> = u
                 .backends
                 .iter()
-                .map(|b| match b.weight {
-                    Some(w) => format!("{{ addr = \"{}\", weight = {w} }}", b.addr),
-                    None => format!("{{ addr = \"{}\" }}", b.addr),
+                .map(|b| {
+                    let mut fields = format!("addr = \"{}\"", b.addr);
+                    if let Some(w) = b.weight {
+                        fields.push_str(&format!(", weight = {w}"));
+                    }
+                    if b.down {
+                        fields.push_str(", down = true");
+                    }
+                    format!("{{ {fields} }}")
                 })
                 .collect();
             writeln!(s, "backends = [{}]", backends.join(", ")).unwrap();

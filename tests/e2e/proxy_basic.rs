@@ -77,8 +77,8 @@ fn weighted_round_robin_follows_weights() {
             &[
                 BackendSpec::from(a.addr),
                 BackendSpec {
-                    addr: b.addr,
                     weight: Some(2),
+                    ..BackendSpec::from(b.addr)
                 },
             ],
             &["strategy = \"round_robin\""],
