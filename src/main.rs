@@ -95,6 +95,13 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
+    let signals = match ringlb::server::StopSignals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let server = match ringlb::server::start(config) {
         Ok(server) => server,
         Err(e) => {
@@ -109,11 +116,6 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
             println!("stop: Ctrl-C");
         }
     }
-    match ringlb::server::wait_for_signal(&server) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("cannot wait for signals: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    ringlb::server::wait_for_signal(&server, signals);
+    ExitCode::SUCCESS
 }

@@ -187,7 +187,7 @@ pub struct BackendConfig {
     /// `addr`: where to connect.
     pub addr: SocketAddr,
     /// `weight`: relative share for weighted strategies. Default 1, range
-    /// 1..=1000. (`round_robin` does not use it yet.)
+    /// 1..=1000. `round_robin` ignores it; `weighted_round_robin` uses it.
     pub weight: NonZeroU16,
     /// `down`: marks the backend permanently unavailable, as nginx's
     /// `server ... down`: it stays in the list (so a hash keeps its place)
@@ -203,6 +203,9 @@ pub enum Strategy {
     /// starting at a different backend per worker. The default.
     #[default]
     RoundRobin,
+    /// `"weighted_round_robin"`: smooth weighted round robin (nginx's):
+    /// each backend gets `weight` picks per cycle, interleaved.
+    WeightedRoundRobin,
 }
 
 impl Strategy {
@@ -210,6 +213,7 @@ impl Strategy {
     pub fn name(self) -> &'static str {
         match self {
             Strategy::RoundRobin => "round_robin",
+            Strategy::WeightedRoundRobin => "weighted_round_robin",
         }
     }
 }

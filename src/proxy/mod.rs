@@ -30,7 +30,7 @@ use crate::http::{self, BodyKind, ForwardContext, LocalReply, OutFraming, Respon
 use crate::io::{connect, Conn};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
-use crate::upstream::balance::{Balancer, RoundRobin};
+use crate::upstream::balance::{self, Balancer};
 use crate::upstream::pool::{Checkout, Pool};
 use crate::upstream::{Backend, BackendState};
 
@@ -54,7 +54,7 @@ struct UpstreamRt {
     backends: Vec<Backend>,
     /// Global index of `backends[0]` in the worker's pool.
     first_slot: usize,
-    balancer: RoundRobin,
+    balancer: Box<dyn Balancer>,
     connect_timeout: Duration,
     response_timeout: Duration,
 }
@@ -99,7 +99,11 @@ impl Worker {
             let first_slot = pool_limits.len();
             pool_limits.extend(backends.iter().map(|_| (up.max_idle, up.idle_timeout)));
             upstreams.push(UpstreamRt {
-                balancer: RoundRobin::new(backends.len(), worker_index),
+                balancer: balance::build(
+                    up.strategy,
+                    &backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+                    worker_index,
+                ),
                 backends,
                 first_slot,
                 connect_timeout: up.connect_timeout,

@@ -121,13 +121,29 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     })
 }
 
+/// The stop signals, caught from before the first listener opens: a
+/// signal that arrives while the workers start must not kill the process
+/// by its default action.
+pub struct StopSignals(signal_hook::iterator::Signals);
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<StopSignals> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        Ok(StopSignals(signal_hook::iterator::Signals::new([
+            SIGINT, SIGTERM,
+        ])?))
+    }
+}
+
 /// Blocks until SIGINT or SIGTERM, then logs the totals. The caller exits
 /// the process, which closes every socket (a graceful drain is a later
 /// issue).
-pub fn wait_for_signal(server: &Server) -> std::io::Result<i32> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
-    let signal = signals.forever().next().unwrap_or(SIGTERM);
+pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
+    let signal = signals
+        .0
+        .forever()
+        .next()
+        .unwrap_or(signal_hook::consts::SIGTERM);
     let totals = server.metrics.totals();
     tracing::info!(
         signal,
@@ -143,7 +159,7 @@ pub fn wait_for_signal(server: &Server) -> std::io::Result<i32> {
         ratio = format_args!("{:.3}", totals.pool_reuse_ratio()),
         "pool reuse"
     );
-    Ok(signal)
+    signal
 }
 
 async fn worker_main(

@@ -81,7 +81,7 @@ fn weighted_round_robin_follows_weights() {
                     ..BackendSpec::from(b.addr)
                 },
             ],
-            &["strategy = \"round_robin\""],
+            &["strategy = \"weighted_round_robin\""],
         )
         .start();
     let mut c = proxy.client();

@@ -11,8 +11,21 @@
 //! caller's `eligible` predicate, so balancers hold no shared state.
 
 mod round_robin;
+mod weighted;
 
 pub use round_robin::RoundRobin;
+pub use weighted::WeightedRoundRobin;
+
+use crate::config::Strategy;
+
+/// The balancer for `strategy` over backends with these `weights`, for the
+/// worker numbered `worker` (which sets its start offset).
+pub fn build(strategy: Strategy, weights: &[u32], worker: usize) -> Box<dyn Balancer> {
+    match strategy {
+        Strategy::RoundRobin => Box::new(RoundRobin::new(weights.len(), worker)),
+        Strategy::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(weights, worker)),
+    }
+}
 
 /// Picks the next backend of one upstream.
 ///
