@@ -85,6 +85,54 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_WEIGHT: u16 = 1;
 /// Allowed backend `weight`.
 pub const WEIGHT_RANGE: RangeInclusive<u64> = 1..=1000;
+/// Default `upstreams.NAME.sticky_cookie.name`.
+pub const DEFAULT_STICKY_COOKIE: &str = "ringlb_backend";
+/// Default `upstreams.NAME.passive_fall`.
+pub const DEFAULT_PASSIVE_FALL: u32 = 3;
+/// Allowed `upstreams.NAME.passive_fall` (0 turns passive ejection off).
+pub const PASSIVE_FALL_RANGE: RangeInclusive<u64> = 0..=1000;
+/// Default `upstreams.NAME.passive_cooldown`.
+pub const DEFAULT_PASSIVE_COOLDOWN: Duration = Duration::from_secs(10);
+/// Default `upstreams.NAME.health.path`.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default `upstreams.NAME.health.interval`.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `upstreams.NAME.health.timeout`.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `upstreams.NAME.health.expect_status`.
+pub const DEFAULT_EXPECT_STATUS: &str = "200-399";
+/// Default `upstreams.NAME.health.rise`.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default `upstreams.NAME.health.fall`.
+pub const DEFAULT_FALL: u32 = 3;
+/// Allowed `rise`, `fall`, `breaker.failures`, `breaker.successes` and
+/// `breaker.half_open_probes` (the breaker packs its counters in 11 bits).
+pub const THRESHOLD_RANGE: RangeInclusive<u64> = 1..=1000;
+/// Default `upstreams.NAME.breaker.failures`.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default `upstreams.NAME.breaker.successes`.
+pub const DEFAULT_BREAKER_SUCCESSES: u32 = 3;
+/// Default `upstreams.NAME.breaker.open_for`.
+pub const DEFAULT_BREAKER_OPEN_FOR: Duration = Duration::from_secs(30);
+/// Default `upstreams.NAME.breaker.half_open_probes`.
+pub const DEFAULT_HALF_OPEN_PROBES: u32 = 1;
+/// Default `upstreams.NAME.retry.attempts` when `[upstreams.NAME.retry]` is
+/// present (absent: 1, no retries).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 3;
+/// Allowed `upstreams.NAME.retry.attempts` (the first try counts).
+pub const RETRY_ATTEMPTS_RANGE: RangeInclusive<u64> = 1..=10;
+/// Default `upstreams.NAME.retry.backoff`.
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
+/// Default `upstreams.NAME.retry.max_backoff`.
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Default `upstreams.NAME.retry.on`.
+pub const DEFAULT_RETRY_ON: &[&str] = &["connect", "reset", "502", "503", "504"];
+/// Default `upstreams.NAME.retry.budget`.
+pub const DEFAULT_RETRY_BUDGET: f64 = 0.2;
+/// Default `upstreams.NAME.retry.retry_buffer`: 64 KiB.
+pub const DEFAULT_RETRY_BUFFER: usize = 64 * 1024;
+/// Allowed `upstreams.NAME.retry.retry_buffer`: 0 to 16 MiB.
+pub const RETRY_BUFFER_RANGE: RangeInclusive<u64> = 0..=16 * 1024 * 1024;
 
 /// A checked, resolved config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,6 +226,307 @@ pub struct UpstreamConfig {
     pub max_idle: usize,
     /// `idle_timeout`: a pooled connection idle longer is closed. Default `"30s"`.
     pub idle_timeout: Duration,
+    /// `hash_key`: what `consistent_hash` hashes: `"client_ip"`,
+    /// `"header:NAME"` or `"cookie:NAME"`. Default `"client_ip"`. Only
+    /// allowed with `strategy = "consistent_hash"`; `ip_hash` always uses
+    /// the client IP.
+    pub hash_key: HashKeySource,
+    /// `sticky_cookie = { name = "ringlb_backend", max_age = "1h" }`: the
+    /// cookie of `strategy = "sticky_cookie"`. `name` defaults to
+    /// `"ringlb_backend"`; `max_age` absent means a session cookie. Only
+    /// allowed with that strategy.
+    pub sticky_cookie: StickyCookieConfig,
+    /// `panic_mode`: when no backend is available (down, ejected or
+    /// breaker-open), pick among all backends that are not draining or
+    /// `down = true` instead of answering 503 (Envoy's panic threshold at
+    /// 100%). Default `false`.
+    pub panic_mode: bool,
+    /// `passive_fall`: this many consecutive failures of live traffic
+    /// (connect failure, reset, timeout, 5xx) eject a backend. It comes back
+    /// through the active check (`rise` passes) when `[health]` is set,
+    /// else through one probe request after `passive_cooldown`. Default 3,
+    /// range 0..=1000; 0 turns passive ejection off.
+    pub passive_fall: u32,
+    /// `passive_cooldown`: how long a passively ejected backend without an
+    /// active check waits before one probe request may try it. Default `"10s"`.
+    pub passive_cooldown: Duration,
+    /// `[upstreams.NAME.health]`: active health checks. Absent: none.
+    pub health: Option<HealthConfig>,
+    /// `[upstreams.NAME.breaker]`: circuit breaker. Absent: no breaker.
+    pub breaker: Option<BreakerConfig>,
+    /// `[upstreams.NAME.retry]`: retries on another backend. Absent:
+    /// [`RetryConfig::disabled`] (one attempt; the transparent re-send on a
+    /// dead pooled connection is separate and stays).
+    pub retry: RetryConfig,
+}
+
+/// `hash_key` of a `consistent_hash` upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum HashKeySource {
+    /// `"client_ip"`: the peer address of the client connection. The default.
+    #[default]
+    ClientIp,
+    /// `"header:NAME"`: the first value of header `NAME` (stored lowercase;
+    /// matched case-insensitively). Absent header: no key.
+    Header(String),
+    /// `"cookie:NAME"`: the value of cookie `NAME`. Absent cookie: no key.
+    Cookie(String),
+}
+
+/// `sticky_cookie` of a `sticky_cookie` upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StickyCookieConfig {
+    /// `name`: a cookie-name token. Default `"ringlb_backend"`.
+    pub name: String,
+    /// `max_age`: `Max-Age` of the cookie. Default: absent (session cookie).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for StickyCookieConfig {
+    fn default() -> Self {
+        StickyCookieConfig {
+            name: DEFAULT_STICKY_COOKIE.to_owned(),
+            max_age: None,
+        }
+    }
+}
+
+/// `[upstreams.NAME.health]`: one checker per backend for the whole
+/// process (not per worker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HealthConfig {
+    /// `type`: `"http"` (a GET whose status must be in `expect_status`) or
+    /// `"tcp"` (a connect must succeed). Default `"http"`.
+    pub kind: CheckKind,
+    /// `path`: request target of the HTTP check, starting with `/`.
+    /// Default `"/health"`.
+    pub path: String,
+    /// `interval`: time between the end of one check and the start of the
+    /// next. Default `"5s"`.
+    pub interval: Duration,
+    /// `timeout`: the whole check (connect, send, response head) must finish
+    /// within this. Default `"1s"`.
+    pub timeout: Duration,
+    /// `expect_status`: comma-separated statuses or ranges, e.g.
+    /// `"200-399"` or `"200,204,300-308"`, each in 100..=599. Default `"200-399"`.
+    pub expect_status: StatusRanges,
+    /// `rise`: consecutive passes that mark an unhealthy backend healthy.
+    /// Default 2, range 1..=1000.
+    pub rise: NonZeroU32,
+    /// `fall`: consecutive failed checks that mark a healthy backend
+    /// unhealthy. Default 3, range 1..=1000.
+    pub fall: NonZeroU32,
+    /// `start`: `"healthy"` or `"unhealthy"`, the state before the first
+    /// checks. Default `"healthy"` (traffic flows at once; a dead backend
+    /// is found by passive ejection or after `fall` checks).
+    pub start: StartState,
+}
+
+/// `health.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// `"http"`: `GET path`, the status decides. The default.
+    #[default]
+    Http,
+    /// `"tcp"`: a TCP connect within `timeout` passes.
+    Tcp,
+}
+
+/// `health.start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartState {
+    /// `"healthy"`: the default.
+    #[default]
+    Healthy,
+    /// `"unhealthy"`: no traffic until `rise` checks pass.
+    Unhealthy,
+}
+
+/// Checked `expect_status`: non-empty, each range within 100..=599, low <= high.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRanges(Vec<RangeInclusive<u16>>);
+
+impl StatusRanges {
+    /// Parses `"200-399"`, `"200"`, `"200,204,300-308"`.
+    pub fn parse(text: &str) -> Option<StatusRanges> {
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            let (lo, hi) = part.split_once('-').unwrap_or((part, part));
+            let lo: u16 = lo.trim().parse().ok()?;
+            let hi: u16 = hi.trim().parse().ok()?;
+            if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) || lo > hi {
+                return None;
+            }
+            ranges.push(lo..=hi);
+        }
+        Some(StatusRanges(ranges))
+    }
+
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|r| r.contains(&status))
+    }
+}
+
+/// `[upstreams.NAME.breaker]`: a consecutive-failures circuit breaker per
+/// backend, shared by all workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BreakerConfig {
+    /// `failures`: consecutive failures (connect failure, reset, timeout,
+    /// 5xx) that open the breaker. Default 5, range 1..=1000.
+    pub failures: NonZeroU32,
+    /// `successes`: probe successes in half-open that close it. Default 3,
+    /// range 1..=1000.
+    pub successes: NonZeroU32,
+    /// `open_for`: how long it stays open before letting probes through.
+    /// Default `"30s"`.
+    pub open_for: Duration,
+    /// `half_open_probes`: requests allowed in flight at once in half-open,
+    /// across all workers together. Default 1, range 1..=1000.
+    pub half_open_probes: NonZeroU32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failures: NonZeroU32::new(DEFAULT_BREAKER_FAILURES).unwrap_or(NonZeroU32::MIN),
+            successes: NonZeroU32::new(DEFAULT_BREAKER_SUCCESSES).unwrap_or(NonZeroU32::MIN),
+            open_for: DEFAULT_BREAKER_OPEN_FOR,
+            half_open_probes: NonZeroU32::MIN,
+        }
+    }
+}
+
+/// `[upstreams.NAME.retry]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// `attempts`: tries in all, the first included. Default 3 when the
+    /// table is present, 1 (no retries) when it is absent. Range 1..=10.
+    pub attempts: NonZeroU32,
+    /// `backoff`: wait before the first retry; doubles each retry. `"0s"`
+    /// is allowed. Default `"25ms"`.
+    pub backoff: Duration,
+    /// `max_backoff`: cap of the doubling; must be >= `backoff`. Default `"1s"`.
+    pub max_backoff: Duration,
+    /// `jitter`: full jitter, a uniform wait in `0..=backoff`. Default `true`.
+    pub jitter: bool,
+    /// `on`: which failures are retried: `"connect"` (refused or connect
+    /// timeout), `"reset"` (connection reset or closed before a response),
+    /// `"timeout"` (response head timeout), and statuses `"500"`..`"599"`.
+    /// Default `["connect", "reset", "502", "503", "504"]`.
+    pub on: RetryOn,
+    /// `budget`: retries allowed as a fraction of requests, per worker, 0.0..=1.0,
+    /// on top of a floor of [`crate::upstream::retry::BUDGET_FLOOR_PER_SEC`]
+    /// retries a second. Default 0.2.
+    pub budget: Ratio,
+    /// `retry_buffer`: a request body up to this many bytes is kept so it
+    /// can be replayed; a longer streamed body is never retried once sent.
+    /// Default 65536, range 0..=16777216.
+    pub retry_buffer: usize,
+}
+
+impl RetryConfig {
+    /// The policy of an upstream without a `[retry]` table: one attempt.
+    pub fn disabled() -> RetryConfig {
+        RetryConfig {
+            attempts: NonZeroU32::MIN,
+            backoff: DEFAULT_RETRY_BACKOFF,
+            max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+            jitter: true,
+            on: RetryOn::default_set(),
+            budget: Ratio::from_f64(DEFAULT_RETRY_BUDGET),
+            retry_buffer: DEFAULT_RETRY_BUFFER,
+        }
+    }
+}
+
+/// A fraction in 0.0..=1.0, kept in millionths so configs stay `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ratio(u32);
+
+impl Ratio {
+    /// Clamped to 0.0..=1.0; NaN is 0.
+    pub fn from_f64(f: f64) -> Ratio {
+        let f = if f.is_nan() { 0.0 } else { f.clamp(0.0, 1.0) };
+        Ratio((f * 1e6).round() as u32)
+    }
+
+    pub fn get(self) -> f64 {
+        f64::from(self.0) / 1e6
+    }
+
+    /// In millionths.
+    pub fn millionths(self) -> u32 {
+        self.0
+    }
+}
+
+/// The failures a retry is allowed for: a bit set of kinds and 5xx statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryOn {
+    kinds: u8,
+    /// Bit `s - 500` for status `s`.
+    statuses: u128,
+}
+
+impl RetryOn {
+    const CONNECT: u8 = 1;
+    const RESET: u8 = 2;
+    const TIMEOUT: u8 = 4;
+
+    /// The empty set.
+    pub fn none() -> RetryOn {
+        RetryOn {
+            kinds: 0,
+            statuses: 0,
+        }
+    }
+
+    /// `["connect", "reset", "502", "503", "504"]`.
+    pub fn default_set() -> RetryOn {
+        let mut on = RetryOn::none();
+        for name in DEFAULT_RETRY_ON {
+            on.add(name);
+        }
+        on
+    }
+
+    /// Adds one `on` entry; false if it is not a known name or a status in
+    /// 500..=599.
+    pub fn add(&mut self, name: &str) -> bool {
+        match name {
+            "connect" => self.kinds |= Self::CONNECT,
+            "reset" => self.kinds |= Self::RESET,
+            "timeout" => self.kinds |= Self::TIMEOUT,
+            _ => match name.parse::<u16>() {
+                Ok(s @ 500..=599) if name.len() == 3 => self.statuses |= 1 << (s - 500),
+                _ => return false,
+            },
+        }
+        true
+    }
+
+    pub fn connect(self) -> bool {
+        self.kinds & Self::CONNECT != 0
+    }
+
+    pub fn reset(self) -> bool {
+        self.kinds & Self::RESET != 0
+    }
+
+    pub fn timeout(self) -> bool {
+        self.kinds & Self::TIMEOUT != 0
+    }
+
+    pub fn status(self, status: u16) -> bool {
+        (500..=599).contains(&status) && self.statuses & (1 << (status - 500)) != 0
+    }
 }
 
 /// One backend of an upstream.
@@ -206,6 +555,26 @@ pub enum Strategy {
     /// `"weighted_round_robin"`: smooth weighted round robin (nginx's):
     /// each backend gets `weight` picks per cycle, interleaved.
     WeightedRoundRobin,
+    /// `"random"`: uniform among available backends (weights ignored).
+    Random,
+    /// `"least_connections"`: fewest requests in flight across all workers;
+    /// ties go round robin.
+    LeastConnections,
+    /// `"p2c"`: power of two choices: two random available backends, the
+    /// one with fewer requests in flight wins.
+    P2c,
+    /// `"p2c_ewma"`: power of two choices on peak-EWMA cost, latency EWMA
+    /// times (in-flight + 1).
+    P2cEwma,
+    /// `"consistent_hash"`: Maglev over `hash_key`; adding or removing one
+    /// of N backends moves about 1/N of the keys. Weights scale the share.
+    ConsistentHash,
+    /// `"ip_hash"`: `consistent_hash` keyed by the client IP.
+    IpHash,
+    /// `"sticky_cookie"`: a cookie names the backend (a hash of its
+    /// address); honoured while that backend is available, else the request
+    /// is rebalanced (smooth weighted round robin) and the cookie re-set.
+    StickyCookie,
 }
 
 impl Strategy {
@@ -214,6 +583,13 @@ impl Strategy {
         match self {
             Strategy::RoundRobin => "round_robin",
             Strategy::WeightedRoundRobin => "weighted_round_robin",
+            Strategy::Random => "random",
+            Strategy::LeastConnections => "least_connections",
+            Strategy::P2c => "p2c",
+            Strategy::P2cEwma => "p2c_ewma",
+            Strategy::ConsistentHash => "consistent_hash",
+            Strategy::IpHash => "ip_hash",
+            Strategy::StickyCookie => "sticky_cookie",
         }
     }
 }

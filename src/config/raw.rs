@@ -20,7 +20,7 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::Strategy;
+use super::{CheckKind, StartState, Strategy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,12 +102,61 @@ impl<'de> Deserialize<'de> for ListenEntry {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     pub backends: Spanned<Vec<Spanned<RawBackend>>>,
-    #[serde(default)]
-    pub strategy: Strategy,
+    pub strategy: Option<Spanned<Strategy>>,
     pub connect_timeout: Option<Spanned<HumanDuration>>,
     pub response_timeout: Option<Spanned<HumanDuration>>,
     pub max_idle: Option<Spanned<u64>>,
     pub idle_timeout: Option<Spanned<HumanDuration>>,
+    pub hash_key: Option<Spanned<String>>,
+    pub sticky_cookie: Option<RawStickyCookie>,
+    pub panic_mode: Option<bool>,
+    pub passive_fall: Option<Spanned<u64>>,
+    pub passive_cooldown: Option<Spanned<HumanDuration>>,
+    pub health: Option<RawHealth>,
+    pub breaker: Option<RawBreaker>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStickyCookie {
+    pub name: Option<Spanned<String>>,
+    pub max_age: Option<Spanned<HumanDuration>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHealth {
+    #[serde(rename = "type")]
+    pub kind: Option<CheckKind>,
+    pub path: Option<Spanned<String>>,
+    pub interval: Option<Spanned<HumanDuration>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
+    pub expect_status: Option<Spanned<String>>,
+    pub rise: Option<Spanned<u64>>,
+    pub fall: Option<Spanned<u64>>,
+    pub start: Option<StartState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBreaker {
+    pub failures: Option<Spanned<u64>>,
+    pub successes: Option<Spanned<u64>>,
+    pub open_for: Option<Spanned<HumanDuration>>,
+    pub half_open_probes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetry {
+    pub attempts: Option<Spanned<u64>>,
+    pub backoff: Option<Spanned<HumanDuration>>,
+    pub max_backoff: Option<Spanned<HumanDuration>>,
+    pub jitter: Option<bool>,
+    pub on: Option<Spanned<Vec<Spanned<String>>>>,
+    pub budget: Option<Spanned<f64>>,
+    pub retry_buffer: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

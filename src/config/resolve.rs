@@ -19,7 +19,10 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
-use super::raw::{HumanDuration, ListenEntry, RawConfig, RawRoute, RawServer, RawUpstream};
+use super::raw::{
+    HumanDuration, ListenEntry, RawBreaker, RawConfig, RawHealth, RawRetry, RawRoute, RawServer,
+    RawStickyCookie, RawUpstream,
+};
 use super::*;
 
 /// Turns a serde/TOML error into a [`ConfigError`] with location and key path.
@@ -107,6 +110,23 @@ impl Cx<'_> {
             Some(v) if v.get_ref().0.is_zero() => Err(self.at(v.span(), key, Kind::ZeroDuration)),
             Some(v) => Ok(v.get_ref().0),
         }
+    }
+}
+
+impl Cx<'_> {
+    /// A count in `range` that is at least 1, as `NonZeroU32`.
+    fn threshold(
+        &self,
+        value: &Option<Spanned<u64>>,
+        key: &str,
+        default: u32,
+    ) -> Result<NonZeroU32, ConfigError> {
+        let n = self.number(value, key, default.into(), THRESHOLD_RANGE)?;
+        Ok(NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN))
+    }
+
+    fn invalid(&self, span: Range<usize>, key: &str, message: String) -> ConfigError {
+        self.at(span, key, Kind::InvalidValue(message))
     }
 }
 
@@ -300,10 +320,67 @@ fn resolve_upstream(
         DEFAULT_MAX_IDLE as u64,
         MAX_IDLE_RANGE,
     )?;
+    let strategy = raw
+        .strategy
+        .as_ref()
+        .map_or_else(Strategy::default, |s| *s.get_ref());
+    let hash_key = match &raw.hash_key {
+        None => HashKeySource::ClientIp,
+        Some(text) => {
+            let key = format!("{prefix}.hash_key");
+            if strategy != Strategy::ConsistentHash {
+                let message = format!(
+                    "hash_key only applies to strategy \"consistent_hash\", not {:?}",
+                    strategy.name()
+                );
+                return Err(cx.invalid(text.span(), &key, message));
+            }
+            parse_hash_key(text.get_ref()).ok_or_else(|| {
+                let message = format!(
+                    "invalid hash_key {:?}: expected \"client_ip\", \"header:NAME\" or \"cookie:NAME\"",
+                    text.get_ref()
+                );
+                cx.invalid(text.span(), &key, message)
+            })?
+        }
+    };
+    let sticky_cookie = resolve_sticky(cx, &prefix, strategy, raw)?;
+    let passive_fall = cx.number(
+        &raw.passive_fall,
+        &format!("{prefix}.passive_fall"),
+        DEFAULT_PASSIVE_FALL.into(),
+        PASSIVE_FALL_RANGE,
+    )?;
+    let health = raw
+        .health
+        .as_ref()
+        .map(|h| resolve_health(cx, &format!("{prefix}.health"), h))
+        .transpose()?;
+    let breaker = raw
+        .breaker
+        .as_ref()
+        .map(|b| resolve_breaker(cx, &format!("{prefix}.breaker"), b))
+        .transpose()?;
+    let retry = match &raw.retry {
+        None => RetryConfig::disabled(),
+        Some(r) => resolve_retry(cx, &format!("{prefix}.retry"), r)?,
+    };
     Ok(UpstreamConfig {
         name: name.to_owned(),
         backends,
-        strategy: raw.strategy,
+        strategy,
+        hash_key,
+        sticky_cookie,
+        panic_mode: raw.panic_mode.unwrap_or(false),
+        passive_fall: u32::try_from(passive_fall).unwrap_or(u32::MAX),
+        passive_cooldown: cx.timeout(
+            &raw.passive_cooldown,
+            &format!("{prefix}.passive_cooldown"),
+            DEFAULT_PASSIVE_COOLDOWN,
+        )?,
+        health,
+        breaker,
+        retry,
         connect_timeout: cx.timeout(
             &raw.connect_timeout,
             &format!("{prefix}.connect_timeout"),
@@ -320,6 +397,197 @@ fn resolve_upstream(
             &format!("{prefix}.idle_timeout"),
             DEFAULT_IDLE_TIMEOUT,
         )?,
+    })
+}
+
+/// `client_ip`, `header:NAME` or `cookie:NAME` with `NAME` a token.
+fn parse_hash_key(text: &str) -> Option<HashKeySource> {
+    if text == "client_ip" {
+        return Some(HashKeySource::ClientIp);
+    }
+    let (kind, name) = text.split_once(':')?;
+    if !is_token(name) {
+        return None;
+    }
+    match kind {
+        "header" => Some(HashKeySource::Header(name.to_ascii_lowercase())),
+        "cookie" => Some(HashKeySource::Cookie(name.to_owned())),
+        _ => None,
+    }
+}
+
+/// An RFC 9110 token: what a header or cookie name may be.
+fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+fn resolve_sticky(
+    cx: &Cx<'_>,
+    prefix: &str,
+    strategy: Strategy,
+    raw: &RawUpstream,
+) -> Result<StickyCookieConfig, ConfigError> {
+    let Some(RawStickyCookie { name, max_age }) = &raw.sticky_cookie else {
+        return Ok(StickyCookieConfig::default());
+    };
+    let key = format!("{prefix}.sticky_cookie");
+    if strategy != Strategy::StickyCookie {
+        let message = format!(
+            "sticky_cookie only applies to strategy \"sticky_cookie\", not {:?}",
+            strategy.name()
+        );
+        return Err(match raw.strategy.as_ref().or(None) {
+            Some(s) => cx.invalid(s.span(), &key, message),
+            None => cx.nowhere(key, Kind::InvalidValue(message)),
+        });
+    }
+    let name = match name {
+        None => DEFAULT_STICKY_COOKIE.to_owned(),
+        Some(n) if is_token(n.get_ref()) => n.get_ref().clone(),
+        Some(n) => {
+            let message = format!("invalid cookie name {:?}: must be a token", n.get_ref());
+            return Err(cx.invalid(n.span(), &format!("{key}.name"), message));
+        }
+    };
+    let max_age = match max_age {
+        None => None,
+        Some(_) => Some(cx.timeout(max_age, &format!("{key}.max_age"), Duration::ZERO)?),
+    };
+    Ok(StickyCookieConfig { name, max_age })
+}
+
+fn resolve_health(cx: &Cx<'_>, key: &str, raw: &RawHealth) -> Result<HealthConfig, ConfigError> {
+    let path = match &raw.path {
+        None => DEFAULT_HEALTH_PATH.to_owned(),
+        Some(p) if valid_path_prefix(p.get_ref()) => p.get_ref().clone(),
+        Some(p) => {
+            let message = format!(
+                "invalid health path {:?}: must start with \"/\" and hold no whitespace or control characters",
+                p.get_ref()
+            );
+            return Err(cx.invalid(p.span(), &format!("{key}.path"), message));
+        }
+    };
+    let expect_status = match &raw.expect_status {
+        None => StatusRanges::parse(DEFAULT_EXPECT_STATUS).unwrap_or(StatusRanges(Vec::new())),
+        Some(e) => StatusRanges::parse(e.get_ref()).ok_or_else(|| {
+            let message = format!(
+                "invalid expect_status {:?}: expected statuses or ranges in 100..=599, e.g. \"200-399\" or \"200,204\"",
+                e.get_ref()
+            );
+            cx.invalid(e.span(), &format!("{key}.expect_status"), message)
+        })?,
+    };
+    Ok(HealthConfig {
+        kind: raw.kind.unwrap_or_default(),
+        path,
+        interval: cx.timeout(
+            &raw.interval,
+            &format!("{key}.interval"),
+            DEFAULT_HEALTH_INTERVAL,
+        )?,
+        timeout: cx.timeout(
+            &raw.timeout,
+            &format!("{key}.timeout"),
+            DEFAULT_HEALTH_TIMEOUT,
+        )?,
+        expect_status,
+        rise: cx.threshold(&raw.rise, &format!("{key}.rise"), DEFAULT_RISE)?,
+        fall: cx.threshold(&raw.fall, &format!("{key}.fall"), DEFAULT_FALL)?,
+        start: raw.start.unwrap_or_default(),
+    })
+}
+
+fn resolve_breaker(cx: &Cx<'_>, key: &str, raw: &RawBreaker) -> Result<BreakerConfig, ConfigError> {
+    Ok(BreakerConfig {
+        failures: cx.threshold(
+            &raw.failures,
+            &format!("{key}.failures"),
+            DEFAULT_BREAKER_FAILURES,
+        )?,
+        successes: cx.threshold(
+            &raw.successes,
+            &format!("{key}.successes"),
+            DEFAULT_BREAKER_SUCCESSES,
+        )?,
+        open_for: cx.timeout(
+            &raw.open_for,
+            &format!("{key}.open_for"),
+            DEFAULT_BREAKER_OPEN_FOR,
+        )?,
+        half_open_probes: cx.threshold(
+            &raw.half_open_probes,
+            &format!("{key}.half_open_probes"),
+            DEFAULT_HALF_OPEN_PROBES,
+        )?,
+    })
+}
+
+fn resolve_retry(cx: &Cx<'_>, key: &str, raw: &RawRetry) -> Result<RetryConfig, ConfigError> {
+    let attempts = cx.number(
+        &raw.attempts,
+        &format!("{key}.attempts"),
+        DEFAULT_RETRY_ATTEMPTS.into(),
+        RETRY_ATTEMPTS_RANGE,
+    )?;
+    // Zero is a valid backoff: retry at once.
+    let backoff = raw
+        .backoff
+        .as_ref()
+        .map_or(DEFAULT_RETRY_BACKOFF, |b| b.get_ref().0);
+    let max_backoff = match &raw.max_backoff {
+        None => DEFAULT_RETRY_MAX_BACKOFF.max(backoff),
+        Some(m) if m.get_ref().0 < backoff => {
+            let message = format!(
+                "max_backoff {} is less than backoff {}",
+                humantime::format_duration(m.get_ref().0),
+                humantime::format_duration(backoff)
+            );
+            return Err(cx.invalid(m.span(), &format!("{key}.max_backoff"), message));
+        }
+        Some(m) => m.get_ref().0,
+    };
+    let on = match &raw.on {
+        None => RetryOn::default_set(),
+        Some(list) => {
+            let mut on = RetryOn::none();
+            for (i, entry) in list.get_ref().iter().enumerate() {
+                if !on.add(entry.get_ref()) {
+                    let message = format!(
+                        "unknown retry condition {:?}: expected \"connect\", \"reset\", \"timeout\" or a status 500..=599",
+                        entry.get_ref()
+                    );
+                    return Err(cx.invalid(entry.span(), &format!("{key}.on[{i}]"), message));
+                }
+            }
+            on
+        }
+    };
+    let budget = match &raw.budget {
+        None => Ratio::from_f64(DEFAULT_RETRY_BUDGET),
+        Some(b) if (0.0..=1.0).contains(b.get_ref()) => Ratio::from_f64(*b.get_ref()),
+        Some(b) => {
+            let message = format!("budget {} is out of range, expected 0.0..=1.0", b.get_ref());
+            return Err(cx.invalid(b.span(), &format!("{key}.budget"), message));
+        }
+    };
+    let retry_buffer = cx.number(
+        &raw.retry_buffer,
+        &format!("{key}.retry_buffer"),
+        DEFAULT_RETRY_BUFFER as u64,
+        RETRY_BUFFER_RANGE,
+    )?;
+    Ok(RetryConfig {
+        attempts: NonZeroU32::new(u32::try_from(attempts).unwrap_or(1)).unwrap_or(NonZeroU32::MIN),
+        backoff,
+        max_backoff,
+        jitter: raw.jitter.unwrap_or(true),
+        on,
+        budget,
+        retry_buffer: to_usize(retry_buffer),
     })
 }
 

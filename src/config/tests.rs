@@ -500,7 +500,7 @@ fn error_unknown_strategy_names_valid_ones() {
     assert_rejected(
         &with("", "strategy = \"least_conn\""),
         "config.toml:8:12: upstreams.app.strategy: ",
-        "expected `round_robin`",
+        "expected one of `round_robin`, `weighted_round_robin`, `random`",
     );
 }
 
@@ -630,4 +630,227 @@ fn backend_down_flag() {
     assert!(backends[0].down);
     assert!(!backends[1].down);
     assert!(config.summary().contains("(down)"));
+}
+
+#[test]
+fn resilience_defaults() {
+    let u = &parse(&with("", "")).unwrap().upstreams[0];
+    assert_eq!(u.hash_key, HashKeySource::ClientIp);
+    assert_eq!(u.sticky_cookie, StickyCookieConfig::default());
+    assert_eq!(u.sticky_cookie.name, "ringlb_backend");
+    assert!(!u.panic_mode);
+    assert_eq!(u.passive_fall, 3);
+    assert_eq!(u.passive_cooldown, Duration::from_secs(10));
+    assert_eq!((u.health.as_ref(), u.breaker), (None, None));
+    assert_eq!(u.retry, RetryConfig::disabled());
+    assert_eq!(u.retry.attempts.get(), 1);
+}
+
+#[test]
+fn resilience_sections_with_defaults() {
+    let src = with(
+        "",
+        "[upstreams.app.health]\n[upstreams.app.breaker]\n[upstreams.app.retry]",
+    );
+    let u = &parse(&src).unwrap().upstreams[0];
+    let h = u.health.as_ref().unwrap();
+    assert_eq!(h.kind, CheckKind::Http);
+    assert_eq!(h.path, "/health");
+    assert_eq!(
+        (h.interval, h.timeout),
+        (Duration::from_secs(5), Duration::from_secs(1))
+    );
+    assert!(h.expect_status.contains(200) && h.expect_status.contains(399));
+    assert!(!h.expect_status.contains(400) && !h.expect_status.contains(199));
+    assert_eq!((h.rise.get(), h.fall.get()), (2, 3));
+    assert_eq!(h.start, StartState::Healthy);
+    assert_eq!(u.breaker, Some(BreakerConfig::default()));
+    let b = u.breaker.unwrap();
+    assert_eq!(
+        (
+            b.failures.get(),
+            b.successes.get(),
+            b.half_open_probes.get()
+        ),
+        (5, 3, 1)
+    );
+    assert_eq!(b.open_for, Duration::from_secs(30));
+    let r = u.retry;
+    assert_eq!(r.attempts.get(), 3);
+    assert_eq!(
+        (r.backoff, r.max_backoff),
+        (Duration::from_millis(25), Duration::from_secs(1))
+    );
+    assert!(r.jitter);
+    assert!(r.on.connect() && r.on.reset() && !r.on.timeout());
+    assert!(r.on.status(502) && r.on.status(503) && r.on.status(504) && !r.on.status(500));
+    assert_eq!(r.budget.get(), 0.2);
+    assert_eq!(r.retry_buffer, 65_536);
+}
+
+#[test]
+fn resilience_every_key_set() {
+    let src = with(
+        "",
+        "strategy = \"consistent_hash\"\nhash_key = \"header:X-User\"\npanic_mode = true\n\
+         passive_fall = 0\npassive_cooldown = \"2s\"\n\
+         [upstreams.app.health]\ntype = \"tcp\"\npath = \"/ready\"\ninterval = \"1s\"\n\
+         timeout = \"200ms\"\nexpect_status = \"200,204,300-308\"\nrise = 1\nfall = 1000\n\
+         start = \"unhealthy\"\n\
+         [upstreams.app.breaker]\nfailures = 1\nsuccesses = 1000\nopen_for = \"5s\"\n\
+         half_open_probes = 4\n\
+         [upstreams.app.retry]\nattempts = 10\nbackoff = \"0s\"\nmax_backoff = \"0s\"\n\
+         jitter = false\non = [\"timeout\", \"500\"]\nbudget = 1.0\nretry_buffer = 0",
+    );
+    let u = &parse(&src).unwrap().upstreams[0];
+    assert_eq!(u.strategy, Strategy::ConsistentHash);
+    assert_eq!(u.hash_key, HashKeySource::Header("x-user".into()));
+    assert!(u.panic_mode);
+    assert_eq!(
+        (u.passive_fall, u.passive_cooldown),
+        (0, Duration::from_secs(2))
+    );
+    let h = u.health.as_ref().unwrap();
+    assert_eq!((h.kind, h.path.as_str()), (CheckKind::Tcp, "/ready"));
+    assert!(h.expect_status.contains(204) && h.expect_status.contains(308));
+    assert!(!h.expect_status.contains(201));
+    assert_eq!(
+        (h.rise.get(), h.fall.get(), h.start),
+        (1, 1000, StartState::Unhealthy)
+    );
+    let b = u.breaker.unwrap();
+    assert_eq!(b.half_open_probes.get(), 4);
+    let r = u.retry;
+    assert_eq!(
+        (r.attempts.get(), r.backoff, r.jitter),
+        (10, Duration::ZERO, false)
+    );
+    assert!(r.on.timeout() && r.on.status(500) && !r.on.connect() && !r.on.status(502));
+    assert_eq!((r.budget.get(), r.retry_buffer), (1.0, 0));
+}
+
+#[test]
+fn strategies_and_their_options() {
+    for name in [
+        "round_robin",
+        "weighted_round_robin",
+        "random",
+        "least_connections",
+        "p2c",
+        "p2c_ewma",
+        "consistent_hash",
+        "ip_hash",
+        "sticky_cookie",
+    ] {
+        let u = &parse(&with("", &format!("strategy = \"{name}\"")))
+            .unwrap()
+            .upstreams[0];
+        assert_eq!(u.strategy.name(), name);
+    }
+    let src = with(
+        "",
+        "strategy = \"consistent_hash\"\nhash_key = \"cookie:sid\"",
+    );
+    let u = &parse(&src).unwrap().upstreams[0];
+    assert_eq!(u.hash_key, HashKeySource::Cookie("sid".into()));
+    let src = with(
+        "",
+        "strategy = \"sticky_cookie\"\nsticky_cookie = { name = \"lb\", max_age = \"1h\" }",
+    );
+    let u = &parse(&src).unwrap().upstreams[0];
+    assert_eq!(u.sticky_cookie.name, "lb");
+    assert_eq!(u.sticky_cookie.max_age, Some(Duration::from_secs(3600)));
+}
+
+#[test]
+fn error_resilience_values() {
+    for (extra, want, detail) in [
+        (
+            "hash_key = \"client_ip\"",
+            "config.toml:8:12: upstreams.app.hash_key: ",
+            "only applies to strategy \"consistent_hash\"",
+        ),
+        (
+            "strategy = \"consistent_hash\"\nhash_key = \"header:\"",
+            "config.toml:9:12: upstreams.app.hash_key: ",
+            "invalid hash_key",
+        ),
+        (
+            "strategy = \"random\"\nsticky_cookie = { name = \"x\" }",
+            "config.toml:8:12: upstreams.app.sticky_cookie: ",
+            "only applies to strategy \"sticky_cookie\"",
+        ),
+        (
+            "strategy = \"sticky_cookie\"\nsticky_cookie = { name = \"a b\" }",
+            "config.toml:9:26: upstreams.app.sticky_cookie.name: ",
+            "must be a token",
+        ),
+        (
+            "passive_fall = 1001",
+            "config.toml:8:16: upstreams.app.passive_fall: ",
+            "1001 is out of range",
+        ),
+        (
+            "[upstreams.app.health]\nexpect_status = \"200-600\"",
+            "config.toml:9:17: upstreams.app.health.expect_status: ",
+            "invalid expect_status",
+        ),
+        (
+            "[upstreams.app.health]\npath = \"health\"",
+            "config.toml:9:8: upstreams.app.health.path: ",
+            "invalid health path",
+        ),
+        (
+            "[upstreams.app.health]\ntype = \"icmp\"",
+            "config.toml:9:8: upstreams.app.health.type: ",
+            "expected `http` or `tcp`",
+        ),
+        (
+            "[upstreams.app.health]\nrise = 0",
+            "config.toml:9:8: upstreams.app.health.rise: ",
+            "0 is out of range, expected 1..=1000",
+        ),
+        (
+            "[upstreams.app.health]\ninterval = \"0s\"",
+            "config.toml:9:12: upstreams.app.health.interval: ",
+            "greater than zero",
+        ),
+        (
+            "[upstreams.app.breaker]\nhalf_open_probes = 1001",
+            "config.toml:9:20: upstreams.app.breaker.half_open_probes: ",
+            "1001 is out of range",
+        ),
+        (
+            "[upstreams.app.retry]\nattempts = 11",
+            "config.toml:9:12: upstreams.app.retry.attempts: ",
+            "11 is out of range, expected 1..=10",
+        ),
+        (
+            "[upstreams.app.retry]\non = [\"connect\", \"404\"]",
+            "config.toml:9:18: upstreams.app.retry.on[1]: ",
+            "unknown retry condition \"404\"",
+        ),
+        (
+            "[upstreams.app.retry]\nbudget = 1.5",
+            "config.toml:9:10: upstreams.app.retry.budget: ",
+            "out of range, expected 0.0..=1.0",
+        ),
+        (
+            "[upstreams.app.retry]\nbackoff = \"2s\"\nmax_backoff = \"1s\"",
+            "config.toml:10:15: upstreams.app.retry.max_backoff: ",
+            "less than backoff",
+        ),
+        (
+            "[upstreams.app.retry]\nretry_buffer = 16777217",
+            "config.toml:9:16: upstreams.app.retry.retry_buffer: ",
+            "out of range",
+        ),
+        (
+            "[upstreams.app.breaker]\nfailure = 3",
+            "config.toml:9:1: upstreams.app.breaker.failure: ",
+            "unknown field `failure`",
+        ),
+    ] {
+        assert_rejected(&with("", extra), want, detail);
+    }
 }
