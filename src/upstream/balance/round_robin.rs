@@ -9,7 +9,7 @@
 //! is one past the picked backend, so a skipped (ineligible) backend gets
 //! no extra share when it comes back. Weights are not used.
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 
 /// A core-local round-robin cursor over `len` backends.
 #[derive(Debug, Clone)]
@@ -30,7 +30,8 @@ impl RoundRobin {
 }
 
 impl Balancer for RoundRobin {
-    fn next(&mut self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick(&mut self, ctx: &PickContext<'_>) -> Option<usize> {
+        let eligible = ctx.eligible;
         for _ in 0..self.len {
             let index = self.cursor;
             self.cursor = (self.cursor + 1) % self.len;

@@ -10,7 +10,7 @@
 //! score is left alone, so it neither banks credit while down nor pays for
 //! picks it did not get.
 
-use super::Balancer;
+use super::{Balancer, PickContext};
 
 /// Core-local smooth weighted round-robin state.
 #[derive(Debug, Clone)]
@@ -37,7 +37,8 @@ impl WeightedRoundRobin {
 }
 
 impl Balancer for WeightedRoundRobin {
-    fn next(&mut self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick(&mut self, ctx: &PickContext<'_>) -> Option<usize> {
+        let eligible = ctx.eligible;
         let mut total = 0;
         let mut best: Option<usize> = None;
         for i in 0..self.weights.len() {
