@@ -69,8 +69,11 @@ worker_metrics! {
     pool_misses,
     /// Pooled connections found closed or expired and dropped.
     pool_stale,
-    /// Requests retried on a fresh connection after a pooled one failed.
+    /// Requests sent again: on a fresh connection after a pooled one
+    /// failed, or to another backend by the retry policy.
     retries,
+    /// Retries the policy allowed but the retry budget refused.
+    retries_refused,
     /// Bytes read from clients and written to clients.
     bytes_from_clients,
     bytes_to_clients,

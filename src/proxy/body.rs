@@ -11,7 +11,8 @@ use std::io;
 use crate::http::{self, BodyKind, ChunkedDecoder, LocalReply, OutFraming, ResponseBody};
 use crate::io::Conn;
 
-use super::{Client, ClientFailure, UpstreamConn, Worker};
+use super::exchange::UpstreamConn;
+use super::{Client, ClientFailure, Worker};
 
 /// The request body still to forward.
 pub(super) struct RequestBody {
@@ -98,6 +99,8 @@ impl RequestBody {
         worker: &Worker,
         client: &mut Client,
         upstream: &Conn,
+        kept: &mut Vec<u8>,
+        keep: &mut Keep,
     ) -> Result<(), StreamError> {
         let timeout = worker.config.server.body_timeout;
         let mut chunk = Vec::with_capacity(client.buffer_size);
@@ -119,6 +122,7 @@ impl RequestBody {
                 }
                 continue;
             }
+            keep.append(kept, &chunk);
             let len = chunk.len();
             let (res, back) = upstream.write_all(chunk, 0..len, Some(timeout)).await;
             chunk = back;
@@ -127,6 +131,43 @@ impl RequestBody {
             }
         }
         Ok(())
+    }
+}
+
+/// Keeping a streamed request body for a replay, within `retry_buffer`.
+pub(super) struct Keep {
+    enabled: bool,
+    /// Most bytes the kept request (head included) may reach.
+    limit: usize,
+    overflowed: bool,
+}
+
+impl Keep {
+    /// `head_len`: the bytes already in the kept buffer (the head and any
+    /// body sent with it); `retry_buffer`: the most body bytes kept.
+    pub(super) fn new(enabled: bool, head_len: usize, retry_buffer: usize) -> Keep {
+        Keep {
+            enabled,
+            limit: head_len.saturating_add(retry_buffer),
+            overflowed: false,
+        }
+    }
+
+    fn append(&mut self, kept: &mut Vec<u8>, chunk: &[u8]) {
+        if !self.enabled || self.overflowed {
+            return;
+        }
+        if kept.len() + chunk.len() > self.limit {
+            // Too big to replay: stop keeping.
+            self.overflowed = true;
+            return;
+        }
+        kept.extend_from_slice(chunk);
+    }
+
+    /// Whether `kept` now holds the whole request, ready to send again.
+    pub(super) fn whole(&self, body: &RequestBody) -> bool {
+        self.enabled && !self.overflowed && body.is_complete()
     }
 }
 

@@ -20,6 +20,9 @@ pub enum UpstreamFailure {
     Malformed(&'static str),
     /// A request body relay to the backend stalled past `body_timeout`.
     SendTimeout,
+    /// A complete response with a status listed in the retry policy's `on`,
+    /// held back so the request can go to another backend.
+    RetryableStatus(u16),
 }
 
 impl UpstreamFailure {
@@ -36,6 +39,9 @@ impl UpstreamFailure {
             UpstreamFailure::Malformed(why) => LocalReply::BadGateway(why),
             UpstreamFailure::SendTimeout => {
                 LocalReply::GatewayTimeout("upstream stopped reading the request")
+            }
+            UpstreamFailure::RetryableStatus(_) => {
+                LocalReply::BadGateway("upstream answered with an error")
             }
         }
     }

@@ -16,7 +16,8 @@ use crate::config::Config;
 use crate::io::{self, Listener};
 use crate::metrics::{Registry, WorkerMetrics};
 use crate::proxy::Worker;
-use crate::upstream::BackendState;
+use crate::upstream::health::{self, Checkers};
+use crate::upstream::{BackendPolicy, BackendState};
 
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -29,6 +30,7 @@ pub enum StartError {
         error: std::io::Error,
     },
     Thread(std::io::Error),
+    HealthCheckers(std::io::Error),
     WorkerDied,
 }
 
@@ -37,6 +39,7 @@ impl std::fmt::Display for StartError {
         match self {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
+            StartError::HealthCheckers(e) => write!(f, "cannot start the health checkers: {e}"),
             StartError::WorkerDied => write!(f, "a worker exited during start-up"),
         }
     }
@@ -49,6 +52,9 @@ pub struct Server {
     pub listening: Vec<SocketAddr>,
     pub metrics: Registry,
     pub backend_states: Arc<Vec<Vec<Arc<BackendState>>>>,
+    /// The active health checkers (one thread for the process); dropping
+    /// this stops them.
+    pub health_checkers: Option<Checkers>,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
@@ -59,10 +65,11 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             .upstreams
             .iter()
             .map(|u| {
+                let policy = BackendPolicy::from_upstream(u);
                 u.backends
                     .iter()
                     .map(|b| {
-                        let state = BackendState::default();
+                        let state = BackendState::new(policy);
                         // `down = true`: administratively out, like a drain.
                         state.set_draining(b.down);
                         Arc::new(state)
@@ -108,6 +115,8 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             Err(_) => return Err(StartError::WorkerDied),
         }
     }
+    let health_checkers = health::spawn_checkers(config.clone(), backend_states.clone())
+        .map_err(StartError::HealthCheckers)?;
     tracing::info!(
         listen = ?listening,
         workers,
@@ -118,6 +127,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         listening,
         metrics,
         backend_states,
+        health_checkers,
     })
 }
 

@@ -78,6 +78,11 @@ impl RetryPolicy {
         self.attempts
     }
 
+    /// The most body bytes kept for a replay (`retry_buffer`).
+    pub fn retry_buffer(&self) -> usize {
+        self.retry_buffer
+    }
+
     /// Whether a body of `len` bytes may be kept for replay.
     pub fn body_fits(&self, len: u64) -> bool {
         len <= self.retry_buffer as u64
