@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;
