@@ -6,6 +6,7 @@
 //! that talks to the kernel through tokio-uring. See `docs/lifecycle.md`.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
