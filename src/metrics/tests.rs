@@ -446,3 +446,50 @@ fn shards_do_not_share_cache_lines() {
     assert_eq!(std::mem::align_of::<WorkerMetrics>(), 128);
     assert_eq!(std::mem::align_of::<UpstreamMetrics>(), 128);
 }
+
+#[test]
+fn grafana_dashboard_uses_only_exported_names() {
+    let mut registry = Registry::new(layout());
+    let shard = registry.new_shard();
+    // Make every labelled family non-empty.
+    shard.request(Some(0), Some(0), 200, Method::Get, Duration::ZERO);
+    shard.health_check(0, 0, false);
+    let views = vec![vec![
+        View {
+            healthy: true,
+            breaker: 0,
+            in_flight: 0,
+        },
+        View {
+            healthy: true,
+            breaker: 0,
+            in_flight: 0,
+        },
+    ]];
+    let text = prometheus::render(&registry.snapshot(), &views, &[]);
+    let exported: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| &l[..l.find(['{', ' ']).unwrap()])
+        .collect();
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/grafana-dashboard.json"
+    )))
+    .unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("ringlb_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(exported.contains(name.as_str()), "dashboard uses {name}");
+                used += 1;
+            }
+        }
+    }
+    assert!(used > 20);
+}
