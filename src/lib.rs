@@ -6,12 +6,16 @@
 //! that talks to the kernel through tokio-uring. See `docs/lifecycle.md`.
 #![deny(unsafe_code)]
 
+pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod http;
 pub mod io;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upstream;

@@ -76,8 +76,14 @@ pub enum ConfigErrorKind {
     InvalidHost { value: String },
     /// A route with the same host and path prefix as an earlier one; it could never match.
     DuplicateRoute { first: usize },
-    /// A `listen` entry with `tls = { ... }`.
-    TlsUnsupported,
+    /// A certificate, key or CA file that cannot be read, parsed or used
+    /// (the message names the file).
+    Tls(crate::tls::TlsError),
+    /// `tls_server_name` is not a DNS name or IP address.
+    InvalidServerName { value: String, reason: String },
+    /// `tls_ca` or `tls_server_name` on an upstream without `tls = true`,
+    /// or `tls = true` without `tls_ca`.
+    TlsKeys(String),
 }
 
 impl ConfigError {
@@ -168,7 +174,11 @@ impl fmt::Display for ConfigErrorKind {
                 f,
                 "same host and path_prefix as routes[{first}], so this route could never match"
             ),
-            TlsUnsupported => f.write_str("TLS is not supported yet"),
+            Tls(e) => write!(f, "{e}"),
+            InvalidServerName { value, reason } => {
+                write!(f, "invalid TLS server name {value:?}: {reason}")
+            }
+            TlsKeys(msg) => f.write_str(msg),
         }
     }
 }
@@ -177,6 +187,7 @@ impl std::error::Error for ConfigError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.0.kind {
             ConfigErrorKind::Io(e) => Some(e),
+            ConfigErrorKind::Tls(e) => Some(e),
             _ => None,
         }
     }

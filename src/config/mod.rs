@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 
 /// Allowed `server.workers`.
@@ -145,17 +146,52 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[admin]`: the admin HTTP listener; `None` when the section is absent.
+    pub admin: Option<AdminConfig>,
     /// The file this was loaded from (for messages and reload).
     pub source_path: PathBuf,
+}
+
+/// `[admin]`: metrics, status and backend control over HTTP, on its own
+/// listener, never on a public one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdminConfig {
+    /// `listen`: required, `"ip:port"`. Bind it to loopback or a private
+    /// address: the endpoints have no authentication.
+    pub listen: SocketAddr,
+}
+
+/// `server.access_log = { path = "...", format = "combined" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessLogConfig {
+    /// `path`: required; appended to, created if absent. Relative paths
+    /// are resolved against the config file's directory.
+    pub path: PathBuf,
+    /// `format`: `"combined"` (the default) or `"json"`.
+    pub format: AccessLogFormat,
+}
+
+/// `server.access_log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessLogFormat {
+    /// The Apache/nginx combined format, followed by the duration, the
+    /// backend, the attempts and the request id.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `[server]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerConfig {
-    /// `listen`: required, non-empty list of `"ip:port"` strings (or
-    /// `{ addr = "ip:port" }` tables; `tls` in that table is rejected until
-    /// TLS lands). Port 0 asks the kernel for a free port. No duplicates.
+    /// `listen`: required, non-empty list of `"ip:port"` strings or
+    /// `{ addr = "ip:port", tls = { ... } }` tables (see [`ListenConfig`]).
+    /// Port 0 asks the kernel for a free port. No duplicates.
     pub listen: Vec<ListenConfig>,
     /// `workers`: worker threads, one event loop each. Default: the number of
     /// available cores (`std::thread::available_parallelism`), capped at
@@ -194,6 +230,9 @@ pub struct ServerConfig {
     /// `send_timeout`: a write to the client must make progress within this.
     /// Default `"60s"`.
     pub send_timeout: Duration,
+    /// `access_log`: `{ path = "...", format = "combined" | "json" }`.
+    /// Absent: no access log.
+    pub access_log: Option<AccessLogConfig>,
 }
 
 /// One `server.listen` entry.
@@ -202,6 +241,14 @@ pub struct ServerConfig {
 pub struct ListenConfig {
     /// The address to bind, `"ip:port"`.
     pub addr: SocketAddr,
+    /// `tls = { cert = "a.pem", key = "a.key", sni = [{ cert, key }, ...] }`:
+    /// terminate TLS here. `cert`/`key` is the default certificate; each
+    /// `sni` entry is served to clients whose SNI matches one of its DNS
+    /// subject alternative names. Relative paths are resolved against the
+    /// config file's directory. Every file is loaded and checked (PEM,
+    /// key matches certificate) when the config is loaded. `None`: plain
+    /// HTTP.
+    pub tls: Option<TlsListenConfig>,
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
@@ -258,6 +305,12 @@ pub struct UpstreamConfig {
     /// [`RetryConfig::disabled`] (one attempt; the transparent re-send on a
     /// dead pooled connection is separate and stays).
     pub retry: RetryConfig,
+    /// `tls = true`: speak TLS to the backends, trusting only `tls_ca`
+    /// (required then, a PEM file of CA certificates) and checking the
+    /// name `tls_server_name` (default: each backend's IP address). `None`:
+    /// plain HTTP (`tls_ca`/`tls_server_name` without `tls = true` is an
+    /// error).
+    pub tls: Option<UpstreamTlsConfig>,
 }
 
 /// `hash_key` of a `consistent_hash` upstream.
@@ -529,6 +582,17 @@ impl RetryOn {
     }
 }
 
+/// TLS to an upstream's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpstreamTlsConfig {
+    /// `tls_ca`: PEM file of trusted CA certificates (resolved path).
+    pub ca: PathBuf,
+    /// `tls_server_name`: the SNI and certificate name to check; `None`
+    /// means the backend's IP address. Build with [`crate::tls::server_name`].
+    pub server_name: Option<String>,
+}
+
 /// One backend of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -668,7 +732,14 @@ impl Config {
         let s = &self.server;
         // Writing to a String cannot fail.
         let _ = writeln!(out, "config: {}", self.source_path.display());
-        let listen: Vec<String> = s.listen.iter().map(|l| l.addr.to_string()).collect();
+        let listen: Vec<String> = s
+            .listen
+            .iter()
+            .map(|l| match &l.tls {
+                None => l.addr.to_string(),
+                Some(tls) => format!("{} (tls, {} certificates)", l.addr, 1 + tls.sni.len()),
+            })
+            .collect();
         let _ = writeln!(out, "listen: {}", listen.join(", "));
         let _ = writeln!(
             out,
@@ -678,7 +749,8 @@ impl Config {
         );
         let _ = writeln!(out, "upstreams:");
         for u in &self.upstreams {
-            let _ = writeln!(out, "  {} ({}):", u.name, u.strategy.name());
+            let tls = if u.tls.is_some() { ", tls" } else { "" };
+            let _ = writeln!(out, "  {} ({}{tls}):", u.name, u.strategy.name());
             for b in &u.backends {
                 let down = if b.down { " (down)" } else { "" };
                 let _ = writeln!(out, "    {} weight {}{down}", b.addr, b.weight);
@@ -689,6 +761,16 @@ impl Config {
             let host = r.host.as_ref().map_or("*".to_owned(), |h| h.to_string());
             let upstream = &self.upstreams[r.upstream].name;
             let _ = writeln!(out, "  host {host} path {} -> {upstream}", r.path_prefix);
+        }
+        if let Some(log) = &s.access_log {
+            let format = match log.format {
+                AccessLogFormat::Combined => "combined",
+                AccessLogFormat::Json => "json",
+            };
+            let _ = writeln!(out, "access log: {} ({format})", log.path.display());
+        }
+        if let Some(admin) = &self.admin {
+            let _ = writeln!(out, "admin: {}", admin.listen);
         }
         out
     }

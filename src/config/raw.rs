@@ -13,14 +13,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
-use super::{CheckKind, StartState, Strategy};
+use super::{AccessLogFormat, CheckKind, StartState, Strategy};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +28,13 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
+    pub admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    pub listen: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +54,15 @@ pub(super) struct RawServer {
     pub body_timeout: Option<Spanned<HumanDuration>>,
     pub tunnel_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
+    pub access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessLog {
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub format: AccessLogFormat,
 }
 
 /// One `server.listen` entry: `"ip:port"` or `{ addr = "ip:port" }`.
@@ -65,17 +80,24 @@ pub(super) enum ListenEntry {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawListenTable {
     pub addr: Spanned<String>,
-    /// Accepted in shape so the error can say TLS is not supported yet.
-    pub tls: Option<Spanned<RawListenTls>>,
+    pub tls: Option<RawListenTls>,
+}
+
+/// `tls = { cert, key, sni = [{ cert, key }, ...] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawListenTls {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
+    #[serde(default)]
+    pub sni: Vec<RawCertPair>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-// Read by the TLS issue; parsed now so `tls = { cert, key }` gets a clear error.
-#[allow(dead_code)]
-pub(super) struct RawListenTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
+pub(super) struct RawCertPair {
+    pub cert: Spanned<String>,
+    pub key: Spanned<String>,
 }
 
 impl<'de> Deserialize<'de> for ListenEntry {
@@ -115,6 +137,9 @@ pub(super) struct RawUpstream {
     pub health: Option<RawHealth>,
     pub breaker: Option<RawBreaker>,
     pub retry: Option<RawRetry>,
+    pub tls: Option<Spanned<bool>>,
+    pub tls_ca: Option<Spanned<String>>,
+    pub tls_server_name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::{Range, RangeInclusive};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -20,8 +20,8 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
-    HumanDuration, ListenEntry, RawBreaker, RawConfig, RawHealth, RawRetry, RawRoute, RawServer,
-    RawStickyCookie, RawUpstream,
+    HumanDuration, ListenEntry, RawAccessLog, RawAdmin, RawBreaker, RawConfig, RawHealth,
+    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -74,6 +74,16 @@ impl Cx<'_> {
 
     fn nowhere(&self, key: impl Into<String>, kind: Kind) -> ConfigError {
         ConfigError::new(self.file, None, key, kind)
+    }
+
+    /// A path from the file: relative ones are relative to the file's
+    /// directory, not to the working directory.
+    fn path(&self, text: &str) -> PathBuf {
+        let path = Path::new(text);
+        match self.file.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
     }
 
     fn number(
@@ -152,10 +162,16 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
         .collect::<Result<Vec<_>, _>>()?;
     let routes = resolve_routes(&cx, &raw.routes, &upstreams)?;
+    let admin = raw
+        .admin
+        .as_ref()
+        .map(|a| resolve_admin(&cx, a, &server.listen))
+        .transpose()?;
     Ok(Config {
         server,
         upstreams,
         routes,
+        admin,
         source_path: file.to_path_buf(),
     })
 }
@@ -241,7 +257,90 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
             "server.send_timeout",
             DEFAULT_SEND_TIMEOUT,
         )?,
+        access_log: raw
+            .access_log
+            .as_ref()
+            .map(|log| resolve_access_log(cx, log))
+            .transpose()?,
     })
+}
+
+fn resolve_access_log(cx: &Cx<'_>, raw: &RawAccessLog) -> Result<AccessLogConfig, ConfigError> {
+    let path = raw.path.get_ref();
+    if path.is_empty() {
+        let kind = Kind::InvalidValue("empty access log path".to_owned());
+        return Err(cx.at(raw.path.span(), "server.access_log.path", kind));
+    }
+    Ok(AccessLogConfig {
+        path: cx.path(path),
+        format: raw.format,
+    })
+}
+
+/// The admin address must not be one of the public listeners.
+fn resolve_admin(
+    cx: &Cx<'_>,
+    raw: &RawAdmin,
+    listen: &[ListenConfig],
+) -> Result<AdminConfig, ConfigError> {
+    let text = raw.listen.get_ref();
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        let kind = Kind::InvalidAddress {
+            value: text.clone(),
+        };
+        cx.at(raw.listen.span(), "admin.listen", kind)
+    })?;
+    if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
+        let kind = Kind::DuplicateAddress { addr };
+        return Err(cx.at(raw.listen.span(), "admin.listen", kind));
+    }
+    Ok(AdminConfig { listen: addr })
+}
+
+/// Resolves the paths of a listener's `tls` table and loads every file, so
+/// that a bad certificate is a config error naming the key and the file.
+fn resolve_listen_tls(
+    cx: &Cx<'_>,
+    raw: &RawListenTls,
+    key: &str,
+) -> Result<TlsListenConfig, ConfigError> {
+    let pairs: Vec<(String, &Spanned<String>, &Spanned<String>)> =
+        std::iter::once((format!("{key}.tls"), &raw.cert, &raw.key))
+            .chain(
+                raw.sni
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| (format!("{key}.tls.sni[{i}]"), &p.cert, &p.key)),
+            )
+            .collect();
+    let paths: Vec<CertKeyPaths> = pairs
+        .iter()
+        .map(|(_, cert, key)| CertKeyPaths {
+            cert: cx.path(cert.get_ref()),
+            key: cx.path(key.get_ref()),
+        })
+        .collect();
+    let config = TlsListenConfig {
+        default: paths[0].clone(),
+        sni: paths[1..].to_vec(),
+    };
+    crate::tls::load_server_config(&config).map_err(|e| {
+        // Point at the first entry that names the failing file.
+        let which = e.which().unwrap_or(crate::tls::Which::Cert);
+        let found = paths
+            .iter()
+            .zip(&pairs)
+            .find_map(|(p, (prefix, cert, key))| {
+                let (path, span, field) = match which {
+                    crate::tls::Which::Cert => (&p.cert, cert.span(), "cert"),
+                    crate::tls::Which::Key => (&p.key, key.span(), "key"),
+                };
+                (Some(path.as_path()) == e.path()).then(|| (span, format!("{prefix}.{field}")))
+            });
+        let (span, key) = found.unwrap_or((raw.cert.span(), format!("{key}.tls")));
+        cx.at(span, key, Kind::Tls(e))
+    })?;
+    Ok(config)
 }
 
 fn resolve_listen(
@@ -254,19 +353,16 @@ fn resolve_listen(
     let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
     for (i, entry) in raw.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (text, span, key) = match entry.get_ref() {
-            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key),
-            ListenEntry::Table(table) => {
-                if let Some(tls) = &table.tls {
-                    return Err(cx.at(tls.span(), format!("{key}.tls"), Kind::TlsUnsupported));
-                }
-                (
-                    table.addr.get_ref().as_str(),
-                    table.addr.span(),
-                    format!("{key}.addr"),
-                )
-            }
+        let (text, span, addr_key, tls) = match entry.get_ref() {
+            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None),
+            ListenEntry::Table(table) => (
+                table.addr.get_ref().as_str(),
+                table.addr.span(),
+                format!("{key}.addr"),
+                table.tls.as_ref(),
+            ),
         };
+        let key = addr_key;
         let addr: SocketAddr = text.parse().map_err(|_| {
             let kind = Kind::InvalidAddress {
                 value: text.to_owned(),
@@ -276,7 +372,10 @@ fn resolve_listen(
         if listen.iter().any(|l| l.addr == addr) {
             return Err(cx.at(span, key, Kind::DuplicateAddress { addr }));
         }
-        listen.push(ListenConfig { addr });
+        let tls = tls
+            .map(|raw| resolve_listen_tls(cx, raw, &format!("server.listen[{i}]")))
+            .transpose()?;
+        listen.push(ListenConfig { addr, tls });
     }
     Ok(listen)
 }
@@ -365,6 +464,7 @@ fn resolve_upstream(
         None => RetryConfig::disabled(),
         Some(r) => resolve_retry(cx, &format!("{prefix}.retry"), r)?,
     };
+    let tls = resolve_upstream_tls(cx, raw, &prefix)?;
     Ok(UpstreamConfig {
         name: name.to_owned(),
         backends,
@@ -397,6 +497,7 @@ fn resolve_upstream(
             &format!("{prefix}.idle_timeout"),
             DEFAULT_IDLE_TIMEOUT,
         )?,
+        tls,
     })
 }
 
@@ -589,6 +690,52 @@ fn resolve_retry(cx: &Cx<'_>, key: &str, raw: &RawRetry) -> Result<RetryConfig, 
         budget,
         retry_buffer: to_usize(retry_buffer),
     })
+}
+
+/// `tls`, `tls_ca`, `tls_server_name` of an upstream; the CA file is
+/// loaded now so that `ringlb check` catches a bad one.
+fn resolve_upstream_tls(
+    cx: &Cx<'_>,
+    raw: &RawUpstream,
+    prefix: &str,
+) -> Result<Option<UpstreamTlsConfig>, ConfigError> {
+    let enabled = raw.tls.as_ref().is_some_and(|t| *t.get_ref());
+    if !enabled {
+        let stray = [
+            ("tls_ca", raw.tls_ca.as_ref()),
+            ("tls_server_name", raw.tls_server_name.as_ref()),
+        ];
+        if let Some((name, value)) = stray.iter().find_map(|(n, v)| v.map(|v| (n, v))) {
+            let kind = Kind::TlsKeys(format!("{name} is set but tls is not true"));
+            return Err(cx.at(value.span(), format!("{prefix}.{name}"), kind));
+        }
+        return Ok(None);
+    }
+    let Some(ca) = &raw.tls_ca else {
+        let kind = Kind::TlsKeys("tls = true needs tls_ca, a PEM file of CA certificates".into());
+        let span = raw.tls.as_ref().map_or(0..0, |t| t.span());
+        return Err(cx.at(span, format!("{prefix}.tls_ca"), kind));
+    };
+    let path = cx.path(ca.get_ref());
+    crate::tls::load_client_config(&path)
+        .map_err(|e| cx.at(ca.span(), format!("{prefix}.tls_ca"), Kind::Tls(e)))?;
+    let server_name = match &raw.tls_server_name {
+        None => None,
+        Some(name) => {
+            crate::tls::server_name(name.get_ref()).map_err(|reason| {
+                let kind = Kind::InvalidServerName {
+                    value: name.get_ref().clone(),
+                    reason,
+                };
+                cx.at(name.span(), format!("{prefix}.tls_server_name"), kind)
+            })?;
+            Some(name.get_ref().clone())
+        }
+    };
+    Ok(Some(UpstreamTlsConfig {
+        ca: path,
+        server_name,
+    }))
 }
 
 /// `ip:port`, or `localhost:port` resolved now (IPv4 preferred, since local

@@ -58,7 +58,8 @@ fn example_parses_exactly() {
     assert_eq!(
         s.listen,
         vec![ListenConfig {
-            addr: "127.0.0.1:8080".parse().unwrap()
+            addr: "127.0.0.1:8080".parse().unwrap(),
+            tls: None,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -317,9 +318,13 @@ fn error_unknown_key_in_inline_backend() {
 }
 
 #[test]
-fn error_reserved_sections_rejected() {
-    let src = format!("{}[admin]\nlisten = \"127.0.0.1:9\"\n", with("", ""));
-    assert_rejected(&src, "config.toml:9:2: admin: ", "unknown field `admin`");
+fn error_unknown_section_rejected() {
+    let src = format!("{}[metrics]\nlisten = \"127.0.0.1:9\"\n", with("", ""));
+    assert_rejected(
+        &src,
+        "config.toml:9:2: metrics: ",
+        "unknown field `metrics`",
+    );
 }
 
 #[test]
@@ -418,20 +423,6 @@ fn error_bad_listen_address() {
         "config.toml:2:11: server.listen[0]: ",
         "invalid socket address \"localhost:8080\"",
     );
-}
-
-#[test]
-fn error_listen_tls_not_supported() {
-    let src = with("", "").replace(
-        "[\"127.0.0.1:8080\"]",
-        "[{ addr = \"127.0.0.1:443\", tls = { cert = \"c.pem\", key = \"k.pem\" } }]",
-    );
-    let err = assert_rejected(
-        &src,
-        "config.toml:2:43: server.listen[0].tls: ",
-        "TLS is not supported yet",
-    );
-    assert!(matches!(err.kind(), ConfigErrorKind::TlsUnsupported));
 }
 
 #[test]
@@ -853,4 +844,233 @@ fn error_resilience_values() {
     ] {
         assert_rejected(&with("", extra), want, detail);
     }
+}
+
+// ---- TLS, admin, access log ---------------------------------------------
+
+/// `file:line:col` of the first `needle` in `src`, as errors print it.
+fn at(src: &str, needle: &str) -> String {
+    let Location { line, column } =
+        super::locate::line_col(src, src.find(needle).expect("needle in source"));
+    format!("{FILE}:{line}:{column}")
+}
+
+/// The listen line of `with()` replaced by `listen`.
+fn with_listen(listen: &str) -> String {
+    with("", "").replace("listen = [\"127.0.0.1:8080\"]", listen)
+}
+
+#[test]
+fn listen_tls_exactly_as_documented() {
+    let src = with_listen(
+        r#"listen = ["127.0.0.1:8080", { addr = "127.0.0.1:8443", tls = { cert = "certs/server.pem", key = "certs/server.key" } }]"#,
+    );
+    let config = parse(&src).unwrap();
+    let listen = &config.server.listen;
+    assert_eq!(listen.len(), 2);
+    assert_eq!(listen[0].tls, None);
+    assert_eq!(listen[1].addr, "127.0.0.1:8443".parse().unwrap());
+    // Relative to the config file's directory ("config.toml" has none).
+    let tls = listen[1].tls.as_ref().unwrap();
+    assert_eq!(tls.default.cert, Path::new("certs/server.pem"));
+    assert_eq!(tls.default.key, Path::new("certs/server.key"));
+    assert!(tls.sni.is_empty());
+    assert!(config
+        .summary()
+        .contains("127.0.0.1:8443 (tls, 1 certificates)"));
+    crate::tls::load_server_config(tls).unwrap();
+}
+
+#[test]
+fn listen_tls_with_sni_and_paths_relative_to_the_file() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let src = with_listen(
+        r#"listen = [{ addr = "127.0.0.1:8443", tls = { cert = "certs/server.pem", key = "certs/server.key", sni = [{ cert = "certs/other.pem", key = "certs/other.key" }] } }]"#,
+    );
+    let config = Config::from_toml_str(&src, &dir.join("ringlb.toml")).unwrap();
+    let tls = config.server.listen[0].tls.as_ref().unwrap();
+    assert_eq!(tls.default.cert, dir.join("certs/server.pem"));
+    assert_eq!(
+        tls.sni,
+        [CertKeyPaths {
+            cert: dir.join("certs/other.pem"),
+            key: dir.join("certs/other.key"),
+        }]
+    );
+}
+
+#[test]
+fn error_listen_tls_missing_cert_names_file_and_key() {
+    let src = with_listen(
+        r#"listen = [{ addr = "127.0.0.1:8443", tls = { cert = "certs/nope.pem", key = "certs/server.key" } }]"#,
+    );
+    let err = assert_rejected(
+        &src,
+        &format!(
+            "{}: server.listen[0].tls.cert: ",
+            at(&src, "\"certs/nope.pem")
+        ),
+        "cannot read certs/nope.pem",
+    );
+    assert!(matches!(err.kind(), ConfigErrorKind::Tls(_)));
+}
+
+#[test]
+fn error_listen_tls_key_mismatch_in_sni_entry() {
+    let src = with_listen(
+        r#"listen = [{ addr = "127.0.0.1:8443", tls = { cert = "certs/server.pem", key = "certs/server.key", sni = [{ cert = "certs/other.pem", key = "certs/ca.key" }] } }]"#,
+    );
+    assert_rejected(
+        &src,
+        &format!(
+            "{}: server.listen[0].tls.sni[0].key: ",
+            at(&src, "\"certs/ca.key")
+        ),
+        "certs/ca.key: private key does not match the certificate certs/other.pem",
+    );
+}
+
+#[test]
+fn error_listen_tls_unparsable_cert() {
+    // A key file where the certificate should be: no CERTIFICATE block.
+    let src = with_listen(
+        r#"listen = [{ addr = "127.0.0.1:8443", tls = { cert = "certs/server.key", key = "certs/server.key" } }]"#,
+    );
+    assert_rejected(
+        &src,
+        &format!(
+            "{}: server.listen[0].tls.cert: ",
+            at(&src, "\"certs/server.key")
+        ),
+        "certs/server.key: no CERTIFICATE block",
+    );
+}
+
+#[test]
+fn error_listen_tls_unknown_key() {
+    let src = with_listen(
+        r#"listen = [{ addr = "127.0.0.1:8443", tls = { cert = "a", key = "b", chain = "c" } }]"#,
+    );
+    assert_rejected(&src, "config.toml:2:", "unknown field `chain`");
+}
+
+#[test]
+fn upstream_tls() {
+    let src = with(
+        "",
+        "tls = true\ntls_ca = \"certs/ca.pem\"\ntls_server_name = \"localhost\"",
+    );
+    let config = parse(&src).unwrap();
+    let tls = config.upstreams[0].tls.as_ref().unwrap();
+    assert_eq!(tls.ca, Path::new("certs/ca.pem"));
+    assert_eq!(tls.server_name.as_deref(), Some("localhost"));
+    assert!(config.summary().contains("app (round_robin, tls)"));
+
+    let src = with("", "tls = true\ntls_ca = \"certs/ca.pem\"");
+    let tls = parse(&src).unwrap().upstreams[0].tls.clone().unwrap();
+    assert_eq!(tls.server_name, None);
+
+    let src = with("", "tls = false");
+    assert_eq!(parse(&src).unwrap().upstreams[0].tls, None);
+}
+
+#[test]
+fn error_upstream_tls_keys() {
+    let src = with("", "tls_ca = \"certs/ca.pem\"");
+    assert_rejected(
+        &src,
+        "config.toml:8:10: upstreams.app.tls_ca: ",
+        "tls_ca is set but tls is not true",
+    );
+    let src = with("", "tls = true");
+    assert_rejected(
+        &src,
+        "config.toml:8:7: upstreams.app.tls_ca: ",
+        "tls = true needs tls_ca",
+    );
+    let src = with("", "tls = true\ntls_ca = \"certs/missing-ca.pem\"");
+    assert_rejected(
+        &src,
+        "config.toml:9:10: upstreams.app.tls_ca: ",
+        "cannot read certs/missing-ca.pem",
+    );
+    let src = with(
+        "",
+        "tls = true\ntls_ca = \"certs/ca.pem\"\ntls_server_name = \"bad name!\"",
+    );
+    assert_rejected(
+        &src,
+        "config.toml:10:19: upstreams.app.tls_server_name: ",
+        "invalid TLS server name \"bad name!\"",
+    );
+}
+
+#[test]
+fn admin_section() {
+    let src = format!("{}[admin]\nlisten = \"127.0.0.1:9090\"\n", with("", ""));
+    let config = parse(&src).unwrap();
+    assert_eq!(
+        config.admin,
+        Some(AdminConfig {
+            listen: "127.0.0.1:9090".parse().unwrap()
+        })
+    );
+    assert!(config.summary().contains("admin: 127.0.0.1:9090"));
+    assert_eq!(parse(&with("", "")).unwrap().admin, None);
+}
+
+#[test]
+fn error_admin() {
+    let src = format!("{}[admin]\nlisten = \"nope\"\n", with("", ""));
+    assert_rejected(
+        &src,
+        "config.toml:10:10: admin.listen: ",
+        "invalid socket address \"nope\"",
+    );
+    let src = format!("{}[admin]\nlisten = \"127.0.0.1:8080\"\n", with("", ""));
+    assert_rejected(
+        &src,
+        "config.toml:10:10: admin.listen: ",
+        "duplicate address 127.0.0.1:8080",
+    );
+    let src = format!("{}[admin]\n", with("", ""));
+    assert_rejected(&src, "config.toml:", "missing field `listen`");
+}
+
+#[test]
+fn access_log_keys() {
+    assert_eq!(parse(&with("", "")).unwrap().server.access_log, None);
+    let src = with("access_log = { path = \"logs/access.log\" }", "");
+    let log = parse(&src).unwrap().server.access_log.unwrap();
+    assert_eq!(log.path, Path::new("logs/access.log"));
+    assert_eq!(log.format, AccessLogFormat::Combined);
+
+    let dir = Path::new("/etc/ringlb");
+    let src = with(
+        "access_log = { path = \"access.log\", format = \"json\" }",
+        "",
+    );
+    let config = Config::from_toml_str(&src, &dir.join("ringlb.toml")).unwrap();
+    let log = config.server.access_log.as_ref().unwrap();
+    assert_eq!(log.path, dir.join("access.log"));
+    assert_eq!(log.format, AccessLogFormat::Json);
+    assert!(config
+        .summary()
+        .contains("access log: /etc/ringlb/access.log (json)"));
+}
+
+#[test]
+fn error_access_log() {
+    let src = with("access_log = { path = \"a.log\", format = \"clf\" }", "");
+    assert_rejected(
+        &src,
+        "config.toml:3:",
+        "unknown variant `clf`, expected `combined` or `json`",
+    );
+    let src = with("access_log = { path = \"\" }", "");
+    assert_rejected(
+        &src,
+        "config.toml:3:23: server.access_log.path: ",
+        "empty access log path",
+    );
 }

@@ -1,0 +1,233 @@
+//! The admin endpoints over real loopback sockets, with recording hooks.
+
+use std::sync::Mutex;
+
+use super::*;
+
+struct Fixture {
+    server: AdminServer,
+    draining: Arc<AtomicBool>,
+    calls: Arc<Mutex<Vec<String>>>,
+}
+
+fn start() -> Fixture {
+    let draining = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let (c1, c2) = (calls.clone(), calls.clone());
+    let hooks = AdminHooks {
+        metrics_text: Box::new(|| "# TYPE ringlb_x counter\nringlb_x 1\n".to_owned()),
+        status_json: Box::new(|| json!({ "workers": 2 })),
+        draining: draining.clone(),
+        set_backend_draining: Box::new(move |upstream, addr, drain| {
+            c1.lock()
+                .unwrap()
+                .push(format!("{upstream} {addr} {drain}"));
+            if upstream == "app" {
+                Ok(())
+            } else {
+                Err(format!("no upstream {upstream:?}"))
+            }
+        }),
+        reload: Box::new(move || {
+            let mut calls = c2.lock().unwrap();
+            calls.push("reload".into());
+            if calls.iter().filter(|c| *c == "reload").count() == 1 {
+                Ok(())
+            } else {
+                Err("config.toml:1:1: bad".into())
+            }
+        }),
+    };
+    let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
+    Fixture {
+        server,
+        draining,
+        calls,
+    }
+}
+
+/// Sends `raw` and returns the status, the head and the body.
+fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
+    let status = head[9..12].parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+}
+
+fn post(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    exchange(
+        addr,
+        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+    )
+}
+
+#[test]
+fn metrics_status_healthz() {
+    let f = start();
+    let addr = f.server.local_addr();
+    let (status, head, body) = get(addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    assert_eq!(body, "# TYPE ringlb_x counter\nringlb_x 1\n");
+
+    let (status, head, body) = get(addr, "/status");
+    assert_eq!(status, 200);
+    assert!(head.contains("application/json"));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["workers"], 2);
+
+    assert_eq!(get(addr, "/healthz").0, 200);
+    f.draining.store(true, Ordering::Relaxed);
+    let (status, _, body) = get(addr, "/healthz");
+    assert_eq!((status, body.as_str()), (503, "draining\n"));
+    f.server.stop();
+}
+
+#[test]
+fn drain_enable_reload() {
+    let f = start();
+    let addr = f.server.local_addr();
+    assert_eq!(post(addr, "/backends/app/127.0.0.1:9001/drain").0, 200);
+    assert_eq!(post(addr, "/backends/app/%5B%3A%3A1%5D:80/enable").0, 200);
+    let (status, _, body) = post(addr, "/backends/nope/127.0.0.1:9001/drain");
+    assert_eq!((status, body.as_str()), (404, "no upstream \"nope\"\n"));
+    assert_eq!(post(addr, "/reload").0, 200);
+    let (status, _, body) = post(addr, "/reload");
+    assert_eq!(status, 500);
+    assert!(body.contains("config.toml:1:1: bad"), "{body}");
+    assert_eq!(
+        *f.calls.lock().unwrap(),
+        [
+            "app 127.0.0.1:9001 true",
+            "app [::1]:80 false",
+            "nope 127.0.0.1:9001 true",
+            "reload",
+            "reload"
+        ]
+    );
+}
+
+#[test]
+fn wrong_method_unknown_path_and_limits() {
+    let f = start();
+    let addr = f.server.local_addr();
+    let (status, head, _) = get(addr, "/reload");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: POST"), "{head}");
+    assert_eq!(post(addr, "/metrics").0, 405);
+    assert_eq!(get(addr, "/nope").0, 404);
+    assert_eq!(get(addr, "/backends/app/x/explode").0, 404);
+    assert_eq!(exchange(addr, b"BLAH\r\n\r\n").0, 400);
+    // A head that never ends within the limit.
+    let mut big = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    big.resize(MAX_HEAD_BYTES + 10, b'a');
+    assert_eq!(exchange(addr, &big).0, 431);
+    let huge = format!(
+        "POST /reload HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        MAX_BODY_BYTES + 1
+    );
+    assert_eq!(exchange(addr, huge.as_bytes()).0, 413);
+    // A small body is read and ignored.
+    let (status, _, _) = exchange(
+        addr,
+        b"POST /backends/app/1.2.3.4:5/drain HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+    );
+    assert_eq!(status, 200);
+    // Still serving after all that.
+    assert_eq!(get(addr, "/healthz").0, 200);
+}
+
+#[test]
+fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
+    let hooks = AdminHooks {
+        metrics_text: Box::new(|| panic!("boom")),
+        status_json: Box::new(|| json!({})),
+        draining: Arc::new(AtomicBool::new(false)),
+        set_backend_draining: Box::new(|_, _, _| Ok(())),
+        reload: Box::new(|| Ok(())),
+    };
+    let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
+    let addr = server.local_addr();
+    // Half a head, then nothing: the next client is served after the
+    // timeout, not never. (Closed here so the test does not wait 5 s.)
+    let mut idle = TcpStream::connect(addr).unwrap();
+    idle.write_all(b"GET /hea").unwrap();
+    drop(idle);
+    assert_eq!(get(addr, "/metrics").0, 500);
+    assert_eq!(get(addr, "/healthz").0, 200);
+    drop(server); // Drop stops and joins.
+}
+
+#[test]
+fn percent_decoding() {
+    assert_eq!(percent_decode("a%20b"), "a b");
+    assert_eq!(percent_decode("%5B%3a%3A1%5D"), "[::1]");
+    assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    assert_eq!(percent_decode("%4"), "%4");
+}
+
+struct View(bool, u8, u64);
+
+impl BackendView for View {
+    fn healthy(&self) -> bool {
+        self.0
+    }
+    fn breaker_state(&self) -> u8 {
+        self.1
+    }
+    fn in_flight(&self) -> u64 {
+        self.2
+    }
+}
+
+#[test]
+fn status_document() {
+    let src = "[server]\nlisten = [\"127.0.0.1:8080\"]\nworkers = 2\n[[routes]]\nupstream = \"app\"\n\
+               [upstreams.app]\nbackends = [{ addr = \"127.0.0.1:9001\" }, { addr = \"127.0.0.1:9002\", weight = 3 }]\n";
+    let config = Config::from_toml_str(src, std::path::Path::new("ringlb.toml")).unwrap();
+    let mut registry = metrics::Registry::new(metrics::Layout::from_config(&config));
+    let shard = registry.new_shard();
+    shard.request(Some(0), Some(1), 200, metrics::Method::Get, Duration::ZERO);
+    shard.request(Some(0), Some(1), 502, metrics::Method::Post, Duration::ZERO);
+    shard.requests.add(2);
+    let info = StatusInfo {
+        config_version: 3,
+        config_loaded_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        workers: 2,
+        draining: false,
+    };
+    let views = vec![vec![View(true, 0, 0), View(false, 1, 4)]];
+    let v = status_json(&config, info, &registry.snapshot(), &views);
+    assert_eq!(v["config"]["version"], 3);
+    assert_eq!(v["config"]["loaded_at_unix"], 1_700_000_000u64);
+    assert_eq!(v["config"]["path"], "ringlb.toml");
+    assert_eq!(v["workers"], 2);
+    assert_eq!(v["listen"][0]["tls"], false);
+    let app = &v["upstreams"][0];
+    assert_eq!(app["name"], "app");
+    assert_eq!(app["requests"], 2);
+    let b = &app["backends"][1];
+    assert_eq!(b["addr"], "127.0.0.1:9002");
+    assert_eq!(b["weight"], 3);
+    assert_eq!(b["healthy"], false);
+    assert_eq!(b["breaker"], "open");
+    assert_eq!(b["in_flight"], 4);
+    assert_eq!(b["requests"], 2);
+    assert_eq!(app["backends"][0]["requests"], 0);
+    assert_eq!(v["counters"]["requests"], 2);
+}

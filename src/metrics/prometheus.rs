@@ -1,0 +1,408 @@
+//! The Prometheus text exposition format, version 0.0.4, written by hand.
+//!
+//! Why by hand: the values are sums over worker shards taken at scrape
+//! time ([`Snapshot`]); the format is small (HELP and TYPE lines, samples
+//! with escaped label values, histograms as cumulative `_bucket{le}` plus
+//! `_sum` and `_count`), and writing it directly keeps the request path
+//! free of any library's metric objects.
+//!
+//! Invariants: every family name starts with `ringlb_`; each family's HELP
+//! and TYPE come once, before its samples; label values are escaped
+//! (`\\`, `\"`, `\n`); labelled counters are written only when non-zero, so
+//! the output stays small with many backends.
+
+use std::fmt::Write as _;
+
+use super::{BackendView, Method, Snapshot, DURATION_BUCKETS_US, STATUS_CLASSES};
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A metric type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// One extra unlabelled sample the caller owns (access log drops, config
+/// load time, workers).
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// Must start with `ringlb_`; counters end in `_total`.
+    pub name: &'a str,
+    pub help: &'a str,
+    pub kind: Kind,
+    pub value: f64,
+}
+
+/// Escapes a label value: backslash, double quote and newline.
+pub fn escape_label(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+struct Writer {
+    out: String,
+}
+
+impl Writer {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        debug_assert!(name.starts_with("ringlb_"));
+        // HELP text escapes backslash and newline only.
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                self.out.push_str(k);
+                self.out.push_str("=\"");
+                escape_label(v, &mut self.out);
+                self.out.push('"');
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A float as Prometheus writes it (`+Inf`, `-Inf`, `NaN`).
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Renders everything: process-wide counters, per-upstream series,
+/// backend gauges from `backends[upstream][backend]` (same order as the
+/// snapshot's layout; missing entries are skipped), then `extra`.
+pub fn render<B: BackendView>(
+    snapshot: &Snapshot,
+    backends: &[Vec<B>],
+    extra: &[Sample],
+) -> String {
+    let mut w = Writer {
+        out: String::with_capacity(8192),
+    };
+    let t = &snapshot.totals;
+    let upstreams = &snapshot.upstreams;
+
+    w.family(
+        "ringlb_requests_total",
+        "counter",
+        "Requests answered, by upstream, backend (empty: answered locally), method and status class.",
+    );
+    for u in upstreams {
+        for b in 0..=u.backends.len() {
+            let (backend, slot) = match u.backends.get(b) {
+                Some(name) => (name.as_str(), Some(b)),
+                None => ("", None),
+            };
+            for (class, class_name) in STATUS_CLASSES.iter().enumerate() {
+                for method in Method::ALL {
+                    let n = u.requests(slot, class, method);
+                    if n > 0 {
+                        let labels = [
+                            ("upstream", u.name.as_str()),
+                            ("backend", backend),
+                            ("method", method.as_str()),
+                            ("status", class_name),
+                        ];
+                        w.sample("ringlb_requests_total", &labels, n);
+                    }
+                }
+            }
+        }
+    }
+
+    w.family(
+        "ringlb_request_duration_seconds",
+        "histogram",
+        "Time from the request head's first byte to the response's last byte, by upstream.",
+    );
+    for u in upstreams {
+        let count = u.duration_count();
+        if u.name.is_empty() && count == 0 {
+            continue;
+        }
+        let mut cumulative = 0;
+        for (i, n) in u.duration_buckets.iter().enumerate() {
+            cumulative += n;
+            let le = DURATION_BUCKETS_US
+                .get(i)
+                .map_or("+Inf".to_owned(), |us| float(*us as f64 / 1e6));
+            let labels = [("upstream", u.name.as_str()), ("le", le.as_str())];
+            w.sample(
+                "ringlb_request_duration_seconds_bucket",
+                &labels,
+                cumulative,
+            );
+        }
+        let labels = [("upstream", u.name.as_str())];
+        w.sample(
+            "ringlb_request_duration_seconds_sum",
+            &labels,
+            float(u.duration_sum_us as f64 / 1e6),
+        );
+        w.sample("ringlb_request_duration_seconds_count", &labels, count);
+    }
+
+    w.family(
+        "ringlb_responses_total",
+        "counter",
+        "Responses written to clients by status class (1xx excluded).",
+    );
+    for (class, n) in [
+        ("2xx", t.responses_2xx),
+        ("3xx", t.responses_3xx),
+        ("4xx", t.responses_4xx),
+        ("5xx", t.responses_5xx),
+    ] {
+        w.sample("ringlb_responses_total", &[("class", class)], n);
+    }
+    w.single(
+        "ringlb_request_heads_total",
+        "counter",
+        "Request heads parsed.",
+        t.requests,
+    );
+    w.single(
+        "ringlb_requests_in_flight",
+        "gauge",
+        "Requests being served.",
+        t.requests_in_flight,
+    );
+    w.single(
+        "ringlb_client_connections_accepted_total",
+        "counter",
+        "Client connections accepted.",
+        t.connections_accepted,
+    );
+    w.single(
+        "ringlb_client_connections_open",
+        "gauge",
+        "Client connections open.",
+        t.connections_open,
+    );
+
+    per_upstream(
+        &mut w,
+        snapshot,
+        "ringlb_upstream_connections_opened_total",
+        "counter",
+        "Connections opened to backends.",
+        |u| u.connects,
+    );
+    per_upstream(
+        &mut w,
+        snapshot,
+        "ringlb_upstream_connect_failures_total",
+        "counter",
+        "Connections to backends that failed to open.",
+        |u| u.connect_failures,
+    );
+    per_upstream(
+        &mut w,
+        snapshot,
+        "ringlb_upstream_connections_open",
+        "gauge",
+        "Connections to backends open (in use or pooled).",
+        |u| u.connections_open,
+    );
+
+    w.single(
+        "ringlb_pool_hits_total",
+        "counter",
+        "Upstream requests sent on a pooled connection.",
+        t.pool_hits,
+    );
+    w.single(
+        "ringlb_pool_misses_total",
+        "counter",
+        "Upstream requests that needed a new connection.",
+        t.pool_misses,
+    );
+    w.single(
+        "ringlb_pool_stale_total",
+        "counter",
+        "Pooled connections found closed or expired and dropped.",
+        t.pool_stale,
+    );
+    w.single(
+        "ringlb_pool_reuse_ratio",
+        "gauge",
+        "pool hits / (hits + misses) since start.",
+        float(t.pool_reuse_ratio()),
+    );
+
+    for (name, help, v) in [
+        (
+            "ringlb_client_bytes_received_total",
+            "Bytes read from clients.",
+            t.bytes_from_clients,
+        ),
+        (
+            "ringlb_client_bytes_sent_total",
+            "Bytes written to clients.",
+            t.bytes_to_clients,
+        ),
+        (
+            "ringlb_upstream_bytes_sent_total",
+            "Bytes written to backends.",
+            t.bytes_to_upstreams,
+        ),
+        (
+            "ringlb_upstream_bytes_received_total",
+            "Bytes read from backends.",
+            t.bytes_from_upstreams,
+        ),
+    ] {
+        w.single(name, "counter", help, v);
+    }
+
+    // Retries counted without an upstream show under upstream="".
+    let per: u64 = upstreams.iter().map(|u| u.retries).sum();
+    w.family(
+        "ringlb_retries_total",
+        "counter",
+        "Requests retried on a new connection.",
+    );
+    for u in upstreams.iter().filter(|u| !u.name.is_empty()) {
+        w.sample("ringlb_retries_total", &[("upstream", &u.name)], u.retries);
+    }
+    if t.retries > per {
+        w.sample("ringlb_retries_total", &[("upstream", "")], t.retries - per);
+    }
+    per_upstream(
+        &mut w,
+        snapshot,
+        "ringlb_retries_refused_total",
+        "counter",
+        "Retries refused by the retry budget.",
+        |u| u.retries_refused,
+    );
+
+    w.family(
+        "ringlb_health_checks_total",
+        "counter",
+        "Active health checks by result.",
+    );
+    for u in upstreams {
+        for (b, backend) in u.backends.iter().enumerate() {
+            let (ok, failed) = u.health_checks(b);
+            for (result, n) in [("ok", ok), ("failed", failed)] {
+                if n > 0 {
+                    let labels = [
+                        ("upstream", u.name.as_str()),
+                        ("backend", backend.as_str()),
+                        ("result", result),
+                    ];
+                    w.sample("ringlb_health_checks_total", &labels, n);
+                }
+            }
+        }
+    }
+
+    type Gauge<B> = fn(&B) -> u64;
+    let gauges: [(&str, &str, Gauge<B>); 4] = [
+        (
+            "ringlb_backend_healthy",
+            "1 if the backend passes health checks.",
+            |b| u64::from(b.healthy()),
+        ),
+        (
+            "ringlb_backend_draining",
+            "1 if the backend is drained by an operator.",
+            |b| u64::from(b.draining()),
+        ),
+        (
+            "ringlb_backend_breaker_state",
+            "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+            |b| u64::from(b.breaker_state()),
+        ),
+        (
+            "ringlb_backend_in_flight",
+            "Requests in flight to the backend, all workers.",
+            |b| b.in_flight(),
+        ),
+    ];
+    for (name, help, get) in gauges {
+        w.family(name, "gauge", help);
+        for (u, states) in upstreams.iter().zip(backends) {
+            for (backend, state) in u.backends.iter().zip(states) {
+                let labels = [("upstream", u.name.as_str()), ("backend", backend.as_str())];
+                w.sample(name, &labels, get(state));
+            }
+        }
+    }
+
+    w.single(
+        "ringlb_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed with clients.",
+        t.tls_handshakes,
+    );
+    w.single(
+        "ringlb_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes with clients that failed.",
+        t.tls_handshake_failures,
+    );
+    w.single(
+        "ringlb_config_reloads_total",
+        "counter",
+        "Config reloads applied.",
+        t.config_reloads,
+    );
+    w.single(
+        "ringlb_config_reload_failures_total",
+        "counter",
+        "Config reloads rejected (the running config stayed).",
+        t.config_reload_failures,
+    );
+    for s in extra {
+        let kind = match s.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        w.single(s.name, kind, s.help, float(s.value));
+    }
+    w.out
+}
+
+fn per_upstream(
+    w: &mut Writer,
+    snapshot: &Snapshot,
+    name: &str,
+    kind: &str,
+    help: &str,
+    get: impl Fn(&super::UpstreamTotals) -> u64,
+) {
+    w.family(name, kind, help);
+    for u in snapshot.upstreams.iter().filter(|u| !u.name.is_empty()) {
+        w.sample(name, &[("upstream", &u.name)], get(u));
+    }
+}
