@@ -718,11 +718,45 @@ impl Config {
         resolve::resolve(raw, src, path)
     }
 
-    /// Reads, parses and checks the file at `path`.
+    /// Reads, parses and checks the file at `path`, then refuses keys
+    /// this build does not act on yet (see [`Config::unsupported`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, None, "", ConfigErrorKind::Io(e)))?;
-        Config::from_toml_str(&src, path)
+        let config = Config::from_toml_str(&src, path)?;
+        match config.unsupported() {
+            None => Ok(config),
+            Some((key, what)) => Err(ConfigError::new(
+                path,
+                None,
+                key,
+                ConfigErrorKind::NotSupported(what),
+            )),
+        }
+    }
+
+    /// The first key that the schema accepts (and [`Config::from_toml_str`]
+    /// checks in full) but the proxy does not act on yet, as `(key path,
+    /// feature)`. A config that sets one is refused rather than silently
+    /// running without it.
+    pub fn unsupported(&self) -> Option<(String, &'static str)> {
+        for (i, l) in self.server.listen.iter().enumerate() {
+            if l.tls.is_some() {
+                return Some((format!("server.listen[{i}].tls"), "TLS termination"));
+            }
+        }
+        for u in &self.upstreams {
+            if u.tls.is_some() {
+                return Some((format!("upstreams.{}.tls", u.name), "TLS to upstreams"));
+            }
+        }
+        if self.server.access_log.is_some() {
+            return Some(("server.access_log".into(), "the access log"));
+        }
+        if self.admin.is_some() {
+            return Some(("admin".into(), "the admin listener"));
+        }
+        None
     }
 
     /// A human summary for `ringlb check`: listeners, workers, upstreams

@@ -1074,3 +1074,39 @@ fn error_access_log() {
         "empty access log path",
     );
 }
+
+#[test]
+fn load_refuses_keys_not_supported_yet() {
+    let dir = std::env::temp_dir().join(format!("ringlb-unsupported-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cert = manifest.join("certs/server.pem");
+    let key = manifest.join("certs/server.key");
+    let tls_listen = format!(
+        "listen = [{{ addr = \"127.0.0.1:8443\", tls = {{ cert = {:?}, key = {:?} }} }}]",
+        cert.display().to_string(),
+        key.display().to_string()
+    );
+    for (src, want) in [
+        (
+            with_listen(&tls_listen),
+            "server.listen[0].tls: TLS termination is not supported yet",
+        ),
+        (
+            with("", "tls = true\ntls_ca = \"certs/ca.pem\"").replace(
+                "certs/ca.pem",
+                &manifest.join("certs/ca.pem").display().to_string(),
+            ),
+            "upstreams.app.tls: TLS to upstreams is not supported yet",
+        ),
+    ] {
+        let path = dir.join("config.toml");
+        std::fs::write(&path, &src).unwrap();
+        // The resolver accepts it; `load` refuses it.
+        Config::from_toml_str(&src, &path).unwrap();
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err.kind(), ConfigErrorKind::NotSupported(_)));
+        assert!(err.to_string().ends_with(want), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
