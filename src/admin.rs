@@ -53,8 +53,8 @@ pub struct AdminHooks {
     pub set_backend_draining: DrainHook,
     /// `POST /reload`: load, check and apply the config file. `Err` (the
     /// config was rejected; the old one keeps running) becomes a 500 with
-    /// the message.
-    pub reload: Hook<Result<(), String>>,
+    /// the message. `None`: reload is not available in this build (501).
+    pub reload: Option<Hook<Result<(), String>>>,
 }
 
 /// A running admin listener.
@@ -247,9 +247,10 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
                 Reply::text(200, "ok\n")
             }
         }
-        ["reload"] => match (hooks.reload)() {
-            Ok(()) => Reply::text(200, "reloaded\n"),
-            Err(e) => Reply::text(500, format!("reload failed: {e}\n")),
+        ["reload"] => match hooks.reload.as_ref().map(|reload| reload()) {
+            None => Reply::text(501, "reload is not supported yet\n"),
+            Some(Ok(())) => Reply::text(200, "reloaded\n"),
+            Some(Err(e)) => Reply::text(500, format!("reload failed: {e}\n")),
         },
         ["backends", upstream, addr, action] => {
             let drain = *action == "drain";
@@ -291,6 +292,7 @@ fn respond(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
         411 => "Length Required",
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "Internal Server Error",
     };

@@ -28,7 +28,7 @@ fn start() -> Fixture {
                 Err(format!("no upstream {upstream:?}"))
             }
         }),
-        reload: Box::new(move || {
+        reload: Some(Box::new(move || {
             let mut calls = c2.lock().unwrap();
             calls.push("reload".into());
             if calls.iter().filter(|c| *c == "reload").count() == 1 {
@@ -36,7 +36,7 @@ fn start() -> Fixture {
             } else {
                 Err("config.toml:1:1: bad".into())
             }
-        }),
+        })),
     };
     let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
     Fixture {
@@ -159,7 +159,7 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
         status_json: Box::new(|| json!({})),
         draining: Arc::new(AtomicBool::new(false)),
         set_backend_draining: Box::new(|_, _, _| Ok(())),
-        reload: Box::new(|| Ok(())),
+        reload: None,
     };
     let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
     let addr = server.local_addr();
@@ -170,6 +170,12 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
     drop(idle);
     assert_eq!(get(addr, "/metrics").0, 500);
     assert_eq!(get(addr, "/healthz").0, 200);
+    // No reload hook: 501.
+    let (status, _, body) = post(addr, "/reload");
+    assert_eq!(
+        (status, body.as_str()),
+        (501, "reload is not supported yet\n")
+    );
     drop(server); // Drop stops and joins.
 }
 

@@ -753,9 +753,6 @@ impl Config {
         if self.server.access_log.is_some() {
             return Some(("server.access_log".into(), "the access log"));
         }
-        if self.admin.is_some() {
-            return Some(("admin".into(), "the admin listener"));
-        }
         None
     }
 

@@ -129,6 +129,7 @@ impl RequestBody {
             if res.is_err() {
                 return Err(StreamError::Upstream);
             }
+            worker.metrics.bytes_to_upstreams.add(len as u64);
         }
         Ok(())
     }
@@ -229,7 +230,6 @@ impl ResponseRelay {
                 clean &= up.buf.is_empty();
             }
             if !client.out.is_empty() {
-                worker.metrics.bytes_to_clients.add(client.out.len() as u64);
                 client
                     .send_out(server.send_timeout)
                     .await
@@ -259,7 +259,7 @@ impl ResponseRelay {
                     }
                     _ => return Err(RelayError::Upstream),
                 },
-                Ok(_) => {}
+                Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RelayError::Upstream),
                 Err(_) => return Err(RelayError::Upstream),
             }

@@ -16,13 +16,15 @@
 
 use std::io;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::http::{self, BodyKind, LocalReply, OutFraming, ResponseBody, Version};
 use crate::io::connect;
+use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::{self, Picked};
 use crate::upstream::clock;
-use crate::upstream::pool::Checkout;
+use crate::upstream::pool::{Checkout, Reusable};
 use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Changes, Outcome};
 
@@ -48,9 +50,36 @@ pub(super) enum Next {
 /// An upstream connection in use, with the pool slot it returns to.
 pub(super) struct UpstreamConn {
     pub(super) conn: crate::io::Conn,
+    /// Keeps the connection counted as open until dropped.
+    open: OpenGuard,
     slot: usize,
     reused: bool,
     pub(super) buf: Vec<u8>,
+}
+
+/// Counts one connection in its upstream's `ringlb_upstream_connections_open`
+/// while it exists, in use or pooled.
+pub(super) struct OpenGuard {
+    metrics: Arc<WorkerMetrics>,
+    upstream: usize,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.metrics.upstream_closed(self.upstream);
+    }
+}
+
+/// What the worker's pool holds: an idle connection and its gauge guard.
+pub(crate) struct Pooled {
+    conn: crate::io::Conn,
+    open: OpenGuard,
+}
+
+impl Reusable for Pooled {
+    fn is_reusable(&self) -> bool {
+        self.conn.is_reusable()
+    }
 }
 
 /// What one attempt carries besides the connection.
@@ -188,6 +217,8 @@ pub(super) async fn exchange(
             return reply_and_close(worker, client, log, reply).await;
         };
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
+        client.rec.backend = Some(index);
+        client.rec.attempts = attempts;
         let mut attempt = Attempt {
             admission: Some(admission),
             started: Instant::now(),
@@ -196,7 +227,7 @@ pub(super) async fn exchange(
             may_retry_status: attempts < policy.attempts() && info.idempotent,
         };
 
-        let result = match acquire(worker, slot, addr, connect_timeout).await {
+        let result = match acquire(worker, info.upstream, slot, addr, connect_timeout).await {
             Ok(up) => {
                 let reused = up.reused;
                 let first_attempt = attempts == 1 && !free_resend_used;
@@ -248,7 +279,7 @@ pub(super) async fn exchange(
                     attempts -= 1;
                     tried[attempts as usize % MAX_TRACKED] = usize::MAX;
                     drop(attempt);
-                    worker.metrics.retries.inc();
+                    worker.metrics.retry(info.upstream);
                     tracing::debug!(
                         ?failure,
                         "pooled connection failed; re-sending on a fresh one"
@@ -273,7 +304,7 @@ pub(super) async fn exchange(
                     }
                 };
                 if retry {
-                    worker.metrics.retries.inc();
+                    worker.metrics.retry(info.upstream);
                     let backoff = policy.backoff(attempts, &mut worker.rng.borrow_mut());
                     tracing::debug!(backend = %addr, ?failure, attempt = attempts, ?backoff, "retrying on another backend");
                     if !backoff.is_zero() {
@@ -294,7 +325,7 @@ fn withdraw_budget(worker: &Worker, upstream: usize) -> bool {
         .budget
         .try_withdraw(clock::now_nanos());
     if !ok {
-        worker.metrics.retries_refused.inc();
+        worker.metrics.retry_refused(upstream);
     }
     ok
 }
@@ -319,6 +350,8 @@ pub(super) async fn reply_and_close(
 ) -> Next {
     log_reply(client, log, &reply);
     worker.metrics.count_status(reply.status());
+    client.rec.status = reply.status();
+    client.rec.answered = false;
     match client
         .reply(&reply, false, worker.config.server.send_timeout)
         .await
@@ -331,16 +364,18 @@ pub(super) async fn reply_and_close(
 /// A connection to the picked backend: a pooled one if alive, else new.
 async fn acquire(
     worker: &Worker,
+    upstream: usize,
     slot: usize,
     addr: std::net::SocketAddr,
     connect_timeout: Duration,
 ) -> Result<UpstreamConn, UpstreamFailure> {
     let checkout = worker.pool.borrow_mut().checkout(slot, Instant::now());
     match checkout {
-        Checkout::Hit(conn) => {
+        Checkout::Hit(Pooled { conn, open }) => {
             worker.metrics.pool_hits.inc();
             Ok(UpstreamConn {
                 conn,
+                open,
                 slot,
                 reused: true,
                 buf: worker.take_buffer(),
@@ -349,9 +384,15 @@ async fn acquire(
         Checkout::Miss { stale } => {
             worker.metrics.pool_stale.add(stale as u64);
             worker.metrics.pool_misses.inc();
-            match connect(addr, connect_timeout).await {
+            let connected = connect(addr, connect_timeout).await;
+            worker.metrics.upstream_connect(upstream, connected.is_ok());
+            match connected {
                 Ok(conn) => Ok(UpstreamConn {
                     conn,
+                    open: OpenGuard {
+                        metrics: worker.metrics.clone(),
+                        upstream,
+                    },
                     slot,
                     reused: false,
                     buf: worker.take_buffer(),
@@ -405,6 +446,7 @@ async fn relay(
             response_started: false,
         };
     }
+    worker.metrics.bytes_to_upstreams.add(len as u64);
 
     // 3. `Expect: 100-continue`: let the backend answer first, briefly.
     let mut continue_sent = false;
@@ -517,7 +559,7 @@ async fn read_response_head(
         up.buf = buf;
         match res {
             Ok(0) => return Err(UpstreamFailure::Closed),
-            Ok(_) => {}
+            Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                 if up.buf.is_empty() && wait == EXPECT_CONTINUE_WAIT {
                     return Ok(None);
@@ -643,6 +685,8 @@ async fn respond(
         )
     };
     attempt.finish(Outcome::Response(status));
+    client.rec.status = status;
+    client.rec.answered = true;
     if let Some(cookie) = attempt.set_cookie.take() {
         append_header(&mut client.out, "Set-Cookie", &cookie);
     }
@@ -663,14 +707,21 @@ async fn respond(
     };
     let outcome = relay.run(worker, client, &mut up).await;
     let UpstreamConn {
-        conn, slot, buf, ..
+        conn,
+        open,
+        slot,
+        buf,
+        ..
     } = up;
     let leftover = !buf.is_empty();
     worker.give_buffer(buf);
     match outcome {
         Ok(clean) => {
             if clean && upstream_keep_alive && request_complete && !leftover {
-                worker.pool.borrow_mut().checkin(slot, conn, Instant::now());
+                worker
+                    .pool
+                    .borrow_mut()
+                    .checkin(slot, Pooled { conn, open }, Instant::now());
             }
             Relayed::Done(if keep_alive {
                 Next::KeepAlive

@@ -29,14 +29,14 @@ use std::time::{Duration, Instant};
 use crate::config::{Config, HashKeySource, StickyCookieConfig, Strategy};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, Version};
 use crate::io::Conn;
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{Method, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::{self, Balancer};
 use crate::upstream::pool::Pool;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
-use exchange::{exchange, Next};
+use exchange::{exchange, Next, Pooled};
 
 /// How long a request with `Expect: 100-continue` waits for the backend's
 /// interim answer before the proxy sends `100 Continue` itself (curl waits
@@ -79,7 +79,7 @@ pub struct Worker {
     config: Arc<Config>,
     routes: RouteTable,
     upstreams: RefCell<Vec<UpstreamRt>>,
-    pool: RefCell<Pool>,
+    pool: RefCell<Pool<Pooled>>,
     /// Spare relay buffers, so a request or a connection does not cost a
     /// `buffer_size` allocation.
     spare_buffers: RefCell<Vec<Vec<u8>>>,
@@ -160,6 +160,8 @@ impl Worker {
             buf: self.take_buffer(),
             out: self.take_buffer(),
             buffer_size: self.config.server.buffer_size,
+            sent: 0,
+            rec: Record::default(),
         };
         let end = client_loop(&self, &mut client).await;
         match end {
@@ -203,6 +205,24 @@ struct Client {
     /// Scratch for outgoing heads.
     out: Vec<u8>,
     buffer_size: usize,
+    /// Bytes written to the client on this connection.
+    sent: u64,
+    /// What the current request did so far.
+    rec: Record,
+}
+
+/// What one request did, for the metrics and the access log.
+#[derive(Debug, Default, Clone, Copy)]
+struct Record {
+    /// The status sent to the client; 0 when none was (the client left,
+    /// or the response broke off before its head).
+    status: u16,
+    /// The last backend tried (index in the upstream).
+    backend: Option<usize>,
+    /// Whether the response came from `backend` (else a local reply).
+    answered: bool,
+    /// Attempts on backends, the transparent pooled re-send not counted.
+    attempts: u32,
 }
 
 impl Client {
@@ -223,6 +243,9 @@ impl Client {
         let len = out.len();
         let (res, out) = self.conn.write_all(out, 0..len, Some(deadline)).await;
         self.out = out;
+        if res.is_ok() {
+            self.sent += len as u64;
+        }
         res
     }
 
@@ -273,11 +296,13 @@ struct RequestInfo {
     key: Option<u64>,
 }
 
-/// A request's method and target, copied for the log line of a failure.
+/// A request's method and target, copied for the log line of a failure
+/// and the metrics, and when its head began to arrive.
 #[derive(Default)]
 struct LogLine {
     method: String,
     target: String,
+    started: Option<Instant>,
 }
 
 async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
@@ -286,6 +311,8 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
     let mut log = LogLine::default();
     let mut fwd = Vec::with_capacity(1024);
     loop {
+        client.rec = Record::default();
+        let sent_before = client.sent;
         // 1. Read and parse a request head, with the head timeout running
         //    from its first byte (or the keep-alive timeout while idle).
         let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
@@ -294,11 +321,10 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
             Err(reply) => {
                 log_reply(client, &log, &reply);
                 worker.metrics.count_status(reply.status());
-                if client
-                    .reply(&reply, false, server.send_timeout)
-                    .await
-                    .is_err()
-                {
+                client.rec.status = reply.status();
+                let sent = client.reply(&reply, false, server.send_timeout).await;
+                finish_request(worker, client, None, &log, sent_before);
+                if sent.is_err() {
                     return End::Closed;
                 }
                 return End::KeepClosing;
@@ -306,7 +332,11 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
         };
         first = false;
         worker.metrics.requests.inc();
-        match exchange(worker, client, &info, &mut fwd, &log).await {
+        worker.metrics.request_started();
+        let next = exchange(worker, client, &info, &mut fwd, &log).await;
+        worker.metrics.request_finished();
+        finish_request(worker, client, Some(info.upstream), &log, sent_before);
+        match next {
             Next::KeepAlive => continue,
             Next::Close => return End::KeepClosing,
             Next::Abort => {
@@ -333,6 +363,7 @@ async fn read_request(
         Some(Instant::now())
     };
     loop {
+        log.started = head_started;
         if head_started.is_some() {
             if let Some(info) = parse_request(worker, client, fwd, log)? {
                 return Ok(Some(info));
@@ -435,6 +466,27 @@ fn parse_request(
     let head_len = head.head_len();
     client.buf.drain(..head_len);
     Ok(Some(info))
+}
+
+/// Counts one finished request (answered or not) in the worker's shard.
+fn finish_request(
+    worker: &Worker,
+    client: &Client,
+    upstream: Option<usize>,
+    log: &LogLine,
+    sent_before: u64,
+) {
+    let rec = &client.rec;
+    let duration = log.started.map_or(Duration::ZERO, |s| s.elapsed());
+    let backend = rec.backend.filter(|_| rec.answered);
+    let method = Method::from_bytes(log.method.as_bytes());
+    worker
+        .metrics
+        .request(upstream, backend, rec.status, method, duration);
+    worker
+        .metrics
+        .bytes_to_clients
+        .add(client.sent.wrapping_sub(sent_before));
 }
 
 fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {

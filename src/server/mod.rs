@@ -8,13 +8,14 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
+use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
 use crate::config::Config;
 use crate::io::{self, Listener};
-use crate::metrics::{Registry, WorkerMetrics};
+use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
 use crate::upstream::health::{self, Checkers};
 use crate::upstream::{BackendPolicy, BackendState};
@@ -31,6 +32,10 @@ pub enum StartError {
     },
     Thread(std::io::Error),
     HealthCheckers(std::io::Error),
+    Admin {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
     WorkerDied,
 }
 
@@ -40,6 +45,9 @@ impl std::fmt::Display for StartError {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
             StartError::HealthCheckers(e) => write!(f, "cannot start the health checkers: {e}"),
+            StartError::Admin { addr, error } => {
+                write!(f, "cannot start the admin listener on {addr}: {error}")
+            }
             StartError::WorkerDied => write!(f, "a worker exited during start-up"),
         }
     }
@@ -50,11 +58,18 @@ impl std::error::Error for StartError {}
 /// A started proxy: workers bound and serving.
 pub struct Server {
     pub listening: Vec<SocketAddr>,
-    pub metrics: Registry,
+    /// Every metrics shard. Locked only by a scrape, `/status` and the
+    /// totals at exit, never on the request path (workers write to their
+    /// own shard's atomics).
+    pub metrics: Arc<Mutex<Registry>>,
     pub backend_states: Arc<Vec<Vec<Arc<BackendState>>>>,
     /// The active health checkers (one thread for the process); dropping
     /// this stops them.
     pub health_checkers: Option<Checkers>,
+    /// The admin listener, when `[admin]` is set; dropping it stops it.
+    pub admin: Option<AdminServer>,
+    /// Set once a graceful stop begins: `/healthz` answers 503.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
@@ -78,7 +93,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             })
             .collect(),
     );
-    let mut metrics = Registry::default();
+    let mut metrics = Registry::new(Layout::from_config(&config));
     let cores = if config.server.pin_workers {
         core_affinity::get_core_ids()
     } else {
@@ -115,8 +130,24 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             Err(_) => return Err(StartError::WorkerDied),
         }
     }
-    let health_checkers = health::spawn_checkers(config.clone(), backend_states.clone())
-        .map_err(StartError::HealthCheckers)?;
+    let health_checkers =
+        health::spawn_checkers(config.clone(), backend_states.clone(), metrics.new_shard())
+            .map_err(StartError::HealthCheckers)?;
+    let metrics = Arc::new(Mutex::new(metrics));
+    let draining = Arc::new(AtomicBool::new(false));
+    let admin = match &config.admin {
+        None => None,
+        Some(a) => {
+            let hooks = admin_hooks(&config, &metrics, &backend_states, &draining);
+            let server =
+                AdminServer::start(a.listen, hooks).map_err(|error| StartError::Admin {
+                    addr: a.listen,
+                    error,
+                })?;
+            tracing::info!(listen = %server.local_addr(), "admin listener started");
+            Some(server)
+        }
+    };
     tracing::info!(
         listen = ?listening,
         workers,
@@ -128,7 +159,76 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         metrics,
         backend_states,
         health_checkers,
+        admin,
+        draining,
     })
+}
+
+/// What the admin endpoints do: read the shards and the backends' shared
+/// state, and flip a backend's drain flag.
+fn admin_hooks(
+    config: &Arc<Config>,
+    registry: &Arc<Mutex<Registry>>,
+    states: &Arc<Vec<Vec<Arc<BackendState>>>>,
+    draining: &Arc<AtomicBool>,
+) -> AdminHooks {
+    let snapshot = {
+        let registry = registry.clone();
+        move || {
+            registry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .snapshot()
+        }
+    };
+    let loaded_at = SystemTime::now();
+    let metrics_text = {
+        let (snapshot, states) = (snapshot.clone(), states.clone());
+        move || metrics::prometheus::render(&snapshot(), &states, &[])
+    };
+    let status_json = {
+        let (config, states, draining) = (config.clone(), states.clone(), draining.clone());
+        move || {
+            let info = StatusInfo {
+                config_version: 1,
+                config_loaded_at: loaded_at,
+                workers: config.server.workers.get(),
+                draining: draining.load(Ordering::Relaxed),
+            };
+            admin::status_json(&config, info, &snapshot(), &states)
+        }
+    };
+    let set_backend_draining = {
+        let (config, states) = (config.clone(), states.clone());
+        move |upstream: &str, addr: &str, drain: bool| {
+            let u = config
+                .upstreams
+                .iter()
+                .position(|u| u.name == upstream)
+                .ok_or_else(|| format!("no upstream {upstream:?}"))?;
+            let b = config.upstreams[u]
+                .backends
+                .iter()
+                .position(|b| b.addr.to_string() == addr)
+                .ok_or_else(|| format!("upstream {upstream:?} has no backend {addr}"))?;
+            states[u][b].set_draining(drain);
+            tracing::info!(
+                upstream,
+                backend = addr,
+                drain,
+                "backend drain set by the admin API"
+            );
+            Ok(())
+        }
+    };
+    AdminHooks {
+        metrics_text: Box::new(metrics_text),
+        status_json: Box::new(status_json),
+        draining: draining.clone(),
+        set_backend_draining: Box::new(set_backend_draining),
+        // Reload is not implemented yet: `POST /reload` answers 501.
+        reload: None,
+    }
 }
 
 /// The stop signals, caught from before the first listener opens: a
@@ -154,7 +254,11 @@ pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
         .forever()
         .next()
         .unwrap_or(signal_hook::consts::SIGTERM);
-    let totals = server.metrics.totals();
+    let totals = server
+        .metrics
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .totals();
     tracing::info!(
         signal,
         requests = totals.requests,

@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use super::{clock, BackendState, Health};
 use crate::config::{CheckKind, Config, HealthConfig, StartState};
 use crate::http::{self, Status};
+use crate::metrics::WorkerMetrics;
 
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,10 +174,12 @@ impl Checkers {
 
 /// Starts the `ringlb-health` thread with one check loop per backend of
 /// every upstream that has a `[health]` table. `states[u][b]` is backend
-/// `b` of upstream `u`. `Ok(None)` when no upstream has checks.
+/// `b` of upstream `u`. Every check's result is counted in `metrics`
+/// (the thread's own shard). `Ok(None)` when no upstream has checks.
 pub fn spawn_checkers(
     config: Arc<Config>,
     states: Arc<Vec<Vec<Arc<BackendState>>>>,
+    metrics: Arc<WorkerMetrics>,
 ) -> io::Result<Option<Checkers>> {
     if config.upstreams.iter().all(|u| u.health.is_none()) {
         return Ok(None);
@@ -195,6 +198,7 @@ pub fn spawn_checkers(
                         };
                         tasks.push(crate::io::spawn(check_loop(
                             up.name.clone(),
+                            (u, b, metrics.clone()),
                             backend.addr,
                             health.clone(),
                             state,
@@ -212,6 +216,7 @@ pub fn spawn_checkers(
 
 async fn check_loop(
     upstream: String,
+    (u, b, metrics): (usize, usize, Arc<WorkerMetrics>),
     addr: SocketAddr,
     config: HealthConfig,
     state: Arc<BackendState>,
@@ -227,6 +232,7 @@ async fn check_loop(
             tracker.force_unhealthy(clock::now_nanos());
         }
         let result = check_once(addr, &config).await;
+        metrics.health_check(u, b, matches!(result, CheckResult::Passed(_)));
         let now = clock::now_nanos();
         if let Some(t) = tracker.observe(result, now) {
             state.set_health(t.healthy, now);

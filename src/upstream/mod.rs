@@ -565,3 +565,26 @@ pub struct Backend {
 
 #[cfg(test)]
 mod tests;
+
+/// What `/metrics` and `/status` show of a backend.
+impl crate::metrics::BackendView for BackendState {
+    fn healthy(&self) -> bool {
+        self.health() == Health::Healthy
+    }
+
+    fn breaker_state(&self) -> u8 {
+        match BackendState::breaker_state(self) {
+            None | Some((BreakerState::Closed, _)) => 0,
+            Some((BreakerState::Open, _)) => 1,
+            Some((BreakerState::HalfOpen, _)) => 2,
+        }
+    }
+
+    fn in_flight(&self) -> u64 {
+        BackendState::in_flight(self)
+    }
+
+    fn draining(&self) -> bool {
+        self.is_draining()
+    }
+}

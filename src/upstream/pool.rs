@@ -12,32 +12,44 @@ use slab::Slab;
 
 use crate::io::Conn;
 
-struct Idle {
-    conn: Conn,
+/// What the pool can hold: a connection that can tell whether it is still
+/// usable (no EOF or error pending).
+pub trait Reusable {
+    fn is_reusable(&self) -> bool;
+}
+
+impl Reusable for Conn {
+    fn is_reusable(&self) -> bool {
+        Conn::is_reusable(self)
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
 /// Idle upstream connections of one worker, for every backend of every
 /// upstream (backends are numbered globally by the caller).
-pub struct Pool {
-    idle: Slab<Idle>,
+pub struct Pool<C = Conn> {
+    idle: Slab<Idle<C>>,
     by_backend: Vec<Vec<usize>>,
     max_idle: Vec<usize>,
     idle_timeout: Vec<Duration>,
 }
 
 /// What a checkout found.
-pub enum Checkout {
+pub enum Checkout<C = Conn> {
     /// A live idle connection.
-    Hit(Conn),
+    Hit(C),
     /// Nothing usable; `stale` counts idle ones found dead or expired and
     /// closed on the way.
     Miss { stale: usize },
 }
 
-impl Pool {
+impl<C: Reusable> Pool<C> {
     /// `limits[i]` is `(max_idle, idle_timeout)` for backend `i`.
-    pub fn new(limits: impl IntoIterator<Item = (usize, Duration)>) -> Pool {
+    pub fn new(limits: impl IntoIterator<Item = (usize, Duration)>) -> Pool<C> {
         let (max_idle, idle_timeout): (Vec<_>, Vec<_>) = limits.into_iter().unzip();
         Pool {
             idle: Slab::new(),
@@ -48,7 +60,7 @@ impl Pool {
     }
 
     /// Takes the newest idle connection to `backend` that is still alive.
-    pub fn checkout(&mut self, backend: usize, now: Instant) -> Checkout {
+    pub fn checkout(&mut self, backend: usize, now: Instant) -> Checkout<C> {
         let mut stale = 0;
         while let Some(key) = self.by_backend[backend].pop() {
             let idle = self.idle.remove(key);
@@ -64,7 +76,7 @@ impl Pool {
 
     /// Returns a connection whose last exchange ended cleanly. Evicts the
     /// oldest idle connection to the same backend when full.
-    pub fn checkin(&mut self, backend: usize, conn: Conn, now: Instant) {
+    pub fn checkin(&mut self, backend: usize, conn: C, now: Instant) {
         let max = self.max_idle[backend];
         if max == 0 {
             return;

@@ -196,6 +196,8 @@ struct RouteSpec {
 /// given, one route `/` to the first upstream.
 pub struct ProxyBuilder {
     workers: usize,
+    /// Whether to add an `[admin]` listener on a free port.
+    admin: bool,
     server: Vec<String>,
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
@@ -206,6 +208,13 @@ impl ProxyBuilder {
     /// Adds a raw `key = value` line to `[server]`.
     pub fn server(mut self, line: &str) -> Self {
         self.server.push(line.to_string());
+        self
+    }
+
+    /// Adds `[admin] listen = "127.0.0.1:PORT"` on a free port; the
+    /// address is [`Proxy::admin`].
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
         self
     }
 
@@ -325,12 +334,19 @@ impl ProxyBuilder {
     /// waiting for it to listen.
     pub fn spawn_only(&self, leading: &[&str]) -> Proxy {
         let port = free_port();
-        let text = self.config_text(port);
+        let mut text = self.config_text(port);
+        let admin = self.admin.then(|| {
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            writeln!(text, "\n[admin]\nlisten = \"{admin}\"").unwrap();
+            admin
+        });
         let dir = TempDir::new();
         let config = dir.write("ringlb.toml", &text);
         let mut args: Vec<String> = leading.iter().map(|s| s.to_string()).collect();
         args.extend(["--config".to_string(), config.display().to_string()]);
-        Proxy::spawn(dir, &args, &self.env, port, text)
+        let mut proxy = Proxy::spawn(dir, &args, &self.env, port, text);
+        proxy.admin = admin;
+        proxy
     }
 }
 
@@ -339,6 +355,8 @@ pub struct Proxy {
     child: Mutex<Option<Child>>,
     pid: u32,
     pub addr: SocketAddr,
+    /// The admin listener, with [`ProxyBuilder::admin`].
+    pub admin: Option<SocketAddr>,
     _dir: TempDir,
     stderr_path: PathBuf,
     config_text: String,
@@ -348,6 +366,7 @@ impl Proxy {
     pub fn builder() -> ProxyBuilder {
         ProxyBuilder {
             workers: 2,
+            admin: false,
             server: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
@@ -386,6 +405,7 @@ impl Proxy {
             pid: child.id(),
             child: Mutex::new(Some(child)),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            admin: None,
             _dir: dir,
             stderr_path,
             config_text,

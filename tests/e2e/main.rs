@@ -8,6 +8,7 @@ mod backend;
 mod client;
 mod harness;
 
+mod admin;
 mod cli;
 mod config_errors;
 mod continue100;

@@ -137,7 +137,7 @@ fn http_checker_follows_the_backend() {
     let config = config(addr, "path = \"/ready\"\nexpect_status = \"200-299\"");
     let states = states(&config);
     let state = states[0][0].clone();
-    let checkers = spawn_checkers(config, states)
+    let checkers = spawn_checkers(config, states, Default::default())
         .unwrap()
         .expect("one upstream has checks");
     assert_eq!(state.health(), Health::Healthy);
@@ -173,7 +173,9 @@ fn tcp_checker_starting_unhealthy_rises() {
     let states = states(&config);
     let state = states[0][0].clone();
     assert_eq!(state.health(), Health::Unhealthy);
-    let checkers = spawn_checkers(config, states).unwrap().unwrap();
+    let checkers = spawn_checkers(config, states, Default::default())
+        .unwrap()
+        .unwrap();
     // The kernel completes the handshakes from the backlog; nobody accepts.
     wait_for(&state, Health::Healthy);
     drop(listener);
@@ -187,5 +189,7 @@ fn no_health_tables_no_thread() {
                [upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
     let config = Arc::new(Config::from_toml_str(src, std::path::Path::new("t")).unwrap());
     let states = states(&config);
-    assert!(spawn_checkers(config, states).unwrap().is_none());
+    assert!(spawn_checkers(config, states, Default::default())
+        .unwrap()
+        .is_none());
 }
