@@ -750,9 +750,6 @@ impl Config {
                 return Some((format!("upstreams.{}.tls", u.name), "TLS to upstreams"));
             }
         }
-        if self.server.access_log.is_some() {
-            return Some(("server.access_log".into(), "the access log"));
-        }
         None
     }
 

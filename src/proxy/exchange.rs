@@ -618,7 +618,7 @@ async fn forward_informational(
 
 /// Appends a header to the complete head at the end of `out` (which ends
 /// with the blank line).
-fn append_header(out: &mut Vec<u8>, name: &str, value: &str) {
+pub(super) fn append_header(out: &mut Vec<u8>, name: &str, value: &str) {
     debug_assert!(out.ends_with(b"\r\n\r\n"));
     out.truncate(out.len() - 2);
     out.extend_from_slice(name.as_bytes());
@@ -638,7 +638,7 @@ async fn respond(
     attempt: &mut Attempt,
 ) -> Relayed {
     let server = &worker.config.server;
-    let (status, framing, out_framing, keep_alive, head_len, upstream_keep_alive) = {
+    let (status, framing, out_framing, keep_alive, head_len, upstream_keep_alive, has_id) = {
         let head = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
             Ok(http::Status::Complete(head)) => head,
             _ => {
@@ -675,6 +675,9 @@ async fn respond(
             info.version,
             &mut client.out,
         );
+        let has_id = head
+            .headers()
+            .any(|(name, _)| name.eq_ignore_ascii_case(super::REQUEST_ID));
         (
             status,
             framing,
@@ -682,6 +685,7 @@ async fn respond(
             keep_alive,
             head.head_len(),
             head.keep_alive(),
+            has_id,
         )
     };
     attempt.finish(Outcome::Response(status));
@@ -690,6 +694,10 @@ async fn respond(
     if let Some(cookie) = attempt.set_cookie.take() {
         append_header(&mut client.out, "Set-Cookie", &cookie);
     }
+    if !has_id && !client.request_id.is_empty() {
+        append_header(&mut client.out, super::REQUEST_ID, &client.request_id);
+    }
+    client.mark_body_start();
     worker.metrics.count_status(status);
     up.buf.drain(..head_len);
 

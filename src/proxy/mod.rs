@@ -24,8 +24,9 @@ use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::access_log::{self, Entry, WorkerLog};
 use crate::config::{Config, HashKeySource, StickyCookieConfig, Strategy};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, Version};
 use crate::io::Conn;
@@ -87,6 +88,8 @@ pub struct Worker {
     rng: RefCell<fastrand::Rng>,
     limits: http::Limits,
     pub metrics: Arc<WorkerMetrics>,
+    /// This worker's access log buffer, when `server.access_log` is set.
+    log: Option<RefCell<WorkerLog>>,
 }
 
 impl Worker {
@@ -97,6 +100,7 @@ impl Worker {
         backend_states: &[Vec<Arc<BackendState>>],
         worker_index: usize,
         metrics: Arc<WorkerMetrics>,
+        log: Option<WorkerLog>,
     ) -> Worker {
         let mut upstreams = Vec::new();
         let mut pool_limits = Vec::new();
@@ -140,6 +144,27 @@ impl Worker {
             rng: RefCell::new(fastrand::Rng::new()),
             config,
             metrics,
+            log: log.map(RefCell::new),
+        }
+    }
+
+    /// Whether requests are written to an access log.
+    pub fn logs_requests(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Hands the access log buffer to the writer if its oldest line is due;
+    /// run from a timer about every 100 ms.
+    pub fn flush_log_if_due(&self) {
+        if let Some(log) = &self.log {
+            log.borrow_mut().flush_if_due(Instant::now());
+        }
+    }
+
+    /// Hands the access log buffer to the writer now (at shutdown).
+    pub fn flush_log(&self) {
+        if let Some(log) = &self.log {
+            log.borrow_mut().flush();
         }
     }
 
@@ -162,6 +187,7 @@ impl Worker {
             buffer_size: self.config.server.buffer_size,
             sent: 0,
             rec: Record::default(),
+            request_id: String::new(),
         };
         let end = client_loop(&self, &mut client).await;
         match end {
@@ -209,6 +235,9 @@ struct Client {
     sent: u64,
     /// What the current request did so far.
     rec: Record,
+    /// The current request's `X-Request-ID` (the client's, or generated);
+    /// empty before its head parsed.
+    request_id: String,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -223,6 +252,21 @@ struct Record {
     answered: bool,
     /// Attempts on backends, the transparent pooled re-send not counted.
     attempts: u32,
+    /// `Client::sent` at the first byte of the final response's body.
+    body_from: u64,
+}
+
+/// The request id header, forwarded and echoed.
+const REQUEST_ID: &str = "X-Request-ID";
+
+/// Inserts a header line before the blank line that ends the first head
+/// in `out` (a body may follow it).
+fn insert_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return;
+    };
+    let line = format!("{name}: {value}\r\n");
+    out.splice(end + 2..end + 2, line.into_bytes());
 }
 
 impl Client {
@@ -258,7 +302,22 @@ impl Client {
     ) -> io::Result<()> {
         self.out.clear();
         reply.write(keep_alive, &mut self.out);
+        if !self.request_id.is_empty() {
+            insert_header(&mut self.out, REQUEST_ID, &self.request_id);
+        }
+        self.mark_body_start();
         self.send_out(deadline).await
+    }
+
+    /// Notes where the body of the response head in `out` starts, for the
+    /// access log's body byte count.
+    fn mark_body_start(&mut self) {
+        let head = self
+            .out
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.out.len(), |p| p + 4);
+        self.rec.body_from = self.sent + head as u64;
     }
 
     /// Half-closes, then drains what the client still sends for a moment,
@@ -303,6 +362,10 @@ struct LogLine {
     method: String,
     target: String,
     started: Option<Instant>,
+    version: Option<Version>,
+    /// Copied only when an access log is written.
+    referer: Option<Vec<u8>>,
+    user_agent: Option<Vec<u8>>,
 }
 
 async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
@@ -312,6 +375,7 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
     let mut fwd = Vec::with_capacity(1024);
     loop {
         client.rec = Record::default();
+        client.request_id.clear();
         let sent_before = client.sent;
         // 1. Read and parse a request head, with the head timeout running
         //    from its first byte (or the keep-alive timeout while idle).
@@ -423,6 +487,29 @@ fn parse_request(
     log.method.push_str(head.method());
     log.target.clear();
     log.target.push_str(head.target());
+    log.version = Some(head.version());
+    log.referer = None;
+    log.user_agent = None;
+    let logging = worker.logs_requests();
+    let mut client_id = false;
+    for (name, value) in head.headers() {
+        if name.eq_ignore_ascii_case(REQUEST_ID) && !client_id {
+            // The client's id is kept (and forwarded as it came).
+            client.request_id.clear();
+            client.request_id.push_str(&String::from_utf8_lossy(value));
+            client_id = true;
+        } else if logging && name.eq_ignore_ascii_case("referer") {
+            log.referer = Some(value.to_vec());
+        } else if logging && name.eq_ignore_ascii_case("user-agent") {
+            log.user_agent = Some(value.to_vec());
+        }
+    }
+    if !client_id {
+        client.request_id.clear();
+        client
+            .request_id
+            .push_str(access_log::request_id().as_str());
+    }
     if let BodyKind::Length(n) = head.body() {
         if server.max_request_body.is_some_and(|max| n > max.get()) {
             return Err(LocalReply::PayloadTooLarge);
@@ -463,6 +550,9 @@ fn parse_request(
         host_fallback: None,
     };
     http::write_request_head(&head, &ctx, fwd);
+    if !client_id {
+        exchange::append_header(fwd, REQUEST_ID, &client.request_id);
+    }
     let head_len = head.head_len();
     client.buf.drain(..head_len);
     Ok(Some(info))
@@ -487,6 +577,51 @@ fn finish_request(
         .metrics
         .bytes_to_clients
         .add(client.sent.wrapping_sub(sent_before));
+    if let Some(access) = &worker.log {
+        let backend = match (upstream, backend) {
+            (Some(u), Some(b)) => worker.upstreams.borrow()[u].backends.get(b).map(|b| b.addr),
+            _ => None,
+        };
+        let body_bytes = if rec.body_from == 0 {
+            0
+        } else {
+            client.sent.saturating_sub(rec.body_from)
+        };
+        let entry = Entry {
+            time: SystemTime::now()
+                .checked_sub(duration)
+                .unwrap_or_else(SystemTime::now),
+            client: client.conn.peer_addr(),
+            method: if log.method.is_empty() {
+                b"-"
+            } else {
+                log.method.as_bytes()
+            },
+            target: if log.target.is_empty() {
+                b"-"
+            } else {
+                log.target.as_bytes()
+            },
+            version: match log.version {
+                Some(Version::Http10) => "HTTP/1.0",
+                Some(Version::Http11) => "HTTP/1.1",
+                None => "-",
+            },
+            status: rec.status,
+            bytes: body_bytes,
+            duration,
+            backend,
+            attempts: rec.attempts,
+            request_id: if client.request_id.is_empty() {
+                "-"
+            } else {
+                &client.request_id
+            },
+            referer: log.referer.as_deref(),
+            user_agent: log.user_agent.as_deref(),
+        };
+        access.borrow_mut().log(&entry);
+    }
 }
 
 fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
+use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
 use crate::config::Config;
 use crate::io::{self, Listener};
@@ -23,6 +24,9 @@ use crate::upstream::{BackendPolicy, BackendState};
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often each worker checks whether its access log buffer is due.
+const LOG_FLUSH_TICK: Duration = Duration::from_millis(100);
+
 /// Why the server could not start.
 #[derive(Debug)]
 pub enum StartError {
@@ -32,6 +36,10 @@ pub enum StartError {
     },
     Thread(std::io::Error),
     HealthCheckers(std::io::Error),
+    AccessLog {
+        path: std::path::PathBuf,
+        error: std::io::Error,
+    },
     Admin {
         addr: SocketAddr,
         error: std::io::Error,
@@ -45,6 +53,9 @@ impl std::fmt::Display for StartError {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
             StartError::HealthCheckers(e) => write!(f, "cannot start the health checkers: {e}"),
+            StartError::AccessLog { path, error } => {
+                write!(f, "cannot open the access log {}: {error}", path.display())
+            }
             StartError::Admin { addr, error } => {
                 write!(f, "cannot start the admin listener on {addr}: {error}")
             }
@@ -70,6 +81,8 @@ pub struct Server {
     pub admin: Option<AdminServer>,
     /// Set once a graceful stop begins: `/healthz` answers 503.
     pub draining: Arc<AtomicBool>,
+    /// The access log writer, when `server.access_log` is set.
+    pub access_log: Option<AccessLog>,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
@@ -94,6 +107,13 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             .collect(),
     );
     let mut metrics = Registry::new(Layout::from_config(&config));
+    let access_log = match &config.server.access_log {
+        None => None,
+        Some(c) => Some(AccessLog::start(c).map_err(|error| StartError::AccessLog {
+            path: c.path.clone(),
+            error,
+        })?),
+    };
     let cores = if config.server.pin_workers {
         core_affinity::get_core_ids()
     } else {
@@ -103,6 +123,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let workers = config.server.workers.get();
     for index in 0..workers {
         let shard = metrics.new_shard();
+        let log = access_log.as_ref().map(AccessLog::worker);
         let config = config.clone();
         let states = backend_states.clone();
         let ready = ready_tx.clone();
@@ -117,7 +138,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                         tracing::warn!(worker = index, "could not pin worker to a core");
                     }
                 }
-                io::run_worker(worker_main(index, config, states, shard, ready));
+                io::run_worker(worker_main(index, config, states, shard, log, ready));
             })
             .map_err(StartError::Thread)?;
     }
@@ -161,6 +182,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         health_checkers,
         admin,
         draining,
+        access_log,
     })
 }
 
@@ -281,6 +303,7 @@ async fn worker_main(
     config: Arc<Config>,
     states: Arc<Vec<Vec<Arc<BackendState>>>>,
     metrics: Arc<WorkerMetrics>,
+    log: Option<WorkerLog>,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
     let mut listeners = Vec::new();
@@ -297,7 +320,16 @@ async fn worker_main(
     let _ = ready.send(Ok(listeners.iter().map(Listener::local_addr).collect()));
     drop(ready);
 
-    let worker = Rc::new(Worker::new(config.clone(), &states, index, metrics));
+    let worker = Rc::new(Worker::new(config.clone(), &states, index, metrics, log));
+    if worker.logs_requests() {
+        let flusher = worker.clone();
+        io::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_FLUSH_TICK).await;
+                flusher.flush_log_if_due();
+            }
+        });
+    }
     let sweeper = worker.clone();
     io::spawn(async move {
         loop {

@@ -477,6 +477,12 @@ impl Proxy {
         self.pid
     }
 
+    /// The temp dir holding the config file (relative paths in the config,
+    /// such as an access log, resolve here).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Everything the proxy wrote to stderr (and stdout) so far.
     pub fn stderr(&self) -> String {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()

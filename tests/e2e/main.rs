@@ -8,6 +8,7 @@ mod backend;
 mod client;
 mod harness;
 
+mod access_log;
 mod admin;
 mod cli;
 mod config_errors;
