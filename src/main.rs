@@ -116,6 +116,17 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
             println!("stop: Ctrl-C");
         }
     }
-    ringlb::server::wait_for_signal(&server, signals);
+    if let Err(e) = ringlb::notify::ready() {
+        tracing::debug!(error = %e, "sd_notify READY failed");
+    }
+    let signal = ringlb::server::wait_for_signal(signals);
+    if signal == signal_hook::consts::SIGINT {
+        // Fast exit: the process ends with every socket.
+        ringlb::server::log_totals(&server, signal);
+        return ExitCode::SUCCESS;
+    }
+    if !server.stop_gracefully_logged(signal) {
+        tracing::warn!("shutdown_timeout reached with requests still in flight");
+    }
     ExitCode::SUCCESS
 }

@@ -70,6 +70,8 @@ pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `server.tunnel_timeout`.
 pub const DEFAULT_TUNNEL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Default `server.shutdown_timeout`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `server.send_timeout`.
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `upstreams.NAME.connect_timeout`.
@@ -230,6 +232,10 @@ pub struct ServerConfig {
     /// `send_timeout`: a write to the client must make progress within this.
     /// Default `"60s"`.
     pub send_timeout: Duration,
+    /// `shutdown_timeout`: on SIGTERM or SIGQUIT, how long in-flight
+    /// requests may take to finish before the process exits anyway.
+    /// Default `"30s"`.
+    pub shutdown_timeout: Duration,
     /// `access_log`: `{ path = "...", format = "combined" | "json" }`.
     /// Absent: no access log.
     pub access_log: Option<AccessLogConfig>,

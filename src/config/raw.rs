@@ -54,6 +54,7 @@ pub(super) struct RawServer {
     pub body_timeout: Option<Spanned<HumanDuration>>,
     pub tunnel_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
+    pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
 }
 

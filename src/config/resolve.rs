@@ -257,6 +257,11 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
             "server.send_timeout",
             DEFAULT_SEND_TIMEOUT,
         )?,
+        shutdown_timeout: cx.timeout(
+            &raw.shutdown_timeout,
+            "server.shutdown_timeout",
+            DEFAULT_SHUTDOWN_TIMEOUT,
+        )?,
         access_log: raw
             .access_log
             .as_ref()

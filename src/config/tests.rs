@@ -112,6 +112,7 @@ fn defaults() {
     assert_eq!(s.body_timeout, Duration::from_secs(60));
     assert_eq!(s.tunnel_timeout, Duration::from_secs(3600));
     assert_eq!(s.send_timeout, Duration::from_secs(60));
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(30));
     let u = &config.upstreams[0];
     assert_eq!(u.strategy, Strategy::RoundRobin);
     assert_eq!(u.connect_timeout, Duration::from_secs(3));
@@ -129,7 +130,7 @@ fn every_key_set() {
         "workers = 3\npin_workers = true\nbacklog = 10\nmax_connections = 5\n\
          max_head_bytes = 1024\nmax_headers = 256\nbuffer_size = 4096\nmax_request_body = 0\n\
          head_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\nbody_timeout = \"3s\"\n\
-         tunnel_timeout = \"1h 30m\"\nsend_timeout = \"250ms\"",
+         tunnel_timeout = \"1h 30m\"\nsend_timeout = \"250ms\"\nshutdown_timeout = \"5s\"",
         "strategy = \"round_robin\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n\
          max_idle = 0\nidle_timeout = \"5s\"",
     );
@@ -151,6 +152,7 @@ fn every_key_set() {
     assert_eq!(s.max_request_body, None, "0 means unlimited");
     assert_eq!(s.tunnel_timeout, Duration::from_secs(5400));
     assert_eq!(s.send_timeout, Duration::from_millis(250));
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
     let u = &config.upstreams[0];
     assert_eq!((u.max_idle, u.idle_timeout), (0, Duration::from_secs(5)));
     assert_eq!(u.response_timeout, Duration::from_secs(2));

@@ -45,6 +45,15 @@ impl Listener {
         self.local
     }
 
+    /// Stops listening: `shutdown(SHUT_RD)` takes the socket out of the
+    /// listening state, so the pending accept op completes with an error
+    /// (no op is dropped) and new connection attempts are refused. The
+    /// kernel's backlog of not yet accepted connections is reset.
+    pub fn stop_listening(&self) {
+        // SAFETY: plain syscall on a descriptor we own.
+        unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RD) };
+    }
+
     /// Accepts one connection and sets `TCP_NODELAY` on it.
     ///
     /// Call this from one loop that is never dropped: a dropped accept op
@@ -81,6 +90,18 @@ struct AcceptAddr {
     len: libc::socklen_t,
 }
 
+/// See [`Conn::closer`].
+pub struct Closer(Rc<OwnedFd>);
+
+impl Closer {
+    /// `shutdown(SHUT_RD)`: a pending read returns end of stream once the
+    /// bytes already received are consumed.
+    pub fn shutdown_read(&self) {
+        // SAFETY: plain syscall on a descriptor we keep open.
+        unsafe { libc::shutdown(self.0.as_raw_fd(), libc::SHUT_RD) };
+    }
+}
+
 /// A connected TCP stream (client or upstream side).
 pub struct Conn {
     fd: Rc<OwnedFd>,
@@ -114,6 +135,13 @@ impl Conn {
 
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// A handle that can end a pending read on this connection from
+    /// another task of the worker (graceful shutdown of idle keep-alive
+    /// connections). It keeps the descriptor open while held.
+    pub fn closer(&self) -> Closer {
+        Closer(self.fd.clone())
     }
 
     fn set_nodelay(&self) -> io::Result<()> {

@@ -666,7 +666,11 @@ async fn respond(
         };
         let ends_by_close = matches!(out_framing, OutFraming::Dechunked)
             || (matches!(framing, ResponseBody::CloseDelimited) && http10);
-        let keep_alive = info.keep_alive && request_complete && !ends_by_close && status != 101;
+        let keep_alive = info.keep_alive
+            && request_complete
+            && !ends_by_close
+            && status != 101
+            && !worker.is_draining();
         client.out.clear();
         http::write_response_head(
             &head,

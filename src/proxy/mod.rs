@@ -19,7 +19,7 @@ mod tunnel;
 
 pub use error::{ClientFailure, UpstreamFailure};
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::access_log::{self, Entry, WorkerLog};
 use crate::config::{Config, HashKeySource, StickyCookieConfig, Strategy};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, Version};
-use crate::io::Conn;
+use crate::io::{Closer, Conn};
 use crate::metrics::{Method, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::{self, Balancer};
@@ -90,6 +90,11 @@ pub struct Worker {
     pub metrics: Arc<WorkerMetrics>,
     /// This worker's access log buffer, when `server.access_log` is set.
     log: Option<RefCell<WorkerLog>>,
+    /// A graceful stop began: no keep-alive, no waiting for new requests.
+    draining: Cell<bool>,
+    /// Client connections idle between requests (their read ends when
+    /// the stop begins).
+    idle: RefCell<slab::Slab<Closer>>,
 }
 
 impl Worker {
@@ -145,6 +150,23 @@ impl Worker {
             config,
             metrics,
             log: log.map(RefCell::new),
+            draining: Cell::new(false),
+            idle: RefCell::new(slab::Slab::new()),
+        }
+    }
+
+    /// Whether the graceful stop has begun on this worker.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Begins the graceful stop: responses from now on say
+    /// `Connection: close`, and connections idle between requests are
+    /// woken (their read sees end of stream) and closed.
+    pub fn begin_drain(&self) {
+        self.draining.set(true);
+        for (_, closer) in self.idle.borrow().iter() {
+            closer.shutdown_read();
         }
     }
 
@@ -401,6 +423,7 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
         worker.metrics.request_finished();
         finish_request(worker, client, Some(info.upstream), &log, sent_before);
         match next {
+            Next::KeepAlive if worker.is_draining() => return End::KeepClosing,
             Next::KeepAlive => continue,
             Next::Close => return End::KeepClosing,
             Next::Abort => {
@@ -443,7 +466,24 @@ async fn read_request(
             None if first => server.head_timeout,
             None => server.keepalive_timeout,
         };
-        match client.fill(Some(deadline)).await {
+        // Idle between requests: registered so a graceful stop can end
+        // the wait; once the stop began, no new wait starts.
+        let idle = (head_started.is_none() && !first).then(|| {
+            if worker.is_draining() {
+                None
+            } else {
+                Some(worker.idle.borrow_mut().insert(client.conn.closer()))
+            }
+        });
+        if let Some(None) = idle {
+            client.conn.shutdown(Shutdown::Both);
+            return Ok(None);
+        }
+        let filled = client.fill(Some(deadline)).await;
+        if let Some(Some(key)) = idle {
+            worker.idle.borrow_mut().remove(key);
+        }
+        match filled {
             Ok(0) if client.buf.is_empty() => return Ok(None),
             Ok(0) => {
                 return Err(LocalReply::BadRequest(

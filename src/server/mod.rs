@@ -10,7 +10,9 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
 
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
@@ -83,6 +85,10 @@ pub struct Server {
     pub draining: Arc<AtomicBool>,
     /// The access log writer, when `server.access_log` is set.
     pub access_log: Option<AccessLog>,
+    /// Tells every worker to begin the graceful stop.
+    stop: watch::Sender<bool>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    shutdown_timeout: Duration,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
@@ -120,8 +126,11 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         None
     };
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (stop, stop_rx) = watch::channel(false);
     let workers = config.server.workers.get();
+    let mut threads = Vec::with_capacity(workers);
     for index in 0..workers {
+        let stop = stop_rx.clone();
         let shard = metrics.new_shard();
         let log = access_log.as_ref().map(AccessLog::worker);
         let config = config.clone();
@@ -130,7 +139,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         let core = cores
             .as_ref()
             .and_then(|c| c.get(index % c.len().max(1)).copied());
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("ringlb-worker-{index}"))
             .spawn(move || {
                 if let Some(core) = core {
@@ -138,9 +147,10 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                         tracing::warn!(worker = index, "could not pin worker to a core");
                     }
                 }
-                io::run_worker(worker_main(index, config, states, shard, log, ready));
+                io::run_worker(worker_main(index, config, states, shard, log, stop, ready));
             })
             .map_err(StartError::Thread)?;
+        threads.push(thread);
     }
     drop(ready_tx);
     let mut listening = Vec::new();
@@ -183,7 +193,50 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         admin,
         draining,
         access_log,
+        stop,
+        workers: threads,
+        shutdown_timeout: config.server.shutdown_timeout,
     })
+}
+
+impl Server {
+    /// [`Server::stop_gracefully`], then the totals.
+    pub fn stop_gracefully_logged(self, signal: i32) -> bool {
+        let metrics = self.metrics.clone();
+        let finished = self.stop_gracefully();
+        log_totals_of(&metrics, signal);
+        finished
+    }
+
+    /// The graceful stop (SIGTERM, SIGQUIT): `/healthz` turns 503 at once,
+    /// every worker stops accepting, closes idle keep-alive connections
+    /// and answers what is in flight with `Connection: close`; this waits
+    /// for the workers for up to `server.shutdown_timeout`, then flushes
+    /// the access log. Returns whether every worker finished in time.
+    pub fn stop_gracefully(mut self) -> bool {
+        self.draining.store(true, Ordering::SeqCst);
+        if let Err(e) = crate::notify::stopping() {
+            tracing::debug!(error = %e, "sd_notify STOPPING failed");
+        }
+        tracing::info!(timeout = ?self.shutdown_timeout, "draining: no new connections");
+        let _ = self.stop.send(true);
+        // The workers enforce the timeout themselves; the margin covers
+        // their last flush.
+        let deadline = Instant::now() + self.shutdown_timeout + Duration::from_secs(2);
+        while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let finished = self.workers.iter().all(|w| w.is_finished());
+        for worker in std::mem::take(&mut self.workers) {
+            if worker.is_finished() {
+                let _ = worker.join();
+            }
+        }
+        if let Some(log) = &self.access_log {
+            log.sync();
+        }
+        finished
+    }
 }
 
 /// What the admin endpoints do: read the shards and the backends' shared
@@ -260,24 +313,29 @@ pub struct StopSignals(signal_hook::iterator::Signals);
 
 impl StopSignals {
     pub fn install() -> std::io::Result<StopSignals> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
+        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
         Ok(StopSignals(signal_hook::iterator::Signals::new([
-            SIGINT, SIGTERM,
+            SIGINT, SIGTERM, SIGQUIT,
         ])?))
     }
 }
 
-/// Blocks until SIGINT or SIGTERM, then logs the totals. The caller exits
-/// the process, which closes every socket (a graceful drain is a later
-/// issue).
-pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
-    let signal = signals
+/// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it.
+pub fn wait_for_signal(mut signals: StopSignals) -> i32 {
+    signals
         .0
         .forever()
         .next()
-        .unwrap_or(signal_hook::consts::SIGTERM);
-    let totals = server
-        .metrics
+        .unwrap_or(signal_hook::consts::SIGTERM)
+}
+
+/// Logs the totals at exit.
+pub fn log_totals(server: &Server, signal: i32) {
+    log_totals_of(&server.metrics, signal);
+}
+
+fn log_totals_of(metrics: &Mutex<Registry>, signal: i32) {
+    let totals = metrics
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .totals();
@@ -295,7 +353,6 @@ pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
         ratio = format_args!("{:.3}", totals.pool_reuse_ratio()),
         "pool reuse"
     );
-    signal
 }
 
 async fn worker_main(
@@ -304,6 +361,7 @@ async fn worker_main(
     states: Arc<Vec<Vec<Arc<BackendState>>>>,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
+    mut stop: watch::Receiver<bool>,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 ) {
     let mut listeners = Vec::new();
@@ -340,24 +398,54 @@ async fn worker_main(
     let limit = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_connections.get(),
     ));
+    let listeners: Vec<Rc<Listener>> = listeners.into_iter().map(Rc::new).collect();
     let loops: Vec<_> = listeners
-        .into_iter()
-        .map(|l| io::spawn(accept_loop(l, worker.clone(), limit.clone())))
+        .iter()
+        .map(|l| io::spawn(accept_loop(l.clone(), worker.clone(), limit.clone())))
         .collect();
+
+    // The graceful stop: wake the accept loops and the idle connections.
+    let _ = stop.wait_for(|stop| *stop).await;
+    let started = Instant::now();
+    worker.begin_drain();
+    for listener in &listeners {
+        listener.stop_listening();
+    }
     for handle in loops {
         let _ = handle.await;
     }
+    // Every connection holds a permit until it ends.
+    let all = u32::try_from(config.server.max_connections.get()).unwrap_or(u32::MAX);
+    let left = config
+        .server
+        .shutdown_timeout
+        .saturating_sub(started.elapsed());
+    tokio::select! {
+        _ = limit.acquire_many(all) => {}
+        () = tokio::time::sleep(left) => {
+            let open = worker.metrics.connections_open.get();
+            tracing::warn!(worker = index, open, "shutdown_timeout reached; closing what is left");
+        }
+    }
+    worker.flush_log();
 }
 
 /// The worker's one accept loop per listener. It is never dropped, so no
 /// accept op is ever abandoned in the kernel. At `max_connections` it waits
 /// for a connection to end before accepting again (the kernel backlog
 /// holds the rest).
-async fn accept_loop(listener: Listener, worker: Rc<Worker>, limit: Arc<tokio::sync::Semaphore>) {
+async fn accept_loop(
+    listener: Rc<Listener>,
+    worker: Rc<Worker>,
+    limit: Arc<tokio::sync::Semaphore>,
+) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
+        if worker.is_draining() {
+            return;
+        }
         match listener.accept().await {
             Ok(conn) => {
                 let worker = worker.clone();
@@ -366,6 +454,8 @@ async fn accept_loop(listener: Listener, worker: Rc<Worker>, limit: Arc<tokio::s
                     drop(permit);
                 });
             }
+            // `stop_listening` fails the pending accept.
+            Err(_) if worker.is_draining() => return,
             Err(e) => {
                 tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning.

@@ -21,5 +21,6 @@ mod pool;
 mod proxy_basic;
 mod regression;
 mod selftest;
+mod shutdown;
 mod timeouts;
 mod upgrade;
