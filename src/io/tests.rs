@@ -116,3 +116,42 @@ fn accept_loop_leaks_no_fds() {
     });
     assert_eq!(open_fds(), before, "descriptors leaked");
 }
+
+#[test]
+fn stop_listening_fails_the_pending_accept_and_refuses_new_connections() {
+    let _turn = fd_counting();
+    run_worker(async {
+        let listener =
+            std::rc::Rc::new(Listener::bind("127.0.0.1:0".parse().unwrap(), 16).unwrap());
+        let addr = listener.local_addr();
+        let accepting = listener.clone();
+        let pending = super::spawn(async move { accepting.accept().await.map(|_| ()) });
+        // Let the accept op reach the kernel, then stop listening.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        listener.stop_listening();
+        let res = pending.await.unwrap();
+        assert!(res.is_err(), "the pending accept must fail, not hang");
+        assert!(TcpStream::connect(addr).is_err(), "still accepting");
+    });
+}
+
+#[test]
+fn closer_ends_a_pending_read() {
+    let _turn = fd_counting();
+    let (listener, addr) = peer_pair();
+    let peer = std::thread::spawn(move || listener.accept().unwrap().0);
+    run_worker(async move {
+        let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+        let closer = conn.closer();
+        let reader = super::spawn(async move {
+            let (res, _) = conn
+                .read(Vec::with_capacity(64), Some(Duration::from_secs(5)))
+                .await;
+            res.unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        closer.shutdown_read();
+        assert_eq!(reader.await.unwrap(), 0, "read sees end of stream");
+    });
+    drop(peer.join().unwrap());
+}
