@@ -288,7 +288,7 @@ pub fn render<B: BackendView>(
     w.family(
         "ringlb_retries_total",
         "counter",
-        "Requests retried on a new connection.",
+        "Requests sent again: on a fresh connection after a pooled one failed, or to another backend by the retry policy.",
     );
     for u in upstreams.iter().filter(|u| !u.name.is_empty()) {
         w.sample("ringlb_retries_total", &[("upstream", &u.name)], u.retries);
