@@ -746,11 +746,6 @@ impl Config {
     /// feature)`. A config that sets one is refused rather than silently
     /// running without it.
     pub fn unsupported(&self) -> Option<(String, &'static str)> {
-        for (i, l) in self.server.listen.iter().enumerate() {
-            if l.tls.is_some() {
-                return Some((format!("server.listen[{i}].tls"), "TLS termination"));
-            }
-        }
         for u in &self.upstreams {
             if u.tls.is_some() {
                 return Some((format!("upstreams.{}.tls", u.name), "TLS to upstreams"));

@@ -13,6 +13,7 @@
 //!   (heads); no body is ever held whole.
 
 mod body;
+mod client_tls;
 mod error;
 mod exchange;
 mod tunnel;
@@ -37,6 +38,7 @@ use crate::upstream::pool::Pool;
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
+use client_tls::ClientTls;
 use exchange::{exchange, Next, Pooled};
 
 /// How long a request with `Expect: 100-continue` waits for the backend's
@@ -196,10 +198,22 @@ impl Worker {
         self.metrics.pool_stale.add(evicted as u64);
     }
 
-    /// Serves one client connection until it closes.
-    pub async fn serve(self: Rc<Self>, conn: Conn) {
+    /// Serves one client connection until it closes; `tls` is the
+    /// listener's TLS config, for a TLS listener.
+    pub async fn serve(self: Rc<Self>, conn: Conn, tls: Option<Arc<rustls::ServerConfig>>) {
         self.metrics.connections_accepted.inc();
         self.metrics.connections_open.inc();
+        let tls = match tls
+            .map(|c| ClientTls::new(c, self.metrics.clone(), self.config.server.buffer_size))
+            .transpose()
+        {
+            Ok(tls) => tls,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start a TLS session");
+                self.metrics.connections_open.sub(1);
+                return;
+            }
+        };
         // Both buffers are full size: the relays swap them with upstream
         // buffers instead of copying.
         let mut client = Client {
@@ -210,6 +224,7 @@ impl Worker {
             sent: 0,
             rec: Record::default(),
             request_id: String::new(),
+            tls: tls.map(Box::new),
         };
         let end = client_loop(&self, &mut client).await;
         match end {
@@ -260,6 +275,8 @@ struct Client {
     /// The current request's `X-Request-ID` (the client's, or generated);
     /// empty before its head parsed.
     request_id: String,
+    /// TLS termination, on a TLS listener: `buf` and `out` hold plaintext.
+    tls: Option<Box<ClientTls>>,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -297,6 +314,9 @@ impl Client {
         if self.buf.len() == self.buf.capacity() {
             self.buf.reserve(self.buffer_size);
         }
+        if let Some(tls) = &mut self.tls {
+            return tls.read(&self.conn, &mut self.buf, deadline).await;
+        }
         let buf = std::mem::take(&mut self.buf);
         let (res, buf) = self.conn.read(buf, deadline).await;
         self.buf = buf;
@@ -305,10 +325,16 @@ impl Client {
 
     /// Writes `self.out` to the client.
     async fn send_out(&mut self, deadline: Duration) -> io::Result<()> {
-        let out = std::mem::take(&mut self.out);
-        let len = out.len();
-        let (res, out) = self.conn.write_all(out, 0..len, Some(deadline)).await;
-        self.out = out;
+        let len = self.out.len();
+        let res = match &mut self.tls {
+            Some(tls) => tls.write(&self.conn, &self.out, Some(deadline)).await,
+            None => {
+                let out = std::mem::take(&mut self.out);
+                let (res, out) = self.conn.write_all(out, 0..len, Some(deadline)).await;
+                self.out = out;
+                res
+            }
+        };
         if res.is_ok() {
             self.sent += len as u64;
         }
@@ -345,6 +371,9 @@ impl Client {
     /// Half-closes, then drains what the client still sends for a moment,
     /// so our last response is not destroyed by a reset.
     async fn linger(&mut self) {
+        if let Some(tls) = &mut self.tls {
+            tls.close(&self.conn, LINGER_TIME).await;
+        }
         self.conn.shutdown(Shutdown::Write);
         let start = Instant::now();
         let mut discarded = 0;
@@ -555,6 +584,11 @@ fn parse_request(
             return Err(LocalReply::PayloadTooLarge);
         }
     }
+    if client.tls.is_some() && head.upgrade().is_some() {
+        return Err(LocalReply::NotImplemented(
+            "Upgrade over TLS is not supported yet",
+        ));
+    }
     let Some(route) = worker.routes.route(head.host(), head.path()) else {
         return Err(LocalReply::NotFound);
     };
@@ -586,7 +620,11 @@ fn parse_request(
     fwd.clear();
     let ctx = ForwardContext {
         client_ip,
-        proto: "http",
+        proto: if client.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         host_fallback: None,
     };
     http::write_request_head(&head, &ctx, fwd);

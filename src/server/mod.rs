@@ -42,6 +42,10 @@ pub enum StartError {
         path: std::path::PathBuf,
         error: std::io::Error,
     },
+    Tls {
+        addr: SocketAddr,
+        error: crate::tls::TlsError,
+    },
     Admin {
         addr: SocketAddr,
         error: std::io::Error,
@@ -55,6 +59,7 @@ impl std::fmt::Display for StartError {
             StartError::Bind { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
             StartError::Thread(e) => write!(f, "cannot start a worker thread: {e}"),
             StartError::HealthCheckers(e) => write!(f, "cannot start the health checkers: {e}"),
+            StartError::Tls { addr, error } => write!(f, "TLS on {addr}: {error}"),
             StartError::AccessLog { path, error } => {
                 write!(f, "cannot open the access log {}: {error}", path.display())
             }
@@ -113,6 +118,25 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             .collect(),
     );
     let mut metrics = Registry::new(Layout::from_config(&config));
+    // One rustls config per TLS listener, shared by every worker (it is
+    // immutable; its session cache and ticketer are internally shared).
+    let tls: Vec<Option<Arc<rustls::ServerConfig>>> = config
+        .server
+        .listen
+        .iter()
+        .map(|l| {
+            l.tls
+                .as_ref()
+                .map(|t| {
+                    crate::tls::load_server_config(t).map_err(|error| StartError::Tls {
+                        addr: l.addr,
+                        error,
+                    })
+                })
+                .transpose()
+        })
+        .collect::<Result<_, _>>()?;
+    let tls = Arc::new(tls);
     let access_log = match &config.server.access_log {
         None => None,
         Some(c) => Some(AccessLog::start(c).map_err(|error| StartError::AccessLog {
@@ -131,6 +155,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let mut threads = Vec::with_capacity(workers);
     for index in 0..workers {
         let stop = stop_rx.clone();
+        let tls = tls.clone();
         let shard = metrics.new_shard();
         let log = access_log.as_ref().map(AccessLog::worker);
         let config = config.clone();
@@ -147,7 +172,17 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                         tracing::warn!(worker = index, "could not pin worker to a core");
                     }
                 }
-                io::run_worker(worker_main(index, config, states, shard, log, stop, ready));
+                let parts = WorkerParts {
+                    index,
+                    config,
+                    states,
+                    metrics: shard,
+                    log,
+                    tls,
+                    stop,
+                    ready,
+                };
+                io::run_worker(worker_main(parts));
             })
             .map_err(StartError::Thread)?;
         threads.push(thread);
@@ -355,15 +390,30 @@ fn log_totals_of(metrics: &Mutex<Registry>, signal: i32) {
     );
 }
 
-async fn worker_main(
+/// What a worker thread starts with.
+struct WorkerParts {
     index: usize,
     config: Arc<Config>,
     states: Arc<Vec<Vec<Arc<BackendState>>>>,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
-    mut stop: watch::Receiver<bool>,
+    /// `tls[i]`: the TLS config of `config.server.listen[i]`, if any.
+    tls: Arc<Vec<Option<Arc<rustls::ServerConfig>>>>,
+    stop: watch::Receiver<bool>,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
-) {
+}
+
+async fn worker_main(parts: WorkerParts) {
+    let WorkerParts {
+        index,
+        config,
+        states,
+        metrics,
+        log,
+        tls,
+        mut stop,
+        ready,
+    } = parts;
     let mut listeners = Vec::new();
     for listen in &config.server.listen {
         let addr = listen.addr;
@@ -401,7 +451,15 @@ async fn worker_main(
     let listeners: Vec<Rc<Listener>> = listeners.into_iter().map(Rc::new).collect();
     let loops: Vec<_> = listeners
         .iter()
-        .map(|l| io::spawn(accept_loop(l.clone(), worker.clone(), limit.clone())))
+        .zip(tls.iter())
+        .map(|(l, tls)| {
+            io::spawn(accept_loop(
+                l.clone(),
+                tls.clone(),
+                worker.clone(),
+                limit.clone(),
+            ))
+        })
         .collect();
 
     // The graceful stop: wake the accept loops and the idle connections.
@@ -436,6 +494,7 @@ async fn worker_main(
 /// holds the rest).
 async fn accept_loop(
     listener: Rc<Listener>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     worker: Rc<Worker>,
     limit: Arc<tokio::sync::Semaphore>,
 ) {
@@ -449,8 +508,9 @@ async fn accept_loop(
         match listener.accept().await {
             Ok(conn) => {
                 let worker = worker.clone();
+                let tls = tls.clone();
                 io::spawn(async move {
-                    worker.serve(conn).await;
+                    worker.serve(conn, tls).await;
                     drop(permit);
                 });
             }

@@ -198,6 +198,8 @@ pub struct ProxyBuilder {
     workers: usize,
     /// Whether to add an `[admin]` listener on a free port.
     admin: bool,
+    /// The `tls = { ... }` table of a second, TLS listener on a free port.
+    tls: Option<String>,
     server: Vec<String>,
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
@@ -215,6 +217,15 @@ impl ProxyBuilder {
     /// address is [`Proxy::admin`].
     pub fn admin(mut self) -> Self {
         self.admin = true;
+        self
+    }
+
+    /// Adds a second listener on a free port with this `tls = { ... }`
+    /// table (`CERTS` in it is replaced by the repository's `certs/`
+    /// directory); its address is [`Proxy::tls_addr`].
+    pub fn tls_listener(mut self, table: &str) -> Self {
+        let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+        self.tls = Some(table.replace("CERTS", &certs.display().to_string()));
         self
     }
 
@@ -335,6 +346,14 @@ impl ProxyBuilder {
     pub fn spawn_only(&self, leading: &[&str]) -> Proxy {
         let port = free_port();
         let mut text = self.config_text(port);
+        let tls_addr = self.tls.as_ref().map(|table| {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let plain = format!("listen = [\"127.0.0.1:{port}\"]");
+            let both =
+                format!("listen = [\"127.0.0.1:{port}\", {{ addr = \"{addr}\", tls = {table} }}]");
+            text = text.replacen(&plain, &both, 1);
+            addr
+        });
         let admin = self.admin.then(|| {
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             writeln!(text, "\n[admin]\nlisten = \"{admin}\"").unwrap();
@@ -346,6 +365,7 @@ impl ProxyBuilder {
         args.extend(["--config".to_string(), config.display().to_string()]);
         let mut proxy = Proxy::spawn(dir, &args, &self.env, port, text);
         proxy.admin = admin;
+        proxy.tls_addr = tls_addr;
         proxy
     }
 }
@@ -357,6 +377,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The admin listener, with [`ProxyBuilder::admin`].
     pub admin: Option<SocketAddr>,
+    /// The TLS listener, with [`ProxyBuilder::tls_listener`].
+    pub tls_addr: Option<SocketAddr>,
     _dir: TempDir,
     stderr_path: PathBuf,
     config_text: String,
@@ -367,6 +389,7 @@ impl Proxy {
         ProxyBuilder {
             workers: 2,
             admin: false,
+            tls: None,
             server: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
@@ -406,6 +429,7 @@ impl Proxy {
             child: Mutex::new(Some(child)),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             admin: None,
+            tls_addr: None,
             _dir: dir,
             stderr_path,
             config_text,

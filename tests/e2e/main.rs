@@ -23,4 +23,5 @@ mod regression;
 mod selftest;
 mod shutdown;
 mod timeouts;
+mod tls;
 mod upgrade;

@@ -1,0 +1,136 @@
+//! TLS termination on a client connection: the plaintext side of
+//! [`Client`](super::Client) over a sans-IO [`TlsSession`], with the
+//! ciphertext moved through the connection's owned-buffer ops (so the
+//! io_uring rules hold: deadlines are kernel-linked, no op is dropped).
+//!
+//! Invariants: ciphertext waiting in the session (handshake replies,
+//! alerts) is sent before a read returns; a read returns only with
+//! plaintext, at end of stream (TCP EOF or close_notify), or with an
+//! error; a handshake is counted once, passed or failed.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustls::ServerConfig;
+
+use crate::io::Conn;
+use crate::metrics::WorkerMetrics;
+use crate::tls::TlsSession;
+
+pub(super) struct ClientTls {
+    session: TlsSession,
+    /// Ciphertext scratch, both directions (never both at once).
+    cipher: Vec<u8>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+impl ClientTls {
+    pub(super) fn new(
+        config: Arc<ServerConfig>,
+        metrics: Arc<WorkerMetrics>,
+        buffer_size: usize,
+    ) -> io::Result<ClientTls> {
+        Ok(ClientTls {
+            session: TlsSession::server(config).map_err(invalid)?,
+            cipher: Vec::with_capacity(buffer_size),
+            metrics,
+        })
+    }
+
+    /// Reads and decrypts until plaintext is appended to `plain` (returns
+    /// how much), or the peer ended the stream (`Ok(0)`). `deadline` bounds
+    /// the whole call, handshake included.
+    pub(super) async fn read(
+        &mut self,
+        conn: &Conn,
+        plain: &mut Vec<u8>,
+        deadline: Option<Duration>,
+    ) -> io::Result<usize> {
+        let start = Instant::now();
+        loop {
+            let left = match deadline {
+                None => None,
+                Some(d) => Some(
+                    d.checked_sub(start.elapsed())
+                        .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?,
+                ),
+            };
+            let mut buf = std::mem::take(&mut self.cipher);
+            buf.clear();
+            let (res, buf) = conn.read(buf, left).await;
+            self.cipher = buf;
+            let n = res?;
+            let handshaking = self.session.is_handshaking();
+            let got = match self.session.receive(&self.cipher[..n], plain) {
+                Ok(got) => got,
+                Err(e) => {
+                    if handshaking {
+                        self.metrics.tls_handshake(false);
+                    }
+                    // The alert, best effort.
+                    let _ = self.flush(conn, left).await;
+                    return Err(invalid(e));
+                }
+            };
+            if got.handshake_done {
+                self.metrics.tls_handshake(true);
+            }
+            if self.session.wants_write() {
+                self.flush(conn, left).await?;
+            }
+            if got.plaintext > 0 {
+                return Ok(got.plaintext);
+            }
+            if n == 0 || got.peer_closed {
+                if handshaking && n == 0 && self.session.is_handshaking() {
+                    self.metrics.tls_handshake(false);
+                }
+                return Ok(0);
+            }
+        }
+    }
+
+    /// Encrypts `plain` and sends it; each send must progress within
+    /// `deadline`.
+    pub(super) async fn write(
+        &mut self,
+        conn: &Conn,
+        plain: &[u8],
+        deadline: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.cipher);
+        out.clear();
+        let encrypted = self.session.write_plaintext(plain, &mut out);
+        let len = out.len();
+        let (res, out) = conn.write_all(out, 0..len, deadline).await;
+        self.cipher = out;
+        encrypted.map_err(invalid)?;
+        res
+    }
+
+    /// Sends close_notify (before the TCP half-close).
+    pub(super) async fn close(&mut self, conn: &Conn, deadline: Duration) {
+        let mut out = std::mem::take(&mut self.cipher);
+        out.clear();
+        let _ = self.session.close(&mut out);
+        let len = out.len();
+        let (_, out) = conn.write_all(out, 0..len, Some(deadline)).await;
+        self.cipher = out;
+    }
+
+    async fn flush(&mut self, conn: &Conn, deadline: Option<Duration>) -> io::Result<()> {
+        let mut out = std::mem::take(&mut self.cipher);
+        out.clear();
+        let taken = self.session.take_ciphertext(&mut out);
+        let len = out.len();
+        let (res, out) = conn.write_all(out, 0..len, deadline).await;
+        self.cipher = out;
+        taken.map_err(invalid)?;
+        res
+    }
+}
