@@ -119,7 +119,7 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
     if let Err(e) = ringlb::notify::ready() {
         tracing::debug!(error = %e, "sd_notify READY failed");
     }
-    let signal = ringlb::server::wait_for_signal(signals);
+    let signal = ringlb::server::wait_for_signal(&server, signals);
     if signal == signal_hook::consts::SIGINT {
         // Fast exit: the process ends with every socket.
         ringlb::server::log_totals(&server, signal);

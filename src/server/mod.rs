@@ -348,20 +348,29 @@ pub struct StopSignals(signal_hook::iterator::Signals);
 
 impl StopSignals {
     pub fn install() -> std::io::Result<StopSignals> {
-        use signal_hook::consts::{SIGINT, SIGQUIT, SIGTERM};
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
         Ok(StopSignals(signal_hook::iterator::Signals::new([
-            SIGINT, SIGTERM, SIGQUIT,
+            SIGINT, SIGTERM, SIGQUIT, SIGHUP,
         ])?))
     }
 }
 
-/// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it.
-pub fn wait_for_signal(mut signals: StopSignals) -> i32 {
-    signals
-        .0
-        .forever()
-        .next()
-        .unwrap_or(signal_hook::consts::SIGTERM)
+/// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it. SIGHUP on the
+/// way reopens the access log (after a rename-style rotation); config
+/// reload is not supported yet.
+pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
+    for signal in signals.0.forever() {
+        if signal != signal_hook::consts::SIGHUP {
+            return signal;
+        }
+        if let Some(log) = &server.access_log {
+            log.reopen();
+        }
+        tracing::warn!(
+            "SIGHUP: access log reopened; config reload is not supported yet (restart to apply a new config)"
+        );
+    }
+    signal_hook::consts::SIGTERM
 }
 
 /// Logs the totals at exit.

@@ -138,3 +138,27 @@ fn json_format_with_local_replies() {
     assert_eq!(d["bytes"], r2.body.len());
     assert_eq!(d["request_id"], id404);
 }
+
+#[test]
+fn sighup_reopens_the_log_after_a_rename_and_keeps_serving() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .server("access_log = { path = \"access.log\" }")
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    assert_eq!(proxy.client().roundtrip(&get("/before")).status, 200);
+    wait_for_lines(&proxy, 1);
+    let log = proxy.dir().join("access.log");
+    fs::rename(&log, proxy.dir().join("access.log.1")).unwrap();
+    proxy.signal("HUP");
+    assert!(wait_until(WAIT, || log.exists()), "not reopened");
+    assert!(proxy.try_status().is_none(), "SIGHUP ended the proxy");
+    assert_eq!(proxy.client().roundtrip(&get("/after")).status, 200);
+    let lines = wait_for_lines(&proxy, 1);
+    assert!(lines[0].contains("\"GET /after HTTP/1.1\""), "{lines:?}");
+    let old = fs::read_to_string(proxy.dir().join("access.log.1")).unwrap();
+    assert_eq!(old.lines().count(), 1);
+    assert!(proxy
+        .stderr()
+        .contains("config reload is not supported yet"));
+}
