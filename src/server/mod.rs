@@ -5,14 +5,20 @@
 //! `proxy::Worker`). The main thread only waits for the workers to bind and
 //! then for a signal. The one thing all workers share is the per-backend
 //! block of atomics, created here so every worker gets the same `Arc`s.
+//! A config reload (see `reload`) reaches the workers as a message.
 
+mod reload;
+
+pub use reload::{Live, Reloader, States};
+
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
@@ -20,8 +26,8 @@ use crate::config::Config;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
-use crate::upstream::health::{self, Checkers};
-use crate::upstream::{BackendPolicy, BackendState};
+use crate::upstream::health;
+use reload::Update;
 
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -80,16 +86,15 @@ pub struct Server {
     /// totals at exit, never on the request path (workers write to their
     /// own shard's atomics).
     pub metrics: Arc<Mutex<Registry>>,
-    pub backend_states: Arc<Vec<Vec<Arc<BackendState>>>>,
-    /// The active health checkers (one thread for the process); dropping
-    /// this stops them.
-    pub health_checkers: Option<Checkers>,
+    /// The running config and backend states, the health checkers, and
+    /// the way to reload.
+    pub reloader: Arc<Reloader>,
     /// The admin listener, when `[admin]` is set; dropping it stops it.
     pub admin: Option<AdminServer>,
     /// Set once a graceful stop begins: `/healthz` answers 503.
     pub draining: Arc<AtomicBool>,
     /// The access log writer, when `server.access_log` is set.
-    pub access_log: Option<AccessLog>,
+    pub access_log: Option<Arc<AccessLog>>,
     /// Tells every worker to begin the graceful stop.
     stop: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
@@ -99,24 +104,7 @@ pub struct Server {
 /// Starts `config.server.workers` workers and returns once every one of
 /// them has bound its listeners.
 pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
-    let backend_states: Arc<Vec<Vec<Arc<BackendState>>>> = Arc::new(
-        config
-            .upstreams
-            .iter()
-            .map(|u| {
-                let policy = BackendPolicy::from_upstream(u);
-                u.backends
-                    .iter()
-                    .map(|b| {
-                        let state = BackendState::new(policy);
-                        // `down = true`: administratively out, like a drain.
-                        state.set_draining(b.down);
-                        Arc::new(state)
-                    })
-                    .collect()
-            })
-            .collect(),
-    );
+    let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
     let mut metrics = Registry::new(Layout::from_config(&config));
     // One rustls config per TLS listener, shared by every worker (it is
     // immutable; its session cache and ticketer are internally shared).
@@ -139,10 +127,12 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let tls = Arc::new(tls);
     let access_log = match &config.server.access_log {
         None => None,
-        Some(c) => Some(AccessLog::start(c).map_err(|error| StartError::AccessLog {
-            path: c.path.clone(),
-            error,
-        })?),
+        Some(c) => Some(Arc::new(AccessLog::start(c).map_err(|error| {
+            StartError::AccessLog {
+                path: c.path.clone(),
+                error,
+            }
+        })?)),
     };
     let cores = if config.server.pin_workers {
         core_affinity::get_core_ids()
@@ -153,11 +143,14 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let (stop, stop_rx) = watch::channel(false);
     let workers = config.server.workers.get();
     let mut threads = Vec::with_capacity(workers);
+    let mut updaters = Vec::with_capacity(workers);
     for index in 0..workers {
         let stop = stop_rx.clone();
+        let (updater, updates) = tmpsc::unbounded_channel();
+        updaters.push(updater);
         let tls = tls.clone();
         let shard = metrics.new_shard();
-        let log = access_log.as_ref().map(AccessLog::worker);
+        let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
         let states = backend_states.clone();
         let ready = ready_tx.clone();
@@ -180,6 +173,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                     log,
                     tls,
                     stop,
+                    updates,
                     ready,
                 };
                 io::run_worker(worker_main(parts));
@@ -199,12 +193,27 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let health_checkers =
         health::spawn_checkers(config.clone(), backend_states.clone(), metrics.new_shard())
             .map_err(StartError::HealthCheckers)?;
+    let events = metrics.new_shard();
     let metrics = Arc::new(Mutex::new(metrics));
+    let reloader = Arc::new(Reloader {
+        live: Arc::new(Mutex::new(Live {
+            config: config.clone(),
+            states: backend_states,
+            version: 1,
+            loaded_at: SystemTime::now(),
+        })),
+        registry: metrics.clone(),
+        workers: updaters,
+        checkers: Mutex::new(health_checkers),
+        access_log: access_log.clone(),
+        events,
+        one_at_a_time: Mutex::new(()),
+    });
     let draining = Arc::new(AtomicBool::new(false));
     let admin = match &config.admin {
         None => None,
         Some(a) => {
-            let hooks = admin_hooks(&config, &metrics, &backend_states, &draining);
+            let hooks = admin_hooks(&reloader, &metrics, &draining);
             let server =
                 AdminServer::start(a.listen, hooks).map_err(|error| StartError::Admin {
                     addr: a.listen,
@@ -223,8 +232,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     Ok(Server {
         listening,
         metrics,
-        backend_states,
-        health_checkers,
+        reloader,
         admin,
         draining,
         access_log,
@@ -277,11 +285,20 @@ impl Server {
 /// What the admin endpoints do: read the shards and the backends' shared
 /// state, and flip a backend's drain flag.
 fn admin_hooks(
-    config: &Arc<Config>,
+    reloader: &Arc<Reloader>,
     registry: &Arc<Mutex<Registry>>,
-    states: &Arc<Vec<Vec<Arc<BackendState>>>>,
     draining: &Arc<AtomicBool>,
 ) -> AdminHooks {
+    let live = reloader.live.clone();
+    let current = move || {
+        let live = live.lock().unwrap_or_else(PoisonError::into_inner);
+        (
+            live.config.clone(),
+            live.states.clone(),
+            live.version,
+            live.loaded_at,
+        )
+    };
     let snapshot = {
         let registry = registry.clone();
         move || {
@@ -291,16 +308,19 @@ fn admin_hooks(
                 .snapshot()
         }
     };
-    let loaded_at = SystemTime::now();
     let metrics_text = {
-        let (snapshot, states) = (snapshot.clone(), states.clone());
-        move || metrics::prometheus::render(&snapshot(), &states, &[])
+        let (snapshot, current) = (snapshot.clone(), current.clone());
+        move || {
+            let (_, states, _, _) = current();
+            metrics::prometheus::render(&snapshot(), &states, &[])
+        }
     };
     let status_json = {
-        let (config, states, draining) = (config.clone(), states.clone(), draining.clone());
+        let (current, draining) = (current.clone(), draining.clone());
         move || {
+            let (config, states, version, loaded_at) = current();
             let info = StatusInfo {
-                config_version: 1,
+                config_version: version,
                 config_loaded_at: loaded_at,
                 workers: config.server.workers.get(),
                 draining: draining.load(Ordering::Relaxed),
@@ -309,8 +329,8 @@ fn admin_hooks(
         }
     };
     let set_backend_draining = {
-        let (config, states) = (config.clone(), states.clone());
         move |upstream: &str, addr: &str, drain: bool| {
+            let (config, states, _, _) = current();
             let u = config
                 .upstreams
                 .iter()
@@ -336,8 +356,10 @@ fn admin_hooks(
         status_json: Box::new(status_json),
         draining: draining.clone(),
         set_backend_draining: Box::new(set_backend_draining),
-        // Reload is not implemented yet: `POST /reload` answers 501.
-        reload: None,
+        reload: Some(Box::new({
+            let reloader = reloader.clone();
+            move || reloader.reload()
+        })),
     }
 }
 
@@ -356,8 +378,8 @@ impl StopSignals {
 }
 
 /// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it. SIGHUP on the
-/// way reopens the access log (after a rename-style rotation); config
-/// reload is not supported yet.
+/// way reopens the access log (after a rename-style rotation) and reloads
+/// the config.
 pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
     for signal in signals.0.forever() {
         if signal != signal_hook::consts::SIGHUP {
@@ -366,9 +388,8 @@ pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
         if let Some(log) = &server.access_log {
             log.reopen();
         }
-        tracing::warn!(
-            "SIGHUP: access log reopened; config reload is not supported yet (restart to apply a new config)"
-        );
+        // A refused reload is logged by `reload` and changes nothing.
+        let _ = server.reloader.reload();
     }
     signal_hook::consts::SIGTERM
 }
@@ -403,12 +424,14 @@ fn log_totals_of(metrics: &Mutex<Registry>, signal: i32) {
 struct WorkerParts {
     index: usize,
     config: Arc<Config>,
-    states: Arc<Vec<Vec<Arc<BackendState>>>>,
+    states: Arc<States>,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
     /// `tls[i]`: the TLS config of `config.server.listen[i]`, if any.
     tls: Arc<Vec<Option<Arc<rustls::ServerConfig>>>>,
     stop: watch::Receiver<bool>,
+    /// New config snapshots from a reload.
+    updates: tmpsc::UnboundedReceiver<Update>,
     ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
 }
 
@@ -421,6 +444,7 @@ async fn worker_main(parts: WorkerParts) {
         log,
         tls,
         mut stop,
+        mut updates,
         ready,
     } = parts;
     let mut listeners = Vec::new();
@@ -437,23 +461,65 @@ async fn worker_main(parts: WorkerParts) {
     let _ = ready.send(Ok(listeners.iter().map(Listener::local_addr).collect()));
     drop(ready);
 
-    let worker = Rc::new(Worker::new(config.clone(), &states, index, metrics, log));
-    if worker.logs_requests() {
-        let flusher = worker.clone();
+    // The current worker serves new connections; after a reload the older
+    // ones drain and live on only as long as their connections.
+    let first = Rc::new(Worker::new(config.clone(), &states, index, metrics, log));
+    let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
+        Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
+    let current = Rc::new(RefCell::new(first));
+    let stopping = Rc::new(Cell::new(false));
+    let alive = {
+        let generations = generations.clone();
+        move || -> Vec<Rc<Worker>> {
+            let mut all = generations.borrow_mut();
+            all.retain(|w| w.strong_count() > 0);
+            all.iter().filter_map(Weak::upgrade).collect()
+        }
+    };
+    {
+        let alive = alive.clone();
         io::spawn(async move {
             loop {
-                tokio::time::sleep(LOG_FLUSH_TICK).await;
-                flusher.flush_log_if_due();
+                tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
+                for worker in alive() {
+                    worker.evict_idle();
+                }
             }
         });
     }
-    let sweeper = worker.clone();
-    io::spawn(async move {
-        loop {
-            tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
-            sweeper.evict_idle();
-        }
-    });
+    if config.server.access_log.is_some() {
+        let alive = alive.clone();
+        io::spawn(async move {
+            loop {
+                tokio::time::sleep(LOG_FLUSH_TICK).await;
+                for worker in alive() {
+                    worker.flush_log_if_due();
+                }
+            }
+        });
+    }
+    {
+        let (current, generations, stopping) =
+            (current.clone(), generations.clone(), stopping.clone());
+        io::spawn(async move {
+            while let Some(update) = updates.recv().await {
+                if stopping.get() {
+                    continue;
+                }
+                let worker = Rc::new(Worker::new(
+                    update.config,
+                    &update.states,
+                    index,
+                    update.metrics,
+                    update.log,
+                ));
+                generations.borrow_mut().push(Rc::downgrade(&worker));
+                let old = current.replace(worker);
+                // Its keep-alive clients reconnect to the new config.
+                old.begin_drain();
+            }
+        });
+    }
     let limit = Arc::new(tokio::sync::Semaphore::new(
         config.server.max_connections.get(),
     ));
@@ -465,7 +531,8 @@ async fn worker_main(parts: WorkerParts) {
             io::spawn(accept_loop(
                 l.clone(),
                 tls.clone(),
-                worker.clone(),
+                current.clone(),
+                stopping.clone(),
                 limit.clone(),
             ))
         })
@@ -474,7 +541,10 @@ async fn worker_main(parts: WorkerParts) {
     // The graceful stop: wake the accept loops and the idle connections.
     let _ = stop.wait_for(|stop| *stop).await;
     let started = Instant::now();
-    worker.begin_drain();
+    stopping.set(true);
+    for worker in alive() {
+        worker.begin_drain();
+    }
     for listener in &listeners {
         listener.stop_listening();
     }
@@ -490,11 +560,13 @@ async fn worker_main(parts: WorkerParts) {
     tokio::select! {
         _ = limit.acquire_many(all) => {}
         () = tokio::time::sleep(left) => {
-            let open = worker.metrics.connections_open.get();
+            let open: u64 = alive().iter().map(|w| w.metrics.connections_open.get()).sum();
             tracing::warn!(worker = index, open, "shutdown_timeout reached; closing what is left");
         }
     }
-    worker.flush_log();
+    for worker in alive() {
+        worker.flush_log();
+    }
 }
 
 /// The worker's one accept loop per listener. It is never dropped, so no
@@ -504,19 +576,20 @@ async fn worker_main(parts: WorkerParts) {
 async fn accept_loop(
     listener: Rc<Listener>,
     tls: Option<Arc<rustls::ServerConfig>>,
-    worker: Rc<Worker>,
+    current: Rc<RefCell<Rc<Worker>>>,
+    stopping: Rc<Cell<bool>>,
     limit: Arc<tokio::sync::Semaphore>,
 ) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        if worker.is_draining() {
+        if stopping.get() {
             return;
         }
         match listener.accept().await {
             Ok(conn) => {
-                let worker = worker.clone();
+                let worker = current.borrow().clone();
                 let tls = tls.clone();
                 io::spawn(async move {
                     worker.serve(conn, tls).await;
@@ -524,7 +597,7 @@ async fn accept_loop(
                 });
             }
             // `stop_listening` fails the pending accept.
-            Err(_) if worker.is_draining() => return,
+            Err(_) if stopping.get() => return,
             Err(e) => {
                 tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning.

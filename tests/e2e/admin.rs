@@ -175,12 +175,6 @@ fn status_lists_the_backends_and_healthz_is_ok() {
     assert_eq!(addrs, [a.addr.to_string(), b.addr.to_string()]);
     assert_eq!(up["backends"][0]["healthy"], true);
     assert_eq!(up["backends"][0]["draining"], false);
-    // Reload is not wired yet.
-    let r = admin(&proxy, "POST", "/reload");
-    assert_eq!(
-        (r.status, r.body_str().as_str()),
-        (501, "reload is not supported yet\n")
-    );
 }
 
 #[test]

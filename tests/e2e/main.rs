@@ -20,6 +20,7 @@ mod pipelining;
 mod pool;
 mod proxy_basic;
 mod regression;
+mod reload;
 mod selftest;
 mod shutdown;
 mod timeouts;

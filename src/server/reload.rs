@@ -1,0 +1,187 @@
+//! Config reload (SIGHUP, `POST /reload`): re-read the file, check it,
+//! and hand each worker a new snapshot as a message.
+//!
+//! What a reload applies: `[upstreams.*]` and `[[routes]]`. `[server]` and
+//! `[admin]` (listeners, workers, limits, timeouts, TLS, access log) need a
+//! restart; a file that changes them is refused and the running config
+//! stays, as it does for any invalid file.
+//!
+//! Invariants:
+//! - Workers never lock: each gets an [`Update`] over its own channel,
+//!   builds a new `proxy::Worker` for the new connections, and drains the
+//!   old one (its keep-alive connections close after their current
+//!   response; clients reconnect and get the new config).
+//! - A backend keeps its shared state (health, breaker, in-flight, drain)
+//!   across a reload when its upstream (by name) still lists it (by
+//!   address) with the same health/breaker/passive policy; a changed
+//!   `down` flag is applied.
+//! - Metrics continue: a changed layout starts a new registry generation
+//!   whose series carry on under the same names (see `metrics`).
+//! - One reload at a time (a mutex, on the reload path only).
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::access_log::{AccessLog, WorkerLog};
+use crate::config::Config;
+use crate::metrics::{Layout, Registry, WorkerMetrics};
+use crate::upstream::health::{self, Checkers};
+use crate::upstream::{BackendPolicy, BackendState};
+
+/// `states[u][b]`: the shared state of backend `b` of upstream `u`.
+pub type States = Vec<Vec<Arc<BackendState>>>;
+
+/// A new snapshot for one worker.
+pub(super) struct Update {
+    pub config: Arc<Config>,
+    pub states: Arc<States>,
+    pub metrics: Arc<WorkerMetrics>,
+    pub log: Option<WorkerLog>,
+}
+
+/// The running config, as the admin endpoints show it.
+pub struct Live {
+    pub config: Arc<Config>,
+    pub states: Arc<States>,
+    /// 1 at start, +1 per applied reload.
+    pub version: u64,
+    pub loaded_at: SystemTime,
+}
+
+pub struct Reloader {
+    pub(super) live: Arc<Mutex<Live>>,
+    pub(super) registry: Arc<Mutex<Registry>>,
+    pub(super) workers: Vec<UnboundedSender<Update>>,
+    pub(super) checkers: Mutex<Option<Checkers>>,
+    pub(super) access_log: Option<Arc<AccessLog>>,
+    /// Counts reloads; written only under `one_at_a_time`.
+    pub(super) events: Arc<WorkerMetrics>,
+    pub(super) one_at_a_time: Mutex<()>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The states of `config`'s backends, built once at start.
+pub fn initial_states(config: &Config) -> States {
+    config
+        .upstreams
+        .iter()
+        .map(|u| {
+            let policy = BackendPolicy::from_upstream(u);
+            u.backends
+                .iter()
+                .map(|b| new_state(policy, b.down))
+                .collect()
+        })
+        .collect()
+}
+
+fn new_state(policy: BackendPolicy, down: bool) -> Arc<BackendState> {
+    let state = BackendState::new(policy);
+    // `down = true`: administratively out, like a drain.
+    state.set_draining(down);
+    Arc::new(state)
+}
+
+/// The states for `new`, reusing those of `old` where the backend stays.
+fn carry_states(old: &Config, old_states: &States, new: &Config) -> States {
+    new.upstreams
+        .iter()
+        .map(|u| {
+            let policy = BackendPolicy::from_upstream(u);
+            let before = old
+                .upstreams
+                .iter()
+                .position(|o| o.name == u.name)
+                .filter(|&o| BackendPolicy::from_upstream(&old.upstreams[o]) == policy);
+            u.backends
+                .iter()
+                .map(|b| {
+                    let kept = before.and_then(|o| {
+                        let i = old.upstreams[o]
+                            .backends
+                            .iter()
+                            .position(|ob| ob.addr == b.addr)?;
+                        let state = old_states.get(o)?.get(i)?.clone();
+                        if old.upstreams[o].backends[i].down != b.down {
+                            state.set_draining(b.down);
+                        }
+                        Some(state)
+                    });
+                    kept.unwrap_or_else(|| new_state(policy, b.down))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+impl Reloader {
+    /// Reloads the config file; `Err` says why it was refused (the running
+    /// config stays).
+    pub fn reload(&self) -> Result<(), String> {
+        let _one = lock(&self.one_at_a_time);
+        if let Err(e) = crate::notify::reloading() {
+            tracing::debug!(error = %e, "sd_notify RELOADING failed");
+        }
+        let result = self.apply();
+        self.events.config_reload(result.is_ok());
+        if let Err(e) = crate::notify::ready() {
+            tracing::debug!(error = %e, "sd_notify READY failed");
+        }
+        match &result {
+            Ok(version) => tracing::info!(version, "config reloaded"),
+            Err(e) => tracing::warn!("config reload refused, the running config stays: {e}"),
+        }
+        result.map(|_| ())
+    }
+
+    fn apply(&self) -> Result<u64, String> {
+        let (old, old_states, version) = {
+            let live = lock(&self.live);
+            (live.config.clone(), live.states.clone(), live.version)
+        };
+        let new = Config::load(&old.source_path).map_err(|e| e.to_string())?;
+        if new.server != old.server {
+            return Err(
+                "[server] changed; restart to apply it (a reload applies [upstreams] and [[routes]])"
+                    .into(),
+            );
+        }
+        if new.admin != old.admin {
+            return Err("[admin] changed; restart to apply it".into());
+        }
+        let new = Arc::new(new);
+        let states = Arc::new(carry_states(&old, &old_states, &new));
+        let (shards, health_shard) = {
+            let mut registry = lock(&self.registry);
+            registry.next_generation(Layout::from_config(&new));
+            let shards: Vec<_> = self.workers.iter().map(|_| registry.new_shard()).collect();
+            (shards, registry.new_shard())
+        };
+        let checkers = health::spawn_checkers(new.clone(), states.clone(), health_shard)
+            .map_err(|e| format!("cannot start the health checkers: {e}"))?;
+        if let Some(old) = std::mem::replace(&mut *lock(&self.checkers), checkers) {
+            let _ = old.stop();
+        }
+        for (tx, metrics) in self.workers.iter().zip(shards) {
+            let _ = tx.send(Update {
+                config: new.clone(),
+                states: states.clone(),
+                metrics,
+                log: self.access_log.as_ref().map(|l| l.worker()),
+            });
+        }
+        let mut live = lock(&self.live);
+        *live = Live {
+            config: new,
+            states,
+            version: version + 1,
+            loaded_at: SystemTime::now(),
+        };
+        Ok(live.version)
+    }
+}
