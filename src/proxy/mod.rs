@@ -549,6 +549,9 @@ fn parse_request(
         Err(e) => {
             log.method.clear();
             log.target.clear();
+            log.version = None;
+            log.referer = None;
+            log.user_agent = None;
             return Err(LocalReply::from(e));
         }
     };
