@@ -8,6 +8,7 @@ mod backend;
 mod client;
 mod harness;
 
+mod balancing;
 mod cli;
 mod config_errors;
 mod continue100;
