@@ -306,9 +306,8 @@ impl Backend {
                 let Ok(stream) = stream else { continue };
                 let conn = stats.connections.fetch_add(1, Ordering::SeqCst) + 1;
                 stats.open.fetch_add(1, Ordering::SeqCst);
-                if let Ok(handle) = stream.try_clone() {
-                    stats.live.lock().unwrap().insert(conn, handle);
-                }
+                let handle = stream.try_clone().expect("clone an accepted stream");
+                stats.live.lock().unwrap().insert(conn, handle);
                 let (stats, handler) = (stats.clone(), handler.clone());
                 thread::spawn(move || {
                     let _ = serve(stream, conn, opts, &stats, &*handler);
@@ -379,6 +378,15 @@ impl Backend {
 
     pub fn request_count(&self) -> usize {
         self.stats.requests.lock().unwrap().len()
+    }
+
+    /// Every request so far except the proxy's active health checks.
+    pub fn proxied(&self) -> Vec<Request> {
+        let all = self.stats.requests.lock().unwrap();
+        all.iter()
+            .filter(|r| !r.is_health_check())
+            .cloned()
+            .collect()
     }
 
     /// Requests so far, not counting the proxy's active health checks.
@@ -453,8 +461,9 @@ fn serve(
         };
         let close_requested = req.has_token("connection", "close") || req.version == "HTTP/1.0";
         if opts.reply_before_body {
-            req.at = Instant::now();
-            stats.requests.lock().unwrap().push(req.clone());
+            if !record(stats, &mut req) {
+                return Ok(());
+            }
             write_reply(&mut wire, &req, handler(&req))?;
             return Ok(());
         }
@@ -472,8 +481,9 @@ fn serve(
             (false, Some(n)) => req.body = wire.read_exact_n(n)?,
             (false, None) => {}
         }
-        req.at = Instant::now();
-        stats.requests.lock().unwrap().push(req.clone());
+        if !record(stats, &mut req) {
+            return Ok(());
+        }
         served += 1;
         let keep = write_reply(&mut wire, &req, handler(&req))?;
         if !keep || close_requested || opts.close_after_response {
@@ -481,6 +491,18 @@ fn serve(
             return Ok(());
         }
     }
+}
+
+/// Stamps and records a complete request; false if the backend was killed
+/// meanwhile (the request sat in the receive queue, and a crashed process
+/// would never have seen it).
+fn record(stats: &Stats, req: &mut Request) -> bool {
+    req.at = Instant::now();
+    if !stats.live.lock().unwrap().contains_key(&req.conn) {
+        return false;
+    }
+    stats.requests.lock().unwrap().push(req.clone());
+    true
 }
 
 /// Writes the reply; returns whether the connection may serve more requests.
