@@ -462,6 +462,25 @@ impl Proxy {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The log lines (ANSI stripped) containing every one of `needles`,
+    /// with the time each was logged. Each line is matched with a space
+    /// appended, so a needle `"key=value "` also matches the last field.
+    /// Panics on a matching line without a leading RFC 3339 UTC timestamp,
+    /// which the log format always has.
+    pub fn log_events(&self, needles: &[&str]) -> Vec<(SystemTime, String)> {
+        strip_ansi(&self.stderr())
+            .lines()
+            .filter(|l| {
+                let l = format!("{l} ");
+                needles.iter().all(|n| l.contains(n))
+            })
+            .map(|l| {
+                let at = log_time(l).unwrap_or_else(|| panic!("no timestamp in log line {l:?}"));
+                (at, l.to_string())
+            })
+            .collect()
+    }
+
     /// The exit status, if the process has exited.
     pub fn try_status(&self) -> Option<ExitStatus> {
         let mut child = self.child.lock().unwrap();

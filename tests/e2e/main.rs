@@ -19,6 +19,7 @@ mod pipelining;
 mod pool;
 mod proxy_basic;
 mod regression;
+mod resilience;
 mod selftest;
 mod timeouts;
 mod upgrade;
