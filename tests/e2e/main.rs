@@ -8,6 +8,7 @@ mod backend;
 mod client;
 mod harness;
 
+mod balancing;
 mod cli;
 mod config_errors;
 mod continue100;
@@ -18,6 +19,7 @@ mod pipelining;
 mod pool;
 mod proxy_basic;
 mod regression;
+mod resilience;
 mod selftest;
 mod timeouts;
 mod upgrade;
