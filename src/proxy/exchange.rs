@@ -161,7 +161,7 @@ pub(super) async fn exchange(
             {
                 let mut ups = worker.upstreams.borrow_mut();
                 let up = &mut ups[info.upstream];
-                let picked = balance::pick_and_admit(
+                let mut picked = balance::pick_and_admit(
                     &mut *up.balancer,
                     &up.backends,
                     info.key,
@@ -169,6 +169,18 @@ pub(super) async fn exchange(
                     up.panic_mode,
                     now,
                 );
+                if picked.is_none() && attempts > 1 {
+                    // Every available backend was tried already: a retry
+                    // goes to one of them again rather than giving up.
+                    picked = balance::pick_and_admit(
+                        &mut *up.balancer,
+                        &up.backends,
+                        info.key,
+                        &|_| false,
+                        up.panic_mode,
+                        now,
+                    );
+                }
                 picked.map(|Picked { index, admission, panicked }| {
                 if panicked {
                     tracing::debug!(upstream = %up.name, "no healthy backend: panic mode pick");
