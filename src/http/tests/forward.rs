@@ -272,3 +272,18 @@ fn response_rewrites() {
         );
     }
 }
+
+/// Fuzz (response_head): chunk-encoding a body that has a Content-Length
+/// would send both framing fields. The proxy never asks for it; the writer
+/// debug-asserts the contract.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "ChunkEncoded does not fit a Length(0) body")]
+fn chunk_encoding_a_length_body_is_a_contract_error() {
+    forward_response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        OutFraming::ChunkEncoded,
+        false,
+        Version::Http11,
+    );
+}
