@@ -165,8 +165,33 @@ fn write_x_forwarded_for(fields: Headers<'_>, client_xff: bool, ip: IpAddr, out:
             }
         }
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}\r\n");
+    put_ip(ip, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ip` as `Display` writes it. IPv4 is done by hand: through `fmt`
+/// it was a sixth of `write_request_head` (callgrind).
+fn put_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, n) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if n >= 100 {
+                    out.push(b'0' + n / 100);
+                }
+                if n >= 10 {
+                    out.push(b'0' + n / 10 % 10);
+                }
+                out.push(b'0' + n % 10);
+            }
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Writes the head to send to the client for `head`.
