@@ -3,8 +3,10 @@
 //!
 //! Behaviour bounded by a configured interval (ejection within `fall ×
 //! interval`, recovery within `rise × interval`, a breaker open for
-//! `open_for`) is asserted with 3× slack, with small intervals so the tests
-//! stay fast. When a proxy decision can only be seen in its log (an attempt
+//! `open_for`) is asserted with [`SLACK`]× slack, with small intervals so
+//! the tests stay fast; the slack is wide because CI shares two cores with
+//! the build, and the bounds still separate "the checker did it" from "a
+//! 10 s passive cooldown did it" or "it never happened". When a proxy decision can only be seen in its log (an attempt
 //! on a backend whose port is closed reaches no process), the test reads
 //! the proxy's timestamped log lines.
 
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, pattern, request, Client, Headers, Response};
 use crate::harness::{wait_until, Proxy, Refused, WAIT};
+
+/// How many times a configured interval a bounded event may take.
+const SLACK: u32 = 8;
 
 /// A backend answering `NAME` with the status in the returned switch,
 /// which the test may flip at any time.
@@ -202,7 +207,7 @@ fn kill_one_of_three_under_load(label: &str, upstream: &[&str], retry: &[&str]) 
     // Crash b.
     b.kill();
     let (killed, killed_wall) = (Instant::now(), SystemTime::now());
-    let eject_bound = INTERVAL * FALL * 3;
+    let eject_bound = INTERVAL * FALL * SLACK;
     // Well past the bound, so attempts after it would have been seen.
     thread::sleep(eject_bound + Duration::from_millis(600));
 
@@ -272,7 +277,7 @@ fn kill_one_of_three_under_load(label: &str, upstream: &[&str], retry: &[&str]) 
         "b restarted: marked healthy {:.1} ms later, first request {:.1} ms later (bound {} ms)",
         healthy.map_or(f64::NAN, |t| ms_between(restarted_wall, t)),
         back_after.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3),
-        (INTERVAL * RISE * 3).as_millis()
+        (INTERVAL * RISE * SLACK + INTERVAL).as_millis()
     );
 
     assert!(
@@ -294,7 +299,7 @@ fn kill_one_of_three_under_load(label: &str, upstream: &[&str], retry: &[&str]) 
     assert!(back, "b got no traffic within {WAIT:?} of its restart");
     let back_after = back_after.unwrap();
     // 3× the configured rise time, plus one poll period of the checker.
-    let rise_bound = INTERVAL * RISE * 3 + INTERVAL;
+    let rise_bound = INTERVAL * RISE * SLACK + INTERVAL;
     assert!(
         back_after <= rise_bound,
         "b got traffic again only {back_after:?} after its restart (bound {rise_bound:?})"
