@@ -165,15 +165,43 @@ fn write_x_forwarded_for(fields: Headers<'_>, client_xff: bool, ip: IpAddr, out:
             }
         }
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}\r\n");
+    put_ip(ip, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `ip` as `Display` writes it. IPv4 is done by hand: through `fmt`
+/// it was a sixth of `write_request_head` (callgrind).
+fn put_ip(ip: IpAddr, out: &mut Vec<u8>) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, n) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if n >= 100 {
+                    out.push(b'0' + n / 100);
+                }
+                if n >= 10 {
+                    out.push(b'0' + n / 10 % 10);
+                }
+                out.push(b'0' + n % 10);
+            }
+        }
+        // Writing to a Vec cannot fail.
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Writes the head to send to the client for `head`.
 ///
-/// `out_framing` is how the proxy relays the body; `keep_alive_to_client`
-/// is whether the client connection stays open afterwards. The status line
-/// is always `HTTP/1.1` (allowed towards HTTP/1.0 clients too).
+/// `out_framing` is how the proxy relays the body: `ChunkEncoded` only for a
+/// close-delimited body, `Dechunked` only for a chunked one, and `AsIs` not
+/// for a chunked body to an HTTP/1.0 client (all debug-asserted).
+/// `keep_alive_to_client` is whether the client connection stays open
+/// afterwards. The status line is always `HTTP/1.1` (allowed towards
+/// HTTP/1.0 clients too).
 /// 1xx heads get no `Connection` field; 101 keeps `Connection: upgrade` and
 /// `Upgrade`.
 pub fn write_response_head(
@@ -216,6 +244,17 @@ pub fn write_response_head(
             && head.body() == ResponseBody::Chunked
             && client_version == Version::Http10),
         "an HTTP/1.0 client cannot read a chunked body"
+    );
+    // Otherwise the head would keep the backend's Content-Length and gain
+    // our Transfer-Encoding (or lose a chunked body's only framing field).
+    debug_assert!(
+        match out_framing {
+            OutFraming::AsIs => true,
+            OutFraming::ChunkEncoded => head.body() == ResponseBody::CloseDelimited,
+            OutFraming::Dechunked => head.body() == ResponseBody::Chunked,
+        },
+        "{out_framing:?} does not fit a {:?} body",
+        head.body()
     );
     if switching {
         out.extend_from_slice(b"Connection: upgrade\r\n");

@@ -43,6 +43,8 @@ pub(crate) enum FramingError {
     TransferEncodingOnHttp10,
     InvalidTransferEncoding,
     ChunkedRepeated,
+    /// A response with `chunked` followed by another coding.
+    ChunkedNotFinal,
     UnsupportedTransferCoding,
     DuplicateContentLength,
     InvalidContentLength,
@@ -131,8 +133,12 @@ impl TransferEncodingField {
 ///    - in an HTTP/1.0 message: error (§6.1, the framing is faulty);
 ///    - malformed or `chunked` applied twice: error;
 ///    - `chunked` final: chunked;
-///    - otherwise a request is an error (we implement no other coding: 501)
-///      and a response is delimited by close.
+///    - otherwise a request is an error (we implement no other coding: 501);
+///    - a response with `chunked` before another coding is an error too,
+///      although the RFC would read it until close: the proxy could not
+///      re-frame it for the client without applying chunked twice (found by
+///      the response_head fuzz target);
+///    - any other response is delimited by close.
 /// 4. Content-Length invalid, repeated or a list: error.
 /// 5. Content-Length valid: exactly that many bytes.
 /// 6. A request with neither: no body.
@@ -168,6 +174,8 @@ pub(crate) fn body_framing(
             Err(FramingError::ChunkedRepeated)
         } else if is_request && te.other_coding {
             Err(FramingError::UnsupportedTransferCoding)
+        } else if te.chunked_count == 1 && !te.last_is_chunked {
+            Err(FramingError::ChunkedNotFinal)
         } else if te.last_is_chunked {
             Ok(Framing::Chunked)
         } else {
@@ -360,6 +368,20 @@ mod tests {
                 resp(200, false),
                 none,
                 te(&["chunked, gzip"]),
+                Err(E::ChunkedNotFinal),
+            ),
+            (
+                "3 not final, two fields",
+                resp(200, false),
+                none,
+                te(&["chunked", "gzip"]),
+                Err(E::ChunkedNotFinal),
+            ),
+            (
+                "3 other codings resp",
+                resp(200, false),
+                none,
+                te(&["gzip, br"]),
                 Ok(Framing::CloseDelimited),
             ),
             (

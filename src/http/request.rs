@@ -119,6 +119,8 @@ impl From<FramingError> for RequestError {
             FramingError::TransferEncodingOnHttp10 => RequestError::TransferEncodingOnHttp10,
             FramingError::InvalidTransferEncoding => RequestError::InvalidTransferEncoding,
             FramingError::ChunkedRepeated => RequestError::ChunkedRepeated,
+            // Not reached: any coding besides chunked is unsupported first.
+            FramingError::ChunkedNotFinal => RequestError::UnsupportedTransferCoding,
             FramingError::UnsupportedTransferCoding => RequestError::UnsupportedTransferCoding,
             FramingError::DuplicateContentLength => RequestError::DuplicateContentLength,
             FramingError::InvalidContentLength => RequestError::InvalidContentLength,

@@ -41,6 +41,9 @@ pub enum ResponseError {
     TransferEncodingOnHttp10,
     InvalidTransferEncoding,
     ChunkedRepeated,
+    /// `chunked` followed by another coding: re-framing it for the client
+    /// would apply chunked twice.
+    ChunkedNotFinal,
 }
 
 impl ResponseError {
@@ -66,6 +69,7 @@ impl ResponseError {
             TransferEncodingOnHttp10 => "Transfer-Encoding on HTTP/1.0 upstream response",
             InvalidTransferEncoding => "malformed upstream Transfer-Encoding",
             ChunkedRepeated => "upstream applied chunked more than once",
+            ChunkedNotFinal => "upstream applied a coding after chunked",
         }
     }
 
@@ -94,6 +98,7 @@ impl From<FramingError> for ResponseError {
             FramingError::TransferEncodingOnHttp10 => ResponseError::TransferEncodingOnHttp10,
             FramingError::InvalidTransferEncoding => ResponseError::InvalidTransferEncoding,
             FramingError::ChunkedRepeated => ResponseError::ChunkedRepeated,
+            FramingError::ChunkedNotFinal => ResponseError::ChunkedNotFinal,
             // Responses may carry codings we do not decode (rule 3).
             FramingError::UnsupportedTransferCoding => ResponseError::InvalidTransferEncoding,
             FramingError::DuplicateContentLength => ResponseError::DuplicateContentLength,

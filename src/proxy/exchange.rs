@@ -186,33 +186,16 @@ pub(super) async fn exchange(
     loop {
         attempts += 1;
         let now = clock::now_nanos();
-        let chosen =
-            {
-                let mut ups = worker.upstreams.borrow_mut();
-                let up = &mut ups[info.upstream];
-                let picked = balance::pick_and_admit(
-                    &mut *up.balancer,
-                    &up.backends,
-                    info.key,
-                    &|i| tried.contains(&i),
-                    up.panic_mode,
-                    now,
-                );
-                picked.map(|Picked { index, admission, panicked }| {
-                if panicked {
-                    tracing::debug!(upstream = %up.name, "no healthy backend: panic mode pick");
-                }
-                let backend = &up.backends[index];
-                let set_cookie = up
-                    .sticky
-                    .as_ref()
-                    .filter(|_| balance::sticky::needs_cookie(info.key, backend))
-                    .map(|cookie| balance::sticky::set_cookie_value(cookie, backend));
-                let target = (backend.addr, up.first_slot + index, up.connect_timeout);
-                (index, admission, target, set_cookie)
-            })
-            };
-        let Some((index, admission, (addr, slot, connect_timeout), set_cookie)) = chosen else {
+        let chosen = choose(worker, info, &tried, attempts, now);
+        let Some(Chosen {
+            index,
+            admission,
+            addr,
+            slot,
+            connect_timeout,
+            set_cookie,
+        }) = chosen
+        else {
             let reply = LocalReply::ServiceUnavailable("no backend available");
             return reply_and_close(worker, client, log, reply).await;
         };
@@ -306,7 +289,13 @@ pub(super) async fn exchange(
                 if retry {
                     worker.metrics.retry(info.upstream);
                     let backoff = policy.backoff(attempts, &mut worker.rng.borrow_mut());
-                    tracing::debug!(backend = %addr, ?failure, attempt = attempts, ?backoff, "retrying on another backend");
+                    tracing::debug!(
+                        backend = %addr,
+                        ?failure,
+                        attempt = attempts,
+                        ?backoff,
+                        "retrying on another backend"
+                    );
                     if !backoff.is_zero() {
                         tokio::time::sleep(backoff).await;
                     }
@@ -317,6 +306,71 @@ pub(super) async fn exchange(
             }
         }
     }
+}
+
+/// A backend picked and admitted for one attempt, with what reaching it
+/// takes.
+struct Chosen {
+    index: usize,
+    admission: Admission,
+    addr: std::net::SocketAddr,
+    slot: usize,
+    connect_timeout: Duration,
+    set_cookie: Option<String>,
+}
+
+/// Picks and admits a backend not yet `tried`; on a retry with every
+/// available backend tried already, one of them again (rather than giving
+/// up with a 503).
+fn choose(
+    worker: &Worker,
+    info: &RequestInfo,
+    tried: &[usize],
+    attempts: u32,
+    now: u64,
+) -> Option<Chosen> {
+    let mut ups = worker.upstreams.borrow_mut();
+    let up = &mut ups[info.upstream];
+    let mut picked = balance::pick_and_admit(
+        &mut *up.balancer,
+        &up.backends,
+        info.key,
+        &|i| tried.contains(&i),
+        up.panic_mode,
+        now,
+    );
+    if picked.is_none() && attempts > 1 {
+        picked = balance::pick_and_admit(
+            &mut *up.balancer,
+            &up.backends,
+            info.key,
+            &|_| false,
+            up.panic_mode,
+            now,
+        );
+    }
+    let Picked {
+        index,
+        admission,
+        panicked,
+    } = picked?;
+    if panicked {
+        tracing::debug!(upstream = %up.name, "no healthy backend: panic mode pick");
+    }
+    let backend = &up.backends[index];
+    let set_cookie = up
+        .sticky
+        .as_ref()
+        .filter(|_| balance::sticky::needs_cookie(info.key, backend))
+        .map(|cookie| balance::sticky::set_cookie_value(cookie, backend));
+    Some(Chosen {
+        index,
+        admission,
+        addr: backend.addr,
+        slot: up.first_slot + index,
+        connect_timeout: up.connect_timeout,
+        set_cookie,
+    })
 }
 
 /// Takes one retry from the worker's budget for `upstream`.

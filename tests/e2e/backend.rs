@@ -5,15 +5,20 @@
 //! request to a [`Reply`]; [`Options`] script connection-level behaviour
 //! (100-continue, closing idle or used keep-alive connections silently).
 //! Every complete request is recorded, with the index of the connection it
-//! arrived on, so tests can assert exactly what reached the backend and how
-//! often connections were reused.
+//! arrived on and when it arrived, so tests can assert exactly what reached
+//! the backend, when, and how often connections were reused.
+//!
+//! [`Backend::kill`] simulates a crash (the listener closes, every open
+//! connection is closed) and [`Backend::restart`] listens again on the same
+//! port with the same handler and the same records.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::Duration;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use crate::client::{checksum, Head, Headers, Wire};
 use crate::harness::WAIT;
@@ -30,11 +35,21 @@ pub struct Request {
     pub chunked: bool,
     /// 1-based index of the connection it arrived on.
     pub conn: usize,
+    /// When the request was complete (head and body read).
+    pub at: Instant,
 }
 
 impl Headers for Request {
     fn header_list(&self) -> &[(String, String)] {
         &self.head.headers
+    }
+}
+
+impl Request {
+    /// Whether this is one of the proxy's own active health checks
+    /// (`User-Agent: ringlb-health`) rather than proxied traffic.
+    pub fn is_health_check(&self) -> bool {
+        self.header("user-agent") == Some("ringlb-health")
     }
 }
 
@@ -219,15 +234,25 @@ struct Stats {
     open: AtomicUsize,
     continues: AtomicUsize,
     requests: Mutex<Vec<Request>>,
+    /// A handle on every open connection, by index, so `kill` can close it.
+    live: Mutex<HashMap<usize, TcpStream>>,
 }
 
 type Handler = dyn Fn(&Request) -> Reply + Send + Sync;
+
+/// The accept loop of one listening period (start or restart to kill).
+struct Acceptor {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
 
 /// A running test backend; stops accepting when dropped.
 pub struct Backend {
     pub addr: SocketAddr,
     stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
+    opts: Options,
+    handler: Arc<Handler>,
+    acceptor: Mutex<Option<Acceptor>>,
 }
 
 impl Backend {
@@ -245,34 +270,90 @@ impl Backend {
         Backend::with_options(Options::default(), handler)
     }
 
+    /// Answers every request with 200, an `X-Backend: NAME` header and the
+    /// body `NAME`, so a client can tell which backend served it.
+    pub fn named(name: &str) -> Backend {
+        let resp = Resp::new(200).header("X-Backend", name).body(name);
+        Backend::fixed(resp)
+    }
+
     pub fn with_options(
         opts: Options,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().unwrap();
-        let stats = Arc::new(Stats::default());
+        let backend = Backend {
+            addr,
+            stats: Arc::new(Stats::default()),
+            opts,
+            handler: Arc::new(handler),
+            acceptor: Mutex::new(None),
+        };
+        *backend.acceptor.lock().unwrap() = Some(backend.accept_on(listener));
+        backend
+    }
+
+    fn accept_on(&self, listener: TcpListener) -> Acceptor {
         let stop = Arc::new(AtomicBool::new(false));
-        let handler: Arc<Handler> = Arc::new(handler);
-        {
-            let (stats, stop) = (stats.clone(), stop.clone());
-            thread::spawn(move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Ok(stream) = stream else { continue };
-                    let conn = stats.connections.fetch_add(1, Ordering::SeqCst) + 1;
-                    stats.open.fetch_add(1, Ordering::SeqCst);
-                    let (stats, handler) = (stats.clone(), handler.clone());
-                    thread::spawn(move || {
-                        let _ = serve(stream, conn, opts, &stats, &*handler);
-                        stats.open.fetch_sub(1, Ordering::SeqCst);
-                    });
+        let (stats, handler, opts) = (self.stats.clone(), self.handler.clone(), self.opts);
+        let stop2 = stop.clone();
+        let thread = thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
                 }
-            });
+                let Ok(stream) = stream else { continue };
+                let conn = stats.connections.fetch_add(1, Ordering::SeqCst) + 1;
+                stats.open.fetch_add(1, Ordering::SeqCst);
+                let handle = stream.try_clone().expect("clone an accepted stream");
+                stats.live.lock().unwrap().insert(conn, handle);
+                let (stats, handler) = (stats.clone(), handler.clone());
+                thread::spawn(move || {
+                    let _ = serve(stream, conn, opts, &stats, &*handler);
+                    stats.live.lock().unwrap().remove(&conn);
+                    stats.open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        Acceptor { stop, thread }
+    }
+
+    /// Simulates a crash: the listening socket is closed (connects are
+    /// refused from now on) and every open connection is shut down (the
+    /// peer sees a FIN; a request being served gets no answer). Returns
+    /// once the listener is closed. Panics if the backend is not running.
+    pub fn kill(&self) {
+        let acceptor = self
+            .acceptor
+            .lock()
+            .unwrap()
+            .take()
+            .expect("kill: the backend is not running");
+        acceptor.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept; the loop then drops the listener.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        acceptor.thread.join().expect("accept thread panicked");
+        for (_, stream) in self.stats.live.lock().unwrap().drain() {
+            let _ = stream.shutdown(Shutdown::Both);
         }
-        Backend { addr, stats, stop }
+    }
+
+    /// Listens again on the same address after [`kill`](Self::kill), with
+    /// the same handler; records and counters carry on. Retries the bind
+    /// for up to [`WAIT`] in case the port is briefly held.
+    pub fn restart(&self) {
+        let mut acceptor = self.acceptor.lock().unwrap();
+        assert!(acceptor.is_none(), "restart: the backend is running");
+        let deadline = Instant::now() + WAIT;
+        let listener = loop {
+            match TcpListener::bind(self.addr) {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                Err(e) => panic!("restart: bind {} again: {e}", self.addr),
+            }
+        };
+        *acceptor = Some(self.accept_on(listener));
     }
 
     /// Connections accepted so far.
@@ -299,6 +380,21 @@ impl Backend {
         self.stats.requests.lock().unwrap().len()
     }
 
+    /// Every request so far except the proxy's active health checks.
+    pub fn proxied(&self) -> Vec<Request> {
+        let all = self.stats.requests.lock().unwrap();
+        all.iter()
+            .filter(|r| !r.is_health_check())
+            .cloned()
+            .collect()
+    }
+
+    /// Requests so far, not counting the proxy's active health checks.
+    pub fn proxied_count(&self) -> usize {
+        let all = self.stats.requests.lock().unwrap();
+        all.iter().filter(|r| !r.is_health_check()).count()
+    }
+
     /// The last request; panics if there is none.
     pub fn last_request(&self) -> Request {
         self.requests()
@@ -309,8 +405,11 @@ impl Backend {
 
 impl Drop for Backend {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        let acceptor = self.acceptor.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(acceptor) = acceptor.take() {
+            acceptor.stop.store(true, Ordering::SeqCst);
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        }
     }
 }
 
@@ -358,10 +457,13 @@ fn serve(
             trailers: Vec::new(),
             chunked: false,
             conn,
+            at: Instant::now(),
         };
         let close_requested = req.has_token("connection", "close") || req.version == "HTTP/1.0";
         if opts.reply_before_body {
-            stats.requests.lock().unwrap().push(req.clone());
+            if !record(stats, &mut req) {
+                return Ok(());
+            }
             write_reply(&mut wire, &req, handler(&req))?;
             return Ok(());
         }
@@ -379,7 +481,9 @@ fn serve(
             (false, Some(n)) => req.body = wire.read_exact_n(n)?,
             (false, None) => {}
         }
-        stats.requests.lock().unwrap().push(req.clone());
+        if !record(stats, &mut req) {
+            return Ok(());
+        }
         served += 1;
         let keep = write_reply(&mut wire, &req, handler(&req))?;
         if !keep || close_requested || opts.close_after_response {
@@ -387,6 +491,18 @@ fn serve(
             return Ok(());
         }
     }
+}
+
+/// Stamps and records a complete request; false if the backend was killed
+/// meanwhile (the request sat in the receive queue, and a crashed process
+/// would never have seen it).
+fn record(stats: &Stats, req: &mut Request) -> bool {
+    req.at = Instant::now();
+    if !stats.live.lock().unwrap().contains_key(&req.conn) {
+        return false;
+    }
+    stats.requests.lock().unwrap().push(req.clone());
+    true
 }
 
 /// Writes the reply; returns whether the connection may serve more requests.

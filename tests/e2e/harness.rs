@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::client::Client;
 
@@ -512,6 +512,25 @@ impl Proxy {
         fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The log lines (ANSI stripped) containing every one of `needles`,
+    /// with the time each was logged. Each line is matched with a space
+    /// appended, so a needle `"key=value "` also matches the last field.
+    /// Panics on a matching line without a leading RFC 3339 UTC timestamp,
+    /// which the log format always has.
+    pub fn log_events(&self, needles: &[&str]) -> Vec<(SystemTime, String)> {
+        strip_ansi(&self.stderr())
+            .lines()
+            .filter(|l| {
+                let l = format!("{l} ");
+                needles.iter().all(|n| l.contains(n))
+            })
+            .map(|l| {
+                let at = log_time(l).unwrap_or_else(|| panic!("no timestamp in log line {l:?}"));
+                (at, l.to_string())
+            })
+            .collect()
+    }
+
     /// The exit status, if the process has exited.
     pub fn try_status(&self) -> Option<ExitStatus> {
         let mut child = self.child.lock().unwrap();
@@ -666,6 +685,28 @@ impl Drop for Proxy {
             );
         }
     }
+}
+
+/// The leading `YYYY-MM-DDTHH:MM:SS.ffffffZ` timestamp of a log line.
+pub fn log_time(line: &str) -> Option<SystemTime> {
+    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    let (date, time) = stamp.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (h, min, sec) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days since 1970-01-01 in the proleptic Gregorian calendar
+    // (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + h * 3600 + min * 60 + sec;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_nanos(nanos))
 }
 
 /// `text` without ANSI escape sequences (tracing may colour its output).

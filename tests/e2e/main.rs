@@ -10,6 +10,7 @@ mod harness;
 
 mod access_log;
 mod admin;
+mod balancing;
 mod cli;
 mod config_errors;
 mod continue100;
@@ -21,6 +22,7 @@ mod pool;
 mod proxy_basic;
 mod regression;
 mod reload;
+mod resilience;
 mod selftest;
 mod shutdown;
 mod timeouts;

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use crate::backend::{Backend, Options, Reply, Resp};
-use crate::client::{chunked, get, pattern, request, Client, Framing};
-use crate::harness::{wait_until, Blackhole, WAIT};
+use crate::client::{chunked, get, pattern, request, Client, Framing, Headers};
+use crate::harness::{log_time, wait_until, Blackhole, WAIT};
 
 #[test]
 fn client_and_backend_agree_on_every_framing() {
@@ -113,4 +113,36 @@ fn blackhole_makes_connects_hang() {
     let err = std::net::TcpStream::connect_timeout(&hole.addr, Duration::from_millis(200))
         .expect_err("connect to a blackhole succeeded");
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+}
+
+#[test]
+fn backend_kill_refuses_and_closes_then_restart_serves_on_the_same_port() {
+    let backend = Backend::named("b");
+    let mut open = Client::connect(backend.addr);
+    let r = open.roundtrip(&get("/before"));
+    assert_eq!(r.header("x-backend"), Some("b"));
+    backend.kill();
+    // The open connection sees the close; new connects are refused.
+    open.assert_closed();
+    let err = std::net::TcpStream::connect(backend.addr).expect_err("connect after kill");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    backend.restart();
+    let r = Client::connect(backend.addr).roundtrip(&get("/after"));
+    assert_eq!((r.status, r.body_str().as_str()), (200, "b"));
+    let targets: Vec<String> = backend.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, ["/before", "/after"]);
+    assert!(backend.requests()[0].at < backend.requests()[1].at);
+}
+
+#[test]
+fn log_time_parses_the_proxy_log_timestamp() {
+    use std::time::{Duration, UNIX_EPOCH};
+    let line = "2024-02-29T23:59:58.123456Z  WARN ringlb::proxy: x";
+    let t = log_time(line).expect("parsed");
+    // 2024-02-29T00:00:00Z is 1709164800.
+    let want = UNIX_EPOCH
+        + Duration::from_secs(1_709_164_800 + 86_399 - 1)
+        + Duration::from_micros(123_456);
+    assert_eq!(t, want);
+    assert_eq!(log_time("no timestamp here"), None);
 }

@@ -272,3 +272,38 @@ fn response_rewrites() {
         );
     }
 }
+
+/// Fuzz (response_head): chunk-encoding a body that has a Content-Length
+/// would send both framing fields. The proxy never asks for it; the writer
+/// debug-asserts the contract.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "ChunkEncoded does not fit a Length(0) body")]
+fn chunk_encoding_a_length_body_is_a_contract_error() {
+    forward_response(
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        OutFraming::ChunkEncoded,
+        false,
+        Version::Http11,
+    );
+}
+
+#[test]
+fn client_ip_text() {
+    let ips: &[IpAddr] = &[
+        IpAddr::V4(Ipv4Addr::new(0, 0, 0, 0)),
+        IpAddr::V4(Ipv4Addr::new(255, 255, 255, 255)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 100, 9)),
+        IpAddr::V4(Ipv4Addr::new(1, 20, 199, 250)),
+        IpAddr::V6(Ipv6Addr::LOCALHOST),
+        IpAddr::V6(Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped()),
+    ];
+    for &client_ip in ips {
+        let ctx = ForwardContext { client_ip, ..ctx() };
+        let out = forward_request("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &ctx);
+        assert!(
+            out.contains(&format!("\r\nX-Forwarded-For: {client_ip}\r\n")),
+            "{out:?}"
+        );
+    }
+}

@@ -75,7 +75,10 @@ fn framing_rules() {
         get("chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Ok((Chunked, true))),
         get("gzip chunked", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Ok((Chunked, true))),
         get("gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Ok((CloseDelimited, false))),
-        get("chunked then gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Ok((CloseDelimited, false))),
+        // Fuzz (response_head): relayed chunk-encoded, this became
+        // "chunked, gzip, chunked", chunked applied twice.
+        get("chunked then gzip", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(E::ChunkedNotFinal)),
+        get("chunked then gzip, two fields", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n\r\n", Err(E::ChunkedNotFinal)),
         get("cl and te", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", Err(E::ContentLengthWithTransferEncoding)),
         get("te and cl", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", Err(E::ContentLengthWithTransferEncoding)),
         get("te on 1.0", b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Err(E::TransferEncodingOnHttp10)),

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Writes the committed seed corpus, fuzz/seeds/<target>/, from the
+project's own test inputs, so fuzzing starts from every case the unit tests
+know (smuggling payloads, valid heads, chunked bodies, config examples).
+
+Run from anywhere: python3 fuzz/make-seeds.py. It clears and rewrites
+fuzz/seeds/. Each seed is named by the SHA-1 of its bytes, as libFuzzer
+names corpus files, so seeds and grown corpora never hold two copies.
+"""
+
+import hashlib
+import random
+import re
+import shutil
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+ROOT = FUZZ.parent
+SEEDS = FUZZ / "seeds"
+
+# A Rust (byte) string literal, or a raw string r#"..."#.
+LITERAL = re.compile(r'(?<![A-Za-z0-9_])b?"((?:[^"\\]|\\[\s\S])*)"')
+RAW = re.compile(r'(?<![A-Za-z0-9_])b?r#"([\s\S]*?)"#')
+ESCAPE = re.compile(r'\\(x[0-9a-fA-F]{2}|u\{[0-9a-fA-F]+\}|\n\s*|[nrt0\\\'"])')
+
+
+def unescape(body: str) -> bytes:
+    """The bytes of a Rust string literal's body (escapes resolved)."""
+
+    def one(m: re.Match) -> str:
+        e = m.group(1)
+        if e[0] == "x":
+            return chr(int(e[1:], 16))
+        if e[0] == "u":
+            return chr(int(e[2:-1], 16))
+        if e[0] == "\n":
+            return ""  # line continuation: the newline and indentation go
+        return {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}.get(e, e)
+
+    text = ESCAPE.sub(one, body)
+    # \xNN in byte strings is a byte; everything else here is ASCII or UTF-8.
+    return bytes(ord(c) if ord(c) < 256 else 0 for c in text) if all(
+        ord(c) < 256 for c in text
+    ) else text.encode()
+
+
+def literals(path: Path) -> list[bytes]:
+    src = path.read_text()
+    raw = [m.group(1).encode() for m in RAW.finditer(src)]
+    src = RAW.sub('""', src)
+    return raw + [unescape(m.group(1)) for m in LITERAL.finditer(src)]
+
+
+def write(target: str, seeds: list[bytes]) -> None:
+    out = SEEDS / target
+    out.mkdir(parents=True)
+    for seed in dict.fromkeys(seeds):
+        (out / hashlib.sha1(seed).hexdigest()).write_bytes(seed)
+    print(f"{target}: {len(list(out.iterdir()))} seeds")
+
+
+def main() -> None:
+    shutil.rmtree(SEEDS, ignore_errors=True)
+    http = ROOT / "src" / "http"
+    heads = []
+    for f in ["tests/request.rs", "tests/response.rs", "tests/forward.rs", "forward.rs"]:
+        heads += [s for s in literals(http / f) if b"HTTP/1." in s]
+    heads += [s for s in literals(ROOT / "benches" / "http.rs") if b"HTTP/1." in s]
+    requests = [s for s in heads if not s.lstrip(b"\r\n").startswith(b"HTTP/")]
+    responses = [s for s in heads if s.lstrip(b"\r\n").startswith(b"HTTP/")]
+    write("request_head", requests)
+    write("response_head", responses)
+
+    # Chunked bodies, each fed byte by byte (piece length 1) and in pieces
+    # of up to 8 bytes; the second also with tiny limits (top bit).
+    bodies = [s for s in literals(http / "tests" / "chunked.rs") if s]
+    write(
+        "chunked",
+        [p + b for b in bodies for p in (b"\x00\x00", b"\x07\x2a", b"\x07\xb5")],
+    )
+
+    # Config files: the raw strings of the config tests and the README's
+    # example, plus each `with(server, upstream)` call expanded as the tests
+    # expand it.
+    tests = (ROOT / "src" / "config" / "tests.rs").read_text()
+    configs = [m.group(1).encode() for m in RAW.finditer(tests)]
+    template = (
+        '[server]\nlisten = ["127.0.0.1:8080"]\n{}\n'
+        '[[routes]]\nupstream = "app"\n'
+        '[upstreams.app]\nbackends = [{{ addr = "127.0.0.1:9001" }}]\n{}\n'
+    )
+    call = re.compile(r'with\(\s*' + LITERAL.pattern + r'\s*,\s*' + LITERAL.pattern + r'\s*,?\s*\)')
+    for m in call.finditer(tests):
+        server, upstream = (unescape(g).decode() for g in m.groups())
+        configs.append(template.format(server, upstream).encode())
+    # with("", "").replace(from, to)
+    edit = re.compile(r'with\(\s*""\s*,\s*""\s*\)\s*\.replace\(\s*' + LITERAL.pattern + r'\s*,\s*' + LITERAL.pattern)
+    for m in edit.finditer(tests):
+        old, new = (unescape(g).decode() for g in m.groups())
+        configs.append(template.format("", "").replace(old, new).encode())
+    readme = (ROOT / "README.md").read_text()
+    configs += [m.group(1).encode() for m in re.finditer(r"```toml\n([\s\S]*?)```", readme)]
+    write("config", configs)
+
+    # roundtrip reads structured input through `arbitrary`: any bytes are a
+    # request, so a few fixed pseudo-random buffers of different lengths.
+    rng = random.Random(9112)
+    write("roundtrip", [rng.randbytes(n) for n in (16, 64, 128, 256, 512, 1024, 2048)])
+
+
+if __name__ == "__main__":
+    main()
