@@ -155,3 +155,23 @@ fn run_refuses_an_invalid_config() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.head_timeout"), "{err}");
 }
+
+/// Upstream TLS is parsed and checked but not wired into the proxy yet:
+/// `check` and `run` refuse it rather than run without it.
+#[test]
+fn upstream_tls_is_refused_as_not_supported_yet() {
+    let dir = TempDir::new();
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem");
+    let text = config_with(12, &format!("tls = true\ntls_ca = \"{ca}\""));
+    let (code, out, path) = run_check(&dir, &text);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{path}: upstreams.app.tls: TLS to upstreams is not supported yet"
+        )),
+        "{out}"
+    );
+    let out = run_bin(&["run", "--config", &path], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not supported yet"));
+}
