@@ -167,6 +167,14 @@ impl Reloader {
         if let Some(old) = std::mem::replace(&mut *lock(&self.checkers), checkers) {
             let _ = old.stop();
         }
+        // The admin view first, so it never shows an older config than a
+        // worker already serves.
+        *lock(&self.live) = Live {
+            config: new.clone(),
+            states: states.clone(),
+            version: version + 1,
+            loaded_at: SystemTime::now(),
+        };
         for (tx, metrics) in self.workers.iter().zip(shards) {
             let _ = tx.send(Update {
                 config: new.clone(),
@@ -175,13 +183,6 @@ impl Reloader {
                 log: self.access_log.as_ref().map(|l| l.worker()),
             });
         }
-        let mut live = lock(&self.live);
-        *live = Live {
-            config: new,
-            states,
-            version: version + 1,
-            loaded_at: SystemTime::now(),
-        };
-        Ok(live.version)
+        Ok(version + 1)
     }
 }

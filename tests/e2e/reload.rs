@@ -4,7 +4,6 @@
 //! refused and the running config stays, and metrics continue.
 
 use std::fs;
-use std::time::Duration;
 
 use crate::admin::{admin, parse_prometheus};
 use crate::backend::Backend;
@@ -142,6 +141,7 @@ fn sighup_reloads_routes() {
     }));
     assert!(proxy.try_status().is_none());
     assert_eq!(version(&proxy), 2);
-    std::thread::sleep(Duration::from_millis(50));
-    assert!(proxy.stderr().contains("config reloaded"));
+    assert!(wait_until(WAIT, || proxy
+        .stderr()
+        .contains("config reloaded")));
 }
