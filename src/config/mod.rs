@@ -747,8 +747,12 @@ impl Config {
     /// running without it.
     pub fn unsupported(&self) -> Option<(String, &'static str)> {
         for u in &self.upstreams {
-            if u.tls.is_some() {
-                return Some((format!("upstreams.{}.tls", u.name), "TLS to upstreams"));
+            let http_check = u.health.as_ref().is_some_and(|h| h.kind == CheckKind::Http);
+            if u.tls.is_some() && http_check {
+                return Some((
+                    format!("upstreams.{}.health.type", u.name),
+                    "an HTTP health check of a TLS upstream (use type = \"tcp\")",
+                ));
             }
         }
         None

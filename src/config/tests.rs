@@ -1093,20 +1093,30 @@ fn load_refuses_keys_not_supported_yet() {
     let path = dir.join("listen.toml");
     std::fs::write(&path, with_listen(&tls_listen)).unwrap();
     assert!(Config::load(&path).unwrap().server.listen[0].tls.is_some());
-    // TLS to upstreams is not.
-    let src = with("", "tls = true\ntls_ca = \"certs/ca.pem\"").replace(
-        "certs/ca.pem",
-        &manifest.join("certs/ca.pem").display().to_string(),
-    );
+    // TLS to upstreams is, but not with an HTTP health check yet.
+    let tls_up = |extra: &str| {
+        with(
+            "",
+            &format!("tls = true\ntls_ca = \"certs/ca.pem\"\n{extra}"),
+        )
+        .replace(
+            "certs/ca.pem",
+            &manifest.join("certs/ca.pem").display().to_string(),
+        )
+    };
     let path = dir.join("config.toml");
+    std::fs::write(&path, tls_up("[upstreams.app.health]\ntype = \"tcp\"")).unwrap();
+    assert!(Config::load(&path).unwrap().upstreams[0].tls.is_some());
+    let src = tls_up("[upstreams.app.health]");
     std::fs::write(&path, &src).unwrap();
     // The resolver accepts it; `load` refuses it.
     Config::from_toml_str(&src, &path).unwrap();
     let err = Config::load(&path).unwrap_err();
     assert!(matches!(err.kind(), ConfigErrorKind::NotSupported(_)));
     assert!(
-        err.to_string()
-            .ends_with("upstreams.app.tls: TLS to upstreams is not supported yet"),
+        err.to_string().ends_with(
+            "upstreams.app.health.type: an HTTP health check of a TLS upstream (use type = \"tcp\") is not supported yet"
+        ),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

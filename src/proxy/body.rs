@@ -9,7 +9,6 @@
 use std::io;
 
 use crate::http::{self, BodyKind, ChunkedDecoder, LocalReply, OutFraming, ResponseBody};
-use crate::io::Conn;
 
 use super::exchange::UpstreamConn;
 use super::{Client, ClientFailure, Worker};
@@ -98,7 +97,7 @@ impl RequestBody {
         &mut self,
         worker: &Worker,
         client: &mut Client,
-        upstream: &Conn,
+        upstream: &mut UpstreamConn,
         kept: &mut Vec<u8>,
         keep: &mut Keep,
     ) -> Result<(), StreamError> {
@@ -242,10 +241,7 @@ impl ResponseRelay {
             if up.buf.len() == up.buf.capacity() {
                 up.buf.reserve(server.buffer_size);
             }
-            let buf = std::mem::take(&mut up.buf);
-            let (res, buf) = up.conn.read(buf, Some(server.body_timeout)).await;
-            up.buf = buf;
-            match res {
+            match up.read_more(Some(server.body_timeout)).await {
                 Ok(0) => match state {
                     ResponseState::UntilClose => {
                         if let OutFraming::ChunkEncoded = self.out {

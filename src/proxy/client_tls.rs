@@ -1,7 +1,8 @@
-//! TLS termination on a client connection: the plaintext side of
-//! [`Client`](super::Client) over a sans-IO [`TlsSession`], with the
-//! ciphertext moved through the connection's owned-buffer ops (so the
-//! io_uring rules hold: deadlines are kernel-linked, no op is dropped).
+//! TLS over an `io::Conn`: the plaintext side of a connection over a
+//! sans-IO [`TlsSession`], with the ciphertext moved through the
+//! connection's owned-buffer ops (so the io_uring rules hold: deadlines
+//! are kernel-linked, no op is dropped). Server side for TLS termination
+//! on a [`Client`](super::Client); client side for TLS to backends.
 //!
 //! Invariants: ciphertext waiting in the session (handshake replies,
 //! alerts) is sent before a read returns; a read returns only with
@@ -12,7 +13,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::ServerConfig;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ServerConfig};
 
 use crate::io::Conn;
 use crate::metrics::WorkerMetrics;
@@ -22,7 +24,8 @@ pub(super) struct ClientTls {
     session: TlsSession,
     /// Ciphertext scratch, both directions (never both at once).
     cipher: Vec<u8>,
-    metrics: Arc<WorkerMetrics>,
+    /// Where handshakes are counted (client connections only).
+    metrics: Option<Arc<WorkerMetrics>>,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -38,8 +41,51 @@ impl ClientTls {
         Ok(ClientTls {
             session: TlsSession::server(config).map_err(invalid)?,
             cipher: Vec::with_capacity(buffer_size),
-            metrics,
+            metrics: Some(metrics),
         })
+    }
+
+    /// TLS to a backend: runs the handshake on `conn` within `deadline`.
+    pub(super) async fn connect(
+        conn: &Conn,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+        buffer_size: usize,
+        deadline: Duration,
+    ) -> io::Result<ClientTls> {
+        let mut tls = ClientTls {
+            session: TlsSession::client(config, name).map_err(invalid)?,
+            cipher: Vec::with_capacity(buffer_size),
+            metrics: None,
+        };
+        let start = Instant::now();
+        let mut plain = Vec::new();
+        tls.flush(conn, Some(deadline)).await?;
+        while tls.session.is_handshaking() {
+            let left = deadline
+                .checked_sub(start.elapsed())
+                .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
+            let mut buf = std::mem::take(&mut tls.cipher);
+            buf.clear();
+            let (res, buf) = conn.read(buf, Some(left)).await;
+            tls.cipher = buf;
+            let n = res?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            let received = tls.session.receive(&tls.cipher[..n], &mut plain);
+            if tls.session.wants_write() {
+                tls.flush(conn, Some(left)).await?;
+            }
+            received.map_err(invalid)?;
+        }
+        Ok(tls)
+    }
+
+    fn count_handshake(&self, ok: bool) {
+        if let Some(m) = &self.metrics {
+            m.tls_handshake(ok);
+        }
     }
 
     /// Reads and decrypts until plaintext is appended to `plain` (returns
@@ -70,7 +116,7 @@ impl ClientTls {
                 Ok(got) => got,
                 Err(e) => {
                     if handshaking {
-                        self.metrics.tls_handshake(false);
+                        self.count_handshake(false);
                     }
                     // The alert, best effort.
                     let _ = self.flush(conn, left).await;
@@ -78,7 +124,7 @@ impl ClientTls {
                 }
             };
             if got.handshake_done {
-                self.metrics.tls_handshake(true);
+                self.count_handshake(true);
             }
             if self.session.wants_write() {
                 self.flush(conn, left).await?;
@@ -88,7 +134,7 @@ impl ClientTls {
             }
             if n == 0 || got.peer_closed {
                 if handshaking && n == 0 && self.session.is_handshaking() {
-                    self.metrics.tls_handshake(false);
+                    self.count_handshake(false);
                 }
                 return Ok(0);
             }

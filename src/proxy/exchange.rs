@@ -29,6 +29,7 @@ use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Changes, Outcome};
 
 use super::body::{self, Keep};
+use super::client_tls::ClientTls;
 use super::{
     log_reply, tunnel, Client, ClientFailure, LogLine, RequestInfo, UpstreamFailure, Worker,
     EXPECT_CONTINUE_WAIT,
@@ -50,6 +51,8 @@ pub(super) enum Next {
 /// An upstream connection in use, with the pool slot it returns to.
 pub(super) struct UpstreamConn {
     pub(super) conn: crate::io::Conn,
+    /// TLS to the backend, for an upstream with `tls = true`.
+    tls: Option<Box<ClientTls>>,
     /// Keeps the connection counted as open until dropped.
     open: OpenGuard,
     slot: usize,
@@ -70,9 +73,40 @@ impl Drop for OpenGuard {
     }
 }
 
-/// What the worker's pool holds: an idle connection and its gauge guard.
+impl UpstreamConn {
+    /// Reads more (plaintext) bytes into `buf`; `Ok(0)` is end of stream.
+    pub(super) async fn read_more(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
+        if let Some(tls) = &mut self.tls {
+            return tls.read(&self.conn, &mut self.buf, deadline).await;
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let (res, buf) = self.conn.read(buf, deadline).await;
+        self.buf = buf;
+        res
+    }
+
+    /// Writes `buf[range]` (plaintext); hands `buf` back.
+    pub(super) async fn write_all(
+        &mut self,
+        buf: Vec<u8>,
+        range: std::ops::Range<usize>,
+        deadline: Option<Duration>,
+    ) -> (io::Result<()>, Vec<u8>) {
+        match &mut self.tls {
+            Some(tls) => {
+                let res = tls.write(&self.conn, &buf[range], deadline).await;
+                (res, buf)
+            }
+            None => self.conn.write_all(buf, range, deadline).await,
+        }
+    }
+}
+
+/// What the worker's pool holds: an idle connection, its TLS session if
+/// any, and its gauge guard.
 pub(crate) struct Pooled {
     conn: crate::io::Conn,
+    tls: Option<Box<ClientTls>>,
     open: OpenGuard,
 }
 
@@ -425,10 +459,11 @@ async fn acquire(
 ) -> Result<UpstreamConn, UpstreamFailure> {
     let checkout = worker.pool.borrow_mut().checkout(slot, Instant::now());
     match checkout {
-        Checkout::Hit(Pooled { conn, open }) => {
+        Checkout::Hit(Pooled { conn, tls, open }) => {
             worker.metrics.pool_hits.inc();
             Ok(UpstreamConn {
                 conn,
+                tls,
                 open,
                 slot,
                 reused: true,
@@ -438,11 +473,38 @@ async fn acquire(
         Checkout::Miss { stale } => {
             worker.metrics.pool_stale.add(stale as u64);
             worker.metrics.pool_misses.inc();
-            let connected = connect(addr, connect_timeout).await;
+            let started = Instant::now();
+            let tls_config = worker.upstreams.borrow()[upstream].tls.clone();
+            let connected = match connect(addr, connect_timeout).await {
+                Ok(conn) => match tls_config {
+                    None => Ok((conn, None)),
+                    Some(super::UpstreamTls { config: None, .. }) => {
+                        conn.shutdown(std::net::Shutdown::Both);
+                        Err(io::Error::other("no TLS client config"))
+                    }
+                    Some(super::UpstreamTls {
+                        config: Some(config),
+                        name,
+                    }) => {
+                        let name = name.unwrap_or_else(|| addr.ip().into());
+                        let left = connect_timeout.saturating_sub(started.elapsed());
+                        let size = worker.config.server.buffer_size;
+                        match ClientTls::connect(&conn, config, name, size, left).await {
+                            Ok(tls) => Ok((conn, Some(Box::new(tls)))),
+                            Err(e) => {
+                                conn.shutdown(std::net::Shutdown::Both);
+                                Err(e)
+                            }
+                        }
+                    }
+                },
+                Err(e) => Err(e),
+            };
             worker.metrics.upstream_connect(upstream, connected.is_ok());
             match connected {
-                Ok(conn) => Ok(UpstreamConn {
+                Ok((conn, tls)) => Ok(UpstreamConn {
                     conn,
+                    tls,
                     open: OpenGuard {
                         metrics: worker.metrics.clone(),
                         upstream,
@@ -489,7 +551,6 @@ async fn relay(
     //    (or, on a retry, the whole kept request).
     let len = first.len();
     let (res, back) = up
-        .conn
         .write_all(std::mem::take(first), 0..len, Some(server.body_timeout))
         .await;
     *first = back;
@@ -538,7 +599,7 @@ async fn relay(
     }
 
     // 4. Stream the rest of the request body.
-    match body.stream(worker, client, &up.conn, first, keep).await {
+    match body.stream(worker, client, &mut up, first, keep).await {
         Ok(()) => {}
         Err(body::StreamError::Client(f)) => return Relayed::ClientFailed(f),
         Err(body::StreamError::Upstream) => {
@@ -608,10 +669,7 @@ async fn read_response_head(
         if up.buf.len() == up.buf.capacity() {
             up.buf.reserve(worker.config.server.buffer_size);
         }
-        let buf = std::mem::take(&mut up.buf);
-        let (res, buf) = up.conn.read(buf, Some(left)).await;
-        up.buf = buf;
-        match res {
+        match up.read_more(Some(left)).await {
             Ok(0) => return Err(UpstreamFailure::Closed),
             Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -774,6 +832,7 @@ async fn respond(
     let outcome = relay.run(worker, client, &mut up).await;
     let UpstreamConn {
         conn,
+        tls,
         open,
         slot,
         buf,
@@ -787,7 +846,7 @@ async fn respond(
                 worker
                     .pool
                     .borrow_mut()
-                    .checkin(slot, Pooled { conn, open }, Instant::now());
+                    .checkin(slot, Pooled { conn, tls, open }, Instant::now());
             }
             Relayed::Done(if keep_alive {
                 Next::KeepAlive

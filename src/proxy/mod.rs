@@ -73,6 +73,18 @@ struct UpstreamRt {
     retry: RetryPolicy,
     /// This worker's retry budget for the upstream (core-local).
     budget: RetryBudget,
+    /// `tls = true`: TLS to the backends.
+    tls: Option<UpstreamTls>,
+}
+
+/// TLS to an upstream's backends.
+#[derive(Clone)]
+struct UpstreamTls {
+    /// `None`: the CA file could not be loaded (it was when the config
+    /// was checked); every connect then fails rather than going plain.
+    config: Option<Arc<rustls::ClientConfig>>,
+    /// `tls_server_name`; `None`: the backend's IP address.
+    name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
 /// Everything a worker owns: its config snapshot, routes, balancer cursors,
@@ -137,6 +149,15 @@ impl Worker {
                 response_timeout: up.response_timeout,
                 retry: RetryPolicy::new(&up.retry),
                 budget: RetryBudget::new(up.retry.budget.get(), clock::now_nanos()),
+                tls: up.tls.as_ref().map(|t| UpstreamTls {
+                    config: crate::tls::load_client_config(&t.ca)
+                        .map_err(|e| tracing::error!(upstream = %up.name, "TLS to upstream: {e}"))
+                        .ok(),
+                    name: t
+                        .server_name
+                        .as_deref()
+                        .and_then(|n| crate::tls::server_name(n).ok()),
+                }),
             });
         }
         Worker {
@@ -595,6 +616,11 @@ fn parse_request(
     let Some(route) = worker.routes.route(head.host(), head.path()) else {
         return Err(LocalReply::NotFound);
     };
+    if head.upgrade().is_some() && worker.upstreams.borrow()[route.upstream].tls.is_some() {
+        return Err(LocalReply::NotImplemented(
+            "Upgrade to a TLS upstream is not supported yet",
+        ));
+    }
     let client_ip = client.conn.peer_addr().ip();
     let key = {
         let ups = worker.upstreams.borrow();

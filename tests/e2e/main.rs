@@ -28,3 +28,4 @@ mod shutdown;
 mod timeouts;
 mod tls;
 mod upgrade;
+mod upstream_tls;
