@@ -84,10 +84,6 @@ pub enum ConfigErrorKind {
     /// `tls_ca` or `tls_server_name` on an upstream without `tls = true`,
     /// or `tls = true` without `tls_ca`.
     TlsKeys(String),
-    /// A key this build parses and checks but does not act on yet; refused
-    /// by [`Config::load`](super::Config::load) so that no accepted key
-    /// is silently ignored.
-    NotSupported(&'static str),
 }
 
 impl ConfigError {
@@ -183,7 +179,6 @@ impl fmt::Display for ConfigErrorKind {
                 write!(f, "invalid TLS server name {value:?}: {reason}")
             }
             TlsKeys(msg) => f.write_str(msg),
-            NotSupported(what) => write!(f, "{what} is not supported yet"),
         }
     }
 }

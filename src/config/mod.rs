@@ -724,38 +724,11 @@ impl Config {
         resolve::resolve(raw, src, path)
     }
 
-    /// Reads, parses and checks the file at `path`, then refuses keys
-    /// this build does not act on yet (see [`Config::unsupported`]).
+    /// Reads, parses and checks the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let src = std::fs::read_to_string(path)
             .map_err(|e| ConfigError::new(path, None, "", ConfigErrorKind::Io(e)))?;
-        let config = Config::from_toml_str(&src, path)?;
-        match config.unsupported() {
-            None => Ok(config),
-            Some((key, what)) => Err(ConfigError::new(
-                path,
-                None,
-                key,
-                ConfigErrorKind::NotSupported(what),
-            )),
-        }
-    }
-
-    /// The first key that the schema accepts (and [`Config::from_toml_str`]
-    /// checks in full) but the proxy does not act on yet, as `(key path,
-    /// feature)`. A config that sets one is refused rather than silently
-    /// running without it.
-    pub fn unsupported(&self) -> Option<(String, &'static str)> {
-        for u in &self.upstreams {
-            let http_check = u.health.as_ref().is_some_and(|h| h.kind == CheckKind::Http);
-            if u.tls.is_some() && http_check {
-                return Some((
-                    format!("upstreams.{}.health.type", u.name),
-                    "an HTTP health check of a TLS upstream (use type = \"tcp\")",
-                ));
-            }
-        }
-        None
+        Config::from_toml_str(&src, path)
     }
 
     /// A human summary for `ringlb check`: listeners, workers, upstreams

@@ -1078,46 +1078,26 @@ fn error_access_log() {
 }
 
 #[test]
-fn load_refuses_keys_not_supported_yet() {
-    let dir = std::env::temp_dir().join(format!("ringlb-unsupported-{}", std::process::id()));
+fn load_accepts_tls_listeners_and_tls_upstreams_with_http_checks() {
+    let dir = std::env::temp_dir().join(format!("ringlb-tls-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let cert = manifest.join("certs/server.pem");
-    let key = manifest.join("certs/server.key");
     let tls_listen = format!(
         "listen = [{{ addr = \"127.0.0.1:8443\", tls = {{ cert = {:?}, key = {:?} }} }}]",
-        cert.display().to_string(),
-        key.display().to_string()
+        manifest.join("certs/server.pem").display().to_string(),
+        manifest.join("certs/server.key").display().to_string()
     );
-    // TLS termination on a listener is supported.
-    let path = dir.join("listen.toml");
-    std::fs::write(&path, with_listen(&tls_listen)).unwrap();
-    assert!(Config::load(&path).unwrap().server.listen[0].tls.is_some());
-    // TLS to upstreams is, but not with an HTTP health check yet.
-    let tls_up = |extra: &str| {
-        with(
-            "",
-            &format!("tls = true\ntls_ca = \"certs/ca.pem\"\n{extra}"),
-        )
-        .replace(
-            "certs/ca.pem",
-            &manifest.join("certs/ca.pem").display().to_string(),
-        )
-    };
-    let path = dir.join("config.toml");
-    std::fs::write(&path, tls_up("[upstreams.app.health]\ntype = \"tcp\"")).unwrap();
-    assert!(Config::load(&path).unwrap().upstreams[0].tls.is_some());
-    let src = tls_up("[upstreams.app.health]");
-    std::fs::write(&path, &src).unwrap();
-    // The resolver accepts it; `load` refuses it.
-    Config::from_toml_str(&src, &path).unwrap();
-    let err = Config::load(&path).unwrap_err();
-    assert!(matches!(err.kind(), ConfigErrorKind::NotSupported(_)));
-    assert!(
-        err.to_string().ends_with(
-            "upstreams.app.health.type: an HTTP health check of a TLS upstream (use type = \"tcp\") is not supported yet"
+    let src = with_listen(&tls_listen).replace(
+        "[upstreams.app]",
+        &format!(
+            "[upstreams.app]\ntls = true\ntls_ca = {:?}",
+            manifest.join("certs/ca.pem").display().to_string()
         ),
-        "{err}"
-    );
+    ) + "[upstreams.app.health]\ntype = \"http\"\n";
+    let path = dir.join("config.toml");
+    std::fs::write(&path, &src).unwrap();
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    assert!(config.server.listen[0].tls.is_some());
+    assert!(config.upstreams[0].tls.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -20,7 +20,7 @@ use crate::io::Conn;
 use crate::metrics::WorkerMetrics;
 use crate::tls::TlsSession;
 
-pub(super) struct ClientTls {
+pub(crate) struct ClientTls {
     session: TlsSession,
     /// Ciphertext scratch, both directions (never both at once).
     cipher: Vec<u8>,
@@ -33,7 +33,7 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl ClientTls {
-    pub(super) fn new(
+    pub(crate) fn new(
         config: Arc<ServerConfig>,
         metrics: Arc<WorkerMetrics>,
         buffer_size: usize,
@@ -46,7 +46,7 @@ impl ClientTls {
     }
 
     /// TLS to a backend: runs the handshake on `conn` within `deadline`.
-    pub(super) async fn connect(
+    pub(crate) async fn connect(
         conn: &Conn,
         config: Arc<ClientConfig>,
         name: ServerName<'static>,
@@ -91,7 +91,7 @@ impl ClientTls {
     /// Reads and decrypts until plaintext is appended to `plain` (returns
     /// how much), or the peer ended the stream (`Ok(0)`). `deadline` bounds
     /// the whole call, handshake included.
-    pub(super) async fn read(
+    pub(crate) async fn read(
         &mut self,
         conn: &Conn,
         plain: &mut Vec<u8>,
@@ -143,7 +143,7 @@ impl ClientTls {
 
     /// Encrypts `plain` and sends it; each send must progress within
     /// `deadline`.
-    pub(super) async fn write(
+    pub(crate) async fn write(
         &mut self,
         conn: &Conn,
         plain: &[u8],
@@ -160,7 +160,7 @@ impl ClientTls {
     }
 
     /// Sends close_notify (before the TCP half-close).
-    pub(super) async fn close(&mut self, conn: &Conn, deadline: Duration) {
+    pub(crate) async fn close(&mut self, conn: &Conn, deadline: Duration) {
         let mut out = std::mem::take(&mut self.cipher);
         out.clear();
         let _ = self.session.close(&mut out);

@@ -13,7 +13,7 @@
 //!   (heads); no body is ever held whole.
 
 mod body;
-mod client_tls;
+pub(crate) mod client_tls;
 mod error;
 mod exchange;
 mod tunnel;

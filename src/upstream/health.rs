@@ -31,6 +31,7 @@ use super::{clock, BackendState, Health};
 use crate::config::{CheckKind, Config, HealthConfig, StartState};
 use crate::http::{self, Status};
 use crate::metrics::WorkerMetrics;
+use crate::proxy::client_tls::ClientTls;
 
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,9 +197,18 @@ pub fn spawn_checkers(
                         let Some(state) = states.get(u).and_then(|s| s.get(b)).cloned() else {
                             continue;
                         };
+                        let tls = up.tls.as_ref().map(|t| CheckTls {
+                            config: crate::tls::load_client_config(&t.ca).ok(),
+                            name: t
+                                .server_name
+                                .as_deref()
+                                .and_then(|n| crate::tls::server_name(n).ok())
+                                .unwrap_or_else(|| backend.addr.ip().into()),
+                        });
                         tasks.push(crate::io::spawn(check_loop(
                             up.name.clone(),
                             (u, b, metrics.clone()),
+                            tls,
                             backend.addr,
                             health.clone(),
                             state,
@@ -214,9 +224,18 @@ pub fn spawn_checkers(
     Ok(Some(Checkers { stop, thread }))
 }
 
+/// TLS for the checks of a `tls = true` upstream.
+#[derive(Clone)]
+struct CheckTls {
+    /// `None`: the CA file could not be loaded; every check fails.
+    config: Option<Arc<rustls::ClientConfig>>,
+    name: rustls::pki_types::ServerName<'static>,
+}
+
 async fn check_loop(
     upstream: String,
     (u, b, metrics): (usize, usize, Arc<WorkerMetrics>),
+    tls: Option<CheckTls>,
     addr: SocketAddr,
     config: HealthConfig,
     state: Arc<BackendState>,
@@ -231,7 +250,7 @@ async fn check_loop(
         if state.health() == Health::Ejected {
             tracker.force_unhealthy(clock::now_nanos());
         }
-        let result = check_once(addr, &config).await;
+        let result = check_once(addr, &config, tls.as_ref()).await;
         metrics.health_check(u, b, matches!(result, CheckResult::Passed(_)));
         let now = clock::now_nanos();
         if let Some(t) = tracker.observe(result, now) {
@@ -253,17 +272,37 @@ async fn check_loop(
     }
 }
 
-/// One check against `addr`, bounded by `config.timeout` in all.
-async fn check_once(addr: SocketAddr, config: &HealthConfig) -> CheckResult {
+/// One check against `addr`, bounded by `config.timeout` in all; over
+/// TLS (handshake included) for a `tls = true` upstream's HTTP check.
+async fn check_once(
+    addr: SocketAddr,
+    config: &HealthConfig,
+    tls: Option<&CheckTls>,
+) -> CheckResult {
     let deadline = Instant::now() + config.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
     let conn = match crate::io::connect(addr, config.timeout).await {
         Ok(conn) => conn,
         Err(e) => return CheckResult::from_io(&e),
     };
-    let result = match config.kind {
-        CheckKind::Tcp => CheckResult::Passed(None),
-        CheckKind::Http => http_check(&conn, addr, config, left).await,
+    let result = match (config.kind, tls) {
+        (CheckKind::Tcp, _) => CheckResult::Passed(None),
+        (CheckKind::Http, None) => http_check(&conn, None, addr, config, left).await,
+        (CheckKind::Http, Some(CheckTls { config: None, .. })) => CheckResult::Malformed,
+        (
+            CheckKind::Http,
+            Some(CheckTls {
+                config: Some(c),
+                name,
+            }),
+        ) => {
+            let size = 16 * 1024;
+            match ClientTls::connect(&conn, c.clone(), name.clone(), size, left()).await {
+                Ok(mut session) => http_check(&conn, Some(&mut session), addr, config, left).await,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => CheckResult::Malformed,
+                Err(e) => CheckResult::from_io(&e),
+            }
+        }
     };
     conn.shutdown(std::net::Shutdown::Both);
     result
@@ -271,6 +310,7 @@ async fn check_once(addr: SocketAddr, config: &HealthConfig) -> CheckResult {
 
 async fn http_check(
     conn: &crate::io::Conn,
+    mut tls: Option<&mut ClientTls>,
     addr: SocketAddr,
     config: &HealthConfig,
     left: impl Fn() -> Duration,
@@ -281,7 +321,10 @@ async fn http_check(
     )
     .into_bytes();
     let len = request.len();
-    let (res, _) = conn.write_all(request, 0..len, Some(left())).await;
+    let res = match tls.as_deref_mut() {
+        Some(tls) => tls.write(conn, &request, Some(left())).await,
+        None => conn.write_all(request, 0..len, Some(left())).await.0,
+    };
     if let Err(e) = res {
         return CheckResult::from_io(&e);
     }
@@ -292,8 +335,14 @@ async fn http_check(
         if remaining.is_zero() {
             return CheckResult::Timeout;
         }
-        let (res, b) = conn.read(buf, Some(remaining)).await;
-        buf = b;
+        let res = match tls.as_deref_mut() {
+            Some(tls) => tls.read(conn, &mut buf, Some(remaining)).await,
+            None => {
+                let (res, b) = conn.read(buf, Some(remaining)).await;
+                buf = b;
+                res
+            }
+        };
         match res {
             Ok(0) => return CheckResult::Reset,
             Ok(_) => {}

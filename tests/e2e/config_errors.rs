@@ -156,31 +156,16 @@ fn run_refuses_an_invalid_config() {
     assert!(err.contains("server.head_timeout"), "{err}");
 }
 
-/// An HTTP health check of a TLS upstream is parsed and checked but not
-/// wired yet: `check` and `run` refuse it rather than run without it.
+/// A TLS upstream with an HTTP health check passes `check`.
 #[test]
-fn http_health_check_of_a_tls_upstream_is_refused_as_not_supported_yet() {
+fn tls_upstream_with_http_health_check_is_valid() {
     let dir = TempDir::new();
     let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/certs/ca.pem");
     let text = config_with(
         12,
         &format!("tls = true\ntls_ca = \"{ca}\"\n[upstreams.app.health]\ntype = \"http\""),
     );
-    let (code, out, path) = run_check(&dir, &text);
-    assert_eq!(code, Some(1), "{out}");
-    assert!(
-        out.contains(&format!(
-            "{path}: upstreams.app.health.type: an HTTP health check of a TLS upstream (use type = \"tcp\") is not supported yet"
-        )),
-        "{out}"
-    );
-    let out = run_bin(&["run", "--config", &path], &[]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not supported yet"));
-    // With a TCP check it is accepted.
-    let text = config_with(
-        12,
-        &format!("tls = true\ntls_ca = \"{ca}\"\n[upstreams.app.health]\ntype = \"tcp\""),
-    );
-    assert_eq!(run_check(&dir, &text).0, Some(0));
+    let (code, out, _) = run_check(&dir, &text);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("(round_robin, tls)"), "{out}");
 }

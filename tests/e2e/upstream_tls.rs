@@ -156,3 +156,28 @@ fn upgrade_to_a_tls_upstream_is_refused_for_now() {
     assert!(r.body_str().contains("not supported yet"));
     assert!(backend.requests.lock().unwrap().is_empty());
 }
+
+#[test]
+fn http_health_checks_run_over_tls() {
+    let backend = TlsBackend::start();
+    // Unhealthy until a check passes: traffic flows only once the HTTPS
+    // checks succeed.
+    let proxy = proxy_to(
+        &backend,
+        &[
+            "[upstreams.app.health]",
+            "type = \"http\"",
+            "interval = \"50ms\"",
+            "start = \"unhealthy\"",
+            "rise = 1",
+        ],
+    );
+    assert!(crate::harness::wait_until(crate::harness::WAIT, || {
+        proxy.client().roundtrip(&get("/app")).status == 200
+    }));
+    let seen = backend.requests.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|(line, _)| line == "GET /health HTTP/1.1"),
+        "{seen:?}"
+    );
+}
