@@ -207,3 +207,34 @@ fn a_failed_handshake_is_counted_and_closes() {
     assert!(crate::harness::wait_until(WAIT, || failures() == 1.0));
     assert_eq!(backend.request_count(), 0);
 }
+
+#[test]
+fn tls_connections_and_failed_handshakes_leak_no_fds() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .tls_listener(SERVER_TLS)
+        // No pooling: every upstream connection closes with its request.
+        .upstream("app", &[backend.addr], &["max_idle = 0"])
+        .start();
+    let addr = proxy.tls_addr.unwrap();
+    let scenario = || {
+        let mut tls = connect(addr, "localhost");
+        assert_eq!(roundtrip(&mut tls, &get("/")).0, 200);
+        drop(tls);
+        let mut sock = TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(WAIT)).unwrap();
+        let _ = sock.write_all(b"not a client hello\r\n\r\n");
+        let _ = sock.read_to_end(&mut Vec::new());
+    };
+    // Warm up: pooled upstream connections are part of the baseline.
+    for _ in 0..3 {
+        scenario();
+    }
+    let baseline = proxy.settled_fd_count();
+    std::thread::scope(|s| {
+        for _ in 0..10 {
+            s.spawn(scenario);
+        }
+    });
+    proxy.assert_fds_return_to(baseline, "TLS connections and failed handshakes");
+}

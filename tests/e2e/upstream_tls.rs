@@ -181,3 +181,30 @@ fn http_health_checks_run_over_tls() {
         "{seen:?}"
     );
 }
+
+#[test]
+fn tls_upstream_connections_leak_no_fds() {
+    let backend = TlsBackend::start();
+    let good = proxy_to(&backend, &["max_idle = 0"]);
+    let bad = proxy_to(
+        &backend,
+        &[
+            "max_idle = 0",
+            "passive_fall = 0",
+            "tls_server_name = \"other.test\"",
+        ],
+    );
+    let scenario = || {
+        assert_eq!(good.client().roundtrip(&get("/")).status, 200);
+        assert_eq!(bad.client().roundtrip(&get("/")).status, 502);
+    };
+    scenario();
+    let (good_fds, bad_fds) = (good.settled_fd_count(), bad.settled_fd_count());
+    thread::scope(|s| {
+        for _ in 0..10 {
+            s.spawn(scenario);
+        }
+    });
+    good.assert_fds_return_to(good_fds, "TLS upstream connections");
+    bad.assert_fds_return_to(bad_fds, "failed TLS upstream handshakes");
+}
