@@ -169,6 +169,31 @@ impl ClientTls {
         self.cipher = out;
     }
 
+    /// Decrypts `ciphertext` (empty: TCP EOF), appending plaintext to
+    /// `plain`; returns the plaintext count and whether the peer closed.
+    /// Records the session wants to send in reply (rare after the
+    /// handshake) wait for the next [`ClientTls::encrypt`]. For the tunnel,
+    /// where reads and writes run side by side and no borrow may be held
+    /// across an op.
+    pub(crate) fn decrypt(
+        &mut self,
+        ciphertext: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> io::Result<(usize, bool)> {
+        let got = self.session.receive(ciphertext, plain).map_err(invalid)?;
+        Ok((got.plaintext, got.peer_closed || ciphertext.is_empty()))
+    }
+
+    /// Encrypts `plain` into `out` (with anything pending).
+    pub(crate) fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+        self.session.write_plaintext(plain, out).map_err(invalid)
+    }
+
+    /// Appends close_notify to `out`.
+    pub(crate) fn close_into(&mut self, out: &mut Vec<u8>) {
+        let _ = self.session.close(out);
+    }
+
     async fn flush(&mut self, conn: &Conn, deadline: Option<Duration>) -> io::Result<()> {
         let mut out = std::mem::take(&mut self.cipher);
         out.clear();

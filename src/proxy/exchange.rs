@@ -821,7 +821,7 @@ async fn respond(
         if client.send_out(server.send_timeout).await.is_err() {
             return Relayed::ClientFailed(ClientFailure::Gone);
         }
-        tunnel::run(worker, client, up.conn, up.buf).await;
+        tunnel::run(worker, client, up.conn, up.tls, up.buf).await;
         return Relayed::Done(Next::Abort);
     }
 

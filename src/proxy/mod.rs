@@ -608,19 +608,9 @@ fn parse_request(
             return Err(LocalReply::PayloadTooLarge);
         }
     }
-    if client.tls.is_some() && head.upgrade().is_some() {
-        return Err(LocalReply::NotImplemented(
-            "Upgrade over TLS is not supported yet",
-        ));
-    }
     let Some(route) = worker.routes.route(head.host(), head.path()) else {
         return Err(LocalReply::NotFound);
     };
-    if head.upgrade().is_some() && worker.upstreams.borrow()[route.upstream].tls.is_some() {
-        return Err(LocalReply::NotImplemented(
-            "Upgrade to a TLS upstream is not supported yet",
-        ));
-    }
     let client_ip = client.conn.peer_addr().ip();
     let key = {
         let ups = worker.upstreams.borrow();

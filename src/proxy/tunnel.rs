@@ -1,56 +1,155 @@
 //! The byte tunnel after a `101 Switching Protocols`.
 //!
 //! Two pumps run side by side on the same task. End of stream in one
-//! direction is passed on as a half-close, so protocols that half-close
-//! still work; an error or idle timeout in either direction shuts both
-//! sockets down, which completes the other pump's pending read.
+//! direction is passed on as a half-close (after a TLS close_notify on a
+//! TLS side), so protocols that half-close still work; an error or idle
+//! timeout in either direction shuts both sockets down, which completes
+//! the other pump's pending read.
+//!
+//! Either side may be TLS: its session sits in a `RefCell` shared by the
+//! two pumps (one decrypts what it reads, the other encrypts what it
+//! writes); no borrow is held across an op, and only the writing pump
+//! writes to a socket, so records never interleave.
 
+use std::cell::RefCell;
 use std::net::Shutdown;
 use std::time::Duration;
 
 use crate::io::Conn;
 
+use super::client_tls::ClientTls;
 use super::{Client, Worker};
+
+/// One end of the tunnel.
+struct Side<'a> {
+    conn: &'a Conn,
+    tls: Option<&'a RefCell<Box<ClientTls>>>,
+}
 
 pub(super) async fn run(
     worker: &Worker,
     client: &mut Client,
     upstream: Conn,
+    upstream_tls: Option<Box<ClientTls>>,
     upstream_leftover: Vec<u8>,
 ) {
     let timeout = worker.config.server.tunnel_timeout;
     let client_leftover = std::mem::take(&mut client.buf);
     let size = client.buffer_size;
-    let to_upstream = pump(&client.conn, &upstream, client_leftover, size, timeout);
-    let to_client = pump(&upstream, &client.conn, upstream_leftover, size, timeout);
+    let client_tls = client.tls.take().map(RefCell::new);
+    let upstream_tls = upstream_tls.map(RefCell::new);
+    let client_side = || Side {
+        conn: &client.conn,
+        tls: client_tls.as_ref(),
+    };
+    let upstream_side = || Side {
+        conn: &upstream,
+        tls: upstream_tls.as_ref(),
+    };
+    let to_upstream = pump(
+        client_side(),
+        upstream_side(),
+        client_leftover,
+        size,
+        timeout,
+    );
+    let to_client = pump(
+        upstream_side(),
+        client_side(),
+        upstream_leftover,
+        size,
+        timeout,
+    );
     tokio::join!(to_upstream, to_client);
     upstream.shutdown(Shutdown::Both);
     client.conn.shutdown(Shutdown::Both);
 }
 
-async fn pump(from: &Conn, to: &Conn, mut buf: Vec<u8>, size: usize, timeout: Duration) {
+async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeout: Duration) {
     buf.reserve(size.saturating_sub(buf.len()));
+    let mut cipher = Vec::with_capacity(if from.tls.is_some() { size } else { 0 });
+    let mut out = Vec::new();
     loop {
         if !buf.is_empty() {
-            let len = buf.len();
-            let (res, back) = to.write_all(buf, 0..len, Some(timeout)).await;
-            buf = back;
+            let res = match to.tls {
+                None => {
+                    let len = buf.len();
+                    let (res, back) = to.conn.write_all(buf, 0..len, Some(timeout)).await;
+                    buf = back;
+                    res
+                }
+                Some(tls) => {
+                    out.clear();
+                    let sealed = tls.borrow_mut().encrypt(&buf, &mut out);
+                    match sealed {
+                        Err(e) => Err(e),
+                        Ok(()) => {
+                            let len = out.len();
+                            let (res, back) = to.conn.write_all(out, 0..len, Some(timeout)).await;
+                            out = back;
+                            res
+                        }
+                    }
+                }
+            };
             buf.clear();
             if res.is_err() {
                 break;
             }
         }
-        let (res, back) = from.read(buf, Some(timeout)).await;
-        buf = back;
-        match res {
-            Ok(0) => {
-                to.shutdown(Shutdown::Write);
+        let read = match from.tls {
+            None => {
+                let (res, back) = from.conn.read(buf, Some(timeout)).await;
+                buf = back;
+                res.map(|n| (n, n == 0))
+            }
+            Some(tls) => {
+                cipher.clear();
+                let (res, back) = from.conn.read(cipher, Some(timeout)).await;
+                cipher = back;
+                match res {
+                    Ok(n) => tls.borrow_mut().decrypt(&cipher[..n], &mut buf),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match read {
+            Ok((_, true)) => {
+                // End of stream: pass on what came with it, then half-close.
+                if !buf.is_empty() {
+                    let len = buf.len();
+                    let data = std::mem::take(&mut buf);
+                    let (res, _) = match to.tls {
+                        None => to.conn.write_all(data, 0..len, Some(timeout)).await,
+                        Some(tls) => {
+                            out.clear();
+                            let _ = tls.borrow_mut().encrypt(&data, &mut out);
+                            let len = out.len();
+                            to.conn
+                                .write_all(std::mem::take(&mut out), 0..len, Some(timeout))
+                                .await
+                        }
+                    };
+                    if res.is_err() {
+                        break;
+                    }
+                }
+                if let Some(tls) = to.tls {
+                    out.clear();
+                    tls.borrow_mut().close_into(&mut out);
+                    let len = out.len();
+                    let _ = to
+                        .conn
+                        .write_all(std::mem::take(&mut out), 0..len, Some(timeout))
+                        .await;
+                }
+                to.conn.shutdown(Shutdown::Write);
                 return;
             }
             Ok(_) => {}
             Err(_) => break,
         }
     }
-    from.shutdown(Shutdown::Both);
-    to.shutdown(Shutdown::Both);
+    from.conn.shutdown(Shutdown::Both);
+    to.conn.shutdown(Shutdown::Both);
 }

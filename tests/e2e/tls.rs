@@ -164,8 +164,13 @@ fn one_mebibyte_response_and_upload_over_tls() {
 }
 
 #[test]
-fn upgrade_over_tls_is_refused_for_now() {
-    let backend = Backend::echo();
+fn upgrade_over_tls_tunnels_both_ways() {
+    let backend = Backend::start(|_| {
+        crate::backend::Reply::Upgrade(vec![
+            ("Connection".into(), "Upgrade".into()),
+            ("Upgrade".into(), "echo-proto".into()),
+        ])
+    });
     let proxy = Proxy::builder()
         .tls_listener(SERVER_TLS)
         .upstream("app", &[backend.addr], &[])
@@ -174,13 +179,33 @@ fn upgrade_over_tls_is_refused_for_now() {
     let req = request(
         "GET",
         "/ws",
-        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        &[("Connection", "Upgrade"), ("Upgrade", "echo-proto")],
         b"",
     );
-    let (status, _, body) = roundtrip(&mut tls, &req);
-    assert_eq!(status, 501, "{}", String::from_utf8_lossy(&body));
-    assert!(String::from_utf8_lossy(&body).contains("Upgrade over TLS is not supported yet"));
-    assert_eq!(backend.request_count(), 0);
+    tls.write_all(&req).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(tls.read(&mut byte).unwrap(), 1, "closed before the 101");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    for msg in [&b"hello"[..], &pattern(256 * 1024)[..]] {
+        tls.write_all(msg).unwrap();
+        let mut back = vec![0; msg.len()];
+        tls.read_exact(&mut back).unwrap();
+        assert_eq!(checksum(&back), checksum(msg));
+    }
+    // The client closes; the tunnel closes.
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let mut rest = Vec::new();
+    let _ = tls.read_to_end(&mut rest);
+    assert!(rest.is_empty());
 }
 
 #[test]

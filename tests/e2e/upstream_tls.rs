@@ -12,7 +12,7 @@ use std::thread;
 use ringlb::tls::{CertKeyPaths, TlsListenConfig};
 use rustls::{ServerConnection, StreamOwned};
 
-use crate::client::{get, pattern, request};
+use crate::client::{checksum, get, pattern, request};
 use crate::harness::Proxy;
 
 fn cert_path(file: &str) -> PathBuf {
@@ -88,6 +88,24 @@ fn serve(
         tls.read_exact(&mut body)?;
         let line = head.lines().next().unwrap_or("").to_string();
         reqs.lock().unwrap().push((line.clone(), len));
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\nupgrade: echo-proto")
+        {
+            tls.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo-proto\r\n\r\n",
+            )?;
+            tls.flush()?;
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                let n = tls.read(&mut chunk)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                tls.write_all(&chunk[..n])?;
+                tls.flush()?;
+            }
+        }
         let text = format!("saw {line} body {len}\n");
         write!(
             tls,
@@ -142,19 +160,25 @@ fn the_server_name_is_checked() {
 }
 
 #[test]
-fn upgrade_to_a_tls_upstream_is_refused_for_now() {
+fn upgrade_to_a_tls_upstream_tunnels_both_ways() {
     let backend = TlsBackend::start();
     let proxy = proxy_to(&backend, &[]);
     let req = request(
         "GET",
         "/ws",
-        &[("Connection", "Upgrade"), ("Upgrade", "websocket")],
+        &[("Connection", "Upgrade"), ("Upgrade", "echo-proto")],
         b"",
     );
-    let r = proxy.client().roundtrip(&req);
-    assert_eq!(r.status, 501);
-    assert!(r.body_str().contains("not supported yet"));
-    assert!(backend.requests.lock().unwrap().is_empty());
+    let mut c = proxy.client();
+    let r = c.roundtrip(&req);
+    assert_eq!(r.status, 101, "{}", r.body_str());
+    for msg in [&b"hello"[..], &pattern(256 * 1024)[..]] {
+        c.send(msg);
+        let back = c.wire.read_exact_n(msg.len()).unwrap();
+        assert_eq!(checksum(&back), checksum(msg));
+    }
+    c.wire.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    c.assert_closed();
 }
 
 #[test]
