@@ -68,7 +68,7 @@ grep -E "Requests/sec|Latency" "$W/wrk.txt"
 
 echo "== top symbols (self time) for ringlb, scenario $SCENARIO"
 perf report -i "$W/perf.data" --no-children --sort symbol -g none --stdio 2>/dev/null \
-    | awk '/^ +[0-9.]+%/ { $1 = sprintf("%7s", $1); sub(/ +- +- *$/, ""); print }' | head -30
+    | awk '/^ +[0-9.]+%/ { $1 = sprintf("%7s", $1); sub(/ +- +- *$/, ""); print }' | head -30 || true
 echo "== share of samples in the kernel ([k]) and in ringlb's own code ([.])"
 perf report -i "$W/perf.data" --no-children --sort symbol -g none --stdio 2>/dev/null \
     | awk '/^ +[0-9.]+%/ { p = $1; sub(/%/, "", p); if ($2 == "[k]") k += p; else u += p }
