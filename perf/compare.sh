@@ -5,7 +5,7 @@
 # shared machine hits every target alike; quote the ratios, not absolutes.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many"] [--record]
+#                        [--scenarios "small big close many tls"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
@@ -17,7 +17,7 @@ BENCH=${BENCH_CONFIGS:-$ROOT/../shared/bench}
 ROUNDS=3
 DURATION=10
 WORKERS=$(nproc)
-SCENARIOS="small big close many"
+SCENARIOS="small big close many tls"
 RECORD=0
 WRK_THREADS=${WRK_THREADS:-2}
 
@@ -67,9 +67,18 @@ render() { sed "s#@W@#$W#g; s#@WORKERS@#$WORKERS#g" "$BENCH/$1" > "$W/$1"; }
 render origin.nginx.conf
 render proxy.nginx.conf
 render proxy.haproxy.cfg
+# The tls scenario: each proxy also terminates TLS with the development
+# certificate in certs/, on a second port, with everything else as in the
+# reference configs.
+CERT=$ROOT/certs/server.pem
+KEY=$ROOT/certs/server.key
+cat "$CERT" "$KEY" > "$W/haproxy.pem"
+sed -i "s#listen 127.0.0.1:17010 reuseport backlog=4096;#&\n        listen 127.0.0.1:17011 ssl reuseport backlog=4096;\n        ssl_certificate $CERT;\n        ssl_certificate_key $KEY;#" "$W/proxy.nginx.conf"
+sed -i "s#bind 127.0.0.1:17020#&\n    bind 127.0.0.1:17021 ssl crt $W/haproxy.pem alpn http/1.1#" "$W/proxy.haproxy.cfg"
+grep -q 17011 "$W/proxy.nginx.conf" && grep -q 17021 "$W/proxy.haproxy.cfg" || { echo "could not add TLS listeners to the peer configs" >&2; exit 1; }
 cat > "$W/ringlb.toml" <<EOF
 [server]
-listen = ["127.0.0.1:17030"]
+listen = ["127.0.0.1:17030", { addr = "127.0.0.1:17031", tls = { cert = "$CERT", key = "$KEY" } }]
 workers = $WORKERS
 backlog = 4096
 
@@ -90,6 +99,7 @@ haproxy -f "$W/proxy.haproxy.cfg" -db >"$W/logs/haproxy.out" 2>&1 & PIDS+=($!); 
 "$RINGLB" --config "$W/ringlb.toml" 2>"$W/logs/ringlb.err" & PIDS+=($!); RINGLB_PID=$!
 
 declare -A PORT=([origin]=17001 [nginx]=17010 [haproxy]=17020 [ringlb]=17030)
+declare -A TLS_PORT=([origin]="" [nginx]=17011 [haproxy]=17021 [ringlb]=17031)
 declare -A PROC=([origin]="" [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [ringlb]=$RINGLB_PID)
 TARGETS="origin nginx haproxy ringlb"
 
@@ -120,6 +130,7 @@ scenario_args() {
         big) echo "-c 64 http://127.0.0.1:PORT/big" ;;
         close) echo "-c 64 -H Connection:close http://127.0.0.1:PORT/small" ;;
         many) echo "-c 1000 http://127.0.0.1:PORT/small" ;;
+        tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -127,7 +138,7 @@ scenario_args() {
 # One wrk run; prints "rps p99_ms requests errors cpu_seconds".
 run_wrk() {
     local target=$1 scenario=$2 args before after out
-    args=$(scenario_args "$scenario" | sed "s/PORT/${PORT[$target]}/")
+    args=$(scenario_args "$scenario" | sed "s/TLSPORT/${TLS_PORT[$target]}/; s/PORT/${PORT[$target]}/")
     before=$(cpu_ticks "${PROC[$target]}")
     # shellcheck disable=SC2086
     out=$(wrk -t "$WRK_THREADS" -d "${DURATION}s" --latency $args 2>&1)
@@ -158,6 +169,8 @@ for round in $(seq "$ROUNDS"); do
         order=$TARGETS
         [ $((round % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
         for target in $order; do
+            # The origin serves plain HTTP only.
+            [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
             line=$(run_wrk "$target" "$scenario")
             echo "$scenario $target $line" >> "$RAW"
             echo "  round $round $scenario $target: $line" >&2
@@ -174,6 +187,7 @@ TABLE=$W/table.md
     for scenario in $SCENARIOS; do
         declare -A RPS=() EFF=()
         for target in $TARGETS; do
+            [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
             rps=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $3 }' "$RAW" | median)
             p99=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $4 }' "$RAW" | median)
             read -r reqs errs cpu < <(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { r += $5; e += $6; c += $7 } END { print r + 0, e + 0, c + 0 }' "$RAW")
