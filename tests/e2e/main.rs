@@ -1,12 +1,13 @@
 //! End-to-end tests: the real `ringlb` binary, real sockets, real processes.
 //!
 //! One test binary (ripgrep style). `harness` runs the proxy, `backend` and
-//! `client` are the two ends of the wire; each other module covers one area
-//! of the behaviour spec. Regressions go to `regression` as `issue_NNN`.
+//! `client` are the two ends of the wire, `loadgen` drives keep-alive load;
+//! each other module covers one area of the behaviour spec. Regressions go to `regression` as `issue_NNN`.
 
 mod backend;
 mod client;
 mod harness;
+mod loadgen;
 
 mod access_log;
 mod admin;

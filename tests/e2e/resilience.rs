@@ -12,14 +12,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::backend::{Backend, Reply, Resp};
-use crate::client::{get, pattern, request, Client, Headers, Response};
+use crate::client::{get, pattern, request, Headers, Response};
 use crate::harness::{wait_until, Proxy, Refused, WAIT};
+use crate::loadgen::{Load, LoadReport};
 
 /// How many times a configured interval a bounded event may take.
 const SLACK: u32 = 8;
@@ -70,82 +71,6 @@ fn ms_between(earlier: SystemTime, later: SystemTime) -> f64 {
     match later.duration_since(earlier) {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -e.duration().as_secs_f64() * 1e3,
-    }
-}
-
-/// Closed-loop keep-alive GET clients, counting requests and failures.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    errors: Arc<Mutex<Vec<String>>>,
-    threads: Vec<thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: SocketAddr, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..clients)
-            .map(|t| {
-                let (stop, sent, errors) = (stop.clone(), sent.clone(), errors.clone());
-                thread::spawn(move || {
-                    let mut conn: Option<Client> = None;
-                    let mut n = 0usize;
-                    while !stop.load(Ordering::SeqCst) {
-                        let c = match conn.as_mut() {
-                            Some(c) => c,
-                            None => match Client::try_connect(addr) {
-                                Ok(c) => conn.insert(c),
-                                Err(e) => {
-                                    errors.lock().unwrap().push(format!("connect: {e}"));
-                                    thread::sleep(Duration::from_millis(10));
-                                    continue;
-                                }
-                            },
-                        };
-                        n += 1;
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        let target = format!("/load/{t}/{n}");
-                        match c.try_read_response_after(&get(&target)) {
-                            Ok(r) if r.status == 200 => {
-                                if r.closes() {
-                                    conn = None;
-                                }
-                            }
-                            Ok(r) => {
-                                errors.lock().unwrap().push(format!(
-                                    "{target}: {} {:?}",
-                                    r.status,
-                                    r.body_str()
-                                ));
-                                conn = None;
-                            }
-                            Err(e) => {
-                                errors.lock().unwrap().push(format!("{target}: {e}"));
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            sent,
-            errors,
-            threads,
-        }
-    }
-
-    /// Stops the clients; returns (requests sent, failures).
-    fn finish(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            t.join().expect("load thread panicked");
-        }
-        let errors = self.errors.lock().unwrap().clone();
-        (self.sent.load(Ordering::SeqCst), errors)
     }
 }
 
@@ -222,7 +147,7 @@ fn kill_one_of_three_under_load(label: &str, upstream: &[&str], retry: &[&str]) 
         .min();
     // Some more load with b back in rotation.
     thread::sleep(Duration::from_millis(300));
-    let (sent, errors) = load.finish();
+    let LoadReport { sent, errors, .. } = load.finish();
 
     let before_restart: Vec<Instant> = b
         .proxied()
