@@ -106,6 +106,9 @@ pub struct Worker {
     log: Option<RefCell<WorkerLog>>,
     /// A graceful stop began: no keep-alive, no waiting for new requests.
     draining: Cell<bool>,
+    /// The worker built from a newer config by a reload: connections move
+    /// to it between requests.
+    successor: RefCell<Option<Rc<Worker>>>,
     /// Client connections idle between requests (their read ends when
     /// the stop begins).
     idle: RefCell<slab::Slab<Closer>>,
@@ -174,6 +177,7 @@ impl Worker {
             metrics,
             log: log.map(RefCell::new),
             draining: Cell::new(false),
+            successor: RefCell::new(None),
             idle: RefCell::new(slab::Slab::new()),
         }
     }
@@ -190,6 +194,24 @@ impl Worker {
         self.draining.set(true);
         for (_, closer) in self.idle.borrow().iter() {
             closer.shutdown_read();
+        }
+    }
+
+    /// After a reload: `next` serves every request that starts from now
+    /// on, including the next request of connections open on this one.
+    pub fn hand_over_to(&self, next: Rc<Worker>) {
+        *self.successor.borrow_mut() = Some(next);
+    }
+
+    /// The worker of the newest config (this one unless a reload happened).
+    fn newest(self: &Rc<Self>) -> Rc<Worker> {
+        let mut worker = self.clone();
+        loop {
+            let next = worker.successor.borrow().clone();
+            match next {
+                Some(next) => worker = next,
+                None => return worker,
+            }
         }
     }
 
@@ -247,14 +269,14 @@ impl Worker {
             request_id: String::new(),
             tls: tls.map(Box::new),
         };
-        let end = client_loop(&self, &mut client).await;
+        let (end, last) = client_loop(self, &mut client).await;
         match end {
             End::KeepClosing => client.linger().await,
             End::Closed => {}
         }
-        self.give_buffer(client.buf);
-        self.give_buffer(client.out);
-        self.metrics.connections_open.sub(1);
+        last.give_buffer(client.buf);
+        last.give_buffer(client.out);
+        last.metrics.connections_open.sub(1);
     }
 
     fn take_buffer(&self) -> Vec<u8> {
@@ -440,8 +462,18 @@ struct LogLine {
     user_agent: Option<Vec<u8>>,
 }
 
-async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
-    let server = &worker.config.server;
+/// Serves requests until the connection ends; returns how, and the worker
+/// (config generation) the connection was on last.
+async fn client_loop(mut worker: Rc<Worker>, client: &mut Client) -> (End, Rc<Worker>) {
+    let end = serve_requests(&mut worker, client).await;
+    (end, worker)
+}
+
+async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
+    // A reload never changes `[server]`, so the first generation's is
+    // every generation's.
+    let config = worker.config.clone();
+    let server = &config.server;
     let mut first = true;
     let mut log = LogLine::default();
     let mut fwd = Vec::with_capacity(1024);
@@ -451,7 +483,7 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
         let sent_before = client.sent;
         // 1. Read and parse a request head, with the head timeout running
         //    from its first byte (or the keep-alive timeout while idle).
-        let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
+        let info = match read_request(&mut *worker, client, first, &mut fwd, &mut log).await {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
             Err(reply) => {
@@ -486,17 +518,24 @@ async fn client_loop(worker: &Rc<Worker>, client: &mut Client) -> End {
 
 /// Reads one request head and turns it into the forwarded head in `fwd`.
 /// `Ok(None)`: the client closed or idled out between requests.
+///
+/// A request starts on the newest config: once its first bytes are in,
+/// the connection moves to the reload's successor worker, if any.
 async fn read_request(
-    worker: &Worker,
+    worker: &mut Rc<Worker>,
     client: &mut Client,
     first: bool,
     fwd: &mut Vec<u8>,
     log: &mut LogLine,
 ) -> Result<Option<RequestInfo>, LocalReply> {
-    let server = &worker.config.server;
+    let (head_timeout, keepalive_timeout) = (
+        worker.config.server.head_timeout,
+        worker.config.server.keepalive_timeout,
+    );
     let mut head_started = if client.buf.is_empty() {
         None
     } else {
+        move_to_newest(worker);
         Some(Instant::now())
     };
     loop {
@@ -507,14 +546,14 @@ async fn read_request(
             }
         }
         let deadline = match head_started {
-            Some(start) => match server.head_timeout.checked_sub(start.elapsed()) {
+            Some(start) => match head_timeout.checked_sub(start.elapsed()) {
                 Some(left) => left,
                 None => return Err(LocalReply::RequestTimeout),
             },
             // Idle between requests; the first request of a connection gets
             // the head timeout (a connection that never speaks is slowloris).
-            None if first => server.head_timeout,
-            None => server.keepalive_timeout,
+            None if first => head_timeout,
+            None => keepalive_timeout,
         };
         // Idle between requests: registered so a graceful stop can end
         // the wait; once the stop began, no new wait starts.
@@ -542,7 +581,10 @@ async fn read_request(
             }
             Ok(n) => {
                 worker.metrics.bytes_from_clients.add(n as u64);
-                head_started.get_or_insert_with(Instant::now);
+                if head_started.is_none() {
+                    move_to_newest(worker);
+                    head_started = Some(Instant::now());
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut && head_started.is_some() => {
                 return Err(LocalReply::RequestTimeout)
@@ -553,6 +595,16 @@ async fn read_request(
                 return Ok(None);
             }
         }
+    }
+}
+
+/// Moves a connection to the newest config's worker between requests.
+fn move_to_newest(worker: &mut Rc<Worker>) {
+    let newest = worker.newest();
+    if !Rc::ptr_eq(&newest, worker) {
+        worker.metrics.connections_open.sub(1);
+        newest.metrics.connections_open.inc();
+        *worker = newest;
     }
 }
 

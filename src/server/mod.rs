@@ -515,8 +515,8 @@ async fn worker_main(parts: WorkerParts) {
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
                 let old = current.replace(worker);
-                // Its keep-alive clients reconnect to the new config.
-                old.begin_drain();
+                // Its connections move to the new config between requests.
+                old.hand_over_to(current.borrow().clone());
             }
         });
     }
