@@ -34,7 +34,7 @@ use crate::io::{Closer, Conn};
 use crate::metrics::{Method, WorkerMetrics};
 use crate::route::RouteTable;
 use crate::upstream::balance::{self, Balancer};
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Checkout, Pool};
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
@@ -200,7 +200,34 @@ impl Worker {
     /// After a reload: `next` serves every request that starts from now
     /// on, including the next request of connections open on this one.
     pub fn hand_over_to(&self, next: Rc<Worker>) {
+        self.hand_over_pool(&next);
         *self.successor.borrow_mut() = Some(next);
+    }
+
+    /// Moves the idle pooled connections of every backend the new config
+    /// keeps (same upstream name and address, same upstream TLS settings)
+    /// to `next`'s pool.
+    fn hand_over_pool(&self, next: &Worker) {
+        let (old_ups, new_ups) = (self.upstreams.borrow(), next.upstreams.borrow());
+        let (mut old_pool, mut new_pool) = (self.pool.borrow_mut(), next.pool.borrow_mut());
+        let now = Instant::now();
+        for (u, old_up) in old_ups.iter().enumerate() {
+            let Some(v) = new_ups.iter().position(|n| n.name == old_up.name) else {
+                continue;
+            };
+            if self.config.upstreams[u].tls != next.config.upstreams[v].tls {
+                continue;
+            }
+            let new_up = &new_ups[v];
+            for (i, backend) in old_up.backends.iter().enumerate() {
+                let Some(j) = new_up.backends.iter().position(|b| b.addr == backend.addr) else {
+                    continue;
+                };
+                while let Checkout::Hit(conn) = old_pool.checkout(old_up.first_slot + i, now) {
+                    new_pool.checkin(new_up.first_slot + j, conn, now);
+                }
+            }
+        }
     }
 
     /// The worker of the newest config (this one unless a reload happened).

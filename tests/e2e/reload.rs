@@ -401,3 +401,34 @@ fn ten_reloads_under_load_lose_no_request_and_new_routes_take_effect() {
     assert_eq!(took_effect, RELOADS);
     assert_eq!(final_version, RELOADS as u64 + 1);
 }
+
+#[test]
+fn pooled_upstream_connections_survive_a_reload() {
+    let a = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[a.addr], &[])
+        .start();
+    // One client connection stays on one worker, so its requests use that
+    // worker's pool before and after the reload.
+    let mut c = proxy.client();
+    assert_eq!(c.roundtrip(&get("/")).status, 200);
+    assert_eq!(a.connections(), 1);
+
+    // Change the routes only; the backend stays.
+    rewrite(&proxy, |t| {
+        format!("{t}\n[[routes]]\npath_prefix = \"/more\"\nupstream = \"app\"\n")
+    });
+    let r = admin(&proxy, "POST", "/reload");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "reloaded\n"));
+    assert_eq!(version(&proxy), 2);
+    for path in ["/", "/more/x", "/"] {
+        assert_eq!(c.roundtrip(&get(path)).status, 200);
+    }
+    assert_eq!(a.request_count(), 4);
+    assert_eq!(
+        a.connections(),
+        1,
+        "the pooled connection to the kept backend was not reused after the reload"
+    );
+}
