@@ -20,6 +20,23 @@ use crate::io::Conn;
 use crate::metrics::WorkerMetrics;
 use crate::tls::TlsSession;
 
+/// Reads more plaintext from `conn` into `buf` (appending): through `tls`
+/// when the connection speaks TLS, straight from the socket otherwise.
+/// `Ok(0)` is end of stream. Both sides of the proxy read this way.
+pub(crate) async fn read_plaintext(
+    conn: &Conn,
+    tls: Option<&mut ClientTls>,
+    buf: &mut Vec<u8>,
+    deadline: Option<Duration>,
+) -> io::Result<usize> {
+    if let Some(tls) = tls {
+        return tls.read(conn, buf, deadline).await;
+    }
+    let (res, back) = conn.read(std::mem::take(buf), deadline).await;
+    *buf = back;
+    res
+}
+
 pub(crate) struct ClientTls {
     session: TlsSession,
     /// Ciphertext scratch, both directions (never both at once).

@@ -29,7 +29,7 @@ use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Changes, Outcome};
 
 use super::body::{self, Keep};
-use super::client_tls::ClientTls;
+use super::client_tls::{read_plaintext, ClientTls};
 use super::{
     log_reply, tunnel, Client, ClientFailure, LogLine, RequestInfo, UpstreamFailure, Worker,
     EXPECT_CONTINUE_WAIT,
@@ -76,13 +76,7 @@ impl Drop for OpenGuard {
 impl UpstreamConn {
     /// Reads more (plaintext) bytes into `buf`; `Ok(0)` is end of stream.
     pub(super) async fn read_more(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
-        if let Some(tls) = &mut self.tls {
-            return tls.read(&self.conn, &mut self.buf, deadline).await;
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let (res, buf) = self.conn.read(buf, deadline).await;
-        self.buf = buf;
-        res
+        read_plaintext(&self.conn, self.tls.as_deref_mut(), &mut self.buf, deadline).await
     }
 
     /// Writes `buf[range]` (plaintext); hands `buf` back.

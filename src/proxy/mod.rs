@@ -384,13 +384,8 @@ impl Client {
         if self.buf.len() == self.buf.capacity() {
             self.buf.reserve(self.buffer_size);
         }
-        if let Some(tls) = &mut self.tls {
-            return tls.read(&self.conn, &mut self.buf, deadline).await;
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let (res, buf) = self.conn.read(buf, deadline).await;
-        self.buf = buf;
-        res
+        client_tls::read_plaintext(&self.conn, self.tls.as_deref_mut(), &mut self.buf, deadline)
+            .await
     }
 
     /// Writes `self.out` to the client.

@@ -64,8 +64,9 @@ pub trait Balancer {
     /// `None` if there is none (or the upstream has no backends).
     fn pick(&mut self, ctx: &PickContext<'_>) -> Option<usize>;
 
-    /// The pre-resilience entry point: `pick` with no key and no backend
-    /// view. Kept so existing callers compile; new code calls `pick`.
+    /// `pick` with no key and no backend view (load-aware strategies see
+    /// every load as zero): a shorthand for the strategies' own tests. The
+    /// proxy calls `pick` through [`pick_and_admit`].
     fn next(&mut self, eligible: &dyn Fn(usize) -> bool) -> Option<usize> {
         self.pick(&PickContext {
             backends: &[],
