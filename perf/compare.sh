@@ -76,20 +76,8 @@ cat "$CERT" "$KEY" > "$W/haproxy.pem"
 sed -i "s#listen 127.0.0.1:17010 reuseport backlog=4096;#&\n        listen 127.0.0.1:17011 ssl reuseport backlog=4096;\n        ssl_certificate $CERT;\n        ssl_certificate_key $KEY;#" "$W/proxy.nginx.conf"
 sed -i "s#bind 127.0.0.1:17020#&\n    bind 127.0.0.1:17021 ssl crt $W/haproxy.pem alpn http/1.1#" "$W/proxy.haproxy.cfg"
 grep -q 17011 "$W/proxy.nginx.conf" && grep -q 17021 "$W/proxy.haproxy.cfg" || { echo "could not add TLS listeners to the peer configs" >&2; exit 1; }
-cat > "$W/ringlb.toml" <<EOF
-[server]
-listen = ["127.0.0.1:17030", { addr = "127.0.0.1:17031", tls = { cert = "$CERT", key = "$KEY" } }]
-workers = $WORKERS
-backlog = 4096
-
-[[routes]]
-path_prefix = "/"
-upstream = "origin"
-
-[upstreams.origin]
-backends = [{ addr = "127.0.0.1:17001" }]
-max_idle = 512
-EOF
+sed "s#@WORKERS@#$WORKERS#g; s#@CERT@#$ROOT/certs/server.pem#g; s#@KEY@#$ROOT/certs/server.key#g" \
+    "$ROOT/perf/ringlb.bench.toml" > "$W/ringlb.toml"
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

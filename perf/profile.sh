@@ -24,20 +24,8 @@ mkdir -p "$W/www" "$W/logs"
 printf 'hello world\n' > "$W/www/small"
 head -c 65536 /dev/zero | tr '\0' 'x' > "$W/www/big"
 sed "s#@W@#$W#g; s#@WORKERS@#$WORKERS#g" "$BENCH/origin.nginx.conf" > "$W/origin.nginx.conf"
-cat > "$W/ringlb.toml" <<EOF
-[server]
-listen = ["127.0.0.1:17030"]
-workers = $WORKERS
-backlog = 4096
-
-[[routes]]
-path_prefix = "/"
-upstream = "origin"
-
-[upstreams.origin]
-backends = [{ addr = "127.0.0.1:17001" }]
-max_idle = 512
-EOF
+sed "s#@WORKERS@#$WORKERS#g; s#@CERT@#$ROOT/certs/server.pem#g; s#@KEY@#$ROOT/certs/server.key#g" \
+    "$ROOT/perf/ringlb.bench.toml" > "$W/ringlb.toml"
 
 PIDS=()
 cleanup() {
