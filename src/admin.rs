@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -59,31 +59,82 @@ pub struct AdminHooks {
 
 /// A running admin listener.
 pub struct AdminServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// What the admin thread and its handles share.
+struct Shared {
+    /// The bound address (port 0 resolved).
+    addr: Mutex<SocketAddr>,
+    /// A listener to move to, set by [`AdminRebind::move_to`].
+    next: Mutex<Option<TcpListener>>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn addr(&self) -> SocketAddr {
+        *self.addr.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Wakes the thread's blocking accept with a connection that sends
+    /// nothing and closes at once.
+    fn wake(&self) {
+        let _ = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1));
+    }
+}
+
+/// Moves a running admin listener to another address (a reload changed
+/// `[admin] listen`).
+#[derive(Clone)]
+pub struct AdminRebind(Arc<Shared>);
+
+impl AdminRebind {
+    /// Serves on `listener` from the next connection on and closes the old
+    /// one. Safe from inside an admin request (`POST /reload`): the thread
+    /// switches after it answered.
+    pub fn move_to(&self, listener: TcpListener) {
+        let addr = match listener.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin listener has no address; not moved");
+                return;
+            }
+        };
+        *self.0.next.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
+        self.0.wake();
+        *self.0.addr.lock().unwrap_or_else(PoisonError::into_inner) = addr;
+        tracing::info!(listen = %addr, "admin listener moved");
+    }
 }
 
 impl AdminServer {
     /// Binds `addr` and serves on a new thread `ringlb-admin`.
     pub fn start(addr: SocketAddr, hooks: AdminHooks) -> io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
+        let shared = Arc::new(Shared {
+            addr: Mutex::new(listener.local_addr()?),
+            next: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ringlb-admin".into())
-            .spawn(move || serve(listener, &hooks, &stop_flag))?;
+            .spawn(move || serve(listener, &hooks, &thread_shared))?;
         Ok(AdminServer {
-            addr,
-            stop,
+            shared,
             thread: Some(thread),
         })
     }
 
     /// The bound address (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
-        self.addr
+        self.shared.addr()
+    }
+
+    /// A handle that moves this listener to another address.
+    pub fn rebinder(&self) -> AdminRebind {
+        AdminRebind(self.shared.clone())
     }
 
     /// Stops accepting and joins the thread.
@@ -92,9 +143,8 @@ impl AdminServer {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -109,13 +159,23 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(listener: TcpListener, hooks: &AdminHooks, stop: &AtomicBool) {
-    for conn in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
+fn serve(mut listener: TcpListener, hooks: &AdminHooks, shared: &Shared) {
+    loop {
+        if let Some(next) = shared
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            // The old socket closes here.
+            listener = next;
+        }
+        let conn = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
             return;
         }
         match conn {
-            Ok(stream) => {
+            Ok((stream, _)) => {
                 if let Err(e) = handle(stream, hooks) {
                     tracing::debug!(error = %e, "admin connection failed");
                 }
@@ -314,7 +374,7 @@ fn respond(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
 }
 
 /// What `/status` reports beyond the config and the counters.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StatusInfo {
     /// Increments with each applied reload; 1 for the config loaded at start.
     pub config_version: u64,
@@ -322,6 +382,8 @@ pub struct StatusInfo {
     pub config_loaded_at: SystemTime,
     pub workers: usize,
     pub draining: bool,
+    /// The bound address of each `server.listen` entry (port 0 resolved).
+    pub listening: Vec<SocketAddr>,
 }
 
 /// The `/status` document: config version and load time, workers, and per
@@ -386,8 +448,9 @@ pub fn status_json<B: BackendView>(
         },
         "workers": info.workers,
         "draining": info.draining,
-        "listen": config.server.listen.iter().map(|l| json!({
+        "listen": config.server.listen.iter().enumerate().map(|(i, l)| json!({
             "addr": l.addr.to_string(),
+            "local": info.listening.get(i).map(|a| a.to_string()),
             "tls": l.tls.is_some(),
         })).collect::<Vec<_>>(),
         "upstreams": upstreams,

@@ -287,9 +287,31 @@ impl ResolvesServerCert for SniResolver {
 
 /// Builds the rustls server config of one TLS listener: TLS 1.2 and 1.3,
 /// ALPN `http/1.1`, SNI with a default certificate, stateless session
-/// tickets (a fresh random key per config, so tickets do not survive a
-/// restart or reload) and a TLS 1.2 session-ID cache.
+/// tickets (a fresh random key per listener, so tickets do not survive a
+/// restart) and a TLS 1.2 session-ID cache.
 pub fn load_server_config(config: &TlsListenConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut server = build_server_config(config)?;
+    server.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
+    server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
+    Ok(Arc::new(server))
+}
+
+/// The config of a listener that a reload keeps: certificates and keys
+/// read again from `config`'s files, while the ticket keys and session
+/// cache carry over from `previous`, so clients resume across the reload.
+/// Connections already accepted keep `previous` (each holds its own
+/// `Arc`), so a handshake in progress finishes as it began.
+pub fn reload_server_config(
+    config: &TlsListenConfig,
+    previous: &ServerConfig,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut server = build_server_config(config)?;
+    server.session_storage = previous.session_storage.clone();
+    server.ticketer = previous.ticketer.clone();
+    Ok(Arc::new(server))
+}
+
+fn build_server_config(config: &TlsListenConfig) -> Result<ServerConfig, TlsError> {
     let default = load_certified_key(&config.default)?;
     let others = config
         .sni
@@ -303,9 +325,7 @@ pub fn load_server_config(config: &TlsListenConfig) -> Result<Arc<ServerConfig>,
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     server.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
-    server.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
-    server.ticketer = rustls::crypto::ring::Ticketer::new().map_err(TlsError::Config)?;
-    Ok(Arc::new(server))
+    Ok(server)
 }
 
 /// Builds a client config for TLS to backends that trusts only the
@@ -714,6 +734,40 @@ mod tests {
             );
             assert_eq!(server.handshake_kind(), Some(HandshakeKind::Resumed));
         }
+    }
+
+    #[test]
+    fn a_reloaded_config_serves_the_new_certificate_and_resumes_old_sessions() {
+        let before = load_server_config(&listen_config()).unwrap();
+        let swapped = TlsListenConfig {
+            default: pair("other"),
+            sni: Vec::new(),
+        };
+        let after = reload_server_config(&swapped, &before).unwrap();
+        for version in [&TLS13, &TLS12] {
+            let client_config = client_config(&[version], &[ALPN_HTTP_1_1]);
+            let (client, _) = connect(&before, &client_config, "localhost").unwrap();
+            assert_eq!(client.handshake_kind(), Some(HandshakeKind::Full));
+            // The session from before the reload resumes after it.
+            let (client, server) = connect(&after, &client_config, "localhost").unwrap();
+            assert_eq!(
+                client.handshake_kind(),
+                Some(HandshakeKind::Resumed),
+                "{version:?}"
+            );
+            assert_eq!(server.handshake_kind(), Some(HandshakeKind::Resumed));
+        }
+        // A full handshake gets the new default certificate.
+        let fresh = client_config(&[&TLS13], &[ALPN_HTTP_1_1]);
+        let (client, _) = connect(&after, &fresh, "other.test").unwrap();
+        assert_eq!(client.handshake_kind(), Some(HandshakeKind::Full));
+        assert!(leaf_names(&client).contains(&"other.test".to_owned()));
+        // A config built from scratch has other ticket keys: no resumption.
+        let unrelated = load_server_config(&listen_config()).unwrap();
+        let (client, _) = connect(&before, &fresh, "localhost").unwrap();
+        assert_eq!(client.handshake_kind(), Some(HandshakeKind::Full));
+        let (client, _) = connect(&unrelated, &fresh, "localhost").unwrap();
+        assert_eq!(client.handshake_kind(), Some(HandshakeKind::Full));
     }
 
     #[test]

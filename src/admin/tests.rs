@@ -216,6 +216,7 @@ fn status_document() {
         config_loaded_at: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
         workers: 2,
         draining: false,
+        listening: Vec::new(),
     };
     let views = vec![vec![View(true, 0, 0), View(false, 1, 4)]];
     let v = status_json(&config, info, &registry.snapshot(), &views);

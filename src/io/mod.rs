@@ -24,7 +24,7 @@
 mod op;
 mod socket;
 
-pub use socket::{connect, Closer, Conn, Listener};
+pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 
 use std::future::Future;
 

@@ -16,6 +16,60 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use super::op::{cqe_result, submit, with_deadline};
 
+/// A bound, listening socket not yet adopted by a worker: it can be made
+/// on any thread (the server binds every worker's socket up front, so a
+/// bind error refuses a start or a reload before anything changes) and
+/// sent to the worker that will accept on it.
+pub struct BoundSocket {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+impl BoundSocket {
+    /// Binds `addr` with `SO_REUSEPORT` and `SO_REUSEADDR`, so every worker
+    /// has its own accept queue on the same port and the kernel spreads
+    /// connections.
+    pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<BoundSocket> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(clamp_backlog(backlog))?;
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        Ok(BoundSocket {
+            fd: OwnedFd::from(socket),
+            local,
+        })
+    }
+
+    /// `count` sockets on `addr`, one per worker. Port 0 is resolved by the
+    /// first bind and the rest join it, so every worker serves one port.
+    pub fn bind_group(
+        addr: SocketAddr,
+        backlog: u32,
+        count: usize,
+    ) -> io::Result<Vec<BoundSocket>> {
+        let first = BoundSocket::bind(addr, backlog)?;
+        let local = first.local;
+        let mut group = vec![first];
+        for _ in 1..count {
+            group.push(BoundSocket::bind(local, backlog)?);
+        }
+        Ok(group)
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+fn clamp_backlog(backlog: u32) -> i32 {
+    backlog.min(i32::MAX as u32) as i32
+}
+
 /// A listening socket of one worker, bound with `SO_REUSEPORT`.
 pub struct Listener {
     fd: Rc<OwnedFd>,
@@ -23,22 +77,29 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` with `SO_REUSEPORT` and `SO_REUSEADDR`, so every worker
-    /// has its own accept queue and the kernel spreads connections.
+    /// Binds `addr` on the calling worker (see [`BoundSocket::bind`]).
     pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Listener> {
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.bind(&addr.into())?;
-        socket.listen(backlog.min(i32::MAX as u32) as i32)?;
-        let local = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
-        Ok(Listener {
-            fd: Rc::new(OwnedFd::from(socket)),
-            local,
-        })
+        BoundSocket::bind(addr, backlog).map(Listener::adopt)
+    }
+
+    /// Accepts on a socket bound elsewhere.
+    pub fn adopt(socket: BoundSocket) -> Listener {
+        Listener {
+            fd: Rc::new(socket.fd),
+            local: socket.local,
+        }
+    }
+
+    /// Changes the accept queue length of the listening socket
+    /// (`listen(2)` again, which Linux allows on a listening socket).
+    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        // SAFETY: plain syscall on a descriptor we own.
+        let rc = unsafe { libc::listen(self.fd.as_raw_fd(), clamp_backlog(backlog)) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -776,7 +776,7 @@ async fn respond(
             && request_complete
             && !ends_by_close
             && status != 101
-            && !worker.is_draining();
+            && !client.winding_down(worker);
         client.out.clear();
         http::write_response_head(
             &head,

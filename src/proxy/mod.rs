@@ -109,9 +109,10 @@ pub struct Worker {
     /// The worker built from a newer config by a reload: connections move
     /// to it between requests.
     successor: RefCell<Option<Rc<Worker>>>,
-    /// Client connections idle between requests (their read ends when
-    /// the stop begins).
-    idle: RefCell<slab::Slab<Closer>>,
+    /// Client connections idle between requests, with their listener's
+    /// removed flag (their read ends when the stop begins, or when a
+    /// reload removes their listener).
+    idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
 }
 
 impl Worker {
@@ -182,6 +183,11 @@ impl Worker {
         }
     }
 
+    /// The config this worker was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// Whether the graceful stop has begun on this worker.
     pub fn is_draining(&self) -> bool {
         self.draining.get()
@@ -192,8 +198,19 @@ impl Worker {
     /// woken (their read sees end of stream) and closed.
     pub fn begin_drain(&self) {
         self.draining.set(true);
-        for (_, closer) in self.idle.borrow().iter() {
+        for (_, (closer, _)) in self.idle.borrow().iter() {
             closer.shutdown_read();
+        }
+    }
+
+    /// A reload removed a listener: its connections idle between requests
+    /// on this worker are woken and closed (the others close after their
+    /// current response).
+    pub fn close_idle_from(&self, listener: &ListenerRemoved) {
+        for (_, (closer, from)) in self.idle.borrow().iter() {
+            if Rc::ptr_eq(from, listener) {
+                closer.shutdown_read();
+            }
         }
     }
 
@@ -269,8 +286,14 @@ impl Worker {
     }
 
     /// Serves one client connection until it closes; `tls` is the
-    /// listener's TLS config, for a TLS listener.
-    pub async fn serve(self: Rc<Self>, conn: Conn, tls: Option<Arc<rustls::ServerConfig>>) {
+    /// listener's TLS config, for a TLS listener, and `listener_removed`
+    /// its listener's flag.
+    pub async fn serve(
+        self: Rc<Self>,
+        conn: Conn,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        listener_removed: ListenerRemoved,
+    ) {
         self.metrics.connections_accepted.inc();
         self.metrics.connections_open.inc();
         let tls = match tls
@@ -295,6 +318,7 @@ impl Worker {
             rec: Record::default(),
             request_id: String::new(),
             tls: tls.map(Box::new),
+            listener_removed,
         };
         let (end, last) = client_loop(self, &mut client).await;
         match end {
@@ -347,6 +371,19 @@ struct Client {
     request_id: String,
     /// TLS termination, on a TLS listener: `buf` and `out` hold plaintext.
     tls: Option<Box<ClientTls>>,
+    listener_removed: ListenerRemoved,
+}
+
+/// Set once a reload removed the listener a connection came in on: the
+/// connection drains (closes after its current response, or now if idle).
+pub type ListenerRemoved = Rc<Cell<bool>>;
+
+impl Client {
+    /// Whether this connection closes after its current response: a
+    /// graceful stop began, or its listener was removed.
+    fn winding_down(&self, worker: &Worker) -> bool {
+        worker.is_draining() || self.listener_removed.get()
+    }
 }
 
 /// What one request did, for the metrics and the access log.
@@ -492,10 +529,6 @@ async fn client_loop(mut worker: Rc<Worker>, client: &mut Client) -> (End, Rc<Wo
 }
 
 async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
-    // A reload never changes `[server]`, so the first generation's is
-    // every generation's.
-    let config = worker.config.clone();
-    let server = &config.server;
     let mut first = true;
     let mut log = LogLine::default();
     let mut fwd = Vec::with_capacity(1024);
@@ -512,7 +545,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
                 log_reply(client, &log, &reply);
                 worker.metrics.count_status(reply.status());
                 client.rec.status = reply.status();
-                let sent = client.reply(&reply, false, server.send_timeout).await;
+                let send_timeout = worker.config.server.send_timeout;
+                let sent = client.reply(&reply, false, send_timeout).await;
                 finish_request(worker, client, None, &log, sent_before);
                 if sent.is_err() {
                     return End::Closed;
@@ -527,7 +561,7 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         worker.metrics.request_finished();
         finish_request(worker, client, Some(info.upstream), &log, sent_before);
         match next {
-            Next::KeepAlive if worker.is_draining() => return End::KeepClosing,
+            Next::KeepAlive if client.winding_down(worker) => return End::KeepClosing,
             Next::KeepAlive => continue,
             Next::Close => return End::KeepClosing,
             Next::Abort => {
@@ -580,10 +614,11 @@ async fn read_request(
         // Idle between requests: registered so a graceful stop can end
         // the wait; once the stop began, no new wait starts.
         let idle = (head_started.is_none() && !first).then(|| {
-            if worker.is_draining() {
+            if client.winding_down(worker) {
                 None
             } else {
-                Some(worker.idle.borrow_mut().insert(client.conn.closer()))
+                let entry = (client.conn.closer(), client.listener_removed.clone());
+                Some(worker.idle.borrow_mut().insert(entry))
             }
         });
         if let Some(None) = idle {

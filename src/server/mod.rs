@@ -7,8 +7,10 @@
 //! block of atomics, created here so every worker gets the same `Arc`s.
 //! A config reload (see `reload`) reaches the workers as a message.
 
+mod listeners;
 mod reload;
 
+pub use listeners::Bound;
 pub use reload::{Live, Reloader, States};
 
 use std::cell::{Cell, RefCell};
@@ -27,6 +29,7 @@ use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
 use crate::upstream::health;
+use listeners::ListenerUpdate;
 use reload::Update;
 
 /// How often each worker closes pooled connections past their idle timeout.
@@ -98,7 +101,6 @@ pub struct Server {
     /// Tells every worker to begin the graceful stop.
     stop: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    shutdown_timeout: Duration,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
@@ -106,25 +108,9 @@ pub struct Server {
 pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
     let mut metrics = Registry::new(Layout::from_config(&config));
-    // One rustls config per TLS listener, shared by every worker (it is
-    // immutable; its session cache and ticketer are internally shared).
-    let tls: Vec<Option<Arc<rustls::ServerConfig>>> = config
-        .server
-        .listen
-        .iter()
-        .map(|l| {
-            l.tls
-                .as_ref()
-                .map(|t| {
-                    crate::tls::load_server_config(t).map_err(|error| StartError::Tls {
-                        addr: l.addr,
-                        error,
-                    })
-                })
-                .transpose()
-        })
-        .collect::<Result<_, _>>()?;
-    let tls = Arc::new(tls);
+    let workers = config.server.workers.get();
+    // Every socket and TLS config is made here, before any thread starts.
+    let (bound, per_worker) = listeners::plan(&[], &config, workers)?;
     let access_log = match &config.server.access_log {
         None => None,
         Some(c) => Some(Arc::new(AccessLog::start(c).map_err(|error| {
@@ -141,14 +127,12 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     };
     let (ready_tx, ready_rx) = mpsc::channel();
     let (stop, stop_rx) = watch::channel(false);
-    let workers = config.server.workers.get();
     let mut threads = Vec::with_capacity(workers);
     let mut updaters = Vec::with_capacity(workers);
-    for index in 0..workers {
+    for (index, listeners) in per_worker.into_iter().enumerate() {
         let stop = stop_rx.clone();
         let (updater, updates) = tmpsc::unbounded_channel();
         updaters.push(updater);
-        let tls = tls.clone();
         let shard = metrics.new_shard();
         let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
@@ -171,7 +155,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                     states,
                     metrics: shard,
                     log,
-                    tls,
+                    listeners,
                     stop,
                     updates,
                     ready,
@@ -182,14 +166,13 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         threads.push(thread);
     }
     drop(ready_tx);
-    let mut listening = Vec::new();
     for _ in 0..workers {
         match ready_rx.recv() {
-            Ok(Ok(addrs)) => listening = addrs,
-            Ok(Err(e)) => return Err(e),
+            Ok(()) => {}
             Err(_) => return Err(StartError::WorkerDied),
         }
     }
+    let listening: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
     let health_checkers =
         health::spawn_checkers(config.clone(), backend_states.clone(), metrics.new_shard())
             .map_err(StartError::HealthCheckers)?;
@@ -201,11 +184,13 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
             states: backend_states,
             version: 1,
             loaded_at: SystemTime::now(),
+            listeners: bound,
         })),
         registry: metrics.clone(),
         workers: updaters,
         checkers: Mutex::new(health_checkers),
         access_log: access_log.clone(),
+        admin: std::sync::OnceLock::new(),
         events,
         one_at_a_time: Mutex::new(()),
     });
@@ -220,6 +205,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                     error,
                 })?;
             tracing::info!(listen = %server.local_addr(), "admin listener started");
+            let _ = reloader.admin.set(server.rebinder());
             Some(server)
         }
     };
@@ -238,7 +224,6 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         access_log,
         stop,
         workers: threads,
-        shutdown_timeout: config.server.shutdown_timeout,
     })
 }
 
@@ -261,11 +246,20 @@ impl Server {
         if let Err(e) = crate::notify::stopping() {
             tracing::debug!(error = %e, "sd_notify STOPPING failed");
         }
-        tracing::info!(timeout = ?self.shutdown_timeout, "draining: no new connections");
+        // The running config's: a reload may have changed it.
+        let shutdown_timeout = self
+            .reloader
+            .live
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config
+            .server
+            .shutdown_timeout;
+        tracing::info!(timeout = ?shutdown_timeout, "draining: no new connections");
         let _ = self.stop.send(true);
         // The workers enforce the timeout themselves; the margin covers
         // their last flush.
-        let deadline = Instant::now() + self.shutdown_timeout + Duration::from_secs(2);
+        let deadline = Instant::now() + shutdown_timeout + Duration::from_secs(2);
         while self.workers.iter().any(|w| !w.is_finished()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -297,6 +291,7 @@ fn admin_hooks(
             live.states.clone(),
             live.version,
             live.loaded_at,
+            live.listeners.iter().map(|l| l.local).collect::<Vec<_>>(),
         )
     };
     let snapshot = {
@@ -311,26 +306,27 @@ fn admin_hooks(
     let metrics_text = {
         let (snapshot, current) = (snapshot.clone(), current.clone());
         move || {
-            let (_, states, _, _) = current();
+            let (_, states, ..) = current();
             metrics::prometheus::render(&snapshot(), &states, &[])
         }
     };
     let status_json = {
         let (current, draining) = (current.clone(), draining.clone());
         move || {
-            let (config, states, version, loaded_at) = current();
+            let (config, states, version, loaded_at, listening) = current();
             let info = StatusInfo {
                 config_version: version,
                 config_loaded_at: loaded_at,
                 workers: config.server.workers.get(),
                 draining: draining.load(Ordering::Relaxed),
+                listening,
             };
             admin::status_json(&config, info, &snapshot(), &states)
         }
     };
     let set_backend_draining = {
         move |upstream: &str, addr: &str, drain: bool| {
-            let (config, states, _, _) = current();
+            let (config, states, ..) = current();
             let u = config
                 .upstreams
                 .iter()
@@ -427,12 +423,90 @@ struct WorkerParts {
     states: Arc<States>,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
-    /// `tls[i]`: the TLS config of `config.server.listen[i]`, if any.
-    tls: Arc<Vec<Option<Arc<rustls::ServerConfig>>>>,
+    /// This worker's sockets, one per `config.server.listen` entry.
+    listeners: Vec<ListenerUpdate>,
     stop: watch::Receiver<bool>,
     /// New config snapshots from a reload.
     updates: tmpsc::UnboundedReceiver<Update>,
-    ready: mpsc::Sender<Result<Vec<SocketAddr>, StartError>>,
+    /// Told once the worker accepts.
+    ready: mpsc::Sender<()>,
+}
+
+/// What every accept loop of a worker shares.
+#[derive(Clone)]
+struct Accepting {
+    /// The worker of the newest config: new connections start on it.
+    current: Rc<RefCell<Rc<Worker>>>,
+    stopping: Rc<Cell<bool>>,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+/// One listener of a worker and its accept loop.
+struct Endpoint {
+    configured: SocketAddr,
+    listener: Listener,
+    /// Read at each accept: a reload swaps it, and each connection keeps
+    /// the one it was accepted with.
+    tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    /// Set when a reload removes this listener; its connections see it
+    /// and drain.
+    removed: Rc<Cell<bool>>,
+}
+
+/// A worker's listeners, in config order, with their accept loops.
+type Endpoints = Rc<RefCell<Vec<(Rc<Endpoint>, tokio::task::JoinHandle<()>)>>>;
+
+/// Makes a worker's listener set match `updates`: keeps, adds, removes.
+fn apply_listeners(
+    endpoints: &Endpoints,
+    updates: Vec<ListenerUpdate>,
+    accepting: &Accepting,
+    alive: &dyn Fn() -> Vec<Rc<Worker>>,
+) {
+    let mut old = std::mem::take(&mut *endpoints.borrow_mut());
+    let mut next = Vec::with_capacity(updates.len());
+    for update in updates {
+        let kept = match update.socket {
+            Some(_) => None,
+            None => old
+                .iter()
+                .position(|(e, _)| e.configured == update.configured)
+                .map(|i| old.swap_remove(i)),
+        };
+        match (kept, update.socket) {
+            (Some((endpoint, task)), _) => {
+                *endpoint.tls.borrow_mut() = update.tls;
+                if let Err(e) = endpoint.listener.set_backlog(update.backlog) {
+                    tracing::warn!(listener = %endpoint.configured, error = %e, "cannot change the backlog");
+                }
+                next.push((endpoint, task));
+            }
+            (None, Some(socket)) => {
+                let endpoint = Rc::new(Endpoint {
+                    configured: update.configured,
+                    listener: Listener::adopt(socket),
+                    tls: RefCell::new(update.tls),
+                    removed: Rc::new(Cell::new(false)),
+                });
+                let task = io::spawn(accept_loop(endpoint.clone(), accepting.clone()));
+                next.push((endpoint, task));
+            }
+            (None, None) => {
+                tracing::error!(listener = %update.configured, "a kept listener is missing on this worker");
+            }
+        }
+    }
+    // What is left was removed: stop accepting now (the accept loop ends
+    // and the socket closes), and let its connections drain.
+    for (endpoint, _task) in old {
+        endpoint.removed.set(true);
+        endpoint.listener.stop_listening();
+        for worker in alive() {
+            worker.close_idle_from(&endpoint.removed);
+        }
+        tracing::info!(listener = %endpoint.configured, "listener removed; its connections drain");
+    }
+    *endpoints.borrow_mut() = next;
 }
 
 async fn worker_main(parts: WorkerParts) {
@@ -442,32 +516,24 @@ async fn worker_main(parts: WorkerParts) {
         states,
         metrics,
         log,
-        tls,
+        listeners,
         mut stop,
         mut updates,
         ready,
     } = parts;
-    let mut listeners = Vec::new();
-    for listen in &config.server.listen {
-        let addr = listen.addr;
-        match Listener::bind(addr, config.server.backlog.get()) {
-            Ok(l) => listeners.push(l),
-            Err(error) => {
-                let _ = ready.send(Err(StartError::Bind { addr, error }));
-                return;
-            }
-        }
-    }
-    let _ = ready.send(Ok(listeners.iter().map(Listener::local_addr).collect()));
-    drop(ready);
 
     // The current worker serves new connections; after a reload the older
     // ones drain and live on only as long as their connections.
     let first = Rc::new(Worker::new(config.clone(), &states, index, metrics, log));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
-    let current = Rc::new(RefCell::new(first));
-    let stopping = Rc::new(Cell::new(false));
+    let accepting = Accepting {
+        current: Rc::new(RefCell::new(first)),
+        stopping: Rc::new(Cell::new(false)),
+        limit: Arc::new(tokio::sync::Semaphore::new(
+            config.server.max_connections.get(),
+        )),
+    };
     let alive = {
         let generations = generations.clone();
         move || -> Vec<Rc<Worker>> {
@@ -476,6 +542,10 @@ async fn worker_main(parts: WorkerParts) {
             all.iter().filter_map(Weak::upgrade).collect()
         }
     };
+    let endpoints: Endpoints = Rc::new(RefCell::new(Vec::new()));
+    apply_listeners(&endpoints, listeners, &accepting, &alive);
+    let _ = ready.send(());
+    drop(ready);
     {
         let alive = alive.clone();
         io::spawn(async move {
@@ -499,11 +569,15 @@ async fn worker_main(parts: WorkerParts) {
         });
     }
     {
-        let (current, generations, stopping) =
-            (current.clone(), generations.clone(), stopping.clone());
+        let (accepting, generations, endpoints, alive) = (
+            accepting.clone(),
+            generations.clone(),
+            endpoints.clone(),
+            alive.clone(),
+        );
         io::spawn(async move {
             while let Some(update) = updates.recv().await {
-                if stopping.get() {
+                if accepting.stopping.get() {
                     continue;
                 }
                 let worker = Rc::new(Worker::new(
@@ -514,51 +588,35 @@ async fn worker_main(parts: WorkerParts) {
                     update.log,
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
-                let old = current.replace(worker);
+                let old = accepting.current.replace(worker);
                 // Its connections move to the new config between requests.
-                old.hand_over_to(current.borrow().clone());
+                old.hand_over_to(accepting.current.borrow().clone());
+                apply_listeners(&endpoints, update.listeners, &accepting, &alive);
             }
         });
     }
-    let limit = Arc::new(tokio::sync::Semaphore::new(
-        config.server.max_connections.get(),
-    ));
-    let listeners: Vec<Rc<Listener>> = listeners.into_iter().map(Rc::new).collect();
-    let loops: Vec<_> = listeners
-        .iter()
-        .zip(tls.iter())
-        .map(|(l, tls)| {
-            io::spawn(accept_loop(
-                l.clone(),
-                tls.clone(),
-                current.clone(),
-                stopping.clone(),
-                limit.clone(),
-            ))
-        })
-        .collect();
 
     // The graceful stop: wake the accept loops and the idle connections.
     let _ = stop.wait_for(|stop| *stop).await;
     let started = Instant::now();
-    stopping.set(true);
+    accepting.stopping.set(true);
     for worker in alive() {
         worker.begin_drain();
     }
-    for listener in &listeners {
-        listener.stop_listening();
+    let loops = std::mem::take(&mut *endpoints.borrow_mut());
+    for (endpoint, _) in &loops {
+        endpoint.listener.stop_listening();
     }
-    for handle in loops {
-        let _ = handle.await;
+    for (_, task) in loops {
+        let _ = task.await;
     }
     // Every connection holds a permit until it ends.
     let all = u32::try_from(config.server.max_connections.get()).unwrap_or(u32::MAX);
-    let left = config
-        .server
-        .shutdown_timeout
-        .saturating_sub(started.elapsed());
+    // The running config's: a reload may have changed it.
+    let shutdown_timeout = accepting.current.borrow().config().server.shutdown_timeout;
+    let left = shutdown_timeout.saturating_sub(started.elapsed());
     tokio::select! {
-        _ = limit.acquire_many(all) => {}
+        _ = accepting.limit.acquire_many(all) => {}
         () = tokio::time::sleep(left) => {
             let open: u64 = alive().iter().map(|w| w.metrics.connections_open.get()).sum();
             tracing::warn!(worker = index, open, "shutdown_timeout reached; closing what is left");
@@ -570,36 +628,33 @@ async fn worker_main(parts: WorkerParts) {
 }
 
 /// The worker's one accept loop per listener. It is never dropped, so no
-/// accept op is ever abandoned in the kernel. At `max_connections` it waits
-/// for a connection to end before accepting again (the kernel backlog
-/// holds the rest).
-async fn accept_loop(
-    listener: Rc<Listener>,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    current: Rc<RefCell<Rc<Worker>>>,
-    stopping: Rc<Cell<bool>>,
-    limit: Arc<tokio::sync::Semaphore>,
-) {
+/// accept op is ever abandoned in the kernel; it ends when the listener
+/// stops listening (graceful stop, or a reload removed it). At
+/// `max_connections` it waits for a connection to end before accepting
+/// again (the kernel backlog holds the rest).
+async fn accept_loop(endpoint: Rc<Endpoint>, accepting: Accepting) {
+    let ended = || accepting.stopping.get() || endpoint.removed.get();
     loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
+        let Ok(permit) = accepting.limit.clone().acquire_owned().await else {
             return;
         };
-        if stopping.get() {
+        if ended() {
             return;
         }
-        match listener.accept().await {
+        match endpoint.listener.accept().await {
             Ok(conn) => {
-                let worker = current.borrow().clone();
-                let tls = tls.clone();
+                let worker = accepting.current.borrow().clone();
+                let tls = endpoint.tls.borrow().clone();
+                let removed = endpoint.removed.clone();
                 io::spawn(async move {
-                    worker.serve(conn, tls).await;
+                    worker.serve(conn, tls, removed).await;
                     drop(permit);
                 });
             }
             // `stop_listening` fails the pending accept.
-            Err(_) if stopping.get() => return,
+            Err(_) if ended() => return,
             Err(e) => {
-                tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
+                tracing::warn!(listener = %endpoint.listener.local_addr(), error = %e, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -1,16 +1,21 @@
 //! Config reload (SIGHUP, `POST /reload`): re-read the file, check it,
 //! and hand each worker a new snapshot as a message.
 //!
-//! What a reload applies: `[upstreams.*]` and `[[routes]]`. `[server]` and
-//! `[admin]` (listeners, workers, limits, timeouts, TLS, access log) need a
-//! restart; a file that changes them is refused and the running config
-//! stays, as it does for any invalid file.
+//! What a reload applies: `[upstreams.*]`, `[[routes]]`, the listeners
+//! (`server.listen`: kept, added, removed; certificates re-read from their
+//! files), the admin listener's address, and the `[server]` limits and
+//! timeouts. Keys fixed at start ([`RESTART_ONLY`]) refuse the reload, and
+//! the running config stays, as it does for any invalid file, a listener
+//! that cannot bind, or a certificate that cannot load.
 //!
 //! Invariants:
+//! - Nothing changes until everything that can fail has succeeded: the
+//!   file parses and checks, new listeners are bound (one socket per
+//!   worker), TLS configs and the admin listener are made.
 //! - Workers never lock: each gets an [`Update`] over its own channel,
-//!   builds a new `proxy::Worker` for the new connections, and drains the
-//!   old one (its keep-alive connections close after their current
-//!   response; clients reconnect and get the new config).
+//!   builds a new `proxy::Worker` for the requests that start from then
+//!   on; connections move to it between requests (none is closed), and
+//!   those of a removed listener drain (see `listeners`).
 //! - A backend keeps its shared state (health, breaker, in-flight, drain)
 //!   across a reload when its upstream (by name) still lists it (by
 //!   address) with the same health/breaker/passive policy; a changed
@@ -24,7 +29,9 @@ use std::time::SystemTime;
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::listeners::{self, Bound, ListenerUpdate};
 use crate::access_log::{AccessLog, WorkerLog};
+use crate::admin::AdminRebind;
 use crate::config::Config;
 use crate::metrics::{Layout, Registry, WorkerMetrics};
 use crate::upstream::health::{self, Checkers};
@@ -39,6 +46,8 @@ pub(super) struct Update {
     pub states: Arc<States>,
     pub metrics: Arc<WorkerMetrics>,
     pub log: Option<WorkerLog>,
+    /// The worker's listeners under the new config.
+    pub listeners: Vec<ListenerUpdate>,
 }
 
 /// The running config, as the admin endpoints show it.
@@ -48,6 +57,36 @@ pub struct Live {
     /// 1 at start, +1 per applied reload.
     pub version: u64,
     pub loaded_at: SystemTime,
+    /// The public listeners, in `server.listen` order.
+    pub listeners: Vec<Bound>,
+}
+
+/// `[server]` keys a reload cannot change: the worker threads, their
+/// connection semaphores and buffers, and the access log writer are made
+/// once at start.
+pub const RESTART_ONLY: [&str; 5] = [
+    "workers",
+    "pin_workers",
+    "max_connections",
+    "buffer_size",
+    "access_log",
+];
+
+/// The [`RESTART_ONLY`] keys whose values differ.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let differs = [
+        a.workers != b.workers,
+        a.pin_workers != b.pin_workers,
+        a.max_connections != b.max_connections,
+        a.buffer_size != b.buffer_size,
+        a.access_log != b.access_log,
+    ];
+    RESTART_ONLY
+        .iter()
+        .zip(differs)
+        .filter_map(|(key, d)| d.then_some(*key))
+        .collect()
 }
 
 pub struct Reloader {
@@ -56,6 +95,8 @@ pub struct Reloader {
     pub(super) workers: Vec<UnboundedSender<Update>>,
     pub(super) checkers: Mutex<Option<Checkers>>,
     pub(super) access_log: Option<Arc<AccessLog>>,
+    /// Moves the admin listener to a new address; set once it started.
+    pub(super) admin: std::sync::OnceLock<AdminRebind>,
     /// Counts reloads; written only under `one_at_a_time`.
     pub(super) events: Arc<WorkerMetrics>,
     pub(super) one_at_a_time: Mutex<()>,
@@ -140,20 +181,39 @@ impl Reloader {
     }
 
     fn apply(&self) -> Result<u64, String> {
-        let (old, old_states, version) = {
+        let (old, old_states, version, running) = {
             let live = lock(&self.live);
-            (live.config.clone(), live.states.clone(), live.version)
+            (
+                live.config.clone(),
+                live.states.clone(),
+                live.version,
+                live.listeners.clone(),
+            )
         };
         let new = Config::load(&old.source_path).map_err(|e| e.to_string())?;
-        if new.server != old.server {
-            return Err(
-                "[server] changed; restart to apply it (a reload applies [upstreams] and [[routes]])"
-                    .into(),
-            );
+        let fixed = restart_only_changes(&old, &new);
+        if !fixed.is_empty() {
+            return Err(format!(
+                "server.{} changed; restart to apply it (a reload applies listen, limits, \
+                 timeouts, [admin] listen, [upstreams] and [[routes]])",
+                fixed.join(", server.")
+            ));
         }
-        if new.admin != old.admin {
-            return Err("[admin] changed; restart to apply it".into());
-        }
+        let admin_moves_to = match (&old.admin, &new.admin) {
+            (Some(a), Some(b)) if a.listen != b.listen => Some(b.listen),
+            (Some(_), Some(_)) | (None, None) => None,
+            (None, Some(_)) => return Err("[admin] added; restart to start it".into()),
+            (Some(_), None) => return Err("[admin] removed; restart to stop it".into()),
+        };
+        // Everything that can fail comes before anything changes.
+        let (bound, per_worker) =
+            listeners::plan(&running, &new, self.workers.len()).map_err(|e| e.to_string())?;
+        let admin_listener = admin_moves_to
+            .map(|addr| {
+                std::net::TcpListener::bind(addr)
+                    .map_err(|e| format!("cannot move the admin listener to {addr}: {e}"))
+            })
+            .transpose()?;
         let new = Arc::new(new);
         let states = Arc::new(carry_states(&old, &old_states, &new));
         let (shards, health_shard) = {
@@ -167,6 +227,9 @@ impl Reloader {
         if let Some(old) = std::mem::replace(&mut *lock(&self.checkers), checkers) {
             let _ = old.stop();
         }
+        if let (Some(listener), Some(admin)) = (admin_listener, self.admin.get()) {
+            admin.move_to(listener);
+        }
         // The admin view first, so it never shows an older config than a
         // worker already serves.
         *lock(&self.live) = Live {
@@ -174,13 +237,15 @@ impl Reloader {
             states: states.clone(),
             version: version + 1,
             loaded_at: SystemTime::now(),
+            listeners: bound,
         };
-        for (tx, metrics) in self.workers.iter().zip(shards) {
+        for ((tx, metrics), listeners) in self.workers.iter().zip(shards).zip(per_worker) {
             let _ = tx.send(Update {
                 config: new.clone(),
                 states: states.clone(),
                 metrics,
                 log: self.access_log.as_ref().map(|l| l.worker()),
+                listeners,
             });
         }
         Ok(version + 1)

@@ -23,6 +23,7 @@ mod pool;
 mod proxy_basic;
 mod regression;
 mod reload;
+mod reload_listeners;
 mod resilience;
 mod selftest;
 mod shutdown;

@@ -1,8 +1,10 @@
 //! Config reload (`POST /reload`, SIGHUP): new requests get the new
 //! upstreams and routes, on new connections and on kept-alive ones (which
-//! move between requests, not closed), a bad file or a `[server]` change is
-//! refused and the running config stays, and metrics continue; ten
-//! reloads under keep-alive load lose no request.
+//! move between requests, not closed), a bad file or a restart-only
+//! `[server]` change is refused and the running config stays, and metrics
+//! continue; ten reloads under keep-alive load, adding and removing a
+//! listener each time, lose no request. (Listener, certificate and admin
+//! changes in detail: `reload_listeners`.)
 
 use std::fmt::Write as _;
 use std::fs;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::admin::{admin, parse_prometheus};
 use crate::backend::Backend;
 use crate::client::{get, Client, Headers};
-use crate::harness::{wait_until, Proxy, WAIT};
+use crate::harness::{free_port, wait_until, Proxy, WAIT};
 use crate::loadgen::{Load, LoadReport};
 
 fn rewrite(proxy: &Proxy, edit: impl FnOnce(String) -> String) {
@@ -122,7 +124,7 @@ fn a_bad_file_or_a_server_change_is_refused_and_the_old_config_stays() {
     let r = admin(&proxy, "POST", "/reload");
     assert_eq!(r.status, 500);
     assert!(
-        r.body_str().contains("[server] changed; restart"),
+        r.body_str().contains("server.workers changed; restart"),
         "{}",
         r.body_str()
     );
@@ -210,9 +212,11 @@ fn routes_and_upstreams(n: usize, [a1, a2, b1, b2]: [SocketAddr; 4]) -> String {
 /// Ten reloads, alternately `POST /reload` and SIGHUP, while three
 /// keep-alive clients send GETs. Each reload adds a route `/vN/` to `alt`
 /// (before it, `/vN/` falls to `/` and `app`) and swaps a backend in each
-/// upstream. Clients retry a GET once on a fresh connection only after the
-/// keep-alive race (a reused connection ended before any response byte);
-/// any other failure counts. No request may fail, every `/vN/` must reach
+/// upstream; odd reloads add a second listener and even ones remove it
+/// (the load stays on the first). Clients retry a GET once on a fresh
+/// connection only after the
+/// keep-alive race (a reused connection ended before any response
+/// byte); any other failure counts. No request may fail, every `/vN/` must reach
 /// an `alt` backend after its reload, and the config version ends at 11.
 #[test]
 fn ten_reloads_under_load_lose_no_request_and_new_routes_take_effect() {
@@ -234,10 +238,22 @@ fn ten_reloads_under_load_lose_no_request_and_new_routes_take_effect() {
     let path = proxy.dir().join("ringlb.toml");
     let original = fs::read_to_string(&path).unwrap();
     // The file is [server], routes, upstreams, [admin]; a reload rewrites
-    // only the middle (a [server] or [admin] change would be refused).
+    // the routes and upstreams, and odd generations add a second listener
+    // (even ones remove it) while the load runs on the first.
     let (server, rest) = original.split_at(original.find("\n[[routes]]").unwrap());
     let admin_part = &rest[rest.find("\n[admin]").unwrap()..];
-    let config = |n: usize| format!("{server}{}{admin_part}", routes_and_upstreams(n, addrs));
+    let extra = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let one = format!("listen = [\"{}\"]", proxy.addr);
+    let two = format!("listen = [\"{}\", \"{extra}\"]", proxy.addr);
+    assert!(server.contains(&one));
+    let config = |n: usize| {
+        let server = if n % 2 == 1 {
+            server.replacen(&one, &two, 1)
+        } else {
+            server.to_string()
+        };
+        format!("{server}{}{admin_part}", routes_and_upstreams(n, addrs))
+    };
     assert_eq!(config(0), original, "generation 0 must be the start config");
 
     let load = Load::retrying_races(proxy.addr, CLIENTS);
@@ -297,6 +313,22 @@ fn ten_reloads_under_load_lose_no_request_and_new_routes_take_effect() {
             problems.push(format!(
                 "reload {n} ({how}): {prefix} did not reach alt within {WAIT:?}; last probe {last:?}"
             ));
+        }
+        let extra_ok = if n % 2 == 1 {
+            wait_until(WAIT, || {
+                Client::try_connect(extra)
+                    .and_then(|mut c| c.try_read_response_after(&get("/extra")))
+                    .is_ok_and(|r| r.status == 200)
+            })
+        } else {
+            wait_until(WAIT, || {
+                matches!(std::net::TcpStream::connect(extra),
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused)
+            })
+        };
+        if !extra_ok {
+            let want = if n % 2 == 1 { "added" } else { "removed" };
+            problems.push(format!("reload {n} ({how}): listener {extra} not {want}"));
         }
         let v = version(&proxy);
         if v != n as u64 + 1 {

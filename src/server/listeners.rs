@@ -1,0 +1,141 @@
+//! The public listeners across start and reloads.
+//!
+//! The main thread binds every worker's socket up front (one
+//! `SO_REUSEPORT` socket per worker per address), so a bind or certificate
+//! error refuses a start or a reload before any worker changes. Each
+//! worker then adopts its sockets and runs one accept loop per listener.
+//!
+//! Across a reload, a listener is known by its configured address:
+//! - kept: same socket, no accept queue is ever lost; its TLS config is
+//!   rebuilt from the files (new certificates, same ticket keys);
+//! - new: bound here, adopted by the workers;
+//! - removed: each worker stops accepting on it at once, then its
+//!   connections drain: a request in flight finishes with
+//!   `Connection: close`, an idle keep-alive connection is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+
+use super::StartError;
+use crate::config::Config;
+use crate::io::BoundSocket;
+
+/// A listener of the running config, as the main thread knows it.
+#[derive(Clone)]
+pub struct Bound {
+    /// The `server.listen` address it is known by (port 0 included).
+    pub configured: SocketAddr,
+    /// The bound address (port 0 resolved).
+    pub local: SocketAddr,
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+/// One listener of a config, for one worker.
+pub(super) struct ListenerUpdate {
+    pub configured: SocketAddr,
+    /// The worker's own socket for a listener it does not have yet;
+    /// `None` for one it keeps.
+    pub socket: Option<BoundSocket>,
+    pub tls: Option<Arc<ServerConfig>>,
+    pub backlog: u32,
+}
+
+/// The listeners of `config` given those already `running`: binds the new
+/// ones (`workers` sockets each) and builds every TLS config. Returns the
+/// new set and, per worker, what it serves from now on. Nothing changes
+/// on `Err`: sockets bound so far close when dropped.
+pub(super) fn plan(
+    running: &[Bound],
+    config: &Config,
+    workers: usize,
+) -> Result<(Vec<Bound>, Vec<Vec<ListenerUpdate>>), StartError> {
+    let backlog = config.server.backlog.get();
+    let mut bound = Vec::with_capacity(config.server.listen.len());
+    let mut per_worker: Vec<Vec<ListenerUpdate>> = (0..workers).map(|_| Vec::new()).collect();
+    for listen in &config.server.listen {
+        let addr = listen.addr;
+        let kept = running.iter().find(|b| b.configured == addr);
+        let tls = match (&listen.tls, kept.and_then(|k| k.tls.as_ref())) {
+            (None, _) => None,
+            (Some(files), Some(previous)) => {
+                Some(crate::tls::reload_server_config(files, previous))
+            }
+            (Some(files), None) => Some(crate::tls::load_server_config(files)),
+        }
+        .transpose()
+        .map_err(|error| StartError::Tls { addr, error })?;
+        let (local, mut sockets) = match kept {
+            Some(k) => (k.local, Vec::new()),
+            None => {
+                let group = BoundSocket::bind_group(addr, backlog, workers)
+                    .map_err(|error| StartError::Bind { addr, error })?;
+                (group[0].local_addr(), group)
+            }
+        };
+        // Pop from the back: worker `workers - 1` gets the last socket.
+        for updates in per_worker.iter_mut().rev() {
+            updates.push(ListenerUpdate {
+                configured: addr,
+                socket: sockets.pop(),
+                tls: tls.clone(),
+                backlog,
+            });
+        }
+        bound.push(Bound {
+            configured: addr,
+            local,
+            tls,
+        });
+    }
+    Ok((bound, per_worker))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(listen: &str) -> Config {
+        let text = format!(
+            "[server]\nlisten = {listen}\nworkers = 2\n\
+             [upstreams.app]\nbackends = [{{ addr = \"127.0.0.1:9\" }}]\n\
+             [[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n"
+        );
+        Config::from_toml_str(&text, std::path::Path::new("test.toml")).unwrap()
+    }
+
+    #[test]
+    fn kept_listeners_keep_their_socket_and_new_ones_bind_one_per_worker() {
+        let (first, updates) = plan(&[], &config("[\"127.0.0.1:0\"]"), 2).unwrap();
+        assert_eq!(first.len(), 1);
+        let port = first[0].local.port();
+        assert_ne!(port, 0, "port 0 is resolved");
+        // Both workers' sockets share the resolved port.
+        for worker in &updates {
+            let socket = worker[0].socket.as_ref().unwrap();
+            assert_eq!(socket.local_addr().port(), port);
+        }
+
+        // Same listener plus a new one: the first is kept (no socket),
+        // the second bound for each worker.
+        let (second, updates2) =
+            plan(&first, &config("[\"127.0.0.1:0\", \"127.0.0.2:0\"]"), 2).unwrap();
+        assert_eq!(second[0].local, first[0].local);
+        for worker in &updates2 {
+            assert!(worker[0].socket.is_none());
+            assert!(worker[1].socket.is_some());
+        }
+        drop(updates);
+    }
+
+    #[test]
+    fn a_busy_address_is_a_bind_error_naming_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = plan(&[], &config(&format!("[\"{addr}\"]")), 2)
+            .err()
+            .expect("the bind fails");
+        assert!(err.to_string().contains(&addr.to_string()), "{err}");
+    }
+}
