@@ -140,6 +140,36 @@ fn reload_adds_keeps_and_removes_listeners_and_removed_ones_drain() {
     assert_eq!(version(&proxy), 4);
 }
 
+/// Each added listener costs one socket per worker; removing it gives
+/// them back (the fd closes, not only the port): three rounds, no growth.
+#[test]
+fn added_and_removed_listeners_leak_no_fds() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .workers(2)
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let first = proxy.addr;
+    let one = format!("listen = [\"{first}\"]");
+    let baseline = proxy.settled_fd_count();
+    for round in 0..3 {
+        let extra = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let two = format!("listen = [\"{first}\", \"{extra}\"]");
+        rewrite(&proxy, |t| t.replacen(&one, &two, 1));
+        assert_reloaded(&proxy);
+        assert!(
+            wait_until(WAIT, || proxy.fd_count() == baseline + 2),
+            "round {round}: one socket per worker: baseline {baseline}, now {}",
+            proxy.fd_count()
+        );
+        rewrite(&proxy, |t| t.replacen(&two, &one, 1));
+        assert_reloaded(&proxy);
+        proxy.assert_fds_return_to(baseline, "removing a listener");
+        assert!(refused(extra));
+    }
+}
+
 #[test]
 fn a_listener_that_cannot_bind_refuses_the_reload() {
     let backend = Backend::echo();
