@@ -60,12 +60,28 @@ pub(super) async fn run(
         size,
         timeout,
     );
-    tokio::join!(to_upstream, to_client);
+    let (up, down) = tokio::join!(to_upstream, to_client);
     upstream.shutdown(Shutdown::Both);
     client.conn.shutdown(Shutdown::Both);
+    // Counted once the tunnel ends, like the access log line it goes into.
+    let metrics = &worker.metrics;
+    metrics.bytes_from_clients.add(up);
+    metrics.bytes_to_upstreams.add(up);
+    metrics.bytes_from_upstreams.add(down);
+    metrics.bytes_to_clients.add(down);
+    client.sent += down;
 }
 
-async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeout: Duration) {
+/// Relays `from` to `to` until either ends; returns the payload bytes
+/// delivered (plaintext, on a TLS side).
+async fn pump(
+    from: Side<'_>,
+    to: Side<'_>,
+    mut buf: Vec<u8>,
+    size: usize,
+    timeout: Duration,
+) -> u64 {
+    let mut delivered = 0u64;
     buf.reserve(size.saturating_sub(buf.len()));
     let mut cipher = Vec::with_capacity(if from.tls.is_some() { size } else { 0 });
     let mut out = Vec::new();
@@ -92,10 +108,11 @@ async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeo
                     }
                 }
             };
-            buf.clear();
             if res.is_err() {
                 break;
             }
+            delivered += buf.len() as u64;
+            buf.clear();
         }
         let read = match from.tls {
             None => {
@@ -133,6 +150,7 @@ async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeo
                     if res.is_err() {
                         break;
                     }
+                    delivered += len as u64;
                 }
                 if let Some(tls) = to.tls {
                     out.clear();
@@ -144,7 +162,7 @@ async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeo
                         .await;
                 }
                 to.conn.shutdown(Shutdown::Write);
-                return;
+                return delivered;
             }
             Ok(_) => {}
             Err(_) => break,
@@ -152,4 +170,5 @@ async fn pump(from: Side<'_>, to: Side<'_>, mut buf: Vec<u8>, size: usize, timeo
     }
     from.conn.shutdown(Shutdown::Both);
     to.conn.shutdown(Shutdown::Both);
+    delivered
 }

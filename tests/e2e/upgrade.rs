@@ -84,6 +84,48 @@ fn tunnel_carries_a_megabyte_each_way() {
     assert_eq!(checksum(&echoed), checksum(&data));
 }
 
+/// Tunnel payload counts in the byte metrics, once the tunnel ends.
+#[test]
+fn tunnel_bytes_are_counted_in_the_byte_metrics() {
+    let backend = tunnel_backend();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let counters = || {
+        let text = crate::admin::admin(&proxy, "GET", "/metrics").body_str();
+        let samples = crate::admin::parse_prometheus(&text);
+        let get = |name: &str| -> f64 {
+            samples
+                .iter()
+                .filter(|((n, _), _)| n == name)
+                .map(|(_, v)| v)
+                .sum()
+        };
+        [
+            get("ringlb_client_bytes_received_total"),
+            get("ringlb_client_bytes_sent_total"),
+            get("ringlb_upstream_bytes_sent_total"),
+            get("ringlb_upstream_bytes_received_total"),
+        ]
+    };
+    let mut c = open_tunnel(&proxy);
+    let before = counters();
+    let data = pattern(256 * 1024);
+    c.send(&data);
+    assert_eq!(checksum(&read_exactly(&mut c, data.len())), checksum(&data));
+    drop(c);
+    let n = data.len() as f64;
+    let mut last = before;
+    assert!(
+        wait_until(WAIT, || {
+            last = counters();
+            last.iter().zip(before).all(|(now, then)| now - then >= n)
+        }),
+        "byte counters before {before:?}, after {last:?}, want +{n} each"
+    );
+}
+
 #[test]
 fn closing_the_client_closes_the_tunnel_upstream() {
     let backend = tunnel_backend();
