@@ -16,7 +16,9 @@
 //! - A reload that changes the layout starts a new generation of shards
 //!   ([`Registry::next_generation`]); old generations stay and are summed
 //!   into the series with the same upstream name and backend address, so
-//!   counters never go backwards across a reload.
+//!   counters never go backwards across a reload. Shards nobody holds any
+//!   more (their worker generation is gone) are folded into one per
+//!   generation at the next reload, so reloads do not grow the registry.
 //! - Gauges (`*_open`, `*_in_flight`) are counters that the same shard
 //!   increments and decrements; each shard's value is never negative.
 //!
@@ -78,6 +80,11 @@ macro_rules! worker_metrics {
 
         impl Totals {
             fn add(&mut self, m: &WorkerMetrics) { $(self.$name = self.$name.wrapping_add(m.$name.get());)* }
+        }
+
+        impl WorkerMetrics {
+            /// Adds `other`'s process-wide counters to this shard's.
+            fn absorb_fields(&self, other: &WorkerMetrics) { $(self.$name.add(other.$name.get());)* }
         }
     };
 }
@@ -228,6 +235,28 @@ impl UpstreamMetrics {
     fn backends(&self) -> usize {
         self.requests.len() / CELLS_PER_BACKEND - 1
     }
+
+    /// Adds `other`'s counters (same layout) to these.
+    fn absorb(&self, other: &UpstreamMetrics) {
+        let add_all = |mine: &[Counter], theirs: &[Counter]| {
+            for (m, t) in mine.iter().zip(theirs) {
+                m.add(t.get());
+            }
+        };
+        add_all(&self.requests, &other.requests);
+        add_all(&self.duration_buckets, &other.duration_buckets);
+        add_all(&self.health_checks, &other.health_checks);
+        for (m, t) in [
+            (&self.duration_sum_us, &other.duration_sum_us),
+            (&self.retries, &other.retries),
+            (&self.retries_refused, &other.retries_refused),
+            (&self.connects, &other.connects),
+            (&self.connect_failures, &other.connect_failures),
+            (&self.connections_open, &other.connections_open),
+        ] {
+            m.add(t.get());
+        }
+    }
 }
 
 /// Names of the upstreams and backends, in config order: what shards are
@@ -271,6 +300,15 @@ impl WorkerMetrics {
         WorkerMetrics {
             upstreams,
             ..WorkerMetrics::default()
+        }
+    }
+
+    /// Adds every counter of `other`, a shard of the same layout that
+    /// nobody writes any more, to this one.
+    fn absorb(&self, other: &WorkerMetrics) {
+        self.absorb_fields(other);
+        for (mine, theirs) in self.upstreams.iter().zip(other.upstreams.iter()) {
+            mine.absorb(theirs);
         }
     }
 
@@ -449,12 +487,39 @@ impl Registry {
     /// continue under the same upstream name and backend address. A no-op
     /// when the layout is unchanged (keep using the current shards).
     pub fn next_generation(&mut self, layout: Layout) {
+        self.fold_retired();
         if *self.current().layout != layout {
             self.generations.push(Generation {
                 layout: Arc::new(layout),
                 shards: Vec::new(),
             });
         }
+    }
+
+    /// Folds the shards nobody writes any more (only the registry holds
+    /// them: their worker, connections and health checker are gone) into
+    /// one per generation, so reloads do not grow the registry. Every sum
+    /// stays the same.
+    fn fold_retired(&mut self) {
+        for generation in &mut self.generations {
+            let (retired, live): (Vec<_>, Vec<_>) = generation
+                .shards
+                .drain(..)
+                .partition(|shard| Arc::strong_count(shard) == 1);
+            generation.shards = live;
+            let mut retired = retired.into_iter();
+            if let Some(folded) = retired.next() {
+                for shard in retired {
+                    folded.absorb(&shard);
+                }
+                generation.shards.push(folded);
+            }
+        }
+    }
+
+    /// How many shards are kept (live ones, and one folded per generation).
+    pub fn shard_count(&self) -> usize {
+        self.generations.iter().map(|g| g.shards.len()).sum()
     }
 
     pub fn totals(&self) -> Totals {

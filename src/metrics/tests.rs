@@ -441,6 +441,42 @@ fn reload_generations_carry_series_by_name() {
     parse(&prometheus::render::<View>(&snap, &[], &[]));
 }
 
+/// Reload after reload, the shards of dropped workers fold into one per
+/// generation, and every series keeps its value.
+#[test]
+fn retired_shards_fold_without_changing_any_sum() {
+    let mut registry = Registry::new(layout());
+    let record = |shard: &WorkerMetrics, n: u64| {
+        for i in 0..n {
+            shard.request(Some(0), Some(1), 200, Method::Get, Duration::from_millis(i));
+            shard.request(None, None, 404, Method::Post, Duration::ZERO);
+            shard.retry(1);
+            shard.health_check(1, 0, i % 2 == 0);
+            shard.upstream_connect(0, true);
+            shard.connections_accepted.inc();
+            shard.bytes_to_clients.add(100);
+        }
+        shard.upstream_closed(0);
+    };
+    let kept = registry.new_shard();
+    record(&kept, 2);
+    for round in 0..10u64 {
+        let workers: Vec<_> = (0..3).map(|_| registry.new_shard()).collect();
+        for w in &workers {
+            record(w, round + 1);
+        }
+        let before = render(&registry);
+        let totals = registry.totals();
+        drop(workers);
+        registry.next_generation(layout());
+        assert_eq!(render(&registry), before, "round {round}");
+        assert_eq!(registry.totals(), totals);
+        // The live shard and one folded one.
+        assert_eq!(registry.shard_count(), 2, "round {round}");
+    }
+    assert_eq!(registry.totals().connections_accepted, 2 + 3 * 55);
+}
+
 #[test]
 fn shards_do_not_share_cache_lines() {
     assert_eq!(std::mem::align_of::<WorkerMetrics>(), 128);
