@@ -8,8 +8,10 @@
 //!
 //! Invariants:
 //! - Never bound on a public listener (config refuses the same address).
-//! - One connection at a time, one request per connection
-//!   (`Connection: close`); a head larger than [`MAX_HEAD_BYTES`] gets 431,
+//! - Up to [`MAX_CONNECTIONS`] connections at once, each on a short-lived
+//!   thread (a slow client cannot hold up a scrape); beyond that a client
+//!   gets 503 at once. One request per connection (`Connection: close`);
+//!   a head larger than [`MAX_HEAD_BYTES`] gets 431,
 //!   a client silent for [`IO_TIMEOUT`] is dropped, request bodies larger
 //!   than [`MAX_BODY_BYTES`] get 413.
 //! - Everything it does goes through [`AdminHooks`], so it is tested
@@ -19,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,6 +37,8 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Read and write timeout per socket operation.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Admin connections served at once.
+pub const MAX_CONNECTIONS: usize = 8;
 
 type Hook<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// `(upstream name, backend address, drain)`.
@@ -120,7 +124,7 @@ impl AdminServer {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("ringlb-admin".into())
-            .spawn(move || serve(listener, &hooks, &thread_shared))?;
+            .spawn(move || serve(listener, Arc::new(hooks), &thread_shared))?;
         Ok(AdminServer {
             shared,
             thread: Some(thread),
@@ -159,7 +163,17 @@ impl Drop for AdminServer {
     }
 }
 
-fn serve(mut listener: TcpListener, hooks: &AdminHooks, shared: &Shared) {
+/// Gives back a connection slot when its thread ends, even by a panic.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve(mut listener: TcpListener, hooks: Arc<AdminHooks>, shared: &Shared) {
+    let active = Arc::new(AtomicUsize::new(0));
     loop {
         if let Some(next) = shared
             .next
@@ -175,9 +189,25 @@ fn serve(mut listener: TcpListener, hooks: &AdminHooks, shared: &Shared) {
             return;
         }
         match conn {
-            Ok((stream, _)) => {
-                if let Err(e) = handle(stream, hooks) {
-                    tracing::debug!(error = %e, "admin connection failed");
+            Ok((mut stream, _)) => {
+                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+                    let _ = respond(&mut stream, &Reply::text(503, "admin listener busy\n"));
+                    continue;
+                }
+                active.fetch_add(1, Ordering::SeqCst);
+                let slot = Slot(active.clone());
+                let hooks = hooks.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("ringlb-admin-conn".into())
+                    .spawn(move || {
+                        let _slot = slot;
+                        if let Err(e) = handle(stream, &hooks) {
+                            tracing::debug!(error = %e, "admin connection failed");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::warn!(error = %e, "cannot start an admin connection thread");
                 }
             }
             Err(e) => {

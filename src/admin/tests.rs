@@ -163,8 +163,7 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
     };
     let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
     let addr = server.local_addr();
-    // Half a head, then nothing: the next client is served after the
-    // timeout, not never. (Closed here so the test does not wait 5 s.)
+    // Half a head, then nothing: it does not hold up the next client.
     let mut idle = TcpStream::connect(addr).unwrap();
     idle.write_all(b"GET /hea").unwrap();
     drop(idle);
@@ -177,6 +176,64 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
         (501, "reload is not supported yet\n")
     );
     drop(server); // Drop stops and joins.
+}
+
+/// Silent clients each hold a connection thread, not the listener: a
+/// scrape is answered while they are still open, and past
+/// `MAX_CONNECTIONS` a client gets 503 at once.
+#[test]
+fn silent_clients_do_not_hold_up_others_and_the_rest_get_503() {
+    let fixture = start();
+    let addr = fixture.server.local_addr();
+    let silent = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .map(|_| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.write_all(b"GET /hea").unwrap();
+                s
+            })
+            .collect()
+    };
+    let still_open = |streams: &[TcpStream]| {
+        streams.iter().all(|s| {
+            s.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let open =
+                matches!((&*s).read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            s.set_nonblocking(false).unwrap();
+            open
+        })
+    };
+    let holding = silent(MAX_CONNECTIONS - 1);
+    assert_eq!(get(addr, "/healthz").0, 200);
+    // Answered while every silent connection was still open and unserved
+    // (served one at a time, they would have been closed first).
+    assert!(still_open(&holding));
+
+    let full = silent(1);
+    // Each connection counts once its thread starts; the accept loop may
+    // still be starting the last one.
+    let mut status = 0;
+    for _ in 0..500 {
+        status = get(addr, "/healthz").0;
+        if status == 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(status, 503);
+    assert!(still_open(&holding) && still_open(&full));
+    drop(holding);
+    drop(full);
+    let mut ok = false;
+    for _ in 0..500 {
+        if get(addr, "/healthz").0 == 200 {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ok, "slots are given back when clients leave");
 }
 
 #[test]
