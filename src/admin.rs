@@ -69,22 +69,48 @@ pub struct AdminServer {
 
 /// What the admin thread and its handles share.
 struct Shared {
-    /// The bound address (port 0 resolved).
-    addr: Mutex<SocketAddr>,
-    /// A listener to move to, set by [`AdminRebind::move_to`].
-    next: Mutex<Option<TcpListener>>,
+    state: Mutex<ListenState>,
     stop: AtomicBool,
 }
 
+struct ListenState {
+    /// The address served (port 0 resolved), or moved to.
+    addr: SocketAddr,
+    /// A listener to move to, set by [`AdminRebind::move_to`] and taken
+    /// by the thread before its next accept.
+    next: Option<TcpListener>,
+    /// While `next` waits: the address of the listener the thread still
+    /// blocks on.
+    serving: Option<SocketAddr>,
+}
+
 impl Shared {
-    fn addr(&self) -> SocketAddr {
-        *self.addr.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, ListenState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Wakes the thread's blocking accept with a connection that sends
+    fn addr(&self) -> SocketAddr {
+        self.state().addr
+    }
+
+    /// Wakes a blocking accept on `addr` with a connection that sends
     /// nothing and closes at once.
-    fn wake(&self) {
-        let _ = TcpStream::connect_timeout(&self.addr(), Duration::from_secs(1));
+    fn wake(addr: SocketAddr) {
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+    }
+
+    /// Wakes the thread wherever it blocks: on the current listener, and
+    /// on the old one if a move is still pending (a connection queued on
+    /// the new one wakes it once it got there).
+    fn wake_thread(&self) {
+        let (addr, serving) = {
+            let state = self.state();
+            (state.addr, state.serving)
+        };
+        Shared::wake(addr);
+        if let Some(old) = serving {
+            Shared::wake(old);
+        }
     }
 }
 
@@ -105,9 +131,16 @@ impl AdminRebind {
                 return;
             }
         };
-        *self.0.next.lock().unwrap_or_else(PoisonError::into_inner) = Some(listener);
-        self.0.wake();
-        *self.0.addr.lock().unwrap_or_else(PoisonError::into_inner) = addr;
+        {
+            let mut state = self.0.state();
+            // A second move before the thread took the first: it still
+            // blocks where it did.
+            let serving = state.serving.unwrap_or(state.addr);
+            state.serving = Some(serving);
+            state.addr = addr;
+            state.next = Some(listener);
+        }
+        self.0.wake_thread();
         tracing::info!(listen = %addr, "admin listener moved");
     }
 }
@@ -117,8 +150,11 @@ impl AdminServer {
     pub fn start(addr: SocketAddr, hooks: AdminHooks) -> io::Result<AdminServer> {
         let listener = TcpListener::bind(addr)?;
         let shared = Arc::new(Shared {
-            addr: Mutex::new(listener.local_addr()?),
-            next: Mutex::new(None),
+            state: Mutex::new(ListenState {
+                addr: listener.local_addr()?,
+                next: None,
+                serving: None,
+            }),
             stop: AtomicBool::new(false),
         });
         let thread_shared = shared.clone();
@@ -148,7 +184,7 @@ impl AdminServer {
 
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake();
+        self.shared.wake_thread();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -175,14 +211,13 @@ impl Drop for Slot {
 fn serve(mut listener: TcpListener, hooks: Arc<AdminHooks>, shared: &Shared) {
     let active = Arc::new(AtomicUsize::new(0));
     loop {
-        if let Some(next) = shared
-            .next
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
         {
-            // The old socket closes here.
-            listener = next;
+            let mut state = shared.state();
+            if let Some(next) = state.next.take() {
+                // The old socket closes here.
+                listener = next;
+                state.serving = None;
+            }
         }
         let conn = listener.accept();
         if shared.stop.load(Ordering::SeqCst) {

@@ -502,10 +502,17 @@ impl Registry {
     /// stays the same.
     fn fold_retired(&mut self) {
         for generation in &mut self.generations {
-            let (retired, live): (Vec<_>, Vec<_>) = generation
-                .shards
-                .drain(..)
-                .partition(|shard| Arc::strong_count(shard) == 1);
+            let mut retired = Vec::new();
+            let mut live = Vec::new();
+            for mut shard in generation.shards.drain(..) {
+                // `get_mut` (not a relaxed `strong_count`) synchronizes
+                // with the last writer's drop, so its final values are seen.
+                if Arc::get_mut(&mut shard).is_some() {
+                    retired.push(shard);
+                } else {
+                    live.push(shard);
+                }
+            }
             generation.shards = live;
             let mut retired = retired.into_iter();
             if let Some(folded) = retired.next() {

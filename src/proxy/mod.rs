@@ -584,10 +584,14 @@ async fn read_request(
     fwd: &mut Vec<u8>,
     log: &mut LogLine,
 ) -> Result<Option<RequestInfo>, LocalReply> {
-    let (head_timeout, keepalive_timeout) = (
-        worker.config.server.head_timeout,
-        worker.config.server.keepalive_timeout,
-    );
+    // The newest config's: a reload's timeouts apply from the next wait.
+    let (head_timeout, keepalive_timeout) = {
+        let newest = worker.newest();
+        (
+            newest.config.server.head_timeout,
+            newest.config.server.keepalive_timeout,
+        )
+    };
     let mut head_started = if client.buf.is_empty() {
         None
     } else {

@@ -35,6 +35,8 @@ pub(super) async fn run(
 ) {
     let timeout = worker.config.server.tunnel_timeout;
     let client_leftover = std::mem::take(&mut client.buf);
+    // Already counted as read when they arrived with the heads.
+    let already_read = (client_leftover.len() as u64, upstream_leftover.len() as u64);
     let size = client.buffer_size;
     let client_tls = client.tls.take().map(RefCell::new);
     let upstream_tls = upstream_tls.map(RefCell::new);
@@ -63,12 +65,16 @@ pub(super) async fn run(
     let (up, down) = tokio::join!(to_upstream, to_client);
     upstream.shutdown(Shutdown::Both);
     client.conn.shutdown(Shutdown::Both);
-    // Counted once the tunnel ends, like the access log line it goes into.
+    // Counted once the tunnel ends, like the access log line it goes into;
+    // bytes to the client go through `client.sent` (counted by the caller).
     let metrics = &worker.metrics;
-    metrics.bytes_from_clients.add(up);
+    metrics
+        .bytes_from_clients
+        .add(up.saturating_sub(already_read.0));
     metrics.bytes_to_upstreams.add(up);
-    metrics.bytes_from_upstreams.add(down);
-    metrics.bytes_to_clients.add(down);
+    metrics
+        .bytes_from_upstreams
+        .add(down.saturating_sub(already_read.1));
     client.sent += down;
 }
 

@@ -84,6 +84,8 @@ impl std::error::Error for StartError {}
 
 /// A started proxy: workers bound and serving.
 pub struct Server {
+    /// The listeners' bound addresses at start (after a reload, `/status`
+    /// has the current ones).
     pub listening: Vec<SocketAddr>,
     /// Every metrics shard. Locked only by a scrape, `/status` and the
     /// totals at exit, never on the request path (workers write to their
