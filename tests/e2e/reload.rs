@@ -18,7 +18,7 @@ use crate::client::{get, Client, Headers};
 use crate::harness::{free_port, wait_until, Proxy, WAIT};
 use crate::loadgen::{Load, LoadReport};
 
-fn rewrite(proxy: &Proxy, edit: impl FnOnce(String) -> String) {
+pub fn rewrite(proxy: &Proxy, edit: impl FnOnce(String) -> String) {
     let path = proxy.dir().join("ringlb.toml");
     let text = fs::read_to_string(&path).unwrap();
     let new = edit(text.clone());
@@ -34,7 +34,7 @@ fn metric(proxy: &Proxy, name: &str) -> f64 {
         .sum()
 }
 
-fn version(proxy: &Proxy) -> u64 {
+pub fn version(proxy: &Proxy) -> u64 {
     let doc: serde_json::Value =
         serde_json::from_slice(&admin(proxy, "GET", "/status").body).unwrap();
     doc["config"]["version"].as_u64().unwrap()

@@ -8,9 +8,8 @@
 //! apply to the next request.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,18 +20,8 @@ use crate::admin::admin;
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Response};
 use crate::harness::{free_port, wait_until, Proxy, TempDir, WAIT};
-
-fn config_path(proxy: &Proxy) -> std::path::PathBuf {
-    proxy.dir().join("ringlb.toml")
-}
-
-fn rewrite(proxy: &Proxy, edit: impl FnOnce(String) -> String) {
-    let path = config_path(proxy);
-    let text = fs::read_to_string(&path).unwrap();
-    let new = edit(text.clone());
-    assert_ne!(new, text, "the edit changed nothing");
-    fs::write(&path, new).unwrap();
-}
+use crate::reload::{rewrite, version};
+use crate::tls::{certs, leaf, read_response, Tls};
 
 fn reload(proxy: &Proxy) -> Response {
     admin(proxy, "POST", "/reload")
@@ -46,12 +35,6 @@ fn assert_reloaded(proxy: &Proxy) {
         "stderr:\n{}",
         proxy.stderr()
     );
-}
-
-fn version(proxy: &Proxy) -> u64 {
-    let doc: serde_json::Value =
-        serde_json::from_slice(&admin(proxy, "GET", "/status").body).unwrap();
-    doc["config"]["version"].as_u64().unwrap()
 }
 
 /// Whether a TCP connect to `addr` is refused (nothing listens there).
@@ -263,22 +246,10 @@ fn server_limits_apply_to_the_next_request_after_a_reload() {
 
 // ---- certificates ----
 
-fn certs() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/certs"))
-}
-
-fn leaf(file: &str) -> CertificateDer<'static> {
-    ringlb::tls::load_certs(&certs().join(file))
-        .unwrap()
-        .remove(0)
-}
-
 /// A client config trusting the dev CA, with its own session cache.
 fn client_config() -> Arc<ClientConfig> {
     ringlb::tls::load_client_config(&certs().join("ca.pem")).unwrap()
 }
-
-type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 fn tls_connect(config: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> Tls {
     let name = ServerName::try_from(sni.to_string()).unwrap();
@@ -288,29 +259,10 @@ fn tls_connect(config: &Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> Tls {
     StreamOwned::new(conn, sock)
 }
 
-/// `GET /` over `tls`; the status, and whether the whole response came.
+/// `GET /` over `tls`; the status once the whole response came.
 fn tls_get(tls: &mut Tls) -> std::io::Result<u16> {
     tls.write_all(&get("/"))?;
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if tls.read(&mut byte)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&buf).to_string();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().unwrap())
-        })
-        .unwrap();
-    let mut body = vec![0; len];
-    tls.read_exact(&mut body)?;
-    Ok(head[9..12].parse().unwrap())
+    read_response(tls).map(|(status, _, _)| status)
 }
 
 fn peer_leaf(tls: &Tls) -> CertificateDer<'static> {

@@ -19,9 +19,9 @@ const SERVER_TLS: &str = "{ cert = \"CERTS/server.pem\", key = \"CERTS/server.ke
 const WITH_SNI: &str = "{ cert = \"CERTS/server.pem\", key = \"CERTS/server.key\", \
                         sni = [{ cert = \"CERTS/other.pem\", key = \"CERTS/other.key\" }] }";
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
-fn certs() -> &'static Path {
+pub fn certs() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/certs"))
 }
 
@@ -35,14 +35,14 @@ fn connect(addr: SocketAddr, sni: &str) -> Tls {
     StreamOwned::new(conn, sock)
 }
 
-fn leaf(file: &str) -> CertificateDer<'static> {
+pub fn leaf(file: &str) -> CertificateDer<'static> {
     ringlb::tls::load_certs(&certs().join(file))
         .unwrap()
         .remove(0)
 }
 
 /// One response with a Content-Length body: (status, head, body).
-fn read_response(tls: &mut Tls) -> io::Result<(u16, String, Vec<u8>)> {
+pub fn read_response(tls: &mut Tls) -> io::Result<(u16, String, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
