@@ -560,6 +560,16 @@ fn write_reply(wire: &mut Wire, req: &Request, reply: Reply) -> io::Result<bool>
         Body::Close(b) => (if head_only { Vec::new() } else { b.clone() }, false),
     };
     head.push_str("\r\n");
+    let paused = matches!(resp.pause, Some((at, _)) if at < wire_body.len());
+    if resp.stall_after.is_none() && !paused {
+        // One write, as a real server's small response: a kill (shutdown
+        // of every connection) lands before the response or after it,
+        // never between head and body.
+        let mut whole = head.into_bytes();
+        whole.extend_from_slice(&wire_body);
+        wire.stream.write_all(&whole)?;
+        return Ok(keep);
+    }
     wire.stream.write_all(head.as_bytes())?;
     if let Some(n) = resp.stall_after {
         wire.stream
