@@ -228,6 +228,7 @@ fn serve(mut listener: TcpListener, hooks: Arc<AdminHooks>, shared: &Shared) {
                 if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
                     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
                     let _ = respond(&mut stream, &Reply::text(503, "admin listener busy\n"));
+                    close(stream);
                     continue;
                 }
                 active.fetch_add(1, Ordering::SeqCst);
@@ -236,10 +237,14 @@ fn serve(mut listener: TcpListener, hooks: Arc<AdminHooks>, shared: &Shared) {
                 let spawned = std::thread::Builder::new()
                     .name("ringlb-admin-conn".into())
                     .spawn(move || {
-                        let _slot = slot;
-                        if let Err(e) = handle(stream, &hooks) {
+                        let mut stream = stream;
+                        if let Err(e) = handle(&mut stream, &hooks) {
                             tracing::debug!(error = %e, "admin connection failed");
                         }
+                        // The slot is free before the client sees the end,
+                        // so a client's next connection finds it free.
+                        drop(slot);
+                        close(stream);
                     });
                 if let Err(e) = spawned {
                     tracing::warn!(error = %e, "cannot start an admin connection thread");
@@ -272,14 +277,15 @@ impl Reply {
     }
 }
 
-fn handle(mut stream: TcpStream, hooks: &AdminHooks) -> io::Result<()> {
+/// Serves one request on `stream`; the caller closes it.
+fn handle(stream: &mut TcpStream, hooks: &AdminHooks) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut buf = vec![0u8; MAX_HEAD_BYTES];
     let mut len = 0;
     let (method, path, head_len, body_len) = loop {
         if len == buf.len() {
-            return respond(&mut stream, &Reply::text(431, "request head too large\n"));
+            return respond(stream, &Reply::text(431, "request head too large\n"));
         }
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
@@ -305,12 +311,12 @@ fn handle(mut stream: TcpStream, hooks: &AdminHooks) -> io::Result<()> {
                     .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
                 let body_len: usize = match body_len {
                     _ if chunked => {
-                        return respond(&mut stream, &Reply::text(411, "length required\n"))
+                        return respond(stream, &Reply::text(411, "length required\n"))
                     }
                     None => 0,
                     Some(Some(n)) => n,
                     Some(None) => {
-                        return respond(&mut stream, &Reply::text(400, "bad content-length\n"))
+                        return respond(stream, &Reply::text(400, "bad content-length\n"))
                     }
                 };
                 let method = req.method.unwrap_or("").to_owned();
@@ -318,11 +324,11 @@ fn handle(mut stream: TcpStream, hooks: &AdminHooks) -> io::Result<()> {
                 break (method, path, head_len, body_len);
             }
             Ok(httparse::Status::Partial) => continue,
-            Err(_) => return respond(&mut stream, &Reply::text(400, "bad request\n")),
+            Err(_) => return respond(stream, &Reply::text(400, "bad request\n")),
         }
     };
     if body_len > MAX_BODY_BYTES {
-        return respond(&mut stream, &Reply::text(413, "body too large\n"));
+        return respond(stream, &Reply::text(413, "body too large\n"));
     }
     // Read and drop the body so closing does not reset the connection.
     let mut remaining = body_len.saturating_sub(len - head_len);
@@ -335,7 +341,7 @@ fn handle(mut stream: TcpStream, hooks: &AdminHooks) -> io::Result<()> {
     }
     let reply = catch_unwind(AssertUnwindSafe(|| route(&method, &path, hooks)))
         .unwrap_or_else(|_| Reply::text(500, "internal error\n"));
-    respond(&mut stream, &reply)
+    respond(stream, &reply)
 }
 
 fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
@@ -433,9 +439,12 @@ fn respond(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(reply.body.as_bytes())?;
-    stream.flush()?;
+    stream.flush()
+}
+
+/// Ends a connection after its response: the client sees end of stream.
+fn close(stream: TcpStream) {
     let _ = stream.shutdown(std::net::Shutdown::Write);
-    Ok(())
 }
 
 /// What `/status` reports beyond the config and the counters.
