@@ -310,9 +310,7 @@ fn handle(stream: &mut TcpStream, hooks: &AdminHooks) -> io::Result<()> {
                     .iter()
                     .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
                 let body_len: usize = match body_len {
-                    _ if chunked => {
-                        return respond(stream, &Reply::text(411, "length required\n"))
-                    }
+                    _ if chunked => return respond(stream, &Reply::text(411, "length required\n")),
                     None => 0,
                     Some(Some(n)) => n,
                     Some(None) => {
