@@ -86,6 +86,20 @@ pub fn parse_prometheus(text: &str) -> BTreeMap<(String, String), f64> {
     samples
 }
 
+/// The sum of every sample of the metric family `name` (0 when absent).
+pub fn metric(proxy: &Proxy, name: &str) -> f64 {
+    parse_prometheus(&admin(proxy, "GET", "/metrics").body_str())
+        .into_iter()
+        .filter(|((n, _), _)| n == name)
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The `/status` document.
+pub fn status(proxy: &Proxy) -> serde_json::Value {
+    serde_json::from_slice(&admin(proxy, "GET", "/status").body).expect("status is JSON")
+}
+
 fn requests_total(proxy: &Proxy) -> f64 {
     let r = admin(proxy, "GET", "/metrics");
     assert_eq!(r.status, 200);
@@ -188,8 +202,7 @@ fn drain_stops_traffic_to_a_backend_and_enable_restores_it() {
     let drain = format!("/backends/app/{}/drain", a.addr);
     let r = admin(&proxy, "POST", &drain);
     assert_eq!(r.status, 200, "{}", r.body_str());
-    let doc: serde_json::Value =
-        serde_json::from_slice(&admin(&proxy, "GET", "/status").body).unwrap();
+    let doc = status(&proxy);
     assert_eq!(doc["upstreams"][0]["backends"][0]["draining"], true);
     let (a0, b0) = (a.request_count(), b.request_count());
     for _ in 0..10 {

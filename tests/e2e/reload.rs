@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::admin::{admin, parse_prometheus};
+use crate::admin::{admin, metric, status};
 use crate::backend::Backend;
 use crate::client::{get, Client, Headers};
 use crate::harness::{free_port, wait_until, Proxy, WAIT};
@@ -26,18 +26,8 @@ pub fn rewrite(proxy: &Proxy, edit: impl FnOnce(String) -> String) {
     fs::write(&path, new).unwrap();
 }
 
-fn metric(proxy: &Proxy, name: &str) -> f64 {
-    parse_prometheus(&admin(proxy, "GET", "/metrics").body_str())
-        .into_iter()
-        .filter(|((n, _), _)| n == name)
-        .map(|(_, v)| v)
-        .sum()
-}
-
 pub fn version(proxy: &Proxy) -> u64 {
-    let doc: serde_json::Value =
-        serde_json::from_slice(&admin(proxy, "GET", "/status").body).unwrap();
-    doc["config"]["version"].as_u64().unwrap()
+    status(proxy)["config"]["version"].as_u64().unwrap()
 }
 
 #[test]
@@ -88,8 +78,7 @@ fn post_reload_moves_new_and_kept_alive_traffic_between_requests() {
     // The series of the removed backend is gone; the new one counts.
     assert!(wait_until(WAIT, || metric(&proxy, "ringlb_requests_total") >= 6.0));
     assert_eq!(metric(&proxy, "ringlb_config_reloads_total"), 1.0);
-    let doc: serde_json::Value =
-        serde_json::from_slice(&admin(&proxy, "GET", "/status").body).unwrap();
+    let doc = status(&proxy);
     assert_eq!(
         doc["upstreams"][0]["backends"][0]["addr"],
         b.addr.to_string()

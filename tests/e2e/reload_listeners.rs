@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, StreamOwned};
 
-use crate::admin::admin;
+use crate::admin::{admin, status};
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Response};
 use crate::harness::{free_port, wait_until, Proxy, TempDir, WAIT};
@@ -81,8 +81,7 @@ fn reload_adds_keeps_and_removes_listeners_and_removed_ones_drain() {
     let r = kept.roundtrip(&get("/"));
     assert_eq!(r.status, 200);
     assert!(!r.closes(), "a kept listener's connection stays open");
-    let doc: serde_json::Value =
-        serde_json::from_slice(&admin(&proxy, "GET", "/status").body).unwrap();
+    let doc = status(&proxy);
     assert_eq!(doc["listen"][0]["local"], first.to_string());
     assert_eq!(doc["listen"][1]["local"], second.to_string());
 

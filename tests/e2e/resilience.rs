@@ -427,23 +427,23 @@ fn retry_budget_caps_retries_when_every_backend_fails() {
     );
 }
 
+/// Retries only (no passive ejection), three attempts, no backoff, and a
+/// budget that never refuses: what the retry tests below isolate.
+const RETRY_ELSEWHERE: &[&str] = &[
+    "passive_fall = 0",
+    "[upstreams.app.retry]",
+    "attempts = 3",
+    "budget = 1.0",
+    "backoff = \"0s\"",
+];
+
 #[test]
 fn a_retry_goes_to_another_backend() {
     const N: usize = 40;
     let a = Backend::fixed(Resp::new(502).header("X-Backend", "a").body("a"));
     let b = Backend::named("b");
     let proxy = Proxy::builder()
-        .upstream(
-            "app",
-            &[a.addr, b.addr],
-            &[
-                "passive_fall = 0",
-                "[upstreams.app.retry]",
-                "attempts = 3",
-                "budget = 1.0",
-                "backoff = \"0s\"",
-            ],
-        )
+        .upstream("app", &[a.addr, b.addr], RETRY_ELSEWHERE)
         .start();
     let mut c = proxy.client();
     for i in 0..N {
@@ -493,17 +493,7 @@ fn a_post_that_reached_a_backend_is_not_retried_but_a_get_is() {
     let a = Backend::start(|_| Reply::Reset);
     let b = Backend::named("b");
     let proxy = Proxy::builder()
-        .upstream(
-            "app",
-            &[a.addr, b.addr],
-            &[
-                "passive_fall = 0",
-                "[upstreams.app.retry]",
-                "attempts = 3",
-                "budget = 1.0",
-                "backoff = \"0s\"",
-            ],
-        )
+        .upstream("app", &[a.addr, b.addr], RETRY_ELSEWHERE)
         .start();
     let body = pattern(100);
     let targets =
@@ -549,17 +539,7 @@ fn a_post_whose_connect_failed_is_sent_to_another_backend() {
     let down = Refused::new();
     let b = Backend::echo();
     let proxy = Proxy::builder()
-        .upstream(
-            "app",
-            &[down.addr, b.addr],
-            &[
-                "passive_fall = 0",
-                "[upstreams.app.retry]",
-                "attempts = 3",
-                "budget = 1.0",
-                "backoff = \"0s\"",
-            ],
-        )
+        .upstream("app", &[down.addr, b.addr], RETRY_ELSEWHERE)
         .start();
     let body = pattern(1000);
     for i in 0..10 {

@@ -10,7 +10,7 @@ use std::path::Path;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConnection, StreamOwned};
 
-use crate::admin::{admin, parse_prometheus};
+use crate::admin::{admin, metric, parse_prometheus};
 use crate::backend::{Backend, Resp};
 use crate::client::{checksum, get, pattern, request};
 use crate::harness::{Proxy, WAIT};
@@ -223,12 +223,7 @@ fn a_failed_handshake_is_counted_and_closes() {
     let mut rest = Vec::new();
     let _ = sock.read_to_end(&mut rest);
     assert!(!rest.starts_with(b"HTTP/"), "answered in plain text");
-    let failures = || {
-        parse_prometheus(&admin(&proxy, "GET", "/metrics").body_str())
-            .into_iter()
-            .find(|((n, _), _)| n == "ringlb_tls_handshake_failures_total")
-            .map_or(0.0, |(_, v)| v)
-    };
+    let failures = || metric(&proxy, "ringlb_tls_handshake_failures_total");
     assert!(crate::harness::wait_until(WAIT, || failures() == 1.0));
     assert_eq!(backend.request_count(), 0);
 }
