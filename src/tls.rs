@@ -311,6 +311,12 @@ pub fn reload_server_config(
     Ok(Arc::new(server))
 }
 
+/// Loads and checks every file of a TLS listener (for config validation)
+/// without making the ticket key and session cache a listener needs.
+pub fn check_server_config(config: &TlsListenConfig) -> Result<(), TlsError> {
+    build_server_config(config).map(drop)
+}
+
 fn build_server_config(config: &TlsListenConfig) -> Result<ServerConfig, TlsError> {
     let default = load_certified_key(&config.default)?;
     let others = config

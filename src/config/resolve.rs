@@ -329,7 +329,7 @@ fn resolve_listen_tls(
         default: paths[0].clone(),
         sni: paths[1..].to_vec(),
     };
-    crate::tls::load_server_config(&config).map_err(|e| {
+    crate::tls::check_server_config(&config).map_err(|e| {
         // Point at the first entry that names the failing file.
         let which = e.which().unwrap_or(crate::tls::Which::Cert);
         let found = paths

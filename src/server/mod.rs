@@ -17,7 +17,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc as tmpsc, watch};
@@ -30,7 +30,7 @@ use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
 use crate::upstream::health;
 use listeners::ListenerUpdate;
-use reload::Update;
+use reload::{lock, Update};
 
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -249,14 +249,7 @@ impl Server {
             tracing::debug!(error = %e, "sd_notify STOPPING failed");
         }
         // The running config's: a reload may have changed it.
-        let shutdown_timeout = self
-            .reloader
-            .live
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .config
-            .server
-            .shutdown_timeout;
+        let shutdown_timeout = lock(&self.reloader.live).config.server.shutdown_timeout;
         tracing::info!(timeout = ?shutdown_timeout, "draining: no new connections");
         let _ = self.stop.send(true);
         // The workers enforce the timeout themselves; the margin covers
@@ -287,7 +280,7 @@ fn admin_hooks(
 ) -> AdminHooks {
     let live = reloader.live.clone();
     let current = move || {
-        let live = live.lock().unwrap_or_else(PoisonError::into_inner);
+        let live = lock(&live);
         (
             live.config.clone(),
             live.states.clone(),
@@ -298,12 +291,7 @@ fn admin_hooks(
     };
     let snapshot = {
         let registry = registry.clone();
-        move || {
-            registry
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .snapshot()
-        }
+        move || lock(&registry).snapshot()
     };
     let metrics_text = {
         let (snapshot, current) = (snapshot.clone(), current.clone());
@@ -398,10 +386,7 @@ pub fn log_totals(server: &Server, signal: i32) {
 }
 
 fn log_totals_of(metrics: &Mutex<Registry>, signal: i32) {
-    let totals = metrics
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .totals();
+    let totals = lock(metrics).totals();
     tracing::info!(
         signal,
         requests = totals.requests,

@@ -4,7 +4,7 @@
 //! What a reload applies: `[upstreams.*]`, `[[routes]]`, the listeners
 //! (`server.listen`: kept, added, removed; certificates re-read from their
 //! files), the admin listener's address, and the `[server]` limits and
-//! timeouts. Keys fixed at start ([`RESTART_ONLY`]) refuse the reload, and
+//! timeouts. Keys fixed at start (`restart_only_changes`) refuse the reload, and
 //! the running config stays, as it does for any invalid file, a listener
 //! that cannot bind, or a certificate that cannot load.
 //!
@@ -61,32 +61,21 @@ pub struct Live {
     pub listeners: Vec<Bound>,
 }
 
-/// `[server]` keys a reload cannot change: the worker threads, their
-/// connection semaphores and buffers, and the access log writer are made
-/// once at start.
-pub const RESTART_ONLY: [&str; 5] = [
-    "workers",
-    "pin_workers",
-    "max_connections",
-    "buffer_size",
-    "access_log",
-];
-
-/// The [`RESTART_ONLY`] keys whose values differ.
+/// The `[server]` keys a reload cannot change whose values differ: the
+/// worker threads, their connection semaphores and buffers, and the
+/// access log writer are made once at start.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (a, b) = (&old.server, &new.server);
-    let differs = [
-        a.workers != b.workers,
-        a.pin_workers != b.pin_workers,
-        a.max_connections != b.max_connections,
-        a.buffer_size != b.buffer_size,
-        a.access_log != b.access_log,
-    ];
-    RESTART_ONLY
-        .iter()
-        .zip(differs)
-        .filter_map(|(key, d)| d.then_some(*key))
-        .collect()
+    [
+        ("workers", a.workers != b.workers),
+        ("pin_workers", a.pin_workers != b.pin_workers),
+        ("max_connections", a.max_connections != b.max_connections),
+        ("buffer_size", a.buffer_size != b.buffer_size),
+        ("access_log", a.access_log != b.access_log),
+    ]
+    .into_iter()
+    .filter_map(|(key, differs)| differs.then_some(key))
+    .collect()
 }
 
 pub struct Reloader {
@@ -102,7 +91,8 @@ pub struct Reloader {
     pub(super) one_at_a_time: Mutex<()>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// Locks, ignoring poison: every value behind these mutexes stays valid.
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
