@@ -568,19 +568,19 @@ async fn relay(
         )
         .await
         {
-            Ok(Some(100)) => {
+            Ok(100) => {
                 // Relay the backend's 100 and drop it from the buffer.
                 if let Err(next) = forward_informational(worker, client, &mut up, info).await {
                     return Relayed::Done(next);
                 }
                 continue_sent = true;
             }
-            Ok(Some(_)) => {
+            Ok(_) => {
                 // A final answer without wanting the body: relay it, then
                 // close, since the client's body was never read.
                 return respond(worker, client, info, up, false, attempt).await;
             }
-            Ok(None) | Err(UpstreamFailure::ResponseTimeout) => {
+            Err(UpstreamFailure::ResponseTimeout) => {
                 client.out.clear();
                 client.out.extend_from_slice(http::CONTINUE_100);
                 if client.send_out(server.send_timeout).await.is_err() {
@@ -600,7 +600,7 @@ async fn relay(
             // The backend may have answered early (e.g. 413) and closed;
             // try to relay that answer, else fail.
             match read_response_head(worker, &mut up, info, response_timeout).await {
-                Ok(Some(_)) => return respond(worker, client, info, up, false, attempt).await,
+                Ok(_) => return respond(worker, client, info, up, false, attempt).await,
                 _ => return failed(UpstreamFailure::Closed),
             }
         }
@@ -609,7 +609,7 @@ async fn relay(
     // 5. Read the response head, relaying interim 1xx answers.
     loop {
         match read_response_head(worker, &mut up, info, response_timeout).await {
-            Ok(Some(status)) if (100..200).contains(&status) && status != 101 => {
+            Ok(status) if (100..200).contains(&status) && status != 101 => {
                 if status == 100 && continue_sent {
                     drop_informational(worker, &mut up, info);
                     continue;
@@ -618,13 +618,12 @@ async fn relay(
                     return Relayed::Done(next);
                 }
             }
-            Ok(Some(status)) => {
+            Ok(status) => {
                 if attempt.may_retry_status && retry_on_status(worker, info.upstream, status) {
                     return failed(UpstreamFailure::RetryableStatus(status));
                 }
                 return respond(worker, client, info, up, body.is_complete(), attempt).await;
             }
-            Ok(None) => return failed(UpstreamFailure::Closed),
             Err(f) => return failed(f),
         }
     }
@@ -640,19 +639,19 @@ fn retry_on_status(worker: &Worker, upstream: usize, status: u16) -> bool {
 }
 
 /// Reads until `up.buf` holds a complete response head; returns its status.
-/// `Ok(None)`: `wait` elapsed with no byte received (only for the
-/// 100-continue wait; otherwise that is a `ResponseTimeout`).
+/// `wait` elapsing is a `ResponseTimeout` (the 100-continue wait treats it
+/// as "no 100 yet").
 async fn read_response_head(
     worker: &Worker,
     up: &mut UpstreamConn,
     info: &RequestInfo,
     wait: Duration,
-) -> Result<Option<u16>, UpstreamFailure> {
+) -> Result<u16, UpstreamFailure> {
     let start = Instant::now();
     loop {
         if !up.buf.is_empty() {
             match http::parse_response(&up.buf, &worker.limits, info.is_head) {
-                Ok(http::Status::Complete(head)) => return Ok(Some(head.status())),
+                Ok(http::Status::Complete(head)) => return Ok(head.status()),
                 Ok(http::Status::Partial) => {}
                 Err(e) => return Err(UpstreamFailure::Malformed(e.reason())),
             }
@@ -667,10 +666,7 @@ async fn read_response_head(
             Ok(0) => return Err(UpstreamFailure::Closed),
             Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                if up.buf.is_empty() && wait == EXPECT_CONTINUE_WAIT {
-                    return Ok(None);
-                }
-                return Err(UpstreamFailure::ResponseTimeout);
+                return Err(UpstreamFailure::ResponseTimeout)
             }
             Err(_) => return Err(UpstreamFailure::Closed),
         }

@@ -343,6 +343,20 @@ fn response_timeout_gives_504_and_leaks_no_fds() {
     );
 }
 
+/// A `response_timeout` equal to the proxy's 1 s 100-continue wait is a
+/// response timeout like any other (it once read as "no 100 yet" and
+/// became a 502).
+#[test]
+fn a_one_second_response_timeout_gives_504() {
+    let backend = Backend::start(|_| Reply::Hang);
+    let proxy = proxy_with(&backend, "", &["response_timeout = \"1s\""]);
+    let resp = proxy.client().roundtrip(&get("/"));
+    assert_eq!(
+        (resp.status, resp.body_str().as_str()),
+        (504, "504 Gateway Timeout: upstream response timed out\n")
+    );
+}
+
 #[test]
 fn response_just_inside_response_timeout_is_served() {
     let backend = Backend::fixed(Resp::new(200).body("on time").delay(PAUSE));
