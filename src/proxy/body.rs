@@ -6,8 +6,6 @@
 //! client, or chunk-encoded when the backend delimits by close and the
 //! client speaks HTTP/1.1 (so the client connection can stay open).
 
-use std::io;
-
 use crate::http::{self, BodyKind, ChunkedDecoder, LocalReply, OutFraming, ResponseBody};
 
 use super::exchange::UpstreamConn;
@@ -238,10 +236,10 @@ impl ResponseRelay {
             if let ResponseState::Done = state {
                 return Ok(clean);
             }
-            if up.buf.len() == up.buf.capacity() {
-                up.buf.reserve(server.buffer_size);
-            }
-            match up.read_more(Some(server.body_timeout)).await {
+            match up
+                .read_more(server.buffer_size, Some(server.body_timeout))
+                .await
+            {
                 Ok(0) => match state {
                     ResponseState::UntilClose => {
                         if let OutFraming::ChunkEncoded = self.out {
@@ -256,7 +254,6 @@ impl ResponseRelay {
                     _ => return Err(RelayError::Upstream),
                 },
                 Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => return Err(RelayError::Upstream),
                 Err(_) => return Err(RelayError::Upstream),
             }
         }

@@ -37,6 +37,25 @@ pub(crate) async fn read_plaintext(
     res
 }
 
+/// Writes the plaintext `buf[range]` to `conn`: through `tls` when the
+/// connection speaks TLS, straight to the socket otherwise. Hands `buf`
+/// back. Both sides of the proxy write this way.
+pub(crate) async fn write_plaintext(
+    conn: &Conn,
+    tls: Option<&mut ClientTls>,
+    buf: Vec<u8>,
+    range: std::ops::Range<usize>,
+    deadline: Option<Duration>,
+) -> (io::Result<()>, Vec<u8>) {
+    match tls {
+        Some(tls) => {
+            let res = tls.write(conn, &buf[range], deadline).await;
+            (res, buf)
+        }
+        None => conn.write_all(buf, range, deadline).await,
+    }
+}
+
 pub(crate) struct ClientTls {
     session: TlsSession,
     /// Ciphertext scratch, both directions (never both at once).

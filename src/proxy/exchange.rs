@@ -29,7 +29,7 @@ use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Changes, Outcome};
 
 use super::body::{self, Keep};
-use super::client_tls::{read_plaintext, ClientTls};
+use super::client_tls::{read_plaintext, write_plaintext, ClientTls};
 use super::{
     log_reply, tunnel, Client, ClientFailure, LogLine, RequestInfo, UpstreamFailure, Worker,
     EXPECT_CONTINUE_WAIT,
@@ -74,8 +74,16 @@ impl Drop for OpenGuard {
 }
 
 impl UpstreamConn {
-    /// Reads more (plaintext) bytes into `buf`; `Ok(0)` is end of stream.
-    pub(super) async fn read_more(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
+    /// Reads more (plaintext) bytes into `buf`, first growing a full `buf`
+    /// by `grow`; `Ok(0)` is end of stream.
+    pub(super) async fn read_more(
+        &mut self,
+        grow: usize,
+        deadline: Option<Duration>,
+    ) -> io::Result<usize> {
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve(grow);
+        }
         read_plaintext(&self.conn, self.tls.as_deref_mut(), &mut self.buf, deadline).await
     }
 
@@ -86,13 +94,7 @@ impl UpstreamConn {
         range: std::ops::Range<usize>,
         deadline: Option<Duration>,
     ) -> (io::Result<()>, Vec<u8>) {
-        match &mut self.tls {
-            Some(tls) => {
-                let res = tls.write(&self.conn, &buf[range], deadline).await;
-                (res, buf)
-            }
-            None => self.conn.write_all(buf, range, deadline).await,
-        }
+        write_plaintext(&self.conn, self.tls.as_deref_mut(), buf, range, deadline).await
     }
 }
 
@@ -659,10 +661,10 @@ async fn read_response_head(
         let Some(left) = wait.checked_sub(start.elapsed()) else {
             return Err(UpstreamFailure::ResponseTimeout);
         };
-        if up.buf.len() == up.buf.capacity() {
-            up.buf.reserve(worker.config.server.buffer_size);
-        }
-        match up.read_more(Some(left)).await {
+        match up
+            .read_more(worker.config.server.buffer_size, Some(left))
+            .await
+        {
             Ok(0) => return Err(UpstreamFailure::Closed),
             Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -828,11 +830,11 @@ async fn respond(
         buf,
         ..
     } = up;
-    let leftover = !buf.is_empty();
+    // `clean` already says no bytes followed the response.
     worker.give_buffer(buf);
     match outcome {
         Ok(clean) => {
-            if clean && upstream_keep_alive && request_complete && !leftover {
+            if clean && upstream_keep_alive && request_complete {
                 worker
                     .pool
                     .borrow_mut()

@@ -38,7 +38,7 @@ use crate::upstream::pool::{Checkout, Pool};
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
-use client_tls::ClientTls;
+use client_tls::{write_plaintext, ClientTls};
 use exchange::{exchange, Next, Pooled};
 
 /// How long a request with `Expect: 100-continue` waits for the backend's
@@ -428,15 +428,16 @@ impl Client {
     /// Writes `self.out` to the client.
     async fn send_out(&mut self, deadline: Duration) -> io::Result<()> {
         let len = self.out.len();
-        let res = match &mut self.tls {
-            Some(tls) => tls.write(&self.conn, &self.out, Some(deadline)).await,
-            None => {
-                let out = std::mem::take(&mut self.out);
-                let (res, out) = self.conn.write_all(out, 0..len, Some(deadline)).await;
-                self.out = out;
-                res
-            }
-        };
+        let out = std::mem::take(&mut self.out);
+        let (res, out) = write_plaintext(
+            &self.conn,
+            self.tls.as_deref_mut(),
+            out,
+            0..len,
+            Some(deadline),
+        )
+        .await;
+        self.out = out;
         if res.is_ok() {
             self.sent += len as u64;
         }
@@ -542,16 +543,12 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
             Err(reply) => {
-                log_reply(client, &log, &reply);
-                worker.metrics.count_status(reply.status());
-                client.rec.status = reply.status();
-                let send_timeout = worker.config.server.send_timeout;
-                let sent = client.reply(&reply, false, send_timeout).await;
+                let next = exchange::reply_and_close(worker, client, &log, reply).await;
                 finish_request(worker, client, None, &log, sent_before);
-                if sent.is_err() {
-                    return End::Closed;
-                }
-                return End::KeepClosing;
+                return match next {
+                    Next::Close => End::KeepClosing,
+                    _ => End::Closed,
+                };
             }
         };
         first = false;
