@@ -26,14 +26,9 @@ pub(crate) enum Message {
     },
 }
 
-/// How the body of a message is delimited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    CloseDelimited,
-}
+/// How the body of a message is delimited: the response's four cases
+/// (a request never gets `CloseDelimited`).
+pub(crate) type Framing = super::ResponseBody;
 
 /// Why a head has no trustworthy framing. Mapped into `RequestError` /
 /// `ResponseError`.

@@ -56,6 +56,7 @@ pub use chunked::{
     LAST_CHUNK,
 };
 pub use forward::{write_request_head, write_response_head, ForwardContext, OutFraming};
+pub(crate) use headers::trim_ows;
 pub use headers::Headers;
 pub use httparse::Status;
 pub use reply::{LocalReply, CONTINUE_100};

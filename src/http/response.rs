@@ -12,7 +12,7 @@
 use std::fmt;
 use std::mem::MaybeUninit;
 
-use super::framing::{body_framing, Framing, FramingError, Message};
+use super::framing::{body_framing, FramingError, Message};
 use super::headers::{
     crlf_only, diagnose_name_error, offset_in, within_limit, ConnectionTokens, FieldScan, Headers,
     NameProblem,
@@ -235,12 +235,7 @@ pub fn parse_response<'b>(
         fields.content_length,
         fields.transfer_encoding,
     )?;
-    let body = match framing {
-        Framing::Empty => ResponseBody::Empty,
-        Framing::Length(n) => ResponseBody::Length(n),
-        Framing::Chunked => ResponseBody::Chunked,
-        Framing::CloseDelimited => ResponseBody::CloseDelimited,
-    };
+    let body = framing;
     let fields_start = match resp.headers.first() {
         Some(h) => offset_in(head, h.name.as_bytes()),
         None => head_len - 2,

@@ -20,7 +20,7 @@ pub fn epoch() -> Instant {
 
 /// Nanoseconds from [`epoch`] to `at` (0 if `at` is earlier).
 pub fn nanos_at(at: Instant) -> u64 {
-    u64::try_from(at.saturating_duration_since(epoch()).as_nanos()).unwrap_or(u64::MAX)
+    nanos(at.saturating_duration_since(epoch()))
 }
 
 /// Nanoseconds since [`epoch`], now.

@@ -251,7 +251,7 @@ async fn check_loop(
             tracker.force_unhealthy(clock::now_nanos());
         }
         let result = check_once(addr, &config, tls.as_ref()).await;
-        metrics.health_check(u, b, matches!(result, CheckResult::Passed(_)));
+        metrics.health_check(u, b, result.passed());
         let now = clock::now_nanos();
         if let Some(t) = tracker.observe(result, now) {
             state.set_health(t.healthy, now);

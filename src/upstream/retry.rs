@@ -126,8 +126,7 @@ impl RetryPolicy {
         if !self.jitter || base.is_zero() {
             return base;
         }
-        let nanos = u64::try_from(base.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.u64(..=nanos))
+        Duration::from_nanos(rng.u64(..=super::clock::nanos(base)))
     }
 }
 

@@ -17,7 +17,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::HashKeySource;
-use crate::http::RequestHead;
+use crate::http::{trim_ows, RequestHead};
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -87,23 +87,13 @@ pub fn cookie_value<'b>(head: &RequestHead<'b>, name: &str) -> Option<&'b [u8]> 
 fn find_cookie<'b>(header: &'b [u8], name: &[u8]) -> Option<&'b [u8]> {
     header.split(|&b| b == b';').find_map(|pair| {
         let eq = pair.iter().position(|&b| b == b'=')?;
-        let (n, v) = (trim(&pair[..eq]), trim(&pair[eq + 1..]));
+        let (n, v) = (trim_ows(&pair[..eq]), trim_ows(&pair[eq + 1..]));
         (n == name).then(|| {
             v.strip_prefix(b"\"")
                 .and_then(|v| v.strip_suffix(b"\""))
                 .unwrap_or(v)
         })
     })
-}
-
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]
