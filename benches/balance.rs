@@ -31,10 +31,12 @@ const STRATEGIES: [(&str, Strategy); 9] = [
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)
-        .map(|i| Backend {
-            addr: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)),
-            weight: 1 + (i % 3) as u32,
-            state: Arc::new(BackendState::default()),
+        .map(|i| {
+            Backend::new(
+                SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8 + 1], 8080)),
+                1 + (i % 3) as u32,
+                Arc::new(BackendState::default()),
+            )
         })
         .collect()
 }

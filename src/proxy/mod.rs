@@ -132,11 +132,7 @@ impl Worker {
                 .backends
                 .iter()
                 .zip(&backend_states[u])
-                .map(|(b, state)| Backend {
-                    addr: b.addr,
-                    weight: u32::from(b.weight.get()),
-                    state: state.clone(),
-                })
+                .map(|(b, state)| Backend::new(b.addr, u32::from(b.weight.get()), state.clone()))
                 .collect();
             let first_slot = pool_limits.len();
             pool_limits.extend(backends.iter().map(|_| (up.max_idle, up.idle_timeout)));

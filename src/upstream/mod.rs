@@ -555,12 +555,26 @@ impl Drop for InFlightGuard {
     }
 }
 
-/// One backend as a worker sees it: its address, weight and shared state.
+/// One backend as a worker sees it: its address, weight and shared state,
+/// and its stable id (hashed once here, not per sticky request).
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
     pub weight: u32,
     pub state: Arc<BackendState>,
+    /// [`balance::backend_id`] of `addr`.
+    pub id: u64,
+}
+
+impl Backend {
+    pub fn new(addr: SocketAddr, weight: u32, state: Arc<BackendState>) -> Backend {
+        Backend {
+            addr,
+            weight,
+            state,
+            id: balance::backend_id(addr),
+        }
+    }
 }
 
 #[cfg(test)]

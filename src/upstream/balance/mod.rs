@@ -98,7 +98,7 @@ impl BackendSpec for Backend {
         self.weight
     }
     fn id(&self, _: usize) -> u64 {
-        backend_id(self.addr)
+        self.id
     }
 }
 
@@ -221,10 +221,12 @@ pub(crate) mod testing {
 
     pub(crate) fn backends(n: usize) -> Vec<Backend> {
         (0..n)
-            .map(|i| Backend {
-                addr: format!("10.0.0.{}:80", i + 1).parse().unwrap(),
-                weight: 1,
-                state: Arc::new(BackendState::default()),
+            .map(|i| {
+                Backend::new(
+                    format!("10.0.0.{}:80", i + 1).parse().unwrap(),
+                    1,
+                    Arc::new(BackendState::default()),
+                )
             })
             .collect()
     }

@@ -20,7 +20,7 @@
 use std::fmt::Write as _;
 
 use super::weighted::WeightedRoundRobin;
-use super::{backend_id, cookie_value, Balancer, PickContext};
+use super::{cookie_value, Balancer, PickContext};
 use crate::config::StickyCookieConfig;
 use crate::http::RequestHead;
 use crate::upstream::Backend;
@@ -67,13 +67,13 @@ pub fn cookie_id(head: &RequestHead<'_>, name: &str) -> Option<u64> {
 /// The index of the backend the cookie names, if any still has that id.
 pub fn cookie_backend(head: &RequestHead<'_>, name: &str, backends: &[Backend]) -> Option<usize> {
     let id = cookie_id(head, name)?;
-    backends.iter().position(|b| backend_id(b.addr) == id)
+    backends.iter().position(|b| b.id == id)
 }
 
 /// Whether the response should carry a new cookie: the request's id was
 /// absent or named another backend than the one picked.
 pub fn needs_cookie(key: Option<u64>, picked: &Backend) -> bool {
-    key != Some(backend_id(picked.addr))
+    key != Some(picked.id)
 }
 
 /// The `Set-Cookie` field value naming `backend`:
@@ -82,12 +82,7 @@ pub fn needs_cookie(key: Option<u64>, picked: &Backend) -> bool {
 pub fn set_cookie_value(cookie: &StickyCookieConfig, backend: &Backend) -> String {
     let mut out = String::with_capacity(cookie.name.len() + 48);
     // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{}={:016x}; Path=/; HttpOnly",
-        cookie.name,
-        backend_id(backend.addr)
-    );
+    let _ = write!(out, "{}={:016x}; Path=/; HttpOnly", cookie.name, backend.id);
     if let Some(age) = cookie.max_age {
         let _ = write!(out, "; Max-Age={}", age.as_secs().max(1));
     }
@@ -96,6 +91,7 @@ pub fn set_cookie_value(cookie: &StickyCookieConfig, backend: &Backend) -> Strin
 
 #[cfg(test)]
 mod tests {
+    use super::super::backend_id;
     use super::super::hash::tests::head;
     use super::super::testing::{backends, pick};
     use super::*;
