@@ -3,13 +3,26 @@
 # proxies in front of the same nginx origin, with the reference configs in
 # ../shared/bench/. Rounds alternate between targets so that drift on a
 # shared machine hits every target alike; quote the ratios, not absolutes.
+# ../shared/bench/uring-limit, a featureless io_uring proxy that shows this
+# machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls"] [--record]
+#                        [--scenarios "small big close many tls idle"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
+#   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
+#   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
+#                    in the same rounds (an A/B of a change; plain HTTP only)
+#   IDLE_CONNS=N     connections in the idle scenario (default 10000)
+#
+# Scenarios: small (keep-alive, 12 B), big (64 KiB), close (a new connection
+# per request), many (1,000 connections), tls (keep-alive over TLS; the limit
+# has no TLS), idle (memory: IDLE_CONNS keep-alive connections that each made
+# one request and then sit idle; the RSS growth per connection while they are
+# open, and how much of it remains after they close).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
-# and a release build of ringlb (built here if missing). Installs nothing.
+# python3 (the idle scenario's client), and a release build of ringlb (built
+# here if missing). Installs nothing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +30,7 @@ BENCH=${BENCH_CONFIGS:-$ROOT/../shared/bench}
 ROUNDS=3
 DURATION=10
 WORKERS=$(nproc)
-SCENARIOS="small big close many tls"
+SCENARIOS="small big close many tls idle"
 RECORD=0
 WRK_THREADS=${WRK_THREADS:-2}
 
@@ -43,10 +56,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -d "$BENCH" ] || { echo "reference configs not found in $BENCH (set BENCH_CONFIGS)" >&2; exit 1; }
 
-RINGLB=$ROOT/target/release/ringlb
-if [ ! -x "$RINGLB" ] || [ -n "$(find "$ROOT/src" -newer "$RINGLB" -name '*.rs' | head -1)" ]; then
+RINGLB=${RINGLB_BIN:-$ROOT/target/release/ringlb}
+if [ -z "${RINGLB_BIN:-}" ] && { [ ! -x "$RINGLB" ] || [ -n "$(find "$ROOT/src" -newer "$RINGLB" -name '*.rs' | head -1)" ]; }; then
     (cd "$ROOT" && cargo build --release --quiet)
 fi
+LIMIT=$BENCH/uring-limit
+[ -x "$LIMIT" ] || { echo "the limit proxy $LIMIT is missing" >&2; exit 1; }
+IDLE_CONNS=${IDLE_CONNS:-10000}
 
 W=$(mktemp -d /tmp/ringlb-perf.XXXXXX)
 # nginx workers may run as an unprivileged user: they must read www/.
@@ -85,11 +101,23 @@ nginx -c "$W/origin.nginx.conf" -g 'daemon off;' & PIDS+=($!)
 nginx -c "$W/proxy.nginx.conf" -g 'daemon off;' & PIDS+=($!); NGINX_PID=$!
 haproxy -f "$W/proxy.haproxy.cfg" -db >"$W/logs/haproxy.out" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
 "$RINGLB" --config "$W/ringlb.toml" 2>"$W/logs/ringlb.err" & PIDS+=($!); RINGLB_PID=$!
+# The limit's settings as its README gives them.
+RB_SHARED=1 RB_BUF=65536 RB_NBUF=1024 "$LIMIT" --listen 127.0.0.1:17040 --backend 127.0.0.1:17001 \
+    --workers "$WORKERS" >"$W/logs/limit.out" 2>&1 & PIDS+=($!); LIMIT_PID=$!
 
-declare -A PORT=([origin]=17001 [nginx]=17010 [haproxy]=17020 [ringlb]=17030)
-declare -A TLS_PORT=([origin]="" [nginx]=17011 [haproxy]=17021 [ringlb]=17031)
-declare -A PROC=([origin]="" [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [ringlb]=$RINGLB_PID)
-TARGETS="origin nginx haproxy ringlb"
+declare -A PORT=([origin]=17001 [nginx]=17010 [haproxy]=17020 [ringlb]=17030 [limit]=17040)
+declare -A TLS_PORT=([origin]="" [nginx]=17011 [haproxy]=17021 [ringlb]=17031 [limit]="")
+declare -A PROC=([origin]="" [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [ringlb]=$RINGLB_PID [limit]=$LIMIT_PID)
+TARGETS="origin nginx haproxy ringlb limit"
+port=17050
+for also in ${RINGLB_ALSO:-}; do
+    name=ringlb-${also%%=*}
+    sed "s#127.0.0.1:17030#127.0.0.1:$port#; s#, { addr = \"127.0.0.1:17031\".*\]#]#" "$W/ringlb.toml" > "$W/$name.toml"
+    "${also#*=}" --config "$W/$name.toml" 2>"$W/logs/$name.err" & PIDS+=($!)
+    PORT[$name]=$port; TLS_PORT[$name]=""; PROC[$name]=$!
+    TARGETS="$TARGETS $name"
+    port=$((port + 1))
+done
 
 for t in $TARGETS; do
     for _ in $(seq 50); do
@@ -121,6 +149,64 @@ scenario_args() {
         tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
+}
+
+# Resident memory in KiB of a process and its children (nginx workers).
+rss_kib() {
+    local root=$1 total=0 pid
+    for pid in $root $(pgrep -P "$root" || true); do
+        if [ -r "/proc/$pid/status" ]; then
+            total=$((total + $(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")))
+        fi
+    done
+    echo "$total"
+}
+
+# The idle scenario: opens N keep-alive connections, makes one request on
+# each, holds them all open and idle, then closes them. Prints
+# "opened before_kib open_kib after_kib" with the target's RSS before, while
+# they are open (after a 2 s settle) and 3 s after they all closed.
+declare -f rss_kib > "$W/rss.sh"
+IDLE_CLIENT=$W/idle_client.py
+cat > "$IDLE_CLIENT" <<'PY'
+import asyncio, subprocess, sys
+port, count, rss_cmd = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+def rss():
+    return int(subprocess.run(["bash", "-c", rss_cmd], capture_output=True, text=True).stdout.strip() or 0)
+async def one(sem):
+    async with sem:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n")
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await r.readexactly(length)
+        return w
+async def main():
+    before = rss()
+    sem = asyncio.Semaphore(200)
+    results = await asyncio.gather(*(one(sem) for _ in range(count)), return_exceptions=True)
+    writers = [w for w in results if not isinstance(w, BaseException)]
+    await asyncio.sleep(2)
+    during = rss()
+    for w in writers:
+        w.close()
+    await asyncio.sleep(3)
+    print(len(writers), before, during, rss())
+asyncio.run(main())
+PY
+
+run_idle() {
+    local target=$1 out opened before during after
+    out=$(python3 "$IDLE_CLIENT" "${PORT[$target]}" "$IDLE_CONNS" "source $W/rss.sh; rss_kib ${PROC[$target]}" 2>&1 | tail -1)
+    read -r opened before during after <<<"$out"
+    # "bytes_per_conn before_kib open_kib after_kib opened failed"
+    awk -v o="${opened:-0}" -v b="${before:-0}" -v d="${during:-0}" -v a="${after:-0}" -v n="$IDLE_CONNS" 'BEGIN {
+        per = (o > 0) ? (d - b) * 1024 / o : 0
+        printf "%.0f %d %d %d %d %d\n", per, b, d, a, o, n - o }'
 }
 
 # One wrk run; prints "rps p99_ms requests errors cpu_seconds".
@@ -159,7 +245,12 @@ for round in $(seq "$ROUNDS"); do
         for target in $order; do
             # The origin serves plain HTTP only.
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
-            line=$(run_wrk "$target" "$scenario")
+            if [ "$scenario" = idle ]; then
+                [ "$target" = origin ] && continue
+                line=$(run_idle "$target")
+            else
+                line=$(run_wrk "$target" "$scenario")
+            fi
             echo "$scenario $target $line" >> "$RAW"
             echo "  round $round $scenario $target: $line" >&2
         done
@@ -167,12 +258,14 @@ for round in $(seq "$ROUNDS"); do
 done
 
 # Per scenario and target: median req/s, median p99, requests per CPU-second
-# (all rounds' requests over all rounds' CPU time), total errors.
+# (all rounds' requests over all rounds' CPU time), total errors; the ratios
+# of ringlb to each peer and to the limit.
 TABLE=$W/table.md
 {
-    echo "| scenario | target | req/s (median) | p99 ms (median) | req per CPU-s | errors | ringlb/nginx req/s | ringlb/HAProxy req/s | ringlb/nginx req per CPU-s | ringlb/HAProxy req per CPU-s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|"
+    echo "| scenario | target | req/s (median) | p99 ms (median) | req per CPU-s | errors | ringlb/nginx req/s | ringlb/HAProxy req/s | ringlb/nginx req per CPU-s | ringlb/HAProxy req per CPU-s | **ringlb/limit req per CPU-s** |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|"
     for scenario in $SCENARIOS; do
+        [ "$scenario" = idle ] && continue
         declare -A RPS=() EFF=()
         for target in $TARGETS; do
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
@@ -181,18 +274,39 @@ TABLE=$W/table.md
             read -r reqs errs cpu < <(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { r += $5; e += $6; c += $7 } END { print r + 0, e + 0, c + 0 }' "$RAW")
             if [ "$target" = origin ]; then eff="-"; else eff=$(awk -v r="$reqs" -v c="$cpu" 'BEGIN { if (c > 0) printf "%.0f", r / c; else print "-" }'); fi
             RPS[$target]=$rps; EFF[$target]=$eff
-            ratios="| | | |"
-            if [ "$target" = ringlb ]; then
-                ratios=$(awk -v r="${RPS[ringlb]}" -v n="${RPS[nginx]}" -v h="${RPS[haproxy]}" -v er="${EFF[ringlb]}" -v en="${EFF[nginx]}" -v eh="${EFF[haproxy]}" '
+        done
+        for target in $TARGETS; do
+            [ -n "${RPS[$target]:-}" ] || continue
+            rps=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $3 }' "$RAW" | median)
+            p99=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $4 }' "$RAW" | median)
+            errs=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { e += $6 } END { print e + 0 }' "$RAW")
+            ratios="| | | | |"
+            if [[ "$target" == ringlb* ]] || [ "$target" = limit ]; then
+                ratios=$(awk -v r="${RPS[$target]}" -v n="${RPS[nginx]}" -v h="${RPS[haproxy]}" -v er="${EFF[$target]}" -v en="${EFF[nginx]}" -v eh="${EFF[haproxy]}" -v el="${EFF[limit]:-0}" -v t="$target" '
                     function q(a, b) { return (b > 0) ? sprintf("%.2f", a / b) : "-" }
-                    BEGIN { printf "%s | %s | %s | %s |", q(r, n), q(r, h), q(er, en), q(er, eh) }')
-                echo "| $scenario | $target | $rps | $p99 | $eff | $errs | $ratios"
-            else
-                echo "| $scenario | $target | $rps | $p99 | $eff | $errs | | | | |"
+                    BEGIN { printf "%s | %s | %s | %s | %s |", q(r, n), q(r, h), q(er, en), q(er, eh), (t ~ /^ringlb/) ? "**" q(er, el) "**" : "" }')
             fi
+            echo "| $scenario | $target | ${RPS[$target]} | $p99 | ${EFF[$target]} | $errs | $ratios"
         done
         unset RPS EFF
     done
+    if grep -q '^idle ' "$RAW"; then
+        echo
+        echo "Idle: $IDLE_CONNS keep-alive connections, one request each, then idle. RSS of the proxy (with its child processes), medians over the rounds."
+        echo
+        echo "| target | bytes per idle connection | RSS before (KiB) | RSS with them open (KiB) | RSS 3 s after they closed (KiB) | after close vs before | failed connections |"
+        echo "|---|---|---|---|---|---|---|"
+        for target in $TARGETS; do
+            grep -q "^idle $target " "$RAW" || continue
+            per=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $3 }' "$RAW" | median)
+            before=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $4 }' "$RAW" | median)
+            open=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $5 }' "$RAW" | median)
+            after=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $6 }' "$RAW" | median)
+            failed=$(awk -v t="$target" '$1 == "idle" && $2 == t { f += $8 } END { print f + 0 }' "$RAW")
+            back=$(awk -v b="$before" -v a="$after" 'BEGIN { if (b > 0) printf "%+.0f%%", (a - b) * 100 / b; else print "-" }')
+            echo "| $target | $per | $before | $open | $after | $back | $failed |"
+        done
+    fi
 } > "$TABLE"
 
 cat "$TABLE"
