@@ -35,8 +35,90 @@ use std::future::Future;
 pub const RING_ENTRIES: u32 = 4096;
 
 /// Runs `fut` on a new tokio-uring runtime on the current thread.
+///
+/// The ring is set up with `COOP_TASKRUN` (and `TASKRUN_FLAG`) and
+/// `SINGLE_ISSUER` where the kernel has them (5.19 and 6.0). Without
+/// `COOP_TASKRUN` every completion is delivered as signalled task work
+/// that interrupts the worker (an IPI while it runs user code, the signal
+/// path on the way back); with it, completions wait for the worker's next
+/// entry into the kernel, which a worker makes on every loop turn (the
+/// runtime flushes submissions before it parks and parks in `epoll_wait`,
+/// and a sleeping worker is still woken). Only the worker thread submits
+/// to its ring, which is what `SINGLE_ISSUER` promises. `DEFER_TASKRUN`
+/// is not usable: tokio-uring never enters with `GETEVENTS`, so deferred
+/// completions would never be posted.
 pub fn run_worker<F: Future>(fut: F) -> F::Output {
-    tokio_uring::builder().entries(RING_ENTRIES).start(fut)
+    let mut builder = tokio_uring::builder();
+    builder.entries(RING_ENTRIES);
+    if let Some(flags) = ring_setup() {
+        builder.uring_builder(&flags);
+    }
+    builder.start(fut)
+}
+
+/// What this kernel's io_uring offers beyond 5.11, probed once per process
+/// on a small ring of its own.
+struct RingFeatures {
+    /// `COOP_TASKRUN`, `TASKRUN_FLAG` and `SINGLE_ISSUER` (6.0).
+    coop: bool,
+    /// `IORING_ASYNC_CANCEL_FD` (5.19): deadlines by [`op`]'s watchdog
+    /// instead of a linked timeout per op.
+    cancel_by_fd: bool,
+}
+
+fn coop_builder() -> io_uring::Builder {
+    let mut b = io_uring::IoUring::builder();
+    b.setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_single_issuer();
+    b
+}
+
+fn ring_features() -> &'static RingFeatures {
+    static FEATURES: std::sync::OnceLock<RingFeatures> = std::sync::OnceLock::new();
+    FEATURES.get_or_init(|| {
+        let coop = match coop_builder().build(8) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::info!(
+                    "io_uring COOP_TASKRUN/SINGLE_ISSUER not available ({e}); using a plain ring"
+                );
+                false
+            }
+        };
+        let cancel_by_fd = probe_cancel_by_fd().unwrap_or(false);
+        if !cancel_by_fd {
+            tracing::info!(
+                "io_uring cannot cancel by descriptor; every deadline is a linked timeout"
+            );
+        }
+        RingFeatures { coop, cancel_by_fd }
+    })
+}
+
+/// Submits a cancel-by-descriptor for a descriptor with nothing pending:
+/// a kernel that knows the flag answers `ENOENT`, an older one `EINVAL`.
+fn probe_cancel_by_fd() -> std::io::Result<bool> {
+    let mut ring = io_uring::IoUring::new(8)?;
+    let sqe = io_uring::opcode::AsyncCancel2::new(io_uring::types::CancelBuilder::fd(
+        io_uring::types::Fd(std::os::fd::AsRawFd::as_raw_fd(&ring)),
+    ))
+    .build();
+    // SAFETY: the entry points at nothing that must outlive it.
+    unsafe { ring.submission().push(&sqe) }.map_err(std::io::Error::other)?;
+    ring.submit_and_wait(1)?;
+    let res = ring.completion().next().map(|c| c.result());
+    Ok(res == Some(-libc::ENOENT))
+}
+
+/// The ring set-up flags this kernel accepts.
+fn ring_setup() -> Option<io_uring::Builder> {
+    ring_features().coop.then(coop_builder)
+}
+
+/// Whether deadlines go through the watchdog (see [`op::with_deadline`]).
+pub(crate) fn cancel_by_fd() -> bool {
+    ring_features().cancel_by_fd
 }
 
 /// Spawns a task on the current worker's runtime.

@@ -1,6 +1,7 @@
 //! Raw io_uring ops submitted through tokio-uring's `UnsubmittedOneshot`,
 //! and the linked-timeout combinator that gives them kernel-side deadlines.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::marker::PhantomData;
@@ -41,21 +42,21 @@ pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
     }
 }
 
-/// Runs `sqe` with an optional deadline enforced by the kernel.
+/// Runs `sqe` with an optional deadline.
 ///
-/// With a deadline, the op is pushed with `IO_LINK` and immediately followed
-/// by a `LINK_TIMEOUT` entry. Both pushes happen without yielding, so no other
-/// task can slip an entry between them. If the timeout fires the kernel
-/// cancels the op, which then completes with `-ECANCELED` having transferred
-/// nothing; that is reported as `ErrorKind::TimedOut`. If the op completes
-/// first, the timeout is cancelled by the kernel. Either way the op's data is
-/// returned, never lost.
+/// Where the kernel can cancel by descriptor (5.19+, probed once), the op is
+/// submitted alone and its deadline goes into the worker's [`Watchdog`]: a
+/// coarse timer that, only when a deadline passes, submits
+/// `IORING_OP_ASYNC_CANCEL` for the op's descriptor. A cancelled op
+/// completes with `-ECANCELED` having transferred nothing, which is reported
+/// as `ErrorKind::TimedOut`; an op that completed first keeps its result.
+/// So an op costs no timer SQE and no timer completion; a deadline fires up
+/// to one tick ([`WATCHDOG_TICK`]) late.
 ///
-/// Fallback: if the submission queue happened to be full between the two
-/// pushes, the link is broken and the timeout completes with `-EINVAL` at
-/// once. We then arm a runtime timer and, if it fires, `shutdown(2)` the
-/// socket so the op completes; the caller sees `TimedOut` and closes, which
-/// is what every timeout in ringlb leads to anyway.
+/// Elsewhere the op is pushed with `IO_LINK` and immediately followed by a
+/// `LINK_TIMEOUT` entry (see [`linked_deadline`]).
+///
+/// Either way the op's data is returned, never lost.
 pub(crate) async fn with_deadline<D: Unpin + 'static>(
     fd: RawFd,
     data: D,
@@ -66,6 +67,147 @@ pub(crate) async fn with_deadline<D: Unpin + 'static>(
         let (res, data) = submit(data, sqe).await;
         return (cqe_result(res), data);
     };
+    if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) {
+        return linked_deadline(fd, data, sqe, limit).await;
+    }
+    let watch = Watch::start(fd, limit);
+    let (res, data) = submit(data, sqe).await;
+    drop(watch);
+    let res = match res {
+        r if r == -libc::ECANCELED => Err(io::ErrorKind::TimedOut.into()),
+        r => cqe_result(r),
+    };
+    (res, data)
+}
+
+thread_local! {
+    /// Tests set it to prove the linked-timeout path on kernels that have
+    /// the watchdog's.
+    static LINKED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread's deadlines kernel-linked timeouts (tests only).
+#[cfg(test)]
+pub(crate) fn use_linked_deadlines() {
+    LINKED_ONLY.with(|l| l.set(true));
+}
+
+/// How often a worker's watchdog looks for passed deadlines.
+pub(crate) const WATCHDOG_TICK: Duration = Duration::from_millis(100);
+
+/// The deadlines of a worker's pending ops, in ticks of [`WATCHDOG_TICK`].
+/// One per worker thread; touched only by that thread.
+#[derive(Default)]
+struct Watchdog {
+    /// Pending ops: (due tick, descriptor, cancel submitted).
+    pending: slab::Slab<(u64, RawFd, bool)>,
+    /// Ticks since the worker started (advanced by the ticker task).
+    now: u64,
+    /// Whether the ticker task runs (it stops when nothing is pending).
+    ticking: bool,
+}
+
+thread_local! {
+    static WATCHDOG: RefCell<Watchdog> = RefCell::new(Watchdog::default());
+}
+
+/// One op's registration with the watchdog; removed when the op ends (or
+/// its future is dropped, which only happens when the runtime shuts down).
+/// It is removed before the task can submit another op on the descriptor,
+/// so a cancel that the ticker pushed for a deadline that passed as the op
+/// completed reaches the kernel before any later op, and finds nothing.
+struct Watch {
+    key: Option<usize>,
+}
+
+impl Watch {
+    fn start(fd: RawFd, limit: Duration) -> Watch {
+        // Rounded up, plus one: the current tick is already partly gone.
+        let ticks = limit.as_nanos().div_ceil(WATCHDOG_TICK.as_nanos()) as u64 + 1;
+        let start_ticker = WATCHDOG.with(|w| {
+            let mut w = w.borrow_mut();
+            let due = w.now + ticks;
+            let key = w.pending.insert((due, fd, false));
+            let start = !w.ticking;
+            w.ticking = true;
+            (key, start)
+        });
+        if start_ticker.1 {
+            tokio_uring::spawn(tick());
+        }
+        Watch {
+            key: Some(start_ticker.0),
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            // `try_with`: at thread exit the registry may be gone already.
+            let _ = WATCHDOG.try_with(|w| w.borrow_mut().pending.try_remove(key));
+        }
+    }
+}
+
+/// The ticker: every [`WATCHDOG_TICK`], cancels the ops whose deadline
+/// passed; returns once nothing is pending.
+async fn tick() {
+    loop {
+        tokio::time::sleep(WATCHDOG_TICK).await;
+        let due: Vec<RawFd> = WATCHDOG.with(|w| {
+            let mut w = w.borrow_mut();
+            w.now += 1;
+            if w.pending.is_empty() {
+                w.ticking = false;
+                return Vec::new();
+            }
+            let now = w.now;
+            let mut due = Vec::new();
+            for (_, (at, fd, cancelled)) in w.pending.iter_mut() {
+                if *at <= now && !*cancelled {
+                    *cancelled = true;
+                    due.push(*fd);
+                }
+            }
+            due
+        });
+        if !WATCHDOG.with(|w| w.borrow().ticking) {
+            return;
+        }
+        for fd in due {
+            // The op's data holds the descriptor open until it completes.
+            // Every op on it is cancelled: each of them is then reported as
+            // timed out, and a timeout closes the connection anyway. The
+            // cancel's own completion is not needed.
+            let sqe =
+                opcode::AsyncCancel2::new(types::CancelBuilder::fd(types::Fd(fd)).all()).build();
+            drop(submit((), sqe));
+        }
+    }
+}
+
+/// The deadline as a kernel-linked timeout, for kernels that cannot cancel
+/// by descriptor.
+///
+/// The op is pushed with `IO_LINK` and immediately followed by a
+/// `LINK_TIMEOUT` entry. Both pushes happen without yielding, so no other
+/// task can slip an entry between them. If the timeout fires the kernel
+/// cancels the op, which then completes with `-ECANCELED` having transferred
+/// nothing; that is reported as `ErrorKind::TimedOut`. If the op completes
+/// first, the timeout is cancelled by the kernel.
+///
+/// Fallback: if the submission queue happened to be full between the two
+/// pushes, the link is broken and the timeout completes with `-EINVAL` at
+/// once. We then arm a runtime timer and, if it fires, `shutdown(2)` the
+/// socket so the op completes; the caller sees `TimedOut` and closes, which
+/// is what every timeout in ringlb leads to anyway.
+async fn linked_deadline<D: Unpin + 'static>(
+    fd: RawFd,
+    data: D,
+    sqe: squeue::Entry,
+    limit: Duration,
+) -> (io::Result<u32>, D) {
     let timespec = Box::new(types::Timespec::from(limit));
     let ts_ptr: *const types::Timespec = &*timespec;
     let op = submit(data, sqe.flags(squeue::Flags::IO_LINK));

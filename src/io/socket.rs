@@ -237,6 +237,17 @@ impl Conn {
         }
     }
 
+    /// Waits until the connection is readable (bytes, end of stream or an
+    /// error), at most `deadline`, without holding a buffer: an idle
+    /// keep-alive connection then costs no read buffer while it waits.
+    /// `IORING_OP_POLL_ADD` consumes nothing, so a timeout loses no bytes.
+    pub async fn readable(&self, deadline: Option<Duration>) -> io::Result<()> {
+        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let sqe = opcode::PollAdd::new(types::Fd(self.raw_fd()), mask).build();
+        let (res, _fd) = with_deadline(self.raw_fd(), self.fd.clone(), sqe, deadline).await;
+        res.map(|_| ())
+    }
+
     /// Writes all of `buf[range]`; each send must make progress within
     /// `deadline`.
     pub async fn write_all(

@@ -26,8 +26,20 @@ fn peer_pair() -> (TcpListener, SocketAddr) {
     (listener, addr)
 }
 
+/// The watchdog's deadline (cancel by descriptor).
 #[test]
 fn timed_out_read_loses_no_bytes() {
+    timed_out_read_loses_no_bytes_with(false);
+}
+
+/// The kernel-linked timeout, used where the kernel cannot cancel by
+/// descriptor.
+#[test]
+fn timed_out_read_loses_no_bytes_with_a_linked_timeout() {
+    timed_out_read_loses_no_bytes_with(true);
+}
+
+fn timed_out_read_loses_no_bytes_with(linked: bool) {
     let _turn = fd_counting();
     let (listener, addr) = peer_pair();
     let writer = std::thread::spawn(move || {
@@ -39,6 +51,9 @@ fn timed_out_read_loses_no_bytes() {
         s
     });
     run_worker(async move {
+        if linked {
+            super::op::use_linked_deadlines();
+        }
         let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
         let (res, buf) = conn
             .read(Vec::with_capacity(64), Some(Duration::from_millis(50)))
@@ -154,4 +169,47 @@ fn closer_ends_a_pending_read() {
         assert_eq!(reader.await.unwrap(), 0, "read sees end of stream");
     });
     drop(peer.join().unwrap());
+}
+
+#[test]
+fn readable_waits_without_a_buffer_and_consumes_nothing() {
+    let _turn = fd_counting();
+    let (listener, addr) = peer_pair();
+    let writer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).unwrap();
+        s.write_all(b"ping").unwrap();
+        // Then end of stream: a readable wait must see that too.
+        s.read_exact(&mut go).unwrap();
+    });
+    run_worker(async move {
+        let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+        // Nothing sent yet: the wait times out.
+        let res = conn.readable(Some(Duration::from_millis(50))).await;
+        assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+        let (res, _) = conn
+            .write_all(b"g".to_vec(), 0..1, Some(Duration::from_secs(2)))
+            .await;
+        res.unwrap();
+        conn.readable(Some(Duration::from_secs(2))).await.unwrap();
+        // The wait consumed nothing: the read gets every byte.
+        let mut buf = Vec::with_capacity(16);
+        while buf.len() < 4 {
+            let (res, b) = conn.read(buf, Some(Duration::from_secs(2))).await;
+            assert!(res.unwrap() > 0);
+            buf = b;
+        }
+        assert_eq!(&buf, b"ping");
+        let (res, _) = conn
+            .write_all(b"g".to_vec(), 0..1, Some(Duration::from_secs(2)))
+            .await;
+        res.unwrap();
+        conn.readable(Some(Duration::from_secs(2))).await.unwrap();
+        let (res, _) = conn
+            .read(Vec::with_capacity(16), Some(Duration::from_secs(2)))
+            .await;
+        assert_eq!(res.unwrap(), 0);
+    });
+    writer.join().unwrap();
 }
