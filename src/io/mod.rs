@@ -121,6 +121,18 @@ pub(crate) fn cancel_by_fd() -> bool {
     ring_features().cancel_by_fd
 }
 
+/// Returns the allocator's free memory to the kernel: glibc's malloc keeps
+/// freed memory in its arenas otherwise, so RSS would stay at a load
+/// peak's. Takes a few milliseconds at most; the server calls it after a
+/// drop in load, at most once per sweep.
+pub fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Spawns a task on the current worker's runtime.
 pub fn spawn<F: Future + 'static>(fut: F) -> tokio::task::JoinHandle<F::Output> {
     tokio_uring::spawn(fut)

@@ -68,7 +68,8 @@ pub(crate) async fn with_deadline<D: Unpin + 'static>(
         return (cqe_result(res), data);
     };
     if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) {
-        return linked_deadline(fd, data, sqe, limit).await;
+        // Boxed: the rare path should not size every op's future.
+        return Box::pin(linked_deadline(fd, data, sqe, limit)).await;
     }
     let watch = Watch::start(fd, limit);
     let (res, data) = submit(data, sqe).await;

@@ -30,7 +30,9 @@ pub(crate) async fn read_plaintext(
     deadline: Option<Duration>,
 ) -> io::Result<usize> {
     if let Some(tls) = tls {
-        return tls.read(conn, buf, deadline).await;
+        // Boxed: the TLS read (with its handshake writes) would otherwise
+        // size every connection's future, plain ones included.
+        return Box::pin(tls.read(conn, buf, deadline)).await;
     }
     let (res, back) = conn.read(std::mem::take(buf), deadline).await;
     *buf = back;
@@ -62,6 +64,8 @@ pub(crate) struct ClientTls {
     cipher: Vec<u8>,
     /// Where handshakes are counted (client connections only).
     metrics: Option<Arc<WorkerMetrics>>,
+    /// `cipher`'s capacity when in use.
+    buffer_size: usize,
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
@@ -78,6 +82,7 @@ impl ClientTls {
             session: TlsSession::server(config).map_err(invalid)?,
             cipher: Vec::with_capacity(buffer_size),
             metrics: Some(metrics),
+            buffer_size,
         })
     }
 
@@ -93,6 +98,7 @@ impl ClientTls {
             session: TlsSession::client(config, name).map_err(invalid)?,
             cipher: Vec::with_capacity(buffer_size),
             metrics: None,
+            buffer_size,
         };
         let start = Instant::now();
         let mut plain = Vec::new();
@@ -101,8 +107,7 @@ impl ClientTls {
             let left = deadline
                 .checked_sub(start.elapsed())
                 .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?;
-            let mut buf = std::mem::take(&mut tls.cipher);
-            buf.clear();
+            let buf = tls.take_cipher();
             let (res, buf) = conn.read(buf, Some(left)).await;
             tls.cipher = buf;
             let n = res?;
@@ -116,6 +121,22 @@ impl ClientTls {
             received.map_err(invalid)?;
         }
         Ok(tls)
+    }
+
+    /// Frees the ciphertext buffer while the connection is idle; the next
+    /// read or write allocates it again.
+    pub(crate) fn shed_buffer(&mut self) {
+        self.cipher = Vec::new();
+    }
+
+    /// The ciphertext buffer, emptied, at full size.
+    fn take_cipher(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.cipher);
+        buf.clear();
+        if buf.capacity() == 0 {
+            buf.reserve_exact(self.buffer_size);
+        }
+        buf
     }
 
     fn count_handshake(&self, ok: bool) {
@@ -142,8 +163,7 @@ impl ClientTls {
                         .ok_or_else(|| io::Error::from(io::ErrorKind::TimedOut))?,
                 ),
             };
-            let mut buf = std::mem::take(&mut self.cipher);
-            buf.clear();
+            let buf = self.take_cipher();
             let (res, buf) = conn.read(buf, left).await;
             self.cipher = buf;
             let n = res?;
@@ -185,8 +205,7 @@ impl ClientTls {
         plain: &[u8],
         deadline: Option<Duration>,
     ) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.cipher);
-        out.clear();
+        let mut out = self.take_cipher();
         let encrypted = self.session.write_plaintext(plain, &mut out);
         let len = out.len();
         let (res, out) = conn.write_all(out, 0..len, deadline).await;
@@ -197,8 +216,7 @@ impl ClientTls {
 
     /// Sends close_notify (before the TCP half-close).
     pub(crate) async fn close(&mut self, conn: &Conn, deadline: Duration) {
-        let mut out = std::mem::take(&mut self.cipher);
-        out.clear();
+        let mut out = self.take_cipher();
         let _ = self.session.close(&mut out);
         let len = out.len();
         let (_, out) = conn.write_all(out, 0..len, Some(deadline)).await;
@@ -231,8 +249,7 @@ impl ClientTls {
     }
 
     async fn flush(&mut self, conn: &Conn, deadline: Option<Duration>) -> io::Result<()> {
-        let mut out = std::mem::take(&mut self.cipher);
-        out.clear();
+        let mut out = self.take_cipher();
         let taken = self.session.take_ciphertext(&mut out);
         let len = out.len();
         let (res, out) = conn.write_all(out, 0..len, deadline).await;

@@ -52,9 +52,23 @@ const EXPECT_CONTINUE_WAIT: Duration = Duration::from_secs(1);
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
-/// Spare relay buffers a worker keeps (at `buffer_size` each, 16 MiB at
-/// the defaults).
+/// Spare relay buffers a worker keeps at most (at `buffer_size` each,
+/// 16 MiB at the defaults); [`Worker::evict_idle`] frees those that a
+/// whole sweep interval did not need, so memory comes back when load goes.
 const MAX_SPARE_BUFFERS: usize = 1024;
+
+/// How long a connection idle between requests keeps its buffers. After
+/// that it hands them back and waits for readability holding none, so an
+/// idle keep-alive connection costs no buffer memory, while a busy one
+/// (its next request comes sooner) costs no extra op.
+const IDLE_GRACE: Duration = Duration::from_millis(200);
+
+/// Roughly what an ended connection gives back (its task and state).
+const CONNECTION_BYTES: usize = 2048;
+
+/// The first read of a connection woken from idle (see
+/// [`Client::fill_or_shed`]); a larger head takes another read.
+const WAKE_READ: usize = 1024;
 
 /// One upstream as a worker sees it.
 struct UpstreamRt {
@@ -98,6 +112,12 @@ pub struct Worker {
     /// Spare relay buffers, so a request or a connection does not cost a
     /// `buffer_size` allocation.
     spare_buffers: RefCell<Vec<Vec<u8>>>,
+    /// The fewest spare buffers since the last sweep: that many were not
+    /// needed, and the sweep frees them.
+    spare_low: Cell<usize>,
+    /// Memory this worker gave back to the allocator since the last sweep
+    /// (connections ended, spare buffers freed), in bytes, roughly.
+    freed: Cell<usize>,
     /// Retry jitter.
     rng: RefCell<fastrand::Rng>,
     limits: http::Limits,
@@ -169,6 +189,8 @@ impl Worker {
             upstreams: RefCell::new(upstreams),
             pool: RefCell::new(Pool::new(pool_limits)),
             spare_buffers: RefCell::new(Vec::new()),
+            spare_low: Cell::new(0),
+            freed: Cell::new(0),
             rng: RefCell::new(fastrand::Rng::new()),
             config,
             metrics,
@@ -275,10 +297,20 @@ impl Worker {
         }
     }
 
-    /// Closes pooled connections past their idle timeout; run periodically.
-    pub fn evict_idle(&self) {
+    /// Closes pooled connections past their idle timeout, and frees the
+    /// spare buffers that went unused since the last call; run periodically.
+    /// Returns roughly how many bytes this worker freed since the last call
+    /// (the caller may then ask the allocator to return them).
+    pub fn evict_idle(&self) -> usize {
         let evicted = self.pool.borrow_mut().evict_expired(Instant::now());
         self.metrics.pool_stale.add(evicted as u64);
+        let mut spare = self.spare_buffers.borrow_mut();
+        let keep = spare.len() - self.spare_low.get().min(spare.len());
+        let unused = spare.len() - keep;
+        spare.truncate(keep);
+        spare.shrink_to_fit();
+        self.spare_low.set(spare.len());
+        self.freed.replace(0) + unused * self.config.server.buffer_size
     }
 
     /// Serves one client connection until it closes; `tls` is the
@@ -292,10 +324,7 @@ impl Worker {
     ) {
         self.metrics.connections_accepted.inc();
         self.metrics.connections_open.inc();
-        let tls = match tls
-            .map(|c| ClientTls::new(c, self.metrics.clone(), self.config.server.buffer_size))
-            .transpose()
-        {
+        let tls = match self.client_tls(tls) {
             Ok(tls) => tls,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot start a TLS session");
@@ -313,29 +342,50 @@ impl Worker {
             sent: 0,
             rec: Record::default(),
             request_id: String::new(),
-            tls: tls.map(Box::new),
+            tls,
             listener_removed,
         };
         let (end, last) = client_loop(self, &mut client).await;
         match end {
-            End::KeepClosing => client.linger().await,
+            End::KeepClosing => Box::pin(client.linger()).await,
             End::Closed => {}
         }
         last.give_buffer(client.buf);
         last.give_buffer(client.out);
         last.metrics.connections_open.sub(1);
+        // The connection's task, about a kilobyte, is freed with it.
+        last.freed.set(last.freed.get() + CONNECTION_BYTES);
+    }
+
+    /// The TLS session of a new client connection, boxed here: a large
+    /// value made inside `serve` would take room in its future for the
+    /// connection's whole life.
+    fn client_tls(
+        &self,
+        config: Option<Arc<rustls::ServerConfig>>,
+    ) -> io::Result<Option<Box<ClientTls>>> {
+        config
+            .map(|c| {
+                ClientTls::new(c, self.metrics.clone(), self.config.server.buffer_size)
+                    .map(Box::new)
+            })
+            .transpose()
     }
 
     fn take_buffer(&self) -> Vec<u8> {
-        let spare = self.spare_buffers.borrow_mut().pop();
+        let mut spares = self.spare_buffers.borrow_mut();
+        let spare = spares.pop();
+        self.spare_low.set(self.spare_low.get().min(spares.len()));
         spare.unwrap_or_else(|| Vec::with_capacity(self.config.server.buffer_size))
     }
 
-    /// Keeps `buf` for reuse unless it grew (a large head) or enough are
-    /// kept already.
+    /// Keeps `buf` for reuse unless it is not full size (it grew for a
+    /// large head, or is the empty one of a connection woken from idle), or
+    /// enough are kept already.
     fn give_buffer(&self, mut buf: Vec<u8>) {
         let mut spare = self.spare_buffers.borrow_mut();
-        if buf.capacity() <= 2 * self.config.server.buffer_size && spare.len() < MAX_SPARE_BUFFERS {
+        let size = self.config.server.buffer_size;
+        if (size..=2 * size).contains(&buf.capacity()) && spare.len() < MAX_SPARE_BUFFERS {
             buf.clear();
             spare.push(buf);
         }
@@ -419,6 +469,50 @@ impl Client {
         }
         client_tls::read_plaintext(&self.conn, self.tls.as_deref_mut(), &mut self.buf, deadline)
             .await
+    }
+
+    /// Waits up to `deadline` for the next request's first bytes, as
+    /// [`Client::fill`]; but after [`IDLE_GRACE`] without a byte, hands the
+    /// buffers (and `fwd`'s) back to the worker and waits for readability
+    /// holding none, then takes buffers again to read. A timed-out read
+    /// consumed nothing, so no byte is lost in between.
+    async fn fill_or_shed(
+        &mut self,
+        worker: &Worker,
+        fwd: &mut Vec<u8>,
+        deadline: Duration,
+    ) -> io::Result<usize> {
+        debug_assert!(self.buf.is_empty());
+        match self.fill(Some(IDLE_GRACE)).await {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+            other => return other,
+        }
+        worker.give_buffer(std::mem::take(&mut self.buf));
+        worker.give_buffer(std::mem::take(&mut self.out));
+        *fwd = Vec::new();
+        if let Some(tls) = &mut self.tls {
+            tls.shed_buffer();
+        }
+        let rest = deadline.saturating_sub(IDLE_GRACE);
+        let started = Instant::now();
+        self.conn.readable(Some(rest)).await?;
+        let left = Some(rest.saturating_sub(started.elapsed()));
+        if self.tls.is_some() {
+            self.buf = worker.take_buffer();
+            self.out = worker.take_buffer();
+            return self.fill(left).await;
+        }
+        // Many idle connections wake at once when their clients close, and
+        // each would hold full buffers over its read: read the first bytes
+        // into a small one, and take full buffers only for a request.
+        let (res, first) = self.conn.read(Vec::with_capacity(WAKE_READ), left).await;
+        let n = res?;
+        if n > 0 {
+            self.buf = worker.take_buffer();
+            self.buf.extend_from_slice(&first);
+            self.out = worker.take_buffer();
+        }
+        Ok(n)
     }
 
     /// Writes `self.out` to the client.
@@ -539,7 +633,7 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
             Err(reply) => {
-                let next = exchange::reply_and_close(worker, client, &log, reply).await;
+                let next = Box::pin(exchange::reply_and_close(worker, client, &log, reply)).await;
                 finish_request(worker, client, None, &log, sent_before);
                 return match next {
                     Next::Close => End::KeepClosing,
@@ -550,7 +644,10 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         first = false;
         worker.metrics.requests.inc();
         worker.metrics.request_started();
-        let next = exchange(worker, client, &info, &mut fwd, &log).await;
+        // Boxed: the exchange's future is large (retries, connect, TLS,
+        // relays), and a connection idle between requests should not
+        // carry its space.
+        let next = Box::pin(exchange(worker, client, &info, &mut fwd, &log)).await;
         worker.metrics.request_finished();
         finish_request(worker, client, Some(info.upstream), &log, sent_before);
         match next {
@@ -622,7 +719,11 @@ async fn read_request(
             client.conn.shutdown(Shutdown::Both);
             return Ok(None);
         }
-        let filled = client.fill(Some(deadline)).await;
+        let filled = if head_started.is_none() && deadline > IDLE_GRACE {
+            client.fill_or_shed(worker, fwd, deadline).await
+        } else {
+            client.fill(Some(deadline)).await
+        };
         if let Some(Some(key)) = idle {
             worker.idle.borrow_mut().remove(key);
         }

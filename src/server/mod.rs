@@ -35,6 +35,10 @@ use reload::{lock, Update};
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Freed bytes after which a worker's sweep asks the allocator to hand
+/// free memory back to the kernel (so RSS falls after a load peak).
+const TRIM_AFTER_FREED: usize = 1 << 20;
+
 /// How often each worker checks whether its access log buffer is due.
 const LOG_FLUSH_TICK: Duration = Duration::from_millis(100);
 
@@ -538,8 +542,9 @@ async fn worker_main(parts: WorkerParts) {
         io::spawn(async move {
             loop {
                 tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
-                for worker in alive() {
-                    worker.evict_idle();
+                let freed: usize = alive().iter().map(|w| w.evict_idle()).sum();
+                if freed >= TRIM_AFTER_FREED {
+                    io::trim_heap();
                 }
             }
         });
