@@ -19,7 +19,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{self, BodyKind, LocalReply, OutFraming, ResponseBody, Version};
+use crate::http::{
+    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseContext, ResponseInfo, Version,
+};
 use crate::io::connect;
 use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::{self, Picked};
@@ -570,17 +572,18 @@ async fn relay(
         )
         .await
         {
-            Ok(100) => {
+            Ok(head) if head.status == 100 => {
                 // Relay the backend's 100 and drop it from the buffer.
-                if let Err(next) = forward_informational(worker, client, &mut up, info).await {
+                if let Err(next) = forward_informational(worker, client, &mut up, info, &head).await
+                {
                     return Relayed::Done(next);
                 }
                 continue_sent = true;
             }
-            Ok(_) => {
+            Ok(head) => {
                 // A final answer without wanting the body: relay it, then
                 // close, since the client's body was never read.
-                return respond(worker, client, info, up, false, attempt).await;
+                return respond(worker, client, info, up, head, false, attempt).await;
             }
             Err(UpstreamFailure::ResponseTimeout) => {
                 client.out.clear();
@@ -602,7 +605,7 @@ async fn relay(
             // The backend may have answered early (e.g. 413) and closed;
             // try to relay that answer, else fail.
             match read_response_head(worker, &mut up, info, response_timeout).await {
-                Ok(_) => return respond(worker, client, info, up, false, attempt).await,
+                Ok(head) => return respond(worker, client, info, up, head, false, attempt).await,
                 _ => return failed(UpstreamFailure::Closed),
             }
         }
@@ -611,20 +614,24 @@ async fn relay(
     // 5. Read the response head, relaying interim 1xx answers.
     loop {
         match read_response_head(worker, &mut up, info, response_timeout).await {
-            Ok(status) if (100..200).contains(&status) && status != 101 => {
-                if status == 100 && continue_sent {
-                    drop_informational(worker, &mut up, info);
+            Ok(head) if head.is_informational() => {
+                if head.status == 100 && continue_sent {
+                    // The 100 the proxy already sent on its own.
+                    up.buf.drain(..head.head_len);
                     continue;
                 }
-                if let Err(next) = forward_informational(worker, client, &mut up, info).await {
+                if let Err(next) = forward_informational(worker, client, &mut up, info, &head).await
+                {
                     return Relayed::Done(next);
                 }
             }
-            Ok(status) => {
+            Ok(head) => {
+                let status = head.status;
                 if attempt.may_retry_status && retry_on_status(worker, info.upstream, status) {
                     return failed(UpstreamFailure::RetryableStatus(status));
                 }
-                return respond(worker, client, info, up, body.is_complete(), attempt).await;
+                let complete = body.is_complete();
+                return respond(worker, client, info, up, head, complete, attempt).await;
             }
             Err(f) => return failed(f),
         }
@@ -640,7 +647,8 @@ fn retry_on_status(worker: &Worker, upstream: usize, status: u16) -> bool {
     listed && withdraw_budget(worker, upstream)
 }
 
-/// Reads until `up.buf` holds a complete response head; returns its status.
+/// Reads until `up.buf` holds a complete response head, parsed once here;
+/// the head stays at the front of `up.buf` for [`ResponseInfo::head`].
 /// `wait` elapsing is a `ResponseTimeout` (the 100-continue wait treats it
 /// as "no 100 yet").
 async fn read_response_head(
@@ -648,12 +656,12 @@ async fn read_response_head(
     up: &mut UpstreamConn,
     info: &RequestInfo,
     wait: Duration,
-) -> Result<u16, UpstreamFailure> {
+) -> Result<ResponseInfo, UpstreamFailure> {
     let start = Instant::now();
     loop {
         if !up.buf.is_empty() {
             match http::parse_response(&up.buf, &worker.limits, info.is_head) {
-                Ok(http::Status::Complete(head)) => return Ok(head.status()),
+                Ok(http::Status::Complete(head)) => return Ok(head.info()),
                 Ok(http::Status::Partial) => {}
                 Err(e) => return Err(UpstreamFailure::Malformed(e.reason())),
             }
@@ -675,40 +683,27 @@ async fn read_response_head(
     }
 }
 
-/// Removes the complete 1xx head at the front of `up.buf`.
-fn drop_informational(worker: &Worker, up: &mut UpstreamConn, info: &RequestInfo) {
-    if let Ok(http::Status::Complete(head)) =
-        http::parse_response(&up.buf, &worker.limits, info.is_head)
-    {
-        let n = head.head_len();
-        up.buf.drain(..n);
-    }
-}
-
-/// Relays the interim head at the front of `up.buf` to an HTTP/1.1 client.
+/// Relays the interim head `head` at the front of `up.buf` to an HTTP/1.1
+/// client (an HTTP/1.0 client gets none), and drops it from `up.buf`.
 async fn forward_informational(
     worker: &Worker,
     client: &mut Client,
     up: &mut UpstreamConn,
     info: &RequestInfo,
+    head: &ResponseInfo,
 ) -> Result<(), Next> {
     client.out.clear();
-    let n = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
-        Ok(http::Status::Complete(head)) => {
-            if info.version == Version::Http11 {
-                http::write_response_head(
-                    &head,
-                    OutFraming::AsIs,
-                    true,
-                    info.version,
-                    &mut client.out,
-                );
-            }
-            head.head_len()
-        }
-        _ => return Err(Next::Abort),
-    };
-    up.buf.drain(..n);
+    if info.version == Version::Http11 {
+        let ctx = ResponseContext {
+            framing: OutFraming::AsIs,
+            keep_alive: true,
+            client_version: info.version,
+            request_id: None,
+            set_cookie: None,
+        };
+        http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
+    }
+    up.buf.drain(..head.head_len);
     if !client.out.is_empty()
         && client
             .send_out(worker.config.server.send_timeout)
@@ -720,96 +715,54 @@ async fn forward_informational(
     Ok(())
 }
 
-/// Appends a header to the complete head at the end of `out` (which ends
-/// with the blank line).
-pub(super) fn append_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    debug_assert!(out.ends_with(b"\r\n\r\n"));
-    out.truncate(out.len() - 2);
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
-    out.extend_from_slice(b"\r\n\r\n");
-}
-
-/// Writes the final response head (already complete in `up.buf`) and relays
-/// the body; then pools or closes the upstream connection.
+/// Writes the final response head `head` (at the front of `up.buf`) and
+/// relays the body; then pools or closes the upstream connection.
 async fn respond(
     worker: &Rc<Worker>,
     client: &mut Client,
     info: &RequestInfo,
     mut up: UpstreamConn,
+    head: ResponseInfo,
     request_complete: bool,
     attempt: &mut Attempt,
 ) -> Relayed {
     let server = &worker.config.server;
-    let (status, framing, out_framing, keep_alive, head_len, upstream_keep_alive, has_id) = {
-        let head = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
-            Ok(http::Status::Complete(head)) => head,
-            _ => {
-                return Relayed::Failed {
-                    failure: UpstreamFailure::Malformed("malformed upstream response"),
-                    sent: true,
-                    response_started: false,
-                }
-            }
-        };
-        let status = head.status();
-        if status == 101 && !info.upgrade {
+    let side = ClientSide {
+        version: info.version,
+        keep_alive: info.keep_alive && !client.winding_down(worker),
+        upgrade: info.upgrade,
+        request_complete,
+    };
+    let plan = match http::plan_response(&head, side) {
+        Ok(plan) => plan,
+        Err(e) => {
             return Relayed::Failed {
-                failure: UpstreamFailure::Malformed("upstream switched protocols unasked"),
+                failure: UpstreamFailure::Malformed(e.reason()),
                 sent: true,
                 response_started: false,
-            };
+            }
         }
-        let framing = head.body();
-        let http10 = info.version == Version::Http10;
-        let out_framing = match framing {
-            ResponseBody::Chunked if http10 => OutFraming::Dechunked,
-            ResponseBody::CloseDelimited if !http10 => OutFraming::ChunkEncoded,
-            _ => OutFraming::AsIs,
-        };
-        let ends_by_close = matches!(out_framing, OutFraming::Dechunked)
-            || (matches!(framing, ResponseBody::CloseDelimited) && http10);
-        let keep_alive = info.keep_alive
-            && request_complete
-            && !ends_by_close
-            && status != 101
-            && !client.winding_down(worker);
-        client.out.clear();
-        http::write_response_head(
-            &head,
-            out_framing,
-            keep_alive,
-            info.version,
-            &mut client.out,
-        );
-        let has_id = head
-            .headers()
-            .any(|(name, _)| name.eq_ignore_ascii_case(super::REQUEST_ID));
-        (
-            status,
-            framing,
-            out_framing,
-            keep_alive,
-            head.head_len(),
-            head.keep_alive(),
-            has_id,
-        )
     };
+    let status = head.status;
     attempt.finish(Outcome::Response(status));
     client.rec.status = status;
     client.rec.answered = true;
-    if let Some(cookie) = attempt.set_cookie.take() {
-        append_header(&mut client.out, "Set-Cookie", &cookie);
-    }
-    if !has_id && !client.request_id.is_empty() {
-        append_header(&mut client.out, super::REQUEST_ID, &client.request_id);
-    }
-    client.mark_body_start();
+    let set_cookie = attempt.set_cookie.take();
+    let ctx = ResponseContext {
+        framing: plan.out,
+        keep_alive: plan.keep_alive,
+        client_version: info.version,
+        request_id: Some(client.request_id.as_str()).filter(|id| !id.is_empty()),
+        set_cookie: set_cookie.as_deref(),
+    };
+    client.out.clear();
+    http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
+    let head_len = client.out.len();
+    client.mark_body_start(head_len);
     worker.metrics.count_status(status);
-    up.buf.drain(..head_len);
+    up.buf.drain(..head.head_len);
 
-    if status == 101 {
+    if plan.tunnel {
         if client.send_out(server.send_timeout).await.is_err() {
             return Relayed::ClientFailed(ClientFailure::Gone);
         }
@@ -817,11 +770,7 @@ async fn respond(
         return Relayed::Done(Next::Abort);
     }
 
-    let relay = body::ResponseRelay {
-        framing,
-        out: out_framing,
-    };
-    let outcome = relay.run(worker, client, &mut up).await;
+    let outcome = body::relay_response(worker, client, &mut up, plan.body, plan.out).await;
     let UpstreamConn {
         conn,
         tls,
@@ -834,13 +783,13 @@ async fn respond(
     worker.give_buffer(buf);
     match outcome {
         Ok(clean) => {
-            if clean && upstream_keep_alive && request_complete {
+            if clean && plan.reuse_upstream {
                 worker
                     .pool
                     .borrow_mut()
                     .checkin(slot, Pooled { conn, tls, open }, Instant::now());
             }
-            Relayed::Done(if keep_alive {
+            Relayed::Done(if plan.keep_alive {
                 Next::KeepAlive
             } else {
                 Next::Close

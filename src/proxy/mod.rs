@@ -398,19 +398,6 @@ struct Record {
     body_from: u64,
 }
 
-/// The request id header, forwarded and echoed.
-const REQUEST_ID: &str = "X-Request-ID";
-
-/// Inserts a header line before the blank line that ends the first head
-/// in `out` (a body may follow it).
-fn insert_header(out: &mut Vec<u8>, name: &str, value: &str) {
-    let Some(end) = out.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return;
-    };
-    let line = format!("{name}: {value}\r\n");
-    out.splice(end + 2..end + 2, line.into_bytes());
-}
-
 impl Client {
     /// Reads more client bytes, appending to `buf`.
     async fn fill(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
@@ -448,23 +435,16 @@ impl Client {
         deadline: Duration,
     ) -> io::Result<()> {
         self.out.clear();
-        reply.write(keep_alive, &mut self.out);
-        if !self.request_id.is_empty() {
-            insert_header(&mut self.out, REQUEST_ID, &self.request_id);
-        }
-        self.mark_body_start();
+        let id = Some(self.request_id.as_str()).filter(|id| !id.is_empty());
+        let head_len = reply.write(keep_alive, id, &mut self.out);
+        self.mark_body_start(head_len);
         self.send_out(deadline).await
     }
 
-    /// Notes where the body of the response head in `out` starts, for the
-    /// access log's body byte count.
-    fn mark_body_start(&mut self) {
-        let head = self
-            .out
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(self.out.len(), |p| p + 4);
-        self.rec.body_from = self.sent + head as u64;
+    /// Notes that the response body starts `head_len` bytes into `out`,
+    /// for the access log's body byte count.
+    fn mark_body_start(&mut self, head_len: usize) {
+        self.rec.body_from = self.sent + head_len as u64;
     }
 
     /// Half-closes, then drains what the client still sends for a moment,
@@ -689,25 +669,23 @@ fn parse_request(
     log.version = Some(head.version());
     log.referer = None;
     log.user_agent = None;
-    let logging = worker.logs_requests();
-    let mut client_id = false;
-    for (name, value) in head.headers() {
-        if name.eq_ignore_ascii_case(REQUEST_ID) && !client_id {
-            // The client's id is kept (and forwarded as it came).
-            client.request_id.clear();
-            client.request_id.push_str(&String::from_utf8_lossy(value));
-            client_id = true;
-        } else if logging && name.eq_ignore_ascii_case("referer") {
-            log.referer = Some(value.to_vec());
-        } else if logging && name.eq_ignore_ascii_case("user-agent") {
-            log.user_agent = Some(value.to_vec());
+    if worker.logs_requests() {
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case("referer") {
+                log.referer = Some(value.to_vec());
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                log.user_agent = Some(value.to_vec());
+            }
         }
     }
-    if !client_id {
-        client.request_id.clear();
-        client
+    // The client's id is kept (and forwarded as it came); else one is made.
+    client.request_id.clear();
+    let client_id = head.request_id();
+    match client_id {
+        Some(id) => client.request_id.push_str(&String::from_utf8_lossy(id)),
+        None => client
             .request_id
-            .push_str(access_log::request_id().as_str());
+            .push_str(access_log::request_id().as_str()),
     }
     if let BodyKind::Length(n) = head.body() {
         if server.max_request_body.is_some_and(|max| n > max.get()) {
@@ -751,11 +729,9 @@ fn parse_request(
             "http"
         },
         host_fallback: None,
+        request_id: client_id.is_none().then_some(client.request_id.as_str()),
     };
     http::write_request_head(&head, &ctx, fwd);
-    if !client_id {
-        exchange::append_header(fwd, REQUEST_ID, &client.request_id);
-    }
     let head_len = head.head_len();
     client.buf.drain(..head_len);
     Ok(Some(info))
