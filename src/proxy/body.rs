@@ -8,8 +8,15 @@
 
 use crate::http::{BodyFramer, BodyKind, LocalReply, OutFraming, ResponseBody};
 
-use super::exchange::UpstreamConn;
-use super::{Client, ClientFailure, Worker};
+use std::io;
+use std::time::Duration;
+
+use crate::config::ServerConfig;
+use crate::io::Transport;
+use crate::metrics::WorkerMetrics;
+
+use super::client::Client;
+use super::error::ClientFailure;
 
 /// The request body still to forward.
 pub(super) struct RequestBody {
@@ -59,19 +66,20 @@ impl RequestBody {
     /// Reads the rest of the body from the client and writes it upstream.
     pub(super) async fn stream(
         &mut self,
-        worker: &Worker,
+        server: &ServerConfig,
+        metrics: &WorkerMetrics,
         client: &mut Client,
-        upstream: &mut UpstreamConn,
+        upstream: &mut Transport,
         kept: &mut Vec<u8>,
         keep: &mut Keep,
     ) -> Result<(), StreamError> {
-        let timeout = worker.config.server.body_timeout;
+        let timeout = server.body_timeout;
         let mut chunk = Vec::with_capacity(client.buffer_size);
         while !self.is_complete() {
             if client.buf.is_empty() {
                 match client.fill(Some(timeout)).await {
                     Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
-                    Ok(n) => worker.metrics.bytes_from_clients.add(n as u64),
+                    Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
             }
             chunk.clear();
@@ -81,7 +89,7 @@ impl RequestBody {
                 // A partial chunk line: need more bytes before forwarding.
                 match client.fill(Some(timeout)).await {
                     Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
-                    Ok(n) => worker.metrics.bytes_from_clients.add(n as u64),
+                    Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
                 continue;
             }
@@ -92,7 +100,7 @@ impl RequestBody {
             if res.is_err() {
                 return Err(StreamError::Upstream);
             }
-            worker.metrics.bytes_to_upstreams.add(len as u64);
+            metrics.bytes_to_upstreams.add(len as u64);
         }
         Ok(())
     }
@@ -140,17 +148,17 @@ impl Keep {
 /// `Ok(true)`: the body ended exactly at its framing, so the upstream
 /// connection may be reused.
 pub(super) async fn relay_response(
-    worker: &Worker,
+    server: &ServerConfig,
+    metrics: &WorkerMetrics,
     client: &mut Client,
-    up: &mut UpstreamConn,
+    (up, up_buf): (&mut Transport, &mut Vec<u8>),
     framing: ResponseBody,
     out: OutFraming,
 ) -> Result<bool, RelayError> {
-    let server = &worker.config.server;
     let mut framer = BodyFramer::response(framing, out);
     loop {
         framer
-            .step(&mut up.buf, &mut client.out)
+            .step(up_buf, &mut client.out)
             .map_err(|_| RelayError::Upstream)?;
         if !client.out.is_empty() {
             client
@@ -161,12 +169,9 @@ pub(super) async fn relay_response(
         }
         if framer.is_done() {
             // Bytes after the framed end: the connection is out of step.
-            return Ok(up.buf.is_empty());
+            return Ok(up_buf.is_empty());
         }
-        match up
-            .read_more(server.buffer_size, Some(server.body_timeout))
-            .await
-        {
+        match read_more(up, up_buf, server.buffer_size, Some(server.body_timeout)).await {
             Ok(0) => {
                 // Only a close-delimited body may end here; it leaves the
                 // connection unusable.
@@ -181,7 +186,7 @@ pub(super) async fn relay_response(
                 }
                 return Ok(false);
             }
-            Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
+            Ok(n) => metrics.bytes_from_upstreams.add(n as u64),
             Err(_) => return Err(RelayError::Upstream),
         }
     }
@@ -190,4 +195,18 @@ pub(super) async fn relay_response(
 pub(super) enum RelayError {
     Client,
     Upstream,
+}
+
+/// Reads more (plaintext) bytes from `from` into `buf`, first growing a
+/// full `buf` by `grow`; `Ok(0)` is end of stream.
+pub(super) async fn read_more(
+    from: &mut Transport,
+    buf: &mut Vec<u8>,
+    grow: usize,
+    deadline: Option<Duration>,
+) -> io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        buf.reserve(grow);
+    }
+    from.read(buf, deadline).await
 }
