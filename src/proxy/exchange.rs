@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use crate::http::LocalReply;
+use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::Picked;
 use crate::upstream::clock;
 use crate::upstream::connector::{ConnectError, Target};
@@ -27,7 +28,7 @@ use super::body::{Keep, RequestBody};
 use super::client::{Client, LogLine, Next, RequestInfo};
 use super::error::UpstreamFailure;
 use super::relay::{self, client_failed, reply_and_close, Attempt, Relayed, Sending};
-use super::worker::Worker;
+use super::worker::{Env, Upstreams};
 
 /// Backends remembered as tried for one request; beyond this many attempts
 /// the oldest are forgotten (and may be tried again).
@@ -68,32 +69,30 @@ impl From<ConnectError> for UpstreamFailure {
 /// the module docs: choose a backend, then [`relay::relay`] sends the
 /// request and relays the response.
 pub(super) async fn exchange(
-    worker: &Worker,
+    env: &Env<'_>,
+    upstreams: &Upstreams,
     client: &mut Client,
     info: &RequestInfo,
     fwd: &mut Vec<u8>,
     log: &LogLine,
 ) -> Next {
-    let env = worker.env();
-    let (policy, retries_configured) = {
-        let ups = worker.upstreams.borrow();
-        let up = &ups[info.upstream];
-        (up.retry, up.retry.attempts() > 1)
-    };
+    let policy = upstreams.get(info.upstream).retry;
+    let retries_configured = policy.attempts() > 1;
     let wait_for_continue = relay::waits_for_continue(info, !client.buf.is_empty());
     let max_body = env.server.max_request_body.map_or(0, |m| m.get());
     let mut body = RequestBody::new(info.body, max_body);
     // The head and whatever of the body is already buffered go in one write.
     if !wait_for_continue {
         if let Err(f) = body.take_buffered(&mut client.buf, fwd) {
-            return client_failed(&env, client, log, f).await;
+            return client_failed(env, client, log, f).await;
         }
     }
     // A body still to stream is kept for a replay when retries are on and
     // it fits `retry_buffer` (the bytes go after the head in `fwd`).
     let mut keep = Keep::new(retries_configured, fwd.len(), policy.retry_buffer());
     let mut replayable = body.is_complete();
-    worker.upstreams.borrow_mut()[info.upstream]
+    upstreams
+        .get_mut(info.upstream)
         .budget
         .deposit(clock::now_nanos());
 
@@ -103,9 +102,9 @@ pub(super) async fn exchange(
     loop {
         attempts += 1;
         let now = clock::now_nanos();
-        let Some(chosen) = choose(worker, info, &tried, attempts, now) else {
+        let Some(chosen) = choose(upstreams, info, &tried, attempts, now) else {
             let reply = LocalReply::ServiceUnavailable("no backend available");
-            return reply_and_close(&env, client, log, reply).await;
+            return reply_and_close(env, client, log, reply).await;
         };
         let Chosen {
             index,
@@ -137,9 +136,10 @@ pub(super) async fn exchange(
                     keep: &mut keep,
                     wait_for_continue: wait_for_continue && first_attempt,
                 };
-                let retry_on_status = |status| retry_on_status(worker, info.upstream, status);
+                let retry_on_status =
+                    |status| retry_on_status(upstreams, env.metrics, info.upstream, status);
                 let r =
-                    relay::relay(&env, client, sending, conn, &mut attempt, retry_on_status).await;
+                    relay::relay(env, client, sending, conn, &mut attempt, retry_on_status).await;
                 replayable = replayable || keep.whole(&body);
                 (r, reused)
             }
@@ -154,7 +154,7 @@ pub(super) async fn exchange(
         };
         let (failure, sent, response_started) = match result {
             Relayed::Done(next) => return next,
-            Relayed::ClientFailed(f) => return client_failed(&env, client, log, f).await,
+            Relayed::ClientFailed(f) => return client_failed(env, client, log, f).await,
             Relayed::Failed {
                 failure,
                 sent,
@@ -173,7 +173,7 @@ pub(super) async fn exchange(
             attempts -= 1;
             tried[attempts as usize % MAX_TRACKED] = usize::MAX;
             drop(attempt);
-            worker.metrics.retry(info.upstream);
+            env.metrics.retry(info.upstream);
             tracing::debug!(
                 ?failure,
                 "pooled connection failed; re-sending on a fresh one"
@@ -189,12 +189,12 @@ pub(super) async fn exchange(
             UpstreamFailure::RetryableStatus(_) => true,
             _ => {
                 policy.should_retry(attempts, failure.kind(), info.idempotent, sent, replayable)
-                    && withdraw_budget(worker, info.upstream)
+                    && withdraw_budget(upstreams, env.metrics, info.upstream)
             }
         };
         if retry {
-            worker.metrics.retry(info.upstream);
-            let backoff = policy.backoff(attempts, &mut worker.rng.borrow_mut());
+            env.metrics.retry(info.upstream);
+            let backoff = policy.backoff(attempts, &mut upstreams.rng());
             tracing::debug!(
                 backend = %target.addr,
                 ?failure,
@@ -208,7 +208,7 @@ pub(super) async fn exchange(
             continue;
         }
         tracing::warn!(backend = %target.addr, ?failure, "upstream attempt failed");
-        return reply_and_close(&env, client, log, failure.reply()).await;
+        return reply_and_close(env, client, log, failure.reply()).await;
     }
 }
 
@@ -226,14 +226,14 @@ struct Chosen {
 /// available backend tried already, one of them again (rather than giving
 /// up with a 503).
 fn choose(
-    worker: &Worker,
+    upstreams: &Upstreams,
     info: &RequestInfo,
     tried: &[usize],
     attempts: u32,
     now: u64,
 ) -> Option<Chosen> {
-    let mut ups = worker.upstreams.borrow_mut();
-    let up = &mut ups[info.upstream];
+    let mut up = upstreams.get_mut(info.upstream);
+    let up = &mut *up;
     let mut picked = up
         .picker
         .pick_and_admit(&up.backends, info.key, &|i| tried.contains(&i), now);
@@ -268,20 +268,27 @@ fn choose(
 
 /// Whether a final response with `status` should be retried rather than
 /// relayed: listed in `on`, and the budget allows (charged here).
-fn retry_on_status(worker: &Worker, upstream: usize, status: u16) -> bool {
-    let listed = worker.upstreams.borrow()[upstream]
+fn retry_on_status(
+    upstreams: &Upstreams,
+    metrics: &WorkerMetrics,
+    upstream: usize,
+    status: u16,
+) -> bool {
+    let listed = upstreams
+        .get(upstream)
         .retry
         .retries_on(FailureKind::Status(status));
-    listed && withdraw_budget(worker, upstream)
+    listed && withdraw_budget(upstreams, metrics, upstream)
 }
 
 /// Takes one retry from the worker's budget for `upstream`.
-fn withdraw_budget(worker: &Worker, upstream: usize) -> bool {
-    let ok = worker.upstreams.borrow_mut()[upstream]
+fn withdraw_budget(upstreams: &Upstreams, metrics: &WorkerMetrics, upstream: usize) -> bool {
+    let ok = upstreams
+        .get_mut(upstream)
         .budget
         .try_withdraw(clock::now_nanos());
     if !ok {
-        worker.metrics.retry_refused(upstream);
+        metrics.retry_refused(upstream);
     }
     ok
 }

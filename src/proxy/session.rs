@@ -88,7 +88,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         worker.metrics.request_started();
         // 4.-8. Choose backend, send, read response head, response filters,
         // relay body.
-        let next = exchange(worker, client, &info, &mut fwd, &log).await;
+        let env = worker.env();
+        let next = exchange(&env, &worker.upstreams, client, &info, &mut fwd, &log).await;
         worker.metrics.request_finished();
         // 9. Finish.
         finish(worker, client, Some(info.upstream), &log, sent_before);
@@ -271,7 +272,9 @@ fn on_head(
         upgrade: head.upgrade().is_some(),
         body: head.body(),
         upstream,
-        key: worker.upstreams.borrow()[upstream]
+        key: worker
+            .upstreams
+            .get(upstream)
             .picker
             .request_key(&head, client_ip),
     };
@@ -324,7 +327,7 @@ fn finish(
         return;
     };
     let backend = match (upstream, backend) {
-        (Some(u), Some(b)) => worker.upstreams.borrow()[u].backends.get(b).map(|b| b.addr),
+        (Some(u), Some(b)) => worker.upstreams.get(u).backends.get(b).map(|b| b.addr),
         _ => None,
     };
     let body_bytes = if rec.body_from == 0 {

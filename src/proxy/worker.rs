@@ -8,7 +8,7 @@
 //! newest generation only between requests ([`Worker::newest`]); a request
 //! in flight finishes on the generation it started on.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,6 +44,30 @@ pub(super) struct UpstreamRt {
     pub retry: RetryPolicy,
     /// This worker's retry budget for the upstream (core-local).
     pub budget: RetryBudget,
+}
+
+/// A worker's upstreams (balancing state, retry budgets) and its retry
+/// jitter: what the exchange works on, and no more of the worker.
+pub(super) struct Upstreams {
+    list: RefCell<Vec<UpstreamRt>>,
+    rng: RefCell<fastrand::Rng>,
+}
+
+impl Upstreams {
+    /// Upstream `u` (index in the config), borrowed until the guard drops;
+    /// never held across an await.
+    pub fn get(&self, u: usize) -> Ref<'_, UpstreamRt> {
+        Ref::map(self.list.borrow(), |list| &list[u])
+    }
+
+    pub fn get_mut(&self, u: usize) -> RefMut<'_, UpstreamRt> {
+        RefMut::map(self.list.borrow_mut(), |list| &mut list[u])
+    }
+
+    /// The retry jitter's random source.
+    pub fn rng(&self) -> RefMut<'_, fastrand::Rng> {
+        self.rng.borrow_mut()
+    }
 }
 
 /// Spare relay buffers, so a request or a connection does not cost a
@@ -94,12 +118,10 @@ pub(super) struct Env<'w> {
 pub struct Worker {
     pub(super) config: Arc<Config>,
     pub(super) routes: RouteTable,
-    pub(super) upstreams: RefCell<Vec<UpstreamRt>>,
+    pub(super) upstreams: Upstreams,
     pub(super) connector: Connector,
     pub(super) filters: Filters,
     pub(super) buffers: Buffers,
-    /// Retry jitter.
-    pub(super) rng: RefCell<fastrand::Rng>,
     pub(super) limits: http::Limits,
     pub metrics: Arc<WorkerMetrics>,
     /// This worker's access log buffer, when `server.access_log` is set.
@@ -156,11 +178,13 @@ impl Worker {
                 max_head_bytes: config.server.max_head_bytes,
                 max_headers: config.server.max_headers.get(),
             },
-            upstreams: RefCell::new(upstreams),
+            upstreams: Upstreams {
+                list: RefCell::new(upstreams),
+                rng: RefCell::new(fastrand::Rng::new()),
+            },
             connector: Connector::new(slots, tls, metrics.clone(), buffer_size),
             filters: Filters::standard(),
             buffers: Buffers::new(buffer_size),
-            rng: RefCell::new(fastrand::Rng::new()),
             config,
             metrics,
             log: log.map(RefCell::new),
@@ -239,7 +263,7 @@ impl Worker {
     /// keeps (same upstream name and address, same upstream TLS settings)
     /// to `next`'s pool.
     fn hand_over_pool(&self, next: &Worker) {
-        let (old_ups, new_ups) = (self.upstreams.borrow(), next.upstreams.borrow());
+        let (old_ups, new_ups) = (self.upstreams.list.borrow(), next.upstreams.list.borrow());
         for (u, old_up) in old_ups.iter().enumerate() {
             let Some(v) = new_ups.iter().position(|n| n.name == old_up.name) else {
                 continue;
