@@ -7,7 +7,7 @@
 //!
 //! Invariants:
 //! - A parsed head (`RequestHead`, `ResponseHead`) has passed every framing
-//!   rule of [`framing`] (RFC 9112 §6.3); its `body()` is the only framing the
+//!   rule of `framing` (RFC 9112 §6.3); its `body()` is the only framing the
 //!   proxy may use, and it is never ambiguous (CL+TE, differing CLs, TE on
 //!   HTTP/1.0 and obfuscated codings are errors, not guesses).
 //! - Every line of a parsed head ends in CRLF, no field is folded and no

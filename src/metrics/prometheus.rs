@@ -1,5 +1,5 @@
 //! The Prometheus text exposition format, version 0.0.4, written by hand
-//! from one table of families ([`families`]).
+//! from one table of families (`families`).
 //!
 //! Why by hand: the values are sums over worker shards taken at scrape
 //! time ([`Snapshot`]); the format is small (HELP and TYPE lines, samples
@@ -258,7 +258,7 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
     ]
 }
 
-/// Renders every family of [`families`] from `snapshot`, with backend
+/// Renders every family of `families` from `snapshot`, with backend
 /// gauges from `backends[upstream][backend]` (same order as the
 /// snapshot's layout; missing entries are skipped), then `extra`.
 pub fn render<B: BackendView>(

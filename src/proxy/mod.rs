@@ -7,16 +7,16 @@
 //! ```
 //!
 //! Layout, by layer (each file imports only those above it):
-//! - [`error`]: why an exchange failed and what the client is told;
-//! - [`filter`]: the request/response filter trait and chain (sans-IO);
-//! - [`client`]: the client connection (transport, buffers, local replies,
+//! - `error`: why an exchange failed and what the client is told;
+//! - `filter`: the request/response filter trait and chain (sans-IO);
+//! - `client`: the client connection (transport, buffers, local replies,
 //!   lingering close) and the per-request records;
-//! - [`worker`]: a worker's state for one config generation, spare buffers,
+//! - `worker`: a worker's state for one config generation, spare buffers,
 //!   and the hand-over to the next generation on a reload;
-//! - [`body`], [`tunnel`]: the I/O loops that move bodies and tunnel bytes;
-//! - [`relay`]: one attempt: send, 1xx, response filters, the response;
-//! - [`exchange`]: attempts and retries of one request;
-//! - [`session`]: the request loop and its stages, top to bottom.
+//! - `body`, `tunnel`: the I/O loops that move bodies and tunnel bytes;
+//! - `relay`: one attempt: send, 1xx, response filters, the response;
+//! - `exchange`: attempts and retries of one request;
+//! - `session`: the request loop and its stages, top to bottom.
 //!
 //! Invariants: a response head goes to the client only once the whole
 //! upstream head is valid, so every upstream failure before that point

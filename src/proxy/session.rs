@@ -4,8 +4,8 @@
 //!    (head timeout, or keep-alive timeout while idle); the request id is
 //!    assigned here, so every reply and log line carries it;
 //! 2. route: host and path pick the upstream (`404` otherwise);
-//! 3. request filters ([`Filters::on_request`]); then the forwarded head
-//!    is written at once, so no borrow of the buffer lives across an await;
+//! 3. request filters (`Filters::on_request`); then the forwarded head is
+//!    written at once, so no borrow of the buffer lives across an await;
 //! 4. choose backend, 5. send, 6. read response head, 7. response filters,
 //!    8. relay body: one [`exchange`] (attempts and retries), each attempt a
 //!    [`relay`](super::relay) on a connection from the connector;
@@ -32,7 +32,7 @@ use crate::metrics::Method;
 
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
-use super::filter::{Filters, RequestCtx};
+use super::filter::RequestCtx;
 use super::relay::reply_and_close;
 use super::worker::Worker;
 
@@ -249,7 +249,7 @@ fn on_head(
         request_id: &client.request_id,
         forward_request_id: None,
     };
-    Filters::on_request(&worker.filters, &mut filtered)?;
+    worker.filters.on_request(&mut filtered)?;
     let client_ip = client.transport.peer_addr().ip();
     let ctx = ForwardContext {
         client_ip,
