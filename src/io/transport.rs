@@ -317,3 +317,6 @@ impl Tls {
         let _ = self.session.close(out);
     }
 }
+
+#[cfg(test)]
+mod tests;
