@@ -10,8 +10,9 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringlb::http::{
-    parse_request, parse_response, write_chunk, write_request_head, ChunkedDecoder, ForwardContext,
-    Limits, Status, LAST_CHUNK,
+    parse_request, parse_response, plan_response, write_chunk, write_request_head,
+    write_response_head, ChunkedDecoder, ClientSide, ForwardContext, Limits, ResponseContext,
+    Status, Version, LAST_CHUNK,
 };
 
 /// A Chrome-like GET of a page: 12 header fields, ~500 bytes.
@@ -154,6 +155,7 @@ fn forward(c: &mut Criterion) {
         client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
         proto: "https",
         host_fallback: None,
+        request_id: None,
     };
     let mut out = Vec::with_capacity(1024);
     let mut group = c.benchmark_group("forward");
@@ -168,5 +170,64 @@ fn forward(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, request_heads, response_head, chunked, forward);
+/// A `100 Continue` ahead of the final head, as one read brings them.
+const CONTINUE_THEN_200: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+/// The proxy's work on a response head, from the bytes in the upstream
+/// buffer to the head for the client in `out` (request id echoed): parsed
+/// once into a `ResponseInfo` when read, planned, then written from the
+/// same bytes.
+fn head_to_client(buf: &[u8], limits: &Limits, out: &mut Vec<u8>) -> usize {
+    let Ok(Status::Complete(head)) = parse_response(buf, limits, false) else {
+        panic!("bench input does not parse");
+    };
+    let info = black_box(head.info());
+    let client = ClientSide {
+        version: Version::Http11,
+        keep_alive: true,
+        upgrade: false,
+        request_complete: true,
+    };
+    let plan = plan_response(&info, client).expect("bench input plans");
+    let ctx = ResponseContext {
+        framing: plan.out,
+        keep_alive: plan.keep_alive,
+        client_version: Version::Http11,
+        request_id: Some("0123456789abcdef01234567"),
+        set_cookie: None,
+    };
+    out.clear();
+    write_response_head(&info.head(buf), &ctx, out);
+    info.head_len
+}
+
+fn response_path(c: &mut Criterion) {
+    let limits = Limits::default();
+    let mut out = Vec::with_capacity(1024);
+    let mut with_100 = CONTINUE_THEN_200.to_vec();
+    with_100.extend_from_slice(RESPONSE_200);
+    let mut group = c.benchmark_group("response_path");
+    group.throughput(Throughput::Bytes(RESPONSE_200.len() as u64));
+    group.bench_function("head_to_client_200", |b| {
+        b.iter(|| head_to_client(black_box(RESPONSE_200), &limits, &mut out))
+    });
+    group.throughput(Throughput::Bytes(with_100.len() as u64));
+    group.bench_function("head_to_client_100_then_200", |b| {
+        b.iter(|| {
+            let buf = black_box(&with_100[..]);
+            let n = head_to_client(buf, &limits, &mut out);
+            head_to_client(&buf[n..], &limits, &mut out)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    request_heads,
+    response_head,
+    response_path,
+    chunked,
+    forward
+);
 criterion_main!(benches);

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
             client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
             proto: "https",
             host_fallback,
+            request_id: None,
         };
         let mut out = Vec::new();
         write_request_head(&head, &ctx, &mut out);

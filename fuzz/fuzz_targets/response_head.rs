@@ -5,8 +5,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use ringlb::http::{
-    parse_response, write_response_head, Limits, OutFraming, ResponseBody, Status, Version,
-    MAX_HEADERS_CAP,
+    parse_response, write_response_head, Limits, OutFraming, ResponseBody, ResponseContext, Status,
+    Version, MAX_HEADERS_CAP,
 };
 
 const FRAMINGS: [OutFraming; 3] = [
@@ -15,7 +15,7 @@ const FRAMINGS: [OutFraming; 3] = [
     OutFraming::Dechunked,
 ];
 
-/// The combinations the proxy chooses (src/proxy/mod.rs): chunk-encoding
+/// The combinations the proxy chooses (`http::plan_response`): chunk-encoding
 /// only a close-delimited body, de-chunking only a chunked one, and never a
 /// chunked body as-is to an HTTP/1.0 client. `write_response_head`
 /// debug-asserts these.
@@ -41,6 +41,7 @@ fuzz_target!(|data: &[u8]| {
         assert!((100..=999).contains(&head.status()));
         let _ = (head.reason(), head.version(), head.keep_alive());
         let _ = (head.is_informational(), head.upgrade(), head.as_bytes());
+        assert_eq!(head.info().head(data), head);
         assert!(!(head.keep_alive() && head.body() == ResponseBody::CloseDelimited));
         for (name, value) in head.headers() {
             assert!(!name.is_empty());
@@ -53,7 +54,14 @@ fuzz_target!(|data: &[u8]| {
                 }
                 for keep_alive in [false, true] {
                     let mut out = Vec::new();
-                    write_response_head(&head, framing, keep_alive, client, &mut out);
+                    let ctx = ResponseContext {
+                        framing,
+                        keep_alive,
+                        client_version: client,
+                        request_id: Some("fuzz-id"),
+                        set_cookie: None,
+                    };
+                    write_response_head(&head, &ctx, &mut out);
                     let limits = Limits {
                         max_head_bytes: out.len() + 1,
                         max_headers: MAX_HEADERS_CAP,

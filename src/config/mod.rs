@@ -48,12 +48,12 @@ pub const BACKLOG_RANGE: RangeInclusive<u64> = 1..=65_535;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Allowed `server.max_connections`.
 pub const MAX_CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=1_000_000;
-/// Default `server.max_head_bytes`.
-pub const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Default `server.max_head_bytes`: the codec's default limit.
+pub const DEFAULT_MAX_HEAD_BYTES: usize = crate::http::Limits::DEFAULT_MAX_HEAD_BYTES;
 /// Allowed `server.max_head_bytes`: 1 KiB to 1 MiB.
 pub const MAX_HEAD_BYTES_RANGE: RangeInclusive<u64> = 1024..=1024 * 1024;
-/// Default `server.max_headers`.
-pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default `server.max_headers`: the codec's default limit.
+pub const DEFAULT_MAX_HEADERS: usize = crate::http::Limits::DEFAULT_MAX_HEADERS;
 /// Allowed `server.max_headers`.
 pub const MAX_HEADERS_RANGE: RangeInclusive<u64> = 1..=256;
 /// Default `server.buffer_size`.

@@ -27,6 +27,24 @@ pub struct ForwardContext<'a> {
     pub proto: &'a str,
     /// Host to send when the request has none (HTTP/1.0 without Host).
     pub host_fallback: Option<&'a str>,
+    /// An `X-Request-ID` to add: one the proxy generated because the
+    /// request had none (a client's own id is forwarded as it came).
+    pub request_id: Option<&'a str>,
+}
+
+/// How a response head goes to the client: the relay's plan and the fields
+/// the proxy adds.
+#[derive(Clone, Copy, Debug)]
+pub struct ResponseContext<'a> {
+    /// How the body is relayed, which decides the framing fields.
+    pub framing: OutFraming,
+    /// Whether the client connection stays open afterwards.
+    pub keep_alive: bool,
+    pub client_version: Version,
+    /// Echoed as `X-Request-ID` unless the backend sent its own.
+    pub request_id: Option<&'a str>,
+    /// A `Set-Cookie` value to add (the sticky-cookie balancer's).
+    pub set_cookie: Option<&'a str>,
 }
 
 /// How the proxy relays the response body, which decides its framing fields.
@@ -150,6 +168,9 @@ pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out:
         }
         None => out.extend_from_slice(b"Connection: keep-alive\r\n"),
     }
+    if let Some(id) = ctx.request_id {
+        put_field(out, b"X-Request-ID", id.as_bytes());
+    }
     out.extend_from_slice(b"\r\n");
 }
 
@@ -196,21 +217,17 @@ fn put_ip(ip: IpAddr, out: &mut Vec<u8>) {
 
 /// Writes the head to send to the client for `head`.
 ///
-/// `out_framing` is how the proxy relays the body: `ChunkEncoded` only for a
+/// `ctx.framing` is how the proxy relays the body: `ChunkEncoded` only for a
 /// close-delimited body, `Dechunked` only for a chunked one, and `AsIs` not
-/// for a chunked body to an HTTP/1.0 client (all debug-asserted).
-/// `keep_alive_to_client` is whether the client connection stays open
-/// afterwards. The status line is always `HTTP/1.1` (allowed towards
-/// HTTP/1.0 clients too).
+/// for a chunked body to an HTTP/1.0 client (all debug-asserted; see
+/// [`super::plan_response`]). `ctx.keep_alive` is whether the client
+/// connection stays open afterwards. The status line is always `HTTP/1.1`
+/// (allowed towards HTTP/1.0 clients too).
 /// 1xx heads get no `Connection` field; 101 keeps `Connection: upgrade` and
-/// `Upgrade`.
-pub fn write_response_head(
-    head: &ResponseHead<'_>,
-    out_framing: OutFraming,
-    keep_alive_to_client: bool,
-    client_version: Version,
-    out: &mut Vec<u8>,
-) {
+/// `Upgrade`. `Set-Cookie` and `X-Request-ID` from `ctx` come last.
+pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, out: &mut Vec<u8>) {
+    let (out_framing, keep_alive_to_client, client_version) =
+        (ctx.framing, ctx.keep_alive, ctx.client_version);
     let status = head.status();
     let _ = write!(out, "HTTP/1.1 {status} ");
     let reason = match head.reason() {
@@ -264,6 +281,12 @@ pub fn write_response_head(
         out.extend_from_slice(b"Connection: close\r\n");
     } else if client_version == Version::Http10 {
         out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    if let Some(cookie) = ctx.set_cookie {
+        put_field(out, b"Set-Cookie", cookie.as_bytes());
+    }
+    if let Some(id) = ctx.request_id.filter(|_| !head.has_request_id()) {
+        put_field(out, b"X-Request-ID", id.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -78,7 +78,9 @@ pub(crate) fn within_limit(buf: &[u8], max: usize) -> &[u8] {
     &buf[..buf.len().min(max)]
 }
 
-/// httparse accepts a bare LF wherever CRLF belongs; we do not (DESIGN.md).
+/// httparse accepts a bare LF wherever CRLF belongs; we do not: RFC 9112
+/// §2.2 only permits it, and a bare LF that two parsers read differently is a
+/// smuggling vector.
 ///
 /// Every LF httparse accepted ends a line, and every line but the last is
 /// followed by a field name (or by the final empty line). So it is enough to
@@ -185,6 +187,8 @@ pub(crate) struct FieldScan<'b> {
     pub host: Singleton<'b>,
     pub upgrade: Option<&'b [u8]>,
     pub expect_continue: bool,
+    /// The first `X-Request-ID` value.
+    pub request_id: Option<&'b [u8]>,
 }
 
 impl<'b> FieldScan<'b> {
@@ -194,7 +198,7 @@ impl<'b> FieldScan<'b> {
             let name = h.name.as_bytes();
             // Dispatch on length and first letter: most fields are none of
             // these, and this keeps the scan a small part of parsing.
-            if !matches!(name[0] | 0x20, b'h' | b'e' | b'u' | b'c' | b't') {
+            if !matches!(name[0] | 0x20, b'h' | b'e' | b'u' | b'c' | b't' | b'x') {
                 continue;
             }
             match name.len() {
@@ -206,6 +210,9 @@ impl<'b> FieldScan<'b> {
                     scan.upgrade.get_or_insert(h.value);
                 }
                 10 if eq_ci(name, b"connection") => scan.connection.add(h.value),
+                12 if eq_ci(name, b"x-request-id") => {
+                    scan.request_id.get_or_insert(h.value);
+                }
                 14 if eq_ci(name, b"content-length") => scan.content_length.add(h.value),
                 17 if eq_ci(name, b"transfer-encoding") => scan.transfer_encoding.add(h.value),
                 _ => {}

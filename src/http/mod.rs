@@ -7,7 +7,7 @@
 //!
 //! Invariants:
 //! - A parsed head (`RequestHead`, `ResponseHead`) has passed every framing
-//!   rule of DESIGN.md "Framing rules"; its `body()` is the only framing the
+//!   rule of `framing` (RFC 9112 §6.3); its `body()` is the only framing the
 //!   proxy may use, and it is never ambiguous (CL+TE, differing CLs, TE on
 //!   HTTP/1.0 and obfuscated codings are errors, not guesses).
 //! - Every line of a parsed head ends in CRLF, no field is folded and no
@@ -20,7 +20,10 @@
 //! - [`request`] / [`response`]: head parsers, one per role.
 //! - [`framing`]: the single RFC 9112 §6.3 body-length decision for both.
 //! - [`chunked`]: streaming chunked decoder and encoder helpers.
-//! - [`forward`]: head rewrite for forwarding (hop-by-hop, `X-Forwarded-*`).
+//! - [`body`]: the one body framer both relays drive.
+//! - [`plan`]: a final response's framing and keep-alive decision.
+//! - [`forward`]: head rewrite for forwarding (hop-by-hop, `X-Forwarded-*`,
+//!   the request id and cookie the proxy adds).
 //! - [`reply`]: every locally generated response, one enum.
 //! - `headers`: shared field helpers (token lists, line-ending checks).
 //!
@@ -43,25 +46,31 @@
 //!   and empty extensions (`5;\r\n`) are errors (hyper accepts them): we
 //!   forward chunk lines verbatim, so we only pass on unambiguous ones.
 
+pub mod body;
 pub mod chunked;
 pub mod forward;
 mod framing;
 mod headers;
+pub mod plan;
 pub mod reply;
 pub mod request;
 pub mod response;
 
+pub use body::{BodyError, BodyFramer, Stepped};
 pub use chunked::{
     write_chunk, write_chunk_header, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded,
     LAST_CHUNK,
 };
-pub use forward::{write_request_head, write_response_head, ForwardContext, OutFraming};
+pub use forward::{
+    write_request_head, write_response_head, ForwardContext, OutFraming, ResponseContext,
+};
 pub(crate) use headers::trim_ows;
 pub use headers::Headers;
 pub use httparse::Status;
+pub use plan::{plan_response, ClientSide, PlanError, ResponsePlan};
 pub use reply::{LocalReply, CONTINUE_100};
 pub use request::{parse_request, RequestError, RequestHead};
-pub use response::{parse_response, ResponseError, ResponseHead};
+pub use response::{parse_response, ResponseError, ResponseHead, ResponseInfo};
 
 /// Upper bound on header slots kept on the stack while parsing one head.
 /// `Limits::max_headers` above this is clamped to it.

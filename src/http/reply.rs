@@ -86,9 +86,12 @@ impl LocalReply {
         }
     }
 
-    /// Appends the complete response. Without `keep_alive` it says
-    /// `Connection: close` and the proxy must close after writing it.
-    pub fn write(&self, keep_alive: bool, out: &mut Vec<u8>) {
+    /// Appends the complete response, with `X-Request-ID: request_id` when
+    /// given. Without `keep_alive` it says `Connection: close` and the proxy
+    /// must close after writing it. Returns the length of the head (where
+    /// the body starts in what was appended).
+    pub fn write(&self, keep_alive: bool, request_id: Option<&str>, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
         let (status, text, reason) = (self.status(), self.status_text(), self.reason());
         // The body is "<3 digits> <text>: <reason>\n".
         let body_len = 3 + 1 + text.len() + 2 + reason.len() + 1;
@@ -97,16 +100,18 @@ impl LocalReply {
             out,
             "HTTP/1.1 {status} {text}\r\n\
              Content-Type: text/plain\r\n\
-             Content-Length: {body_len}\r\n\
-             {connection}\
-             \r\n\
-             {status} {text}: {reason}\n",
-            connection = if keep_alive {
-                ""
-            } else {
-                "Connection: close\r\n"
-            },
+             Content-Length: {body_len}\r\n"
         );
+        if !keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
+        if let Some(id) = request_id {
+            let _ = write!(out, "X-Request-ID: {id}\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let head_len = out.len() - start;
+        let _ = writeln!(out, "{status} {text}: {reason}");
+        head_len
     }
 }
 
@@ -132,7 +137,7 @@ mod tests {
 
     fn written(reply: LocalReply, keep_alive: bool) -> String {
         let mut out = Vec::new();
-        reply.write(keep_alive, &mut out);
+        reply.write(keep_alive, None, &mut out);
         String::from_utf8(out).unwrap()
     }
 
@@ -147,6 +152,20 @@ mod tests {
                 body.len()
             )
         );
+    }
+
+    #[test]
+    fn request_id_goes_in_the_head() {
+        let mut out = b"earlier".to_vec();
+        let head_len = LocalReply::NotFound.write(true, Some("abc"), &mut out);
+        let head = crate::http::parse_response(&out[7..], &Default::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.head_len(), head_len);
+        assert!(head.has_request_id());
+        assert!(head
+            .headers()
+            .any(|(n, v)| n == "X-Request-ID" && v == b"abc"));
     }
 
     #[test]

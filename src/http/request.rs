@@ -1,7 +1,8 @@
 //! Request head parsing: httparse for syntax, then our stricter rules.
 //!
-//! Why: this is the proxy's front door; every rule of DESIGN.md "Framing
-//! rules" is enforced here so the rest of the proxy can trust `RequestHead`.
+//! Why: this is the proxy's front door; every framing rule (see
+//! `framing.rs`, RFC 9112 §6.3) is enforced here so the rest of the proxy
+//! can trust `RequestHead`.
 //!
 //! Invariants: a `RequestHead` borrows exactly the head bytes (its
 //! `head_len()` is where body or pipelined bytes start); it has a known
@@ -154,6 +155,7 @@ pub struct RequestHead<'b> {
     connection: ConnectionTokens,
     expect_continue: bool,
     absolute_form: bool,
+    request_id: Option<&'b [u8]>,
 }
 
 impl<'b> RequestHead<'b> {
@@ -197,6 +199,11 @@ impl<'b> RequestHead<'b> {
 
     pub fn version(&self) -> Version {
         self.version
+    }
+
+    /// The value of the first `X-Request-ID` field, if any.
+    pub fn request_id(&self) -> Option<&'b [u8]> {
+        self.request_id
     }
 
     /// Bytes of the head including the final CRLFCRLF.
@@ -314,6 +321,7 @@ pub fn parse_request<'b>(
         connection: fields.connection,
         expect_continue: http11 && fields.expect_continue,
         absolute_form,
+        request_id: fields.request_id,
     }))
 }
 

@@ -126,9 +126,82 @@ pub struct ResponseHead<'b> {
     version: Version,
     body: ResponseBody,
     connection: ConnectionTokens,
+    has_request_id: bool,
+}
+
+/// What the proxy keeps of a response head: everything [`ResponseHead`]
+/// knows, without the borrow, so a head is parsed once when it arrives and
+/// later stages (filters, the relay, the writer) read this instead of
+/// parsing again. [`ResponseInfo::head`] lends the head back over the same
+/// bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseInfo {
+    pub status: u16,
+    /// Bytes of the head including the final CRLFCRLF.
+    pub head_len: usize,
+    pub body: ResponseBody,
+    /// Whether the upstream connection may be reused after this response
+    /// ([`ResponseHead::keep_alive`]).
+    pub keep_alive: bool,
+    /// The head carries an `X-Request-ID` field.
+    pub has_request_id: bool,
+    version: Version,
+    fields_start: usize,
+    /// Where the reason phrase is in the head.
+    reason: std::ops::Range<usize>,
+    connection: ConnectionTokens,
+}
+
+impl ResponseInfo {
+    /// A 1xx other than 101: another head follows on the same exchange.
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+
+    /// The head again, over `buf`: the buffer the head was parsed from,
+    /// still holding it at the front. No parsing, only slicing.
+    pub fn head<'b>(&self, buf: &'b [u8]) -> ResponseHead<'b> {
+        let head = &buf[..self.head_len];
+        ResponseHead {
+            head,
+            fields_start: self.fields_start,
+            status: self.status,
+            // Valid UTF-8: it was a `&str` when parsed from these bytes.
+            reason: std::str::from_utf8(&head[self.reason.clone()]).unwrap_or(""),
+            version: self.version,
+            body: self.body,
+            connection: self.connection,
+            has_request_id: self.has_request_id,
+        }
+    }
 }
 
 impl<'b> ResponseHead<'b> {
+    /// The owned summary of this head (see [`ResponseInfo`]).
+    pub fn info(&self) -> ResponseInfo {
+        let reason_at = if self.reason.is_empty() {
+            0
+        } else {
+            offset_in(self.head, self.reason.as_bytes())
+        };
+        ResponseInfo {
+            status: self.status,
+            head_len: self.head.len(),
+            body: self.body,
+            keep_alive: self.keep_alive(),
+            has_request_id: self.has_request_id,
+            version: self.version,
+            fields_start: self.fields_start,
+            reason: reason_at..reason_at + self.reason.len(),
+            connection: self.connection,
+        }
+    }
+
+    /// Whether the head carries an `X-Request-ID` field.
+    pub fn has_request_id(&self) -> bool {
+        self.has_request_id
+    }
+
     pub fn status(&self) -> u16 {
         self.status
     }
@@ -248,5 +321,6 @@ pub fn parse_response<'b>(
         version,
         body,
         connection: fields.connection,
+        has_request_id: fields.request_id.is_some(),
     }))
 }

@@ -23,8 +23,10 @@
 
 mod op;
 mod socket;
+mod transport;
 
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
+pub use transport::{Tls, Transport};
 
 use std::future::Future;
 

@@ -1,4 +1,5 @@
-//! The Prometheus text exposition format, version 0.0.4, written by hand.
+//! The Prometheus text exposition format, version 0.0.4, written by hand
+//! from one table of families (`families`).
 //!
 //! Why by hand: the values are sums over worker shards taken at scrape
 //! time ([`Snapshot`]); the format is small (HELP and TYPE lines, samples
@@ -13,7 +14,9 @@
 
 use std::fmt::Write as _;
 
-use super::{BackendView, Method, Snapshot, DURATION_BUCKETS_US, STATUS_CLASSES};
+use super::{
+    BackendView, Method, Snapshot, Totals, UpstreamTotals, DURATION_BUCKETS_US, STATUS_CLASSES,
+};
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -96,8 +99,167 @@ fn float(v: f64) -> String {
     }
 }
 
-/// Renders everything: process-wide counters, per-upstream series,
-/// backend gauges from `backends[upstream][backend]` (same order as the
+/// Where a family's samples come from.
+enum Source<B> {
+    /// One unlabelled sample from the process-wide totals.
+    Total(fn(&Totals) -> String),
+    /// One sample per configured upstream, labelled `upstream`.
+    PerUpstream(fn(&UpstreamTotals) -> u64),
+    /// One sample per backend from its shared state, labelled `upstream`
+    /// and `backend`.
+    PerBackend(fn(&B) -> u64),
+    /// A family with its own labels, written by its own function.
+    Labelled(fn(&mut Writer, &Snapshot)),
+}
+
+/// One metric family: its name, type, help and samples.
+struct Family<B> {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    source: Source<B>,
+}
+
+/// Every family, in the order of the exposition.
+fn families<B: BackendView>() -> Vec<Family<B>> {
+    use Source::{Labelled, PerBackend, PerUpstream, Total};
+    let family = |name, kind, help, source| Family {
+        name,
+        kind,
+        help,
+        source,
+    };
+    let (counter, gauge, histogram) = ("counter", "gauge", "histogram");
+    vec![
+        family(
+            "ringlb_requests_total",
+            counter,
+            "Requests answered, by upstream, backend (empty: answered locally), method and status class.",
+            Labelled(requests),
+        ),
+        family(
+            "ringlb_request_duration_seconds",
+            histogram,
+            "Time from the request head's first byte to the response's last byte, by upstream.",
+            Labelled(durations),
+        ),
+        family(
+            "ringlb_responses_total",
+            counter,
+            "Responses written to clients by status class (1xx excluded).",
+            Labelled(responses),
+        ),
+        family("ringlb_request_heads_total", counter, "Request heads parsed.", Total(|t| t.requests.to_string())),
+        family("ringlb_requests_in_flight", gauge, "Requests being served.", Total(|t| t.requests_in_flight.to_string())),
+        family(
+            "ringlb_client_connections_accepted_total",
+            counter,
+            "Client connections accepted.",
+            Total(|t| t.connections_accepted.to_string()),
+        ),
+        family("ringlb_client_connections_open", gauge, "Client connections open.", Total(|t| t.connections_open.to_string())),
+        family(
+            "ringlb_upstream_connections_opened_total",
+            counter,
+            "Connections opened to backends.",
+            PerUpstream(|u| u.connects),
+        ),
+        family(
+            "ringlb_upstream_connect_failures_total",
+            counter,
+            "Connections to backends that failed to open.",
+            PerUpstream(|u| u.connect_failures),
+        ),
+        family(
+            "ringlb_upstream_connections_open",
+            gauge,
+            "Connections to backends open (in use or pooled).",
+            PerUpstream(|u| u.connections_open),
+        ),
+        family("ringlb_pool_hits_total", counter, "Upstream requests sent on a pooled connection.", Total(|t| t.pool_hits.to_string())),
+        family(
+            "ringlb_pool_misses_total",
+            counter,
+            "Upstream requests that needed a new connection.",
+            Total(|t| t.pool_misses.to_string()),
+        ),
+        family(
+            "ringlb_pool_stale_total",
+            counter,
+            "Pooled connections found closed or expired and dropped.",
+            Total(|t| t.pool_stale.to_string()),
+        ),
+        family(
+            "ringlb_pool_reuse_ratio",
+            gauge,
+            "pool hits / (hits + misses) since start.",
+            Total(|t| float(t.pool_reuse_ratio())),
+        ),
+        family("ringlb_client_bytes_received_total", counter, "Bytes read from clients.", Total(|t| t.bytes_from_clients.to_string())),
+        family("ringlb_client_bytes_sent_total", counter, "Bytes written to clients.", Total(|t| t.bytes_to_clients.to_string())),
+        family("ringlb_upstream_bytes_sent_total", counter, "Bytes written to backends.", Total(|t| t.bytes_to_upstreams.to_string())),
+        family("ringlb_upstream_bytes_received_total", counter, "Bytes read from backends.", Total(|t| t.bytes_from_upstreams.to_string())),
+        family(
+            "ringlb_retries_total",
+            counter,
+            "Requests sent again: on a fresh connection after a pooled one failed, or to another backend by the retry policy.",
+            Labelled(retries),
+        ),
+        family(
+            "ringlb_retries_refused_total",
+            counter,
+            "Retries refused by the retry budget.",
+            PerUpstream(|u| u.retries_refused),
+        ),
+        family("ringlb_health_checks_total", counter, "Active health checks by result.", Labelled(health_checks)),
+        family(
+            "ringlb_backend_healthy",
+            gauge,
+            "1 if the backend passes health checks.",
+            PerBackend(|b| u64::from(b.healthy())),
+        ),
+        family(
+            "ringlb_backend_draining",
+            gauge,
+            "1 if the backend is drained by an operator.",
+            PerBackend(|b| u64::from(b.draining())),
+        ),
+        family(
+            "ringlb_backend_breaker_state",
+            gauge,
+            "Circuit breaker: 0 closed, 1 open, 2 half-open.",
+            PerBackend(|b| u64::from(b.breaker_state())),
+        ),
+        family(
+            "ringlb_backend_in_flight",
+            gauge,
+            "Requests in flight to the backend, all workers.",
+            PerBackend(|b| b.in_flight()),
+        ),
+        family(
+            "ringlb_tls_handshakes_total",
+            counter,
+            "TLS handshakes completed with clients.",
+            Total(|t| t.tls_handshakes.to_string()),
+        ),
+        family(
+            "ringlb_tls_handshake_failures_total",
+            counter,
+            "TLS handshakes with clients that failed.",
+            Total(|t| t.tls_handshake_failures.to_string()),
+        ),
+        family("ringlb_config_reloads_total", counter, "Config reloads applied.", Total(|t| t.config_reloads.to_string())),
+        family(
+            "ringlb_config_reload_failures_total",
+            counter,
+            "Config reloads rejected (the running config stayed).",
+            Total(|t| t.config_reload_failures.to_string()),
+        ),
+    ]
+}
+
+/// Renders every family of `families` from `snapshot`, with backend
+/// gauges from `backends[upstream][backend]` (same order as the
 /// snapshot's layout; missing entries are skipped), then `extra`.
 pub fn render<B: BackendView>(
     snapshot: &Snapshot,
@@ -107,15 +269,39 @@ pub fn render<B: BackendView>(
     let mut w = Writer {
         out: String::with_capacity(8192),
     };
-    let t = &snapshot.totals;
-    let upstreams = &snapshot.upstreams;
+    for f in families::<B>() {
+        w.family(f.name, f.kind, f.help);
+        match f.source {
+            Source::Total(get) => w.sample(f.name, &[], get(&snapshot.totals)),
+            Source::PerUpstream(get) => {
+                for u in snapshot.upstreams.iter().filter(|u| !u.name.is_empty()) {
+                    w.sample(f.name, &[("upstream", &u.name)], get(u));
+                }
+            }
+            Source::PerBackend(get) => {
+                for (u, states) in snapshot.upstreams.iter().zip(backends) {
+                    for (backend, state) in u.backends.iter().zip(states) {
+                        let labels = [("upstream", u.name.as_str()), ("backend", backend.as_str())];
+                        w.sample(f.name, &labels, get(state));
+                    }
+                }
+            }
+            Source::Labelled(write) => write(&mut w, snapshot),
+        }
+    }
+    for s in extra {
+        let kind = match s.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        w.single(s.name, kind, s.help, float(s.value));
+    }
+    w.out
+}
 
-    w.family(
-        "ringlb_requests_total",
-        "counter",
-        "Requests answered, by upstream, backend (empty: answered locally), method and status class.",
-    );
-    for u in upstreams {
+/// `ringlb_requests_total`, non-zero series only.
+fn requests(w: &mut Writer, snapshot: &Snapshot) {
+    for u in &snapshot.upstreams {
         for b in 0..=u.backends.len() {
             let (backend, slot) = match u.backends.get(b) {
                 Some(name) => (name.as_str(), Some(b)),
@@ -137,13 +323,11 @@ pub fn render<B: BackendView>(
             }
         }
     }
+}
 
-    w.family(
-        "ringlb_request_duration_seconds",
-        "histogram",
-        "Time from the request head's first byte to the response's last byte, by upstream.",
-    );
-    for u in upstreams {
+/// `ringlb_request_duration_seconds`: cumulative buckets, sum and count.
+fn durations(w: &mut Writer, snapshot: &Snapshot) {
+    for u in &snapshot.upstreams {
         let count = u.duration_count();
         if u.name.is_empty() && count == 0 {
             continue;
@@ -169,12 +353,11 @@ pub fn render<B: BackendView>(
         );
         w.sample("ringlb_request_duration_seconds_count", &labels, count);
     }
+}
 
-    w.family(
-        "ringlb_responses_total",
-        "counter",
-        "Responses written to clients by status class (1xx excluded).",
-    );
+/// `ringlb_responses_total` by status class.
+fn responses(w: &mut Writer, snapshot: &Snapshot) {
+    let t = &snapshot.totals;
     for (class, n) in [
         ("2xx", t.responses_2xx),
         ("3xx", t.responses_3xx),
@@ -183,134 +366,25 @@ pub fn render<B: BackendView>(
     ] {
         w.sample("ringlb_responses_total", &[("class", class)], n);
     }
-    w.single(
-        "ringlb_request_heads_total",
-        "counter",
-        "Request heads parsed.",
-        t.requests,
-    );
-    w.single(
-        "ringlb_requests_in_flight",
-        "gauge",
-        "Requests being served.",
-        t.requests_in_flight,
-    );
-    w.single(
-        "ringlb_client_connections_accepted_total",
-        "counter",
-        "Client connections accepted.",
-        t.connections_accepted,
-    );
-    w.single(
-        "ringlb_client_connections_open",
-        "gauge",
-        "Client connections open.",
-        t.connections_open,
-    );
+}
 
-    per_upstream(
-        &mut w,
-        snapshot,
-        "ringlb_upstream_connections_opened_total",
-        "counter",
-        "Connections opened to backends.",
-        |u| u.connects,
-    );
-    per_upstream(
-        &mut w,
-        snapshot,
-        "ringlb_upstream_connect_failures_total",
-        "counter",
-        "Connections to backends that failed to open.",
-        |u| u.connect_failures,
-    );
-    per_upstream(
-        &mut w,
-        snapshot,
-        "ringlb_upstream_connections_open",
-        "gauge",
-        "Connections to backends open (in use or pooled).",
-        |u| u.connections_open,
-    );
-
-    w.single(
-        "ringlb_pool_hits_total",
-        "counter",
-        "Upstream requests sent on a pooled connection.",
-        t.pool_hits,
-    );
-    w.single(
-        "ringlb_pool_misses_total",
-        "counter",
-        "Upstream requests that needed a new connection.",
-        t.pool_misses,
-    );
-    w.single(
-        "ringlb_pool_stale_total",
-        "counter",
-        "Pooled connections found closed or expired and dropped.",
-        t.pool_stale,
-    );
-    w.single(
-        "ringlb_pool_reuse_ratio",
-        "gauge",
-        "pool hits / (hits + misses) since start.",
-        float(t.pool_reuse_ratio()),
-    );
-
-    for (name, help, v) in [
-        (
-            "ringlb_client_bytes_received_total",
-            "Bytes read from clients.",
-            t.bytes_from_clients,
-        ),
-        (
-            "ringlb_client_bytes_sent_total",
-            "Bytes written to clients.",
-            t.bytes_to_clients,
-        ),
-        (
-            "ringlb_upstream_bytes_sent_total",
-            "Bytes written to backends.",
-            t.bytes_to_upstreams,
-        ),
-        (
-            "ringlb_upstream_bytes_received_total",
-            "Bytes read from backends.",
-            t.bytes_from_upstreams,
-        ),
-    ] {
-        w.single(name, "counter", help, v);
-    }
-
-    // Retries counted without an upstream show under upstream="".
+/// `ringlb_retries_total` per upstream; retries counted without an
+/// upstream show under `upstream=""`.
+fn retries(w: &mut Writer, snapshot: &Snapshot) {
+    let upstreams = &snapshot.upstreams;
     let per: u64 = upstreams.iter().map(|u| u.retries).sum();
-    w.family(
-        "ringlb_retries_total",
-        "counter",
-        "Requests sent again: on a fresh connection after a pooled one failed, or to another backend by the retry policy.",
-    );
     for u in upstreams.iter().filter(|u| !u.name.is_empty()) {
         w.sample("ringlb_retries_total", &[("upstream", &u.name)], u.retries);
     }
-    if t.retries > per {
-        w.sample("ringlb_retries_total", &[("upstream", "")], t.retries - per);
+    let all = snapshot.totals.retries;
+    if all > per {
+        w.sample("ringlb_retries_total", &[("upstream", "")], all - per);
     }
-    per_upstream(
-        &mut w,
-        snapshot,
-        "ringlb_retries_refused_total",
-        "counter",
-        "Retries refused by the retry budget.",
-        |u| u.retries_refused,
-    );
+}
 
-    w.family(
-        "ringlb_health_checks_total",
-        "counter",
-        "Active health checks by result.",
-    );
-    for u in upstreams {
+/// `ringlb_health_checks_total` by backend and result, non-zero only.
+fn health_checks(w: &mut Writer, snapshot: &Snapshot) {
+    for u in &snapshot.upstreams {
         for (b, backend) in u.backends.iter().enumerate() {
             let (ok, failed) = u.health_checks(b);
             for (result, n) in [("ok", ok), ("failed", failed)] {
@@ -324,85 +398,5 @@ pub fn render<B: BackendView>(
                 }
             }
         }
-    }
-
-    type Gauge<B> = fn(&B) -> u64;
-    let gauges: [(&str, &str, Gauge<B>); 4] = [
-        (
-            "ringlb_backend_healthy",
-            "1 if the backend passes health checks.",
-            |b| u64::from(b.healthy()),
-        ),
-        (
-            "ringlb_backend_draining",
-            "1 if the backend is drained by an operator.",
-            |b| u64::from(b.draining()),
-        ),
-        (
-            "ringlb_backend_breaker_state",
-            "Circuit breaker: 0 closed, 1 open, 2 half-open.",
-            |b| u64::from(b.breaker_state()),
-        ),
-        (
-            "ringlb_backend_in_flight",
-            "Requests in flight to the backend, all workers.",
-            |b| b.in_flight(),
-        ),
-    ];
-    for (name, help, get) in gauges {
-        w.family(name, "gauge", help);
-        for (u, states) in upstreams.iter().zip(backends) {
-            for (backend, state) in u.backends.iter().zip(states) {
-                let labels = [("upstream", u.name.as_str()), ("backend", backend.as_str())];
-                w.sample(name, &labels, get(state));
-            }
-        }
-    }
-
-    w.single(
-        "ringlb_tls_handshakes_total",
-        "counter",
-        "TLS handshakes completed with clients.",
-        t.tls_handshakes,
-    );
-    w.single(
-        "ringlb_tls_handshake_failures_total",
-        "counter",
-        "TLS handshakes with clients that failed.",
-        t.tls_handshake_failures,
-    );
-    w.single(
-        "ringlb_config_reloads_total",
-        "counter",
-        "Config reloads applied.",
-        t.config_reloads,
-    );
-    w.single(
-        "ringlb_config_reload_failures_total",
-        "counter",
-        "Config reloads rejected (the running config stayed).",
-        t.config_reload_failures,
-    );
-    for s in extra {
-        let kind = match s.kind {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-        };
-        w.single(s.name, kind, s.help, float(s.value));
-    }
-    w.out
-}
-
-fn per_upstream(
-    w: &mut Writer,
-    snapshot: &Snapshot,
-    name: &str,
-    kind: &str,
-    help: &str,
-    get: impl Fn(&super::UpstreamTotals) -> u64,
-) {
-    w.family(name, kind, help);
-    for u in snapshot.upstreams.iter().filter(|u| !u.name.is_empty()) {
-        w.sample(name, &[("upstream", &u.name)], get(u));
     }
 }

@@ -6,23 +6,24 @@
 //! client, or chunk-encoded when the backend delimits by close and the
 //! client speaks HTTP/1.1 (so the client connection can stay open).
 
-use crate::http::{self, BodyKind, ChunkedDecoder, LocalReply, OutFraming, ResponseBody};
+use crate::http::{BodyFramer, BodyKind, LocalReply, OutFraming, ResponseBody};
 
-use super::exchange::UpstreamConn;
-use super::{Client, ClientFailure, Worker};
+use std::io;
+use std::time::Duration;
+
+use crate::config::ServerConfig;
+use crate::io::Transport;
+use crate::metrics::WorkerMetrics;
+
+use super::client::Client;
+use super::error::ClientFailure;
 
 /// The request body still to forward.
 pub(super) struct RequestBody {
-    state: BodyState,
+    framer: BodyFramer,
     /// Limit on the body's data bytes; 0 is unlimited.
     max: u64,
     data_seen: u64,
-}
-
-enum BodyState {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    Done,
 }
 
 pub(super) enum StreamError {
@@ -32,20 +33,15 @@ pub(super) enum StreamError {
 
 impl RequestBody {
     pub(super) fn new(kind: BodyKind, max: u64) -> RequestBody {
-        let state = match kind {
-            BodyKind::Empty | BodyKind::Length(0) => BodyState::Done,
-            BodyKind::Length(n) => BodyState::Length(n),
-            BodyKind::Chunked => BodyState::Chunked(ChunkedDecoder::new()),
-        };
         RequestBody {
-            state,
+            framer: BodyFramer::request(kind),
             max,
             data_seen: 0,
         }
     }
 
     pub(super) fn is_complete(&self) -> bool {
-        matches!(self.state, BodyState::Done)
+        self.framer.is_done()
     }
 
     /// Moves the body bytes at the front of `buf` into `out`, leaving any
@@ -55,57 +51,35 @@ impl RequestBody {
         buf: &mut Vec<u8>,
         out: &mut Vec<u8>,
     ) -> Result<(), ClientFailure> {
-        let take = match &mut self.state {
-            BodyState::Done => return Ok(()),
-            BodyState::Length(remaining) => {
-                let take = (*remaining).min(buf.len() as u64) as usize;
-                *remaining -= take as u64;
-                if *remaining == 0 {
-                    self.state = BodyState::Done;
-                }
-                take
-            }
-            BodyState::Chunked(decoder) => {
-                let mut consumed = 0;
-                while !decoder.is_done() {
-                    let decoded = decoder
-                        .decode(&buf[consumed..])
-                        .map_err(|e| ClientFailure::BadBody(LocalReply::BadRequest(e.reason())))?;
-                    if decoded.consumed == 0 {
-                        break;
-                    }
-                    self.data_seen += decoded.data.len() as u64;
-                    consumed += decoded.consumed;
-                }
-                if self.max != 0 && self.data_seen > self.max {
-                    return Err(ClientFailure::BadBody(LocalReply::PayloadTooLarge));
-                }
-                if decoder.is_done() {
-                    self.state = BodyState::Done;
-                }
-                consumed
-            }
-        };
-        move_front(buf, take, out);
+        let stepped = self
+            .framer
+            .step(buf, out)
+            .map_err(|e| ClientFailure::BadBody(LocalReply::BadRequest(e.reason())))?;
+        // A Content-Length body was checked against the limit with its head.
+        self.data_seen += stepped.data;
+        if self.max != 0 && self.data_seen > self.max {
+            return Err(ClientFailure::BadBody(LocalReply::PayloadTooLarge));
+        }
         Ok(())
     }
 
     /// Reads the rest of the body from the client and writes it upstream.
     pub(super) async fn stream(
         &mut self,
-        worker: &Worker,
+        server: &ServerConfig,
+        metrics: &WorkerMetrics,
         client: &mut Client,
-        upstream: &mut UpstreamConn,
+        upstream: &mut Transport,
         kept: &mut Vec<u8>,
         keep: &mut Keep,
     ) -> Result<(), StreamError> {
-        let timeout = worker.config.server.body_timeout;
+        let timeout = server.body_timeout;
         let mut chunk = Vec::with_capacity(client.buffer_size);
         while !self.is_complete() {
             if client.buf.is_empty() {
                 match client.fill(Some(timeout)).await {
                     Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
-                    Ok(n) => worker.metrics.bytes_from_clients.add(n as u64),
+                    Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
             }
             chunk.clear();
@@ -115,7 +89,7 @@ impl RequestBody {
                 // A partial chunk line: need more bytes before forwarding.
                 match client.fill(Some(timeout)).await {
                     Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
-                    Ok(n) => worker.metrics.bytes_from_clients.add(n as u64),
+                    Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
                 continue;
             }
@@ -126,7 +100,7 @@ impl RequestBody {
             if res.is_err() {
                 return Err(StreamError::Upstream);
             }
-            worker.metrics.bytes_to_upstreams.add(len as u64);
+            metrics.bytes_to_upstreams.add(len as u64);
         }
         Ok(())
     }
@@ -169,25 +143,53 @@ impl Keep {
     }
 }
 
-/// Moves `buf[..n]` to the end of `out`. When that is all of `buf` and
-/// `out` is empty the two are swapped instead of copied.
-fn move_front(buf: &mut Vec<u8>, n: usize, out: &mut Vec<u8>) {
-    if n == 0 {
-        return;
+/// Relays a response body framed as `framing` from `up` to the client,
+/// after the head already in `client.out`, re-framed as `out`.
+/// `Ok(true)`: the body ended exactly at its framing, so the upstream
+/// connection may be reused.
+pub(super) async fn relay_response(
+    server: &ServerConfig,
+    metrics: &WorkerMetrics,
+    client: &mut Client,
+    (up, up_buf): (&mut Transport, &mut Vec<u8>),
+    framing: ResponseBody,
+    out: OutFraming,
+) -> Result<bool, RelayError> {
+    let mut framer = BodyFramer::response(framing, out);
+    loop {
+        framer
+            .step(up_buf, &mut client.out)
+            .map_err(|_| RelayError::Upstream)?;
+        if !client.out.is_empty() {
+            client
+                .send_out(server.send_timeout)
+                .await
+                .map_err(|_| RelayError::Client)?;
+            client.out.clear();
+        }
+        if framer.is_done() {
+            // Bytes after the framed end: the connection is out of step.
+            return Ok(up_buf.is_empty());
+        }
+        match read_more(up, up_buf, server.buffer_size, Some(server.body_timeout)).await {
+            Ok(0) => {
+                // Only a close-delimited body may end here; it leaves the
+                // connection unusable.
+                framer
+                    .end_of_input(&mut client.out)
+                    .map_err(|_| RelayError::Upstream)?;
+                if !client.out.is_empty() {
+                    client
+                        .send_out(server.send_timeout)
+                        .await
+                        .map_err(|_| RelayError::Client)?;
+                }
+                return Ok(false);
+            }
+            Ok(n) => metrics.bytes_from_upstreams.add(n as u64),
+            Err(_) => return Err(RelayError::Upstream),
+        }
     }
-    if n == buf.len() && out.is_empty() {
-        std::mem::swap(buf, out);
-        buf.clear();
-    } else {
-        out.extend_from_slice(&buf[..n]);
-        buf.drain(..n);
-    }
-}
-
-/// Relays a response body from `up` to the client.
-pub(super) struct ResponseRelay {
-    pub framing: ResponseBody,
-    pub out: OutFraming,
 }
 
 pub(super) enum RelayError {
@@ -195,125 +197,16 @@ pub(super) enum RelayError {
     Upstream,
 }
 
-enum ResponseState {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
-}
-
-impl ResponseRelay {
-    /// Sends the head already in `client.out` followed by the body.
-    /// `Ok(true)`: the body ended exactly at its framing, so the upstream
-    /// connection may be reused.
-    pub(super) async fn run(
-        self,
-        worker: &Worker,
-        client: &mut Client,
-        up: &mut UpstreamConn,
-    ) -> Result<bool, RelayError> {
-        let server = &worker.config.server;
-        let mut state = match self.framing {
-            ResponseBody::Empty | ResponseBody::Length(0) => ResponseState::Done,
-            ResponseBody::Length(n) => ResponseState::Length(n),
-            ResponseBody::Chunked => ResponseState::Chunked(ChunkedDecoder::new()),
-            ResponseBody::CloseDelimited => ResponseState::UntilClose,
-        };
-        let mut clean = true;
-        loop {
-            self.move_body(&mut state, &mut up.buf, &mut client.out)?;
-            if let ResponseState::Done = state {
-                // Bytes after the framed end: the connection is out of step.
-                clean &= up.buf.is_empty();
-            }
-            if !client.out.is_empty() {
-                client
-                    .send_out(server.send_timeout)
-                    .await
-                    .map_err(|_| RelayError::Client)?;
-                client.out.clear();
-            }
-            if let ResponseState::Done = state {
-                return Ok(clean);
-            }
-            match up
-                .read_more(server.buffer_size, Some(server.body_timeout))
-                .await
-            {
-                Ok(0) => match state {
-                    ResponseState::UntilClose => {
-                        if let OutFraming::ChunkEncoded = self.out {
-                            client.out.extend_from_slice(http::LAST_CHUNK);
-                            client
-                                .send_out(server.send_timeout)
-                                .await
-                                .map_err(|_| RelayError::Client)?;
-                        }
-                        return Ok(false);
-                    }
-                    _ => return Err(RelayError::Upstream),
-                },
-                Ok(n) => worker.metrics.bytes_from_upstreams.add(n as u64),
-                Err(_) => return Err(RelayError::Upstream),
-            }
-        }
+/// Reads more (plaintext) bytes from `from` into `buf`, first growing a
+/// full `buf` by `grow`; `Ok(0)` is end of stream.
+pub(super) async fn read_more(
+    from: &mut Transport,
+    buf: &mut Vec<u8>,
+    grow: usize,
+    deadline: Option<Duration>,
+) -> io::Result<usize> {
+    if buf.len() == buf.capacity() {
+        buf.reserve(grow);
     }
-
-    /// Moves the body bytes buffered in `buf` to `out`, re-framed.
-    fn move_body(
-        &self,
-        state: &mut ResponseState,
-        buf: &mut Vec<u8>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), RelayError> {
-        match state {
-            ResponseState::Done => {}
-            ResponseState::Length(remaining) => {
-                let take = (*remaining).min(buf.len() as u64) as usize;
-                *remaining -= take as u64;
-                move_front(buf, take, out);
-                if *remaining == 0 {
-                    *state = ResponseState::Done;
-                }
-            }
-            ResponseState::Chunked(decoder) => {
-                let mut consumed = 0;
-                while !decoder.is_done() {
-                    let decoded = decoder
-                        .decode(&buf[consumed..])
-                        .map_err(|_| RelayError::Upstream)?;
-                    if decoded.consumed == 0 {
-                        break;
-                    }
-                    if let OutFraming::Dechunked = self.out {
-                        out.extend_from_slice(decoded.data);
-                    }
-                    consumed += decoded.consumed;
-                }
-                if let OutFraming::Dechunked = self.out {
-                    buf.drain(..consumed);
-                } else {
-                    move_front(buf, consumed, out);
-                }
-                if decoder.is_done() {
-                    *state = ResponseState::Done;
-                }
-            }
-            ResponseState::UntilClose => {
-                if buf.is_empty() {
-                    return Ok(());
-                }
-                if let OutFraming::ChunkEncoded = self.out {
-                    http::write_chunk_header(buf.len(), out);
-                    out.extend_from_slice(buf);
-                    out.extend_from_slice(b"\r\n");
-                    buf.clear();
-                } else {
-                    let n = buf.len();
-                    move_front(buf, n, out);
-                }
-            }
-        }
-        Ok(())
-    }
+    from.read(buf, deadline).await
 }

@@ -15,33 +15,36 @@ use std::cell::RefCell;
 use std::net::Shutdown;
 use std::time::Duration;
 
-use crate::io::Conn;
+use crate::io::{Conn, Tls, Transport};
+use crate::metrics::WorkerMetrics;
 
-use super::client_tls::ClientTls;
-use super::{Client, Worker};
+use super::client::Client;
 
 /// One end of the tunnel.
 struct Side<'a> {
     conn: &'a Conn,
-    tls: Option<&'a RefCell<Box<ClientTls>>>,
+    tls: Option<&'a RefCell<Box<Tls>>>,
 }
 
+/// Runs the tunnel between `client` and `upstream` until both directions
+/// ended; `upstream_leftover` is what the backend sent after its 101.
 pub(super) async fn run(
-    worker: &Worker,
+    timeout: Duration,
+    metrics: &WorkerMetrics,
     client: &mut Client,
-    upstream: Conn,
-    upstream_tls: Option<Box<ClientTls>>,
+    upstream: Transport,
     upstream_leftover: Vec<u8>,
 ) {
-    let timeout = worker.config.server.tunnel_timeout;
     let client_leftover = std::mem::take(&mut client.buf);
     // Already counted as read when they arrived with the heads.
     let already_read = (client_leftover.len() as u64, upstream_leftover.len() as u64);
     let size = client.buffer_size;
-    let client_tls = client.tls.take().map(RefCell::new);
+    let (upstream, upstream_tls) = upstream.into_parts();
+    let client_tls = client.transport.take_tls().map(RefCell::new);
     let upstream_tls = upstream_tls.map(RefCell::new);
+    let client_conn = client.transport.conn();
     let client_side = || Side {
-        conn: &client.conn,
+        conn: client_conn,
         tls: client_tls.as_ref(),
     };
     let upstream_side = || Side {
@@ -64,10 +67,9 @@ pub(super) async fn run(
     );
     let (up, down) = tokio::join!(to_upstream, to_client);
     upstream.shutdown(Shutdown::Both);
-    client.conn.shutdown(Shutdown::Both);
+    client_conn.shutdown(Shutdown::Both);
     // Counted once the tunnel ends, like the access log line it goes into;
     // bytes to the client go through `client.sent` (counted by the caller).
-    let metrics = &worker.metrics;
     metrics
         .bytes_from_clients
         .add(up.saturating_sub(already_read.0));

@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
+use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
 use crate::upstream::health;
 use listeners::ListenerUpdate;
 use reload::{lock, Update};
@@ -63,6 +64,8 @@ pub enum StartError {
         addr: SocketAddr,
         error: std::io::Error,
     },
+    /// An upstream's TLS client config (its `tls_ca` or name) failed.
+    UpstreamTls(String),
     WorkerDied,
 }
 
@@ -79,6 +82,7 @@ impl std::fmt::Display for StartError {
             StartError::Admin { addr, error } => {
                 write!(f, "cannot start the admin listener on {addr}: {error}")
             }
+            StartError::UpstreamTls(e) => write!(f, "TLS to upstream: {e}"),
             StartError::WorkerDied => write!(f, "a worker exited during start-up"),
         }
     }
@@ -117,6 +121,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
     let (bound, per_worker) = listeners::plan(&[], &config, workers)?;
+    let upstream_tls = UpstreamTls::plan(&config).map_err(StartError::UpstreamTls)?;
     let access_log = match &config.server.access_log {
         None => None,
         Some(c) => Some(Arc::new(AccessLog::start(c).map_err(|error| {
@@ -143,6 +148,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
         let states = backend_states.clone();
+        let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
         let core = cores
             .as_ref()
@@ -159,6 +165,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                     index,
                     config,
                     states,
+                    tls,
                     metrics: shard,
                     log,
                     listeners,
@@ -179,9 +186,13 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         }
     }
     let listening: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
-    let health_checkers =
-        health::spawn_checkers(config.clone(), backend_states.clone(), metrics.new_shard())
-            .map_err(StartError::HealthCheckers)?;
+    let health_checkers = health::spawn_checkers(
+        config.clone(),
+        backend_states.clone(),
+        upstream_tls,
+        metrics.new_shard(),
+    )
+    .map_err(StartError::HealthCheckers)?;
     let events = metrics.new_shard();
     let metrics = Arc::new(Mutex::new(metrics));
     let reloader = Arc::new(Reloader {
@@ -412,6 +423,8 @@ struct WorkerParts {
     index: usize,
     config: Arc<Config>,
     states: Arc<States>,
+    /// Every upstream's TLS, built once for this config.
+    tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
     /// This worker's sockets, one per `config.server.listen` entry.
@@ -505,6 +518,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         config,
         states,
+        tls,
         metrics,
         log,
         listeners,
@@ -515,7 +529,14 @@ async fn worker_main(parts: WorkerParts) {
 
     // The current worker serves new connections; after a reload the older
     // ones drain and live on only as long as their connections.
-    let first = Rc::new(Worker::new(config.clone(), &states, index, metrics, log));
+    let first = Rc::new(Worker::new(
+        config.clone(),
+        &states,
+        tls,
+        index,
+        metrics,
+        log,
+    ));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
     let accepting = Accepting {
@@ -575,6 +596,7 @@ async fn worker_main(parts: WorkerParts) {
                 let worker = Rc::new(Worker::new(
                     update.config,
                     &update.states,
+                    update.tls,
                     index,
                     update.metrics,
                     update.log,

@@ -34,6 +34,7 @@ use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::AdminRebind;
 use crate::config::Config;
 use crate::metrics::{Layout, Registry, WorkerMetrics};
+use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
 use crate::upstream::health::{self, Checkers};
 use crate::upstream::{BackendPolicy, BackendState};
 
@@ -44,6 +45,8 @@ pub type States = Vec<Vec<Arc<BackendState>>>;
 pub(super) struct Update {
     pub config: Arc<Config>,
     pub states: Arc<States>,
+    /// Every upstream's TLS, built once while the reload was planned.
+    pub tls: TlsByUpstream,
     pub metrics: Arc<WorkerMetrics>,
     pub log: Option<WorkerLog>,
     /// The worker's listeners under the new config.
@@ -198,6 +201,7 @@ impl Reloader {
         // Everything that can fail comes before anything changes.
         let (bound, per_worker) =
             listeners::plan(&running, &new, self.workers.len()).map_err(|e| e.to_string())?;
+        let upstream_tls = UpstreamTls::plan(&new).map_err(|e| format!("TLS to upstream: {e}"))?;
         let admin_listener = admin_moves_to
             .map(|addr| {
                 std::net::TcpListener::bind(addr)
@@ -212,8 +216,13 @@ impl Reloader {
             let shards: Vec<_> = self.workers.iter().map(|_| registry.new_shard()).collect();
             (shards, registry.new_shard())
         };
-        let checkers = health::spawn_checkers(new.clone(), states.clone(), health_shard)
-            .map_err(|e| format!("cannot start the health checkers: {e}"))?;
+        let checkers = health::spawn_checkers(
+            new.clone(),
+            states.clone(),
+            upstream_tls.clone(),
+            health_shard,
+        )
+        .map_err(|e| format!("cannot start the health checkers: {e}"))?;
         if let Some(old) = std::mem::replace(&mut *lock(&self.checkers), checkers) {
             let _ = old.stop();
         }
@@ -233,6 +242,7 @@ impl Reloader {
             let _ = tx.send(Update {
                 config: new.clone(),
                 states: states.clone(),
+                tls: upstream_tls.clone(),
                 metrics,
                 log: self.access_log.as_ref().map(|l| l.worker()),
                 listeners,

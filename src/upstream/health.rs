@@ -27,11 +27,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::connector::{connect_to, TlsByUpstream, UpstreamTls};
 use super::{clock, BackendState, Health};
 use crate::config::{CheckKind, Config, HealthConfig, StartState};
 use crate::http::{self, Status};
+use crate::io::Transport;
 use crate::metrics::WorkerMetrics;
-use crate::proxy::client_tls::ClientTls;
+
+/// Buffer for a check's TLS records and response head.
+const CHECK_BUFFER: usize = 16 * 1024;
 
 /// The result of one check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,10 +180,12 @@ impl Checkers {
 /// Starts the `ringlb-health` thread with one check loop per backend of
 /// every upstream that has a `[health]` table. `states[u][b]` is backend
 /// `b` of upstream `u`. Every check's result is counted in `metrics`
-/// (the thread's own shard). `Ok(None)` when no upstream has checks.
+/// (the thread's own shard). `tls` is every upstream's TLS, built when the
+/// config was planned. `Ok(None)` when no upstream has checks.
 pub fn spawn_checkers(
     config: Arc<Config>,
     states: Arc<Vec<Vec<Arc<BackendState>>>>,
+    tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
 ) -> io::Result<Option<Checkers>> {
     if config.upstreams.iter().all(|u| u.health.is_none()) {
@@ -197,14 +203,7 @@ pub fn spawn_checkers(
                         let Some(state) = states.get(u).and_then(|s| s.get(b)).cloned() else {
                             continue;
                         };
-                        let tls = up.tls.as_ref().map(|t| CheckTls {
-                            config: crate::tls::load_client_config(&t.ca).ok(),
-                            name: t
-                                .server_name
-                                .as_deref()
-                                .and_then(|n| crate::tls::server_name(n).ok())
-                                .unwrap_or_else(|| backend.addr.ip().into()),
-                        });
+                        let tls = tls.get(u).cloned().flatten();
                         tasks.push(crate::io::spawn(check_loop(
                             up.name.clone(),
                             (u, b, metrics.clone()),
@@ -224,18 +223,10 @@ pub fn spawn_checkers(
     Ok(Some(Checkers { stop, thread }))
 }
 
-/// TLS for the checks of a `tls = true` upstream.
-#[derive(Clone)]
-struct CheckTls {
-    /// `None`: the CA file could not be loaded; every check fails.
-    config: Option<Arc<rustls::ClientConfig>>,
-    name: rustls::pki_types::ServerName<'static>,
-}
-
 async fn check_loop(
     upstream: String,
     (u, b, metrics): (usize, usize, Arc<WorkerMetrics>),
-    tls: Option<CheckTls>,
+    tls: Option<UpstreamTls>,
     addr: SocketAddr,
     config: HealthConfig,
     state: Arc<BackendState>,
@@ -273,44 +264,35 @@ async fn check_loop(
 }
 
 /// One check against `addr`, bounded by `config.timeout` in all; over
-/// TLS (handshake included) for a `tls = true` upstream's HTTP check.
+/// TLS (handshake included) for a `tls = true` upstream's HTTP check,
+/// connected the way the proxy connects ([`connect_to`]).
 async fn check_once(
     addr: SocketAddr,
     config: &HealthConfig,
-    tls: Option<&CheckTls>,
+    tls: Option<&UpstreamTls>,
 ) -> CheckResult {
     let deadline = Instant::now() + config.timeout;
     let left = || deadline.saturating_duration_since(Instant::now());
-    let conn = match crate::io::connect(addr, config.timeout).await {
-        Ok(conn) => conn,
+    let tls = match config.kind {
+        CheckKind::Tcp => None,
+        CheckKind::Http => tls,
+    };
+    let mut transport = match connect_to(addr, tls, config.timeout, CHECK_BUFFER).await {
+        Ok(transport) => transport,
+        // A failed handshake (the TCP connect never fails this way).
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => return CheckResult::Malformed,
         Err(e) => return CheckResult::from_io(&e),
     };
-    let result = match (config.kind, tls) {
-        (CheckKind::Tcp, _) => CheckResult::Passed(None),
-        (CheckKind::Http, None) => http_check(&conn, None, addr, config, left).await,
-        (CheckKind::Http, Some(CheckTls { config: None, .. })) => CheckResult::Malformed,
-        (
-            CheckKind::Http,
-            Some(CheckTls {
-                config: Some(c),
-                name,
-            }),
-        ) => {
-            let size = 16 * 1024;
-            match ClientTls::connect(&conn, c.clone(), name.clone(), size, left()).await {
-                Ok(mut session) => http_check(&conn, Some(&mut session), addr, config, left).await,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => CheckResult::Malformed,
-                Err(e) => CheckResult::from_io(&e),
-            }
-        }
+    let result = match config.kind {
+        CheckKind::Tcp => CheckResult::Passed(None),
+        CheckKind::Http => http_check(&mut transport, addr, config, left).await,
     };
-    conn.shutdown(std::net::Shutdown::Both);
+    transport.shutdown(std::net::Shutdown::Both);
     result
 }
 
 async fn http_check(
-    conn: &crate::io::Conn,
-    mut tls: Option<&mut ClientTls>,
+    transport: &mut Transport,
     addr: SocketAddr,
     config: &HealthConfig,
     left: impl Fn() -> Duration,
@@ -321,11 +303,7 @@ async fn http_check(
     )
     .into_bytes();
     let len = request.len();
-    let res = match tls.as_deref_mut() {
-        Some(tls) => tls.write(conn, &request, Some(left())).await,
-        None => conn.write_all(request, 0..len, Some(left())).await.0,
-    };
-    if let Err(e) = res {
+    if let (Err(e), _) = transport.write_all(request, 0..len, Some(left())).await {
         return CheckResult::from_io(&e);
     }
     let limits = http::Limits::default();
@@ -335,15 +313,7 @@ async fn http_check(
         if remaining.is_zero() {
             return CheckResult::Timeout;
         }
-        let res = match tls.as_deref_mut() {
-            Some(tls) => tls.read(conn, &mut buf, Some(remaining)).await,
-            None => {
-                let (res, b) = conn.read(buf, Some(remaining)).await;
-                buf = b;
-                res
-            }
-        };
-        match res {
+        match transport.read(&mut buf, Some(remaining)).await {
             Ok(0) => return CheckResult::Reset,
             Ok(_) => {}
             Err(e) => return CheckResult::from_io(&e),

@@ -50,6 +50,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod clock;
+pub mod connector;
 pub mod health;
 pub mod pool;
 pub mod retry;

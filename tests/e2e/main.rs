@@ -2,7 +2,8 @@
 //!
 //! One test binary (ripgrep style). `harness` runs the proxy, `backend` and
 //! `client` are the two ends of the wire, `loadgen` drives keep-alive load;
-//! each other module covers one area of the behaviour spec. Regressions go to `regression` as `issue_NNN`.
+//! each other module covers one area of the behaviour spec. A regression test
+//! goes to a `regression` module as `issue_NNN` (made with the first one).
 
 mod backend;
 mod client;
@@ -21,7 +22,6 @@ mod load;
 mod pipelining;
 mod pool;
 mod proxy_basic;
-mod regression;
 mod reload;
 mod reload_listeners;
 mod resilience;

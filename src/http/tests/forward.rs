@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::http::{
     parse_request, parse_response, write_request_head, write_response_head, BodyKind,
-    ForwardContext, Limits, OutFraming, Status, Version,
+    ForwardContext, Limits, OutFraming, ResponseContext, Status, Version,
 };
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -14,6 +14,7 @@ fn ctx() -> ForwardContext<'static> {
         client_ip: CLIENT,
         proto: "https",
         host_fallback: None,
+        request_id: None,
     }
 }
 
@@ -43,7 +44,14 @@ fn forward_response(input: &str, framing: OutFraming, keep_alive: bool, client: 
         panic!("{input:?} does not parse");
     };
     let mut out = Vec::new();
-    write_response_head(&head, framing, keep_alive, client, &mut out);
+    let ctx = ResponseContext {
+        framing,
+        keep_alive,
+        client_version: client,
+        request_id: None,
+        set_cookie: None,
+    };
+    write_response_head(&head, &ctx, &mut out);
     assert!(matches!(
         parse_response(&out, &Limits::default(), false),
         Ok(Status::Complete(_))
@@ -118,6 +126,7 @@ fn http10_client_without_host_gets_fallback() {
         client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
         proto: "http",
         host_fallback: Some("default.example"),
+        request_id: None,
     };
     let out = forward_request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &ctx);
     assert_eq!(
@@ -306,4 +315,48 @@ fn client_ip_text() {
             "{out:?}"
         );
     }
+}
+
+#[test]
+fn generated_request_id_is_added_last() {
+    let ctx = ForwardContext {
+        request_id: Some("id-1"),
+        ..ctx()
+    };
+    let out = forward_request("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &ctx);
+    assert!(
+        out.ends_with("Connection: keep-alive\r\nX-Request-ID: id-1\r\n\r\n"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn response_gets_cookie_and_request_id_unless_it_has_one() {
+    let write = |input: &str| {
+        let Ok(Status::Complete(head)) =
+            parse_response(input.as_bytes(), &Limits::default(), false)
+        else {
+            panic!("{input:?} does not parse");
+        };
+        let ctx = ResponseContext {
+            framing: OutFraming::AsIs,
+            keep_alive: false,
+            client_version: Version::Http11,
+            request_id: Some("id-1"),
+            set_cookie: Some("lb=00ff; Path=/"),
+        };
+        let mut out = Vec::new();
+        write_response_head(&head, &ctx, &mut out);
+        String::from_utf8(out).unwrap()
+    };
+    assert_eq!(
+        write("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\
+         Set-Cookie: lb=00ff; Path=/\r\nX-Request-ID: id-1\r\n\r\n"
+    );
+    assert_eq!(
+        write("HTTP/1.1 200 OK\r\nx-request-id: theirs\r\nContent-Length: 0\r\n\r\n"),
+        "HTTP/1.1 200 OK\r\nx-request-id: theirs\r\nContent-Length: 0\r\n\
+         Connection: close\r\nSet-Cookie: lb=00ff; Path=/\r\n\r\n"
+    );
 }

@@ -2,8 +2,10 @@
 //! at every byte: each prefix must give `Partial` or the very same answer as
 //! the whole input (STYLE.md rule 6; hyper's `all_async_cases`).
 
+mod body;
 mod chunked;
 mod forward;
+mod plan;
 mod request;
 mod response;
 

@@ -16,8 +16,11 @@
 //! with an `eligible` that also excludes the backends already tried; every
 //! strategy returns an eligible backend whenever one exists.
 //!
-//! Panic mode and admission are applied by [`pick_and_admit`], the one
-//! call the proxy makes per attempt.
+//! Panic mode and admission are applied by [`pick_and_admit`]. The proxy
+//! holds one [`Picker`] per upstream: the strategy's balancer with what the
+//! strategy decides besides the pick, the request's key
+//! ([`request_key`]) and the sticky cookie to set ([`Picked::set_cookie`]),
+//! so no strategy-specific code lives in the proxy.
 
 mod hash;
 mod least_conn;
@@ -37,8 +40,11 @@ pub use round_robin::RoundRobin;
 pub use sticky::StickyCookie;
 pub use weighted::WeightedRoundRobin;
 
+use std::net::IpAddr;
+
 use super::{Admission, Backend};
-use crate::config::{BackendConfig, Strategy};
+use crate::config::{BackendConfig, HashKeySource, StickyCookieConfig, Strategy, UpstreamConfig};
+use crate::http::RequestHead;
 
 /// What one pick may look at.
 pub struct PickContext<'a> {
@@ -146,6 +152,101 @@ pub struct Picked {
     pub admission: Admission,
     /// Chosen in panic mode, ignoring health and breaker.
     pub panicked: bool,
+    /// A `Set-Cookie` value for the response (`sticky_cookie`, when the
+    /// request's cookie did not name this backend). Set by [`Picker`].
+    pub set_cookie: Option<String>,
+}
+
+/// How a strategy derives a request's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRule {
+    /// The strategy ignores keys.
+    None,
+    /// `consistent_hash`: from `hash_key`.
+    Hash(HashKeySource),
+    /// `ip_hash`: the client's address.
+    ClientIp,
+    /// `sticky_cookie`: the backend id in the cookie.
+    Cookie(StickyCookieConfig),
+}
+
+impl KeyRule {
+    /// The rule of `strategy`, with the upstream's `hash_key` and
+    /// `sticky_cookie` settings.
+    pub fn of(up: &UpstreamConfig) -> KeyRule {
+        match up.strategy {
+            Strategy::ConsistentHash => KeyRule::Hash(up.hash_key.clone()),
+            Strategy::IpHash => KeyRule::ClientIp,
+            Strategy::StickyCookie => KeyRule::Cookie(up.sticky_cookie.clone()),
+            Strategy::RoundRobin
+            | Strategy::WeightedRoundRobin
+            | Strategy::Random
+            | Strategy::LeastConnections
+            | Strategy::P2c
+            | Strategy::P2cEwma => KeyRule::None,
+        }
+    }
+}
+
+/// The balancing key of a request under `rule` (see [`PickContext::key`]).
+pub fn request_key(rule: &KeyRule, head: &RequestHead<'_>, client_ip: IpAddr) -> Option<u64> {
+    match rule {
+        KeyRule::None => None,
+        KeyRule::Hash(source) => hash_key(source, head, client_ip),
+        KeyRule::ClientIp => Some(ip_key(client_ip)),
+        KeyRule::Cookie(cookie) => sticky::cookie_id(head, &cookie.name),
+    }
+}
+
+/// One upstream's balancing as a worker runs it: the strategy's balancer,
+/// its key rule, and panic mode.
+pub struct Picker {
+    balancer: Box<dyn Balancer>,
+    key: KeyRule,
+    panic_mode: bool,
+}
+
+impl Picker {
+    /// The picker for `up` over `backends` (built from `up.backends`), for
+    /// the worker numbered `worker`.
+    pub fn new(up: &UpstreamConfig, backends: &[Backend], worker: usize) -> Picker {
+        Picker {
+            balancer: build(up.strategy, backends, worker),
+            key: KeyRule::of(up),
+            panic_mode: up.panic_mode,
+        }
+    }
+
+    /// The request's key for this upstream's strategy.
+    pub fn request_key(&self, head: &RequestHead<'_>, client_ip: IpAddr) -> Option<u64> {
+        request_key(&self.key, head, client_ip)
+    }
+
+    /// [`pick_and_admit`] with this upstream's balancer and panic mode;
+    /// the pick carries the sticky cookie to set, if any.
+    pub fn pick_and_admit(
+        &mut self,
+        backends: &[Backend],
+        key: Option<u64>,
+        exclude: &dyn Fn(usize) -> bool,
+        now: u64,
+    ) -> Option<Picked> {
+        let mut picked = pick_and_admit(
+            &mut *self.balancer,
+            backends,
+            key,
+            exclude,
+            self.panic_mode,
+            now,
+        )?;
+        if let KeyRule::Cookie(cookie) = &self.key {
+            let backend = &backends[picked.index];
+            if sticky::needs_cookie(key, backend) {
+                picked.set_cookie = Some(sticky::set_cookie_value(cookie, backend));
+            }
+        }
+        Some(picked)
+    }
 }
 
 /// Picks a backend and admits the request, the one call the proxy makes per
@@ -190,6 +291,7 @@ pub fn pick_and_admit(
                     index,
                     admission,
                     panicked: false,
+                    set_cookie: None,
                 })
             }
             None => refused.push(index),
@@ -209,6 +311,7 @@ pub fn pick_and_admit(
         index,
         admission: backends[index].state.admit_forced(),
         panicked: true,
+        set_cookie: None,
     })
 }
 

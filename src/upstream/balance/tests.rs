@@ -124,3 +124,78 @@ fn a_taken_probe_slot_falls_back_to_another_backend() {
         assert_eq!(p.index, 1);
     }
 }
+
+/// Upstream `a` of a config with backends 10.0.0.1:80 and 10.0.0.2:80
+/// (the addresses of `testing::backends(2)`) and `extra` keys.
+fn upstream(extra: &str) -> UpstreamConfig {
+    let src = format!(
+        "[server]\nlisten = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"a\"\n\
+         [upstreams.a]\nbackends = [{{ addr = \"10.0.0.1:80\" }}, {{ addr = \"10.0.0.2:80\" }}]\n\
+         {extra}\n"
+    );
+    let mut config = crate::config::Config::from_toml_str(&src, std::path::Path::new("t"))
+        .unwrap_or_else(|e| panic!("{extra:?}: {e}"));
+    config.upstreams.remove(0)
+}
+
+#[test]
+fn the_strategy_decides_the_request_key() {
+    use super::hash::tests::head as request;
+    let ip: IpAddr = "192.0.2.7".parse().unwrap();
+    let head =
+        request(b"GET / HTTP/1.1\r\nHost: a\r\nX-User: u1\r\nCookie: lb=00000000000000ff\r\n\r\n");
+    let cases: &[(&str, Option<u64>)] = &[
+        ("", None),
+        ("strategy = \"least_connections\"", None),
+        ("strategy = \"ip_hash\"", Some(ip_key(ip))),
+        ("strategy = \"consistent_hash\"", Some(ip_key(ip))),
+        (
+            "strategy = \"consistent_hash\"\nhash_key = \"header:X-User\"",
+            Some(hash_bytes(b"u1")),
+        ),
+        (
+            "strategy = \"consistent_hash\"\nhash_key = \"header:X-Absent\"",
+            None,
+        ),
+        (
+            "strategy = \"sticky_cookie\"\nsticky_cookie = { name = \"lb\" }",
+            Some(0xff),
+        ),
+        ("strategy = \"sticky_cookie\"", None),
+    ];
+    for (extra, want) in cases {
+        let up = upstream(extra);
+        assert_eq!(
+            request_key(&KeyRule::of(&up), &head, ip),
+            *want,
+            "{extra:?}"
+        );
+        let picker = Picker::new(&up, &backends(2), 0);
+        assert_eq!(picker.request_key(&head, ip), *want, "{extra:?}");
+    }
+}
+
+#[test]
+fn a_sticky_pick_carries_the_cookie_unless_the_request_named_its_backend() {
+    let bs = backends(2);
+    let up = upstream("strategy = \"sticky_cookie\"\nsticky_cookie = { name = \"lb\" }");
+    let mut picker = Picker::new(&up, &bs, 0);
+    let none = &|_| false;
+    let fresh = picker.pick_and_admit(&bs, None, none, 0).unwrap();
+    let cookie = fresh.set_cookie.expect("a new client gets a cookie");
+    assert_eq!(
+        cookie,
+        format!("lb={:016x}; Path=/; HttpOnly", bs[fresh.index].id)
+    );
+    let back = picker
+        .pick_and_admit(&bs, Some(bs[fresh.index].id), none, 0)
+        .unwrap();
+    assert_eq!(back.index, fresh.index);
+    assert_eq!(back.set_cookie, None);
+    // Other strategies never set one.
+    let mut plain = Picker::new(&upstream(""), &bs, 0);
+    assert_eq!(
+        plain.pick_and_admit(&bs, None, none, 0).unwrap().set_cookie,
+        None
+    );
+}

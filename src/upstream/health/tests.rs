@@ -129,6 +129,11 @@ fn wait_for(state: &BackendState, want: Health) {
     panic!("backend never became {want:?}, is {:?}", state.health());
 }
 
+/// The upstreams' TLS as a start or reload plans it (none here).
+fn no_tls(config: &Config) -> crate::upstream::connector::TlsByUpstream {
+    crate::upstream::connector::UpstreamTls::plan(config).unwrap()
+}
+
 #[test]
 fn http_checker_follows_the_backend() {
     let status = Arc::new(AtomicU16::new(200));
@@ -137,7 +142,7 @@ fn http_checker_follows_the_backend() {
     let config = config(addr, "path = \"/ready\"\nexpect_status = \"200-299\"");
     let states = states(&config);
     let state = states[0][0].clone();
-    let checkers = spawn_checkers(config, states, Default::default())
+    let checkers = spawn_checkers(config.clone(), states, no_tls(&config), Default::default())
         .unwrap()
         .expect("one upstream has checks");
     assert_eq!(state.health(), Health::Healthy);
@@ -173,7 +178,7 @@ fn tcp_checker_starting_unhealthy_rises() {
     let states = states(&config);
     let state = states[0][0].clone();
     assert_eq!(state.health(), Health::Unhealthy);
-    let checkers = spawn_checkers(config, states, Default::default())
+    let checkers = spawn_checkers(config.clone(), states, no_tls(&config), Default::default())
         .unwrap()
         .unwrap();
     // The kernel completes the handshakes from the backlog; nobody accepts.
@@ -189,7 +194,9 @@ fn no_health_tables_no_thread() {
                [upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
     let config = Arc::new(Config::from_toml_str(src, std::path::Path::new("t")).unwrap());
     let states = states(&config);
-    assert!(spawn_checkers(config, states, Default::default())
-        .unwrap()
-        .is_none());
+    assert!(
+        spawn_checkers(config.clone(), states, no_tls(&config), Default::default())
+            .unwrap()
+            .is_none()
+    );
 }

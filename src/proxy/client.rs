@@ -1,0 +1,197 @@
+//! The client side of a connection: its transport (plain or TLS), its
+//! buffers, what the current request did, and how the connection closes.
+//!
+//! Invariants: `buf` holds client bytes not yet consumed (the next
+//! request's, after a pipelined one); `out` is scratch for what goes to the
+//! client and is empty between writes; `sent` counts every byte written.
+
+use std::cell::Cell;
+use std::io;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::http::{BodyKind, LocalReply, Version};
+use crate::io::Transport;
+
+/// How long a closing connection keeps reading (and discarding) what the
+/// client still sends, so the kernel does not answer with a reset that
+/// would destroy the response in flight (nginx's lingering close).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// Set once a reload removed the listener a connection came in on: the
+/// connection drains (closes after its current response, or now if idle).
+pub type ListenerRemoved = Rc<Cell<bool>>;
+
+/// How a client connection ends.
+pub(super) enum End {
+    /// Peer gone or idle: shut down and drop.
+    Closed,
+    /// We decided to close after a response: lingering close.
+    KeepClosing,
+}
+
+/// What to do with the client connection after a request.
+pub(super) enum Next {
+    KeepAlive,
+    /// Response complete; close gracefully.
+    Close,
+    /// Mid-response failure: close at once.
+    Abort,
+}
+
+/// What the proxy keeps of a request head once the borrowed parse is gone.
+pub(super) struct RequestInfo {
+    pub is_head: bool,
+    pub idempotent: bool,
+    pub version: Version,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    pub body: BodyKind,
+    /// The upstream the route chose.
+    pub upstream: usize,
+    /// The balancing key: a `consistent_hash`/`ip_hash` key, or the backend
+    /// id from a `sticky_cookie` cookie.
+    pub key: Option<u64>,
+}
+
+/// A request's method and target, copied for the log line of a failure
+/// and the metrics, and when its head began to arrive.
+#[derive(Default)]
+pub(super) struct LogLine {
+    pub method: String,
+    pub target: String,
+    pub started: Option<Instant>,
+    pub version: Option<Version>,
+    /// Copied only when an access log is written.
+    pub referer: Option<Vec<u8>>,
+    pub user_agent: Option<Vec<u8>>,
+}
+
+/// The client side of a connection: its transport and buffers.
+pub(super) struct Client {
+    pub transport: Transport,
+    /// Bytes read from the client and not yet consumed.
+    pub buf: Vec<u8>,
+    /// Scratch for outgoing heads and bodies.
+    pub out: Vec<u8>,
+    pub buffer_size: usize,
+    /// Bytes written to the client on this connection.
+    pub sent: u64,
+    /// What the current request did so far.
+    pub rec: Record,
+    /// The current request's `X-Request-ID` (the client's, or generated);
+    /// empty before its head parsed.
+    pub request_id: String,
+    pub listener_removed: ListenerRemoved,
+}
+
+/// What one request did, for the metrics and the access log.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Record {
+    /// The status sent to the client; 0 when none was (the client left,
+    /// or the response broke off before its head).
+    pub status: u16,
+    /// The last backend tried (index in the upstream).
+    pub backend: Option<usize>,
+    /// Whether the response came from `backend` (else a local reply).
+    pub answered: bool,
+    /// Attempts on backends, the transparent pooled re-send not counted.
+    pub attempts: u32,
+    /// `Client::sent` at the first byte of the final response's body.
+    pub body_from: u64,
+}
+
+impl Client {
+    pub fn new(
+        transport: Transport,
+        buf: Vec<u8>,
+        out: Vec<u8>,
+        buffer_size: usize,
+        listener_removed: ListenerRemoved,
+    ) -> Client {
+        Client {
+            transport,
+            buf,
+            out,
+            buffer_size,
+            sent: 0,
+            rec: Record::default(),
+            request_id: String::new(),
+            listener_removed,
+        }
+    }
+
+    /// Whether this connection closes after its current response: a
+    /// graceful stop began (`draining`), or its listener was removed.
+    pub fn winding_down(&self, draining: bool) -> bool {
+        draining || self.listener_removed.get()
+    }
+
+    /// The request id, if the current request has one yet.
+    pub fn request_id(&self) -> Option<&str> {
+        Some(self.request_id.as_str()).filter(|id| !id.is_empty())
+    }
+
+    /// Reads more client bytes, appending to `buf`.
+    pub async fn fill(&mut self, deadline: Option<Duration>) -> io::Result<usize> {
+        if self.buf.len() == self.buf.capacity() {
+            self.buf.reserve(self.buffer_size);
+        }
+        self.transport.read(&mut self.buf, deadline).await
+    }
+
+    /// Writes `self.out` to the client.
+    pub async fn send_out(&mut self, deadline: Duration) -> io::Result<()> {
+        let len = self.out.len();
+        let out = std::mem::take(&mut self.out);
+        let (res, out) = self.transport.write_all(out, 0..len, Some(deadline)).await;
+        self.out = out;
+        if res.is_ok() {
+            self.sent += len as u64;
+        }
+        res
+    }
+
+    /// Sends a locally generated reply.
+    pub async fn reply(
+        &mut self,
+        reply: &LocalReply,
+        keep_alive: bool,
+        deadline: Duration,
+    ) -> io::Result<()> {
+        self.out.clear();
+        let id = Some(self.request_id.as_str()).filter(|id| !id.is_empty());
+        let head_len = reply.write(keep_alive, id, &mut self.out);
+        self.mark_body_start(head_len);
+        self.send_out(deadline).await
+    }
+
+    /// Notes that the response body starts `head_len` bytes into `out`,
+    /// for the access log's body byte count.
+    pub fn mark_body_start(&mut self, head_len: usize) {
+        self.rec.body_from = self.sent + head_len as u64;
+    }
+
+    /// Half-closes, then drains what the client still sends for a moment,
+    /// so our last response is not destroyed by a reset.
+    pub async fn linger(&mut self) {
+        self.transport.close_notify(LINGER_TIME).await;
+        self.transport.shutdown(Shutdown::Write);
+        let start = Instant::now();
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            let Some(left) = LINGER_TIME.checked_sub(start.elapsed()) else {
+                break;
+            };
+            self.buf.clear();
+            match self.fill(Some(left)).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => discarded += n,
+            }
+        }
+        self.transport.shutdown(Shutdown::Both);
+    }
+}

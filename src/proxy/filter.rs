@@ -1,0 +1,105 @@
+//! Request and response filters: the pipeline's two seams for gateway
+//! features (header edits, rewrites, CORS, limits, caching, compression).
+//!
+//! Why a trait: each feature is a small, synchronous type over plain data
+//! that the session calls at a named stage, in the manner of Sozu's
+//! `on_request_headers`/`on_response_headers` and Pingora's `ProxyHttp`
+//! phases. Filters are sans-IO, so they are tested without sockets.
+//!
+//! Invariants: filters run in the order of the chain, request filters after
+//! routing and before a backend is chosen, response filters after the final
+//! response head was read and before it goes to the client (1xx heads are
+//! not filtered). A filter sees the parsed head read-only and states what
+//! the proxy adds through the context's fields; an `Err` is answered with
+//! that local reply (a response filter's reply replaces the backend's
+//! response, whose connection is then closed).
+
+use crate::http::{LocalReply, RequestHead, ResponseInfo};
+
+/// A request after routing, as the request filters see it.
+pub struct RequestCtx<'r, 'b> {
+    pub head: &'r RequestHead<'b>,
+    /// The upstream the route chose (index in the config).
+    pub upstream: usize,
+    /// The request's id: the client's `X-Request-ID`, or one generated.
+    pub request_id: &'r str,
+    /// An `X-Request-ID` to add to the forwarded head.
+    pub forward_request_id: Option<&'r str>,
+}
+
+/// A final response head, as the response filters see it.
+pub struct ResponseCtx<'r> {
+    pub info: &'r ResponseInfo,
+    /// The request's id.
+    pub request_id: &'r str,
+    /// An `X-Request-ID` to echo (unless the backend sent its own).
+    pub echo_request_id: Option<&'r str>,
+    /// A `Set-Cookie` value to add (the balancer's sticky cookie).
+    pub set_cookie: Option<&'r str>,
+}
+
+/// One gateway feature at the pipeline's filter stages. Both hooks do
+/// nothing by default, so a filter implements only the stages it needs.
+pub trait Filter {
+    /// After routing, before a backend is chosen.
+    fn on_request(&self, _req: &mut RequestCtx<'_, '_>) -> Result<(), LocalReply> {
+        Ok(())
+    }
+
+    /// After the final response head was read, before it is written.
+    fn on_response(&self, _resp: &mut ResponseCtx<'_>) -> Result<(), LocalReply> {
+        Ok(())
+    }
+}
+
+/// A worker's filters, in order.
+#[derive(Default)]
+pub struct Filters {
+    chain: Vec<Box<dyn Filter>>,
+}
+
+impl Filters {
+    /// The chain every worker runs today: the request id.
+    pub fn standard() -> Filters {
+        Filters::new(vec![Box::new(RequestIdFilter)])
+    }
+
+    pub fn new(chain: Vec<Box<dyn Filter>>) -> Filters {
+        Filters { chain }
+    }
+
+    /// Runs the request filters in order; the first `Err` stops the chain.
+    pub fn on_request(&self, req: &mut RequestCtx<'_, '_>) -> Result<(), LocalReply> {
+        self.chain.iter().try_for_each(|f| f.on_request(req))
+    }
+
+    /// Runs the response filters in order; the first `Err` stops the chain.
+    pub fn on_response(&self, resp: &mut ResponseCtx<'_>) -> Result<(), LocalReply> {
+        self.chain.iter().try_for_each(|f| f.on_response(resp))
+    }
+}
+
+/// `X-Request-ID`: forwarded upstream when the proxy generated it (a
+/// client's own id is forwarded as it came), and echoed on the response
+/// unless the backend set one. The id itself is assigned when the head is
+/// read, so that local replies and the access log carry it too.
+pub struct RequestIdFilter;
+
+impl Filter for RequestIdFilter {
+    fn on_request(&self, req: &mut RequestCtx<'_, '_>) -> Result<(), LocalReply> {
+        if req.head.request_id().is_none() && !req.request_id.is_empty() {
+            req.forward_request_id = Some(req.request_id);
+        }
+        Ok(())
+    }
+
+    fn on_response(&self, resp: &mut ResponseCtx<'_>) -> Result<(), LocalReply> {
+        if !resp.info.has_request_id && !resp.request_id.is_empty() {
+            resp.echo_request_id = Some(resp.request_id);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

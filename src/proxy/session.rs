@@ -1,0 +1,432 @@
+//! The request loop of one client connection: the pipeline, stage by stage.
+//!
+//! 1. read head: read until `http::parse_request` has a complete head
+//!    (head timeout, or keep-alive timeout while idle); the request id is
+//!    assigned here, so every reply and log line carries it;
+//! 2. route: host and path pick the upstream (`404` otherwise);
+//! 3. request filters (`Filters::on_request`); then the forwarded head is
+//!    written at once, so no borrow of the buffer lives across an await;
+//! 4. choose backend, 5. send, 6. read response head, 7. response filters,
+//!    8. relay body: one [`exchange`] (attempts and retries), each attempt a
+//!    [`relay`](super::relay) on a connection from the connector;
+//! 9. finish: the metrics and the access log line; then the next request,
+//!    or a lingering close.
+//!
+//! Invariants: bytes the client sent after the current request's body stay
+//! in the client buffer and are parsed as the next request (pipelining, and
+//! an `Upgrade` the backend did not accept); a request starts on the newest
+//! config (the connection moves to a reload's successor worker when its
+//! next request's first bytes arrive); heads are bounded by
+//! `max_head_bytes`, bodies by `buffer_size` buffers.
+
+use std::io;
+use std::net::Shutdown;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::access_log::{self, Entry};
+use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
+use crate::io::Conn;
+use crate::metrics::Method;
+
+use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
+use super::exchange::exchange;
+use super::filter::RequestCtx;
+use super::relay::reply_and_close;
+use super::worker::Worker;
+
+impl Worker {
+    /// Serves one client connection until it closes; `tls` is the
+    /// listener's TLS config, for a TLS listener, and `listener_removed`
+    /// its listener's flag.
+    pub async fn serve(
+        self: Rc<Self>,
+        conn: Conn,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        listener_removed: ListenerRemoved,
+    ) {
+        let Some(mut client) = self.accept_client(conn, tls, listener_removed) else {
+            return;
+        };
+        let mut worker = self;
+        let end = serve_requests(&mut worker, &mut client).await;
+        match end {
+            End::KeepClosing => Box::pin(client.linger()).await,
+            End::Closed => {}
+        }
+        worker.release_client(client);
+    }
+}
+
+/// Serves requests until the connection ends; `worker` is the config
+/// generation the connection is on (it moves between requests).
+async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
+    let mut first = true;
+    let mut log = LogLine::default();
+    let mut fwd = Vec::with_capacity(1024);
+    loop {
+        client.rec = Record::default();
+        client.request_id.clear();
+        let sent_before = client.sent;
+        // 1.-3. Read head, route, request filters; the forwarded head is
+        // in `fwd`.
+        let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
+            Ok(Some(info)) => info,
+            Ok(None) => return End::Closed,
+            Err(reply) => {
+                let next = Box::pin(reply_and_close(&worker.env(), client, &log, reply)).await;
+                finish(worker, client, None, &log, sent_before);
+                return match next {
+                    Next::Close => End::KeepClosing,
+                    _ => End::Closed,
+                };
+            }
+        };
+        first = false;
+        worker.metrics.requests.inc();
+        worker.metrics.request_started();
+        // 4.-8. Choose backend, send, read response head, response filters,
+        // relay body.
+        let env = worker.env();
+        // Boxed: the exchange's future is large (retries, connect, TLS,
+        // relays), and a connection idle between requests should not carry
+        // its space.
+        let next = Box::pin(exchange(
+            &env,
+            &worker.upstreams,
+            client,
+            &info,
+            &mut fwd,
+            &log,
+        ))
+        .await;
+        worker.metrics.request_finished();
+        // 9. Finish.
+        finish(worker, client, Some(info.upstream), &log, sent_before);
+        match next {
+            Next::KeepAlive if client.winding_down(worker.is_draining()) => {
+                return End::KeepClosing
+            }
+            Next::KeepAlive => continue,
+            Next::Close => return End::KeepClosing,
+            Next::Abort => {
+                client.transport.shutdown(Shutdown::Both);
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// Stage 1, read head: reads until a request head is complete, then runs
+/// stages 2 and 3 on it ([`on_head`]). `Ok(None)`: the client closed or
+/// idled out between requests.
+///
+/// A request starts on the newest config: once its first bytes are in,
+/// the connection moves to the reload's successor worker, if any.
+async fn read_request(
+    worker: &mut Rc<Worker>,
+    client: &mut Client,
+    first: bool,
+    fwd: &mut Vec<u8>,
+    log: &mut LogLine,
+) -> Result<Option<RequestInfo>, LocalReply> {
+    // The newest config's: a reload's timeouts apply from the next wait.
+    let (head_timeout, keepalive_timeout) = {
+        let newest = worker.newest();
+        (
+            newest.config.server.head_timeout,
+            newest.config.server.keepalive_timeout,
+        )
+    };
+    let mut head_started = if client.buf.is_empty() {
+        None
+    } else {
+        move_to_newest(worker);
+        Some(Instant::now())
+    };
+    loop {
+        log.started = head_started;
+        if head_started.is_some() {
+            if let Some(info) = on_head(worker, client, fwd, log)? {
+                return Ok(Some(info));
+            }
+        }
+        let deadline = match head_started {
+            Some(start) => match head_timeout.checked_sub(start.elapsed()) {
+                Some(left) => left,
+                None => return Err(LocalReply::RequestTimeout),
+            },
+            // Idle between requests; the first request of a connection gets
+            // the head timeout (a connection that never speaks is slowloris).
+            None if first => head_timeout,
+            None => keepalive_timeout,
+        };
+        // Idle between requests: registered so a graceful stop can end
+        // the wait; once the stop began, no new wait starts.
+        let idle = (head_started.is_none() && !first).then(|| worker.register_idle(client));
+        if let Some(None) = idle {
+            client.transport.shutdown(Shutdown::Both);
+            return Ok(None);
+        }
+        let filled = if head_started.is_none() && deadline > IDLE_GRACE {
+            fill_or_shed(worker, client, fwd, deadline).await
+        } else {
+            client.fill(Some(deadline)).await
+        };
+        if let Some(Some(key)) = idle {
+            worker.unregister_idle(key);
+        }
+        if let Some(ok) = client.transport.take_handshake_outcome() {
+            worker.metrics.tls_handshake(ok);
+        }
+        match filled {
+            Ok(0) if client.buf.is_empty() => return Ok(None),
+            Ok(0) => {
+                return Err(LocalReply::BadRequest(
+                    "connection closed inside the request head",
+                ))
+            }
+            Ok(n) => {
+                worker.metrics.bytes_from_clients.add(n as u64);
+                if head_started.is_none() {
+                    move_to_newest(worker);
+                    head_started = Some(Instant::now());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut && head_started.is_some() => {
+                return Err(LocalReply::RequestTimeout)
+            }
+            Err(_) => {
+                // Idle timeout or a reset: close without a word, as nginx does.
+                client.transport.shutdown(Shutdown::Both);
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// How long a connection idle between requests keeps its buffers. After
+/// that it hands them back and waits for readability holding none, so an
+/// idle keep-alive connection costs no buffer memory, while a busy one
+/// (its next request comes sooner) costs no extra op.
+const IDLE_GRACE: Duration = Duration::from_millis(200);
+
+/// The first read of a connection woken from idle (see [`fill_or_shed`]);
+/// a larger head takes another read.
+const WAKE_READ: usize = 1024;
+
+/// Waits up to `deadline` for the next request's first bytes, as
+/// [`Client::fill`]; but after [`IDLE_GRACE`] without a byte, hands the
+/// buffers (and `fwd`'s) back to the worker and waits for readability
+/// holding none, then takes buffers again to read. A timed-out read
+/// consumed nothing, so no byte is lost in between.
+async fn fill_or_shed(
+    worker: &Worker,
+    client: &mut Client,
+    fwd: &mut Vec<u8>,
+    deadline: Duration,
+) -> io::Result<usize> {
+    match client.fill(Some(IDLE_GRACE)).await {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+        other => return other,
+    }
+    let buffers = &worker.buffers;
+    buffers.give(std::mem::take(&mut client.buf));
+    buffers.give(std::mem::take(&mut client.out));
+    *fwd = Vec::new();
+    client.transport.shed_buffer();
+    let rest = deadline.saturating_sub(IDLE_GRACE);
+    let started = Instant::now();
+    client.transport.readable(Some(rest)).await?;
+    let left = Some(rest.saturating_sub(started.elapsed()));
+    if client.transport.is_tls() {
+        client.buf = buffers.take();
+        client.out = buffers.take();
+        return client.fill(left).await;
+    }
+    // Many idle connections wake at once when their clients close, and each
+    // would hold full buffers over its read: read the first bytes into a
+    // small one, and take full buffers only for a request.
+    let (res, first) = client
+        .transport
+        .conn()
+        .read(Vec::with_capacity(WAKE_READ), left)
+        .await;
+    let n = res?;
+    if n > 0 {
+        client.buf = buffers.take();
+        client.buf.extend_from_slice(&first);
+        client.out = buffers.take();
+    }
+    Ok(n)
+}
+
+/// Moves a connection to the newest config's worker between requests.
+fn move_to_newest(worker: &mut Rc<Worker>) {
+    let newest = worker.newest();
+    if !Rc::ptr_eq(&newest, worker) {
+        worker.metrics.connections_open.sub(1);
+        newest.metrics.connections_open.inc();
+        *worker = newest;
+    }
+}
+
+/// Parses what is buffered (`Ok(None)` needs more bytes); on a complete
+/// head notes it for the log, assigns the request id, then routes (stage
+/// 2), runs the request filters (stage 3) and writes the forwarded head
+/// into `fwd`, consuming the head from the client buffer.
+fn on_head(
+    worker: &Worker,
+    client: &mut Client,
+    fwd: &mut Vec<u8>,
+    log: &mut LogLine,
+) -> Result<Option<RequestInfo>, LocalReply> {
+    let head = match http::parse_request(&client.buf, &worker.limits) {
+        Ok(http::Status::Complete(head)) => head,
+        Ok(http::Status::Partial) => return Ok(None),
+        Err(e) => {
+            *log = LogLine {
+                started: log.started,
+                ..LogLine::default()
+            };
+            return Err(LocalReply::from(e));
+        }
+    };
+    note_head(log, &head, worker.logs_requests());
+    // The client's id is kept (and forwarded as it came); else one is made.
+    client.request_id.clear();
+    match head.request_id() {
+        Some(id) => client.request_id.push_str(&String::from_utf8_lossy(id)),
+        None => client
+            .request_id
+            .push_str(access_log::request_id().as_str()),
+    }
+    if let BodyKind::Length(n) = head.body() {
+        let max = worker.config.server.max_request_body;
+        if max.is_some_and(|max| n > max.get()) {
+            return Err(LocalReply::PayloadTooLarge);
+        }
+    }
+    // 2. Route.
+    let Some(route) = worker.routes.route(head.host(), head.path()) else {
+        return Err(LocalReply::NotFound);
+    };
+    let upstream = route.upstream;
+    // 3. Request filters.
+    let mut filtered = RequestCtx {
+        head: &head,
+        upstream,
+        request_id: &client.request_id,
+        forward_request_id: None,
+    };
+    worker.filters.on_request(&mut filtered)?;
+    let client_ip = client.transport.peer_addr().ip();
+    let ctx = ForwardContext {
+        client_ip,
+        proto: if client.transport.is_tls() {
+            "https"
+        } else {
+            "http"
+        },
+        host_fallback: None,
+        request_id: filtered.forward_request_id,
+    };
+    fwd.clear();
+    http::write_request_head(&head, &ctx, fwd);
+    let info = RequestInfo {
+        is_head: head.is_head(),
+        idempotent: head.is_idempotent(),
+        version: head.version(),
+        keep_alive: head.keep_alive(),
+        expect_continue: head.expect_continue(),
+        upgrade: head.upgrade().is_some(),
+        body: head.body(),
+        upstream,
+        key: worker
+            .upstreams
+            .get(upstream)
+            .picker
+            .request_key(&head, client_ip),
+    };
+    let head_len = head.head_len();
+    client.buf.drain(..head_len);
+    Ok(Some(info))
+}
+
+/// Copies what the log line of the request needs from its head.
+fn note_head(log: &mut LogLine, head: &RequestHead<'_>, logging: bool) {
+    log.method.clear();
+    log.method.push_str(head.method());
+    log.target.clear();
+    log.target.push_str(head.target());
+    log.version = Some(head.version());
+    log.referer = None;
+    log.user_agent = None;
+    if logging {
+        for (name, value) in head.headers() {
+            if name.eq_ignore_ascii_case("referer") {
+                log.referer = Some(value.to_vec());
+            } else if name.eq_ignore_ascii_case("user-agent") {
+                log.user_agent = Some(value.to_vec());
+            }
+        }
+    }
+}
+
+/// Stage 9: counts one finished request (answered or not) in the worker's
+/// shard and writes its access log line.
+fn finish(
+    worker: &Worker,
+    client: &Client,
+    upstream: Option<usize>,
+    log: &LogLine,
+    sent_before: u64,
+) {
+    let rec = &client.rec;
+    let duration = log.started.map_or(Duration::ZERO, |s| s.elapsed());
+    let backend = rec.backend.filter(|_| rec.answered);
+    let method = Method::from_bytes(log.method.as_bytes());
+    worker
+        .metrics
+        .request(upstream, backend, rec.status, method, duration);
+    worker
+        .metrics
+        .bytes_to_clients
+        .add(client.sent.wrapping_sub(sent_before));
+    let Some(access) = &worker.log else {
+        return;
+    };
+    let backend = match (upstream, backend) {
+        (Some(u), Some(b)) => worker.upstreams.get(u).backends.get(b).map(|b| b.addr),
+        _ => None,
+    };
+    let body_bytes = if rec.body_from == 0 {
+        0
+    } else {
+        client.sent.saturating_sub(rec.body_from)
+    };
+    let or_dash = |s: &'static [u8], v: &[u8]| v.is_empty().then_some(s);
+    let entry = Entry {
+        time: SystemTime::now()
+            .checked_sub(duration)
+            .unwrap_or_else(SystemTime::now),
+        client: client.transport.peer_addr(),
+        method: or_dash(b"-", log.method.as_bytes()).unwrap_or(log.method.as_bytes()),
+        target: or_dash(b"-", log.target.as_bytes()).unwrap_or(log.target.as_bytes()),
+        version: match log.version {
+            Some(Version::Http10) => "HTTP/1.0",
+            Some(Version::Http11) => "HTTP/1.1",
+            None => "-",
+        },
+        status: rec.status,
+        bytes: body_bytes,
+        duration,
+        backend,
+        attempts: rec.attempts,
+        request_id: client.request_id().unwrap_or("-"),
+        referer: log.referer.as_deref(),
+        user_agent: log.user_agent.as_deref(),
+    };
+    access.borrow_mut().log(&entry);
+}

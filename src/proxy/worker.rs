@@ -1,0 +1,403 @@
+//! A worker's state for one config generation: its config snapshot,
+//! routes, per-upstream balancing state, connector (pool, TLS), filters,
+//! spare buffers and metrics shard; and the hand-over to the next
+//! generation on a reload.
+//!
+//! Invariants: shared by the worker's connection tasks through an `Rc`; no
+//! `RefCell` borrow is held across an await. A connection moves to the
+//! newest generation only between requests ([`Worker::newest`]); a request
+//! in flight finishes on the generation it started on.
+
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::access_log::WorkerLog;
+use crate::config::{Config, ServerConfig};
+use crate::http;
+use crate::io::{Closer, Conn, Transport};
+use crate::metrics::WorkerMetrics;
+use crate::route::RouteTable;
+use crate::upstream::balance::Picker;
+use crate::upstream::connector::{Connector, TlsByUpstream};
+use crate::upstream::retry::{RetryBudget, RetryPolicy};
+use crate::upstream::{clock, Backend, BackendState};
+
+use super::client::{Client, ListenerRemoved};
+use super::filter::Filters;
+
+/// Spare relay buffers a worker keeps (at `buffer_size` each, 16 MiB at
+/// the defaults).
+const MAX_SPARE_BUFFERS: usize = 1024;
+
+/// Roughly what an ended connection gives back (its task and state).
+const CONNECTION_BYTES: usize = 2048;
+
+/// One upstream as a worker sees it.
+pub(super) struct UpstreamRt {
+    pub name: String,
+    pub backends: Vec<Backend>,
+    /// Global index of `backends[0]` in the connector's pool.
+    pub first_slot: usize,
+    /// The strategy's balancer, request key and sticky cookie.
+    pub picker: Picker,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub retry: RetryPolicy,
+    /// This worker's retry budget for the upstream (core-local).
+    pub budget: RetryBudget,
+}
+
+/// A worker's upstreams (balancing state, retry budgets) and its retry
+/// jitter: what the exchange works on, and no more of the worker.
+pub(super) struct Upstreams {
+    list: RefCell<Vec<UpstreamRt>>,
+    rng: RefCell<fastrand::Rng>,
+}
+
+impl Upstreams {
+    /// Upstream `u` (index in the config), borrowed until the guard drops;
+    /// never held across an await.
+    pub fn get(&self, u: usize) -> Ref<'_, UpstreamRt> {
+        Ref::map(self.list.borrow(), |list| &list[u])
+    }
+
+    pub fn get_mut(&self, u: usize) -> RefMut<'_, UpstreamRt> {
+        RefMut::map(self.list.borrow_mut(), |list| &mut list[u])
+    }
+
+    /// The retry jitter's random source.
+    pub fn rng(&self) -> RefMut<'_, fastrand::Rng> {
+        self.rng.borrow_mut()
+    }
+}
+
+/// Spare relay buffers, so a request or a connection does not cost a
+/// `buffer_size` allocation. Those that a whole sweep interval did not
+/// need are freed ([`Buffers::sweep`]), so memory comes back when load goes.
+pub(super) struct Buffers {
+    spare: RefCell<Vec<Vec<u8>>>,
+    size: usize,
+    /// The fewest spare buffers since the last sweep: that many were not
+    /// needed, and the sweep frees them.
+    low: Cell<usize>,
+    /// Memory given back to the allocator since the last sweep (ended
+    /// connections), in bytes, roughly.
+    freed: Cell<usize>,
+}
+
+impl Buffers {
+    fn new(size: usize) -> Buffers {
+        Buffers {
+            spare: RefCell::new(Vec::new()),
+            size,
+            low: Cell::new(0),
+            freed: Cell::new(0),
+        }
+    }
+
+    pub fn take(&self) -> Vec<u8> {
+        let mut spare = self.spare.borrow_mut();
+        let buf = spare.pop();
+        self.low.set(self.low.get().min(spare.len()));
+        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    /// Keeps `buf` for reuse unless it is not full size (it grew for a
+    /// large head, or is the empty one of a connection woken from idle), or
+    /// enough are kept already.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let mut spare = self.spare.borrow_mut();
+        if (self.size..=2 * self.size).contains(&buf.capacity()) && spare.len() < MAX_SPARE_BUFFERS
+        {
+            buf.clear();
+            spare.push(buf);
+        }
+    }
+
+    /// Notes memory freed outside the pool (an ended connection's task).
+    pub fn note_freed(&self, bytes: usize) {
+        self.freed.set(self.freed.get() + bytes);
+    }
+
+    /// Frees the spare buffers unused since the last sweep; returns roughly
+    /// how many bytes were freed since the last sweep, these included.
+    fn sweep(&self) -> usize {
+        let mut spare = self.spare.borrow_mut();
+        let unused = self.low.get().min(spare.len());
+        let keep = spare.len() - unused;
+        spare.truncate(keep);
+        spare.shrink_to_fit();
+        self.low.set(spare.len());
+        self.freed.replace(0) + unused * self.size
+    }
+}
+
+/// What the data path of one exchange uses of its worker: narrower than
+/// the worker (no routes, no generations, no idle registry).
+pub(super) struct Env<'w> {
+    pub server: &'w ServerConfig,
+    pub limits: &'w http::Limits,
+    pub metrics: &'w WorkerMetrics,
+    pub connector: &'w Connector,
+    pub filters: &'w Filters,
+    pub buffers: &'w Buffers,
+    /// A graceful stop began.
+    pub draining: &'w Cell<bool>,
+}
+
+/// Everything a worker owns for one config generation.
+pub struct Worker {
+    pub(super) config: Arc<Config>,
+    pub(super) routes: RouteTable,
+    pub(super) upstreams: Upstreams,
+    pub(super) connector: Connector,
+    pub(super) filters: Filters,
+    pub(super) buffers: Buffers,
+    pub(super) limits: http::Limits,
+    pub metrics: Arc<WorkerMetrics>,
+    /// This worker's access log buffer, when `server.access_log` is set.
+    pub(super) log: Option<RefCell<WorkerLog>>,
+    /// A graceful stop began: no keep-alive, no waiting for new requests.
+    draining: Cell<bool>,
+    /// The worker built from a newer config by a reload: connections move
+    /// to it between requests.
+    successor: RefCell<Option<Rc<Worker>>>,
+    /// Client connections idle between requests, with their listener's
+    /// removed flag (their read ends when the stop begins, or when a
+    /// reload removes their listener).
+    idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
+}
+
+impl Worker {
+    /// `backend_states[u][b]` is the shared state of backend `b` of
+    /// upstream `u`; every worker gets the same `Arc`s. `tls` is every
+    /// upstream's TLS, built when the config was planned.
+    pub fn new(
+        config: Arc<Config>,
+        backend_states: &[Vec<Arc<BackendState>>],
+        tls: TlsByUpstream,
+        worker_index: usize,
+        metrics: Arc<WorkerMetrics>,
+        log: Option<WorkerLog>,
+    ) -> Worker {
+        let mut upstreams = Vec::new();
+        let mut slots = Vec::new();
+        for (u, up) in config.upstreams.iter().enumerate() {
+            let backends: Vec<Backend> = up
+                .backends
+                .iter()
+                .zip(&backend_states[u])
+                .map(|(b, state)| Backend::new(b.addr, u32::from(b.weight.get()), state.clone()))
+                .collect();
+            let first_slot = slots.len();
+            slots.extend(backends.iter().map(|_| (up.max_idle, up.idle_timeout)));
+            upstreams.push(UpstreamRt {
+                name: up.name.clone(),
+                picker: Picker::new(up, &backends, worker_index),
+                backends,
+                first_slot,
+                connect_timeout: up.connect_timeout,
+                response_timeout: up.response_timeout,
+                retry: RetryPolicy::new(&up.retry),
+                budget: RetryBudget::new(up.retry.budget.get(), clock::now_nanos()),
+            });
+        }
+        let buffer_size = config.server.buffer_size;
+        Worker {
+            routes: RouteTable::from_config(&config),
+            limits: http::Limits {
+                max_head_bytes: config.server.max_head_bytes,
+                max_headers: config.server.max_headers.get(),
+            },
+            upstreams: Upstreams {
+                list: RefCell::new(upstreams),
+                rng: RefCell::new(fastrand::Rng::new()),
+            },
+            connector: Connector::new(slots, tls, metrics.clone(), buffer_size),
+            filters: Filters::standard(),
+            buffers: Buffers::new(buffer_size),
+            config,
+            metrics,
+            log: log.map(RefCell::new),
+            draining: Cell::new(false),
+            successor: RefCell::new(None),
+            idle: RefCell::new(slab::Slab::new()),
+        }
+    }
+
+    /// The config this worker was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub(super) fn env(&self) -> Env<'_> {
+        Env {
+            server: &self.config.server,
+            limits: &self.limits,
+            metrics: &self.metrics,
+            connector: &self.connector,
+            filters: &self.filters,
+            buffers: &self.buffers,
+            draining: &self.draining,
+        }
+    }
+
+    /// Whether the graceful stop has begun on this worker.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get()
+    }
+
+    /// Begins the graceful stop: responses from now on say
+    /// `Connection: close`, and connections idle between requests are
+    /// woken (their read sees end of stream) and closed.
+    pub fn begin_drain(&self) {
+        self.draining.set(true);
+        for (_, (closer, _)) in self.idle.borrow().iter() {
+            closer.shutdown_read();
+        }
+    }
+
+    /// A reload removed a listener: its connections idle between requests
+    /// on this worker are woken and closed (the others close after their
+    /// current response).
+    pub fn close_idle_from(&self, listener: &ListenerRemoved) {
+        for (_, (closer, from)) in self.idle.borrow().iter() {
+            if Rc::ptr_eq(from, listener) {
+                closer.shutdown_read();
+            }
+        }
+    }
+
+    /// Registers a connection idle between requests, so a graceful stop or
+    /// a removed listener can end its wait; `None` when it should close
+    /// now instead of waiting.
+    pub(super) fn register_idle(&self, client: &Client) -> Option<usize> {
+        if client.winding_down(self.is_draining()) {
+            return None;
+        }
+        let entry = (client.transport.closer(), client.listener_removed.clone());
+        Some(self.idle.borrow_mut().insert(entry))
+    }
+
+    pub(super) fn unregister_idle(&self, key: usize) {
+        self.idle.borrow_mut().remove(key);
+    }
+
+    /// After a reload: `next` serves every request that starts from now
+    /// on, including the next request of connections open on this one.
+    pub fn hand_over_to(&self, next: Rc<Worker>) {
+        self.hand_over_pool(&next);
+        *self.successor.borrow_mut() = Some(next);
+    }
+
+    /// Moves the idle pooled connections of every backend the new config
+    /// keeps (same upstream name and address, same upstream TLS settings)
+    /// to `next`'s pool.
+    fn hand_over_pool(&self, next: &Worker) {
+        let (old_ups, new_ups) = (self.upstreams.list.borrow(), next.upstreams.list.borrow());
+        for (u, old_up) in old_ups.iter().enumerate() {
+            let Some(v) = new_ups.iter().position(|n| n.name == old_up.name) else {
+                continue;
+            };
+            if self.config.upstreams[u].tls != next.config.upstreams[v].tls {
+                continue;
+            }
+            let new_up = &new_ups[v];
+            for (i, backend) in old_up.backends.iter().enumerate() {
+                let Some(j) = new_up.backends.iter().position(|b| b.addr == backend.addr) else {
+                    continue;
+                };
+                self.connector.hand_over(
+                    old_up.first_slot + i,
+                    &next.connector,
+                    new_up.first_slot + j,
+                );
+            }
+        }
+    }
+
+    /// The worker of the newest config (this one unless a reload happened).
+    pub(super) fn newest(self: &Rc<Self>) -> Rc<Worker> {
+        let mut worker = self.clone();
+        loop {
+            let next = worker.successor.borrow().clone();
+            match next {
+                Some(next) => worker = next,
+                None => return worker,
+            }
+        }
+    }
+
+    /// Whether requests are written to an access log.
+    pub fn logs_requests(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Hands the access log buffer to the writer if its oldest line is due;
+    /// run from a timer about every 100 ms.
+    pub fn flush_log_if_due(&self) {
+        if let Some(log) = &self.log {
+            log.borrow_mut().flush_if_due(Instant::now());
+        }
+    }
+
+    /// Hands the access log buffer to the writer now (at shutdown).
+    pub fn flush_log(&self) {
+        if let Some(log) = &self.log {
+            log.borrow_mut().flush();
+        }
+    }
+
+    /// Closes pooled connections past their idle timeout, and frees the
+    /// spare buffers that went unused since the last call; run periodically.
+    /// Returns roughly how many bytes this worker freed since the last call
+    /// (the caller may then ask the allocator to return them).
+    pub fn evict_idle(&self) -> usize {
+        let evicted = self.connector.evict_idle();
+        self.metrics.pool_stale.add(evicted as u64);
+        self.buffers.sweep()
+    }
+
+    /// A new client connection: counted, and with its transport (TLS on a
+    /// TLS listener) and buffers; `None` when its TLS session cannot start.
+    pub(super) fn accept_client(
+        &self,
+        conn: Conn,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        listener_removed: ListenerRemoved,
+    ) -> Option<Client> {
+        self.metrics.connections_accepted.inc();
+        self.metrics.connections_open.inc();
+        let buffer_size = self.config.server.buffer_size;
+        let transport = match tls {
+            None => Transport::plain(conn),
+            Some(config) => match Transport::server(conn, config, buffer_size) {
+                Ok(transport) => transport,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session");
+                    self.metrics.connections_open.sub(1);
+                    return None;
+                }
+            },
+        };
+        // Both buffers are full size: the relays swap them with upstream
+        // buffers instead of copying.
+        Some(Client::new(
+            transport,
+            self.buffers.take(),
+            self.buffers.take(),
+            buffer_size,
+            listener_removed,
+        ))
+    }
+
+    /// A client connection ended (on this worker, its last generation).
+    pub(super) fn release_client(&self, client: Client) {
+        self.buffers.give(client.buf);
+        self.buffers.give(client.out);
+        self.metrics.connections_open.sub(1);
+        self.buffers.note_freed(CONNECTION_BYTES);
+    }
+}
