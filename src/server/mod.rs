@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
-use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
+use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
 use crate::config::Config;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
@@ -201,11 +201,19 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         None => None,
         Some(a) => {
             let hooks = admin_hooks(&reloader, &metrics, &draining);
-            let server =
-                AdminServer::start(a.listen, hooks).map_err(|error| StartError::Admin {
+            if a.insecure_no_auth && !admin::is_loopback(a.listen.ip()) {
+                tracing::warn!(
+                    listen = %a.listen,
+                    "the admin listener is not on loopback and has no credentials \
+                     (insecure_no_auth = true): anyone who reaches it can drain backends and reload"
+                );
+            }
+            let server = AdminServer::start(a.listen, hooks, Guard::new(a)).map_err(|error| {
+                StartError::Admin {
                     addr: a.listen,
                     error,
-                })?;
+                }
+            })?;
             tracing::info!(listen = %server.local_addr(), "admin listener started");
             let _ = reloader.admin.set(server.rebinder());
             Some(server)
@@ -293,11 +301,12 @@ fn admin_hooks(
         let registry = registry.clone();
         move || lock(&registry).snapshot()
     };
+    let counters = Arc::new(AdminCounters::default());
     let metrics_text = {
-        let (snapshot, current) = (snapshot.clone(), current.clone());
+        let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
         move || {
             let (_, states, ..) = current();
-            metrics::prometheus::render(&snapshot(), &states, &[])
+            metrics::prometheus::render(&snapshot(), &states, &counters.samples())
         }
     };
     let status_json = {
@@ -346,6 +355,7 @@ fn admin_hooks(
             let reloader = reloader.clone();
             move || reloader.reload()
         })),
+        counters,
     }
 }
 

@@ -11,6 +11,7 @@ mod loadgen;
 
 mod access_log;
 mod admin;
+mod admin_safety;
 mod balancing;
 mod cli;
 mod config_errors;
