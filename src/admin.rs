@@ -203,6 +203,19 @@ impl AdminRebind {
         tracing::info!(listen = %addr, "admin listener moved");
     }
 
+    /// A duplicate of the listening socket (for a takeover).
+    pub fn listener(&self) -> Option<TcpListener> {
+        lock(&self.0.listener)
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+    }
+
+    /// Stops accepting (a takeover: the new process serves this socket);
+    /// requests already read are still answered.
+    pub fn stop_accepting(&self) {
+        let _ = self.0.control.send(Control::Stop);
+    }
+
     /// Checks the requests from now on with `guard`.
     pub fn set_guard(&self, guard: Guard) {
         *lock(&self.0.guard) = Arc::new(guard);
@@ -267,13 +280,6 @@ impl AdminServer {
     /// A handle that moves this listener and changes its checks.
     pub fn rebinder(&self) -> AdminRebind {
         AdminRebind(self.shared.clone())
-    }
-
-    /// A duplicate of the listening socket (for a takeover).
-    pub fn listener(&self) -> Option<TcpListener> {
-        lock(&self.shared.listener)
-            .as_ref()
-            .and_then(|l| l.try_clone().ok())
     }
 
     /// Stops accepting and joins the thread.

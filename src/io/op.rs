@@ -66,6 +66,28 @@ pub(crate) async fn with_deadline<D: Unpin + 'static>(
         let (res, data) = submit(data, sqe).await;
         return (cqe_result(res), data);
     };
+    linked(fd, data, sqe, limit, true).await
+}
+
+/// [`with_deadline`] whose fallback never shuts `fd` down: if the link
+/// breaks, the op simply runs until it completes (for a listening socket
+/// another process may share, where a shutdown would reset its queue).
+pub(crate) async fn with_deadline_keep_open<D: Unpin + 'static>(
+    fd: RawFd,
+    data: D,
+    sqe: squeue::Entry,
+    limit: Duration,
+) -> (io::Result<u32>, D) {
+    linked(fd, data, sqe, limit, false).await
+}
+
+async fn linked<D: Unpin + 'static>(
+    fd: RawFd,
+    data: D,
+    sqe: squeue::Entry,
+    limit: Duration,
+    shutdown_on_fallback: bool,
+) -> (io::Result<u32>, D) {
     let timespec = Box::new(types::Timespec::from(limit));
     let ts_ptr: *const types::Timespec = &*timespec;
     let op = submit(data, sqe.flags(squeue::Flags::IO_LINK));
@@ -77,6 +99,7 @@ pub(crate) async fn with_deadline<D: Unpin + 'static>(
         fallback_fired: false,
         fd,
         limit,
+        shutdown_on_fallback,
     };
     let (res, data, fired) = linked.await;
     let res = match res {
@@ -94,6 +117,7 @@ struct Linked<D: Unpin + 'static> {
     fallback_fired: bool,
     fd: RawFd,
     limit: Duration,
+    shutdown_on_fallback: bool,
 }
 
 impl<D: Unpin + 'static> Future for Linked<D> {
@@ -110,7 +134,7 @@ impl<D: Unpin + 'static> Future for Linked<D> {
         if let Some(timer) = this.timer.as_mut() {
             if let Poll::Ready((res, _)) = Pin::new(timer).poll(cx) {
                 this.timer = None;
-                if res == -libc::EINVAL {
+                if res == -libc::EINVAL && this.shutdown_on_fallback {
                     tracing::warn!(
                         "io_uring link broken (submission queue full); using timer fallback"
                     );

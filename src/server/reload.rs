@@ -198,7 +198,8 @@ impl Reloader {
         };
         // Everything that can fail comes before anything changes.
         let (bound, per_worker) =
-            listeners::plan(&running, &new, self.workers.len()).map_err(|e| e.to_string())?;
+            listeners::plan(&running, &new, self.workers.len(), &mut Vec::new())
+                .map_err(|e| e.to_string())?;
         let admin_listener = admin_moves_to
             .map(|addr| {
                 std::net::TcpListener::bind(addr)

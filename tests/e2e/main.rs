@@ -28,6 +28,7 @@ mod reload_listeners;
 mod resilience;
 mod selftest;
 mod shutdown;
+mod takeover;
 mod timeouts;
 mod tls;
 mod upgrade;
