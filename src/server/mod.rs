@@ -306,6 +306,10 @@ struct Giving {
 
 impl Giver for Giving {
     fn handover(&self) -> std::io::Result<Handover> {
+        if *self.stop.borrow() != Stop::Run {
+            // Its sockets are shut or about to be: nothing to hand over.
+            return Err(std::io::Error::other("this process is stopping"));
+        }
         let live = lock(&self.reloader.live);
         let listeners = live
             .listeners

@@ -28,7 +28,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -274,12 +274,16 @@ impl UpgradeSocket {
         let _ = std::fs::remove_file(&temp);
         let socket = seqpacket()?;
         socket.bind(&SockAddr::unix(&temp)?)?;
+        // Whoever connects gets the listeners and stops this process:
+        // only our own user (checked again by peer credentials).
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))?;
         socket.listen(4)?;
         std::fs::rename(&temp, path)?;
-        let inode = std::fs::metadata(path)?.ino();
+        let metadata = std::fs::metadata(path)?;
+        let (inode, owner) = (metadata.ino(), metadata.uid());
         std::thread::Builder::new()
             .name("ringlb-upgrade".into())
-            .spawn(move || serve_takeovers(&socket, &*giver))?;
+            .spawn(move || serve_takeovers(&socket, owner, &*giver))?;
         tracing::info!(path = %path.display(), "upgrade socket ready");
         Ok(UpgradeSocket {
             path: path.to_path_buf(),
@@ -296,7 +300,9 @@ impl Drop for UpgradeSocket {
     }
 }
 
-fn serve_takeovers(listener: &Socket, giver: &dyn Giver) {
+/// `owner`: the uid of our socket file, i.e. ours; only it and root may
+/// take over.
+fn serve_takeovers(listener: &Socket, owner: u32, giver: &dyn Giver) {
     loop {
         let conn = match listener.accept() {
             Ok((conn, _)) => conn,
@@ -306,6 +312,17 @@ fn serve_takeovers(listener: &Socket, giver: &dyn Giver) {
                 continue;
             }
         };
+        match rustix::net::sockopt::socket_peercred(&conn) {
+            Ok(peer) if [owner, 0].contains(&peer.uid.as_raw()) => {}
+            Ok(peer) => {
+                tracing::warn!(uid = peer.uid.as_raw(), "takeover refused: another user");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "takeover refused: no peer credentials");
+                continue;
+            }
+        }
         match hand_over(&conn, giver) {
             Ok(()) => {
                 tracing::info!("takeover: a new process holds the listeners; draining and exiting");

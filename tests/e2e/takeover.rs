@@ -176,8 +176,14 @@ fn three_takeovers_under_new_connection_load_lose_no_connection() {
     let status: serde_json::Value =
         serde_json::from_slice(&admin(&fourth, "GET", "/status").body).unwrap();
     assert_eq!(status["workers"], 2);
-    // And it can be taken over again: its upgrade socket is in place.
-    assert!(shared.path().join("upgrade.sock").exists());
+    // And it can be taken over again: its upgrade socket is in place,
+    // for this user only (whoever connects can stop the process).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(shared.path().join("upgrade.sock"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
 
 #[test]
