@@ -742,6 +742,7 @@ async fn respond(
     attempt: &mut Attempt,
 ) -> Relayed {
     let server = &worker.config.server;
+    client.request_read = request_complete;
     let (status, framing, out_framing, keep_alive, head_len, upstream_keep_alive, has_id) = {
         let head = match http::parse_response(&up.buf, &worker.limits, info.is_head) {
             Ok(http::Status::Complete(head)) => head,

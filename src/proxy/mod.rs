@@ -315,10 +315,12 @@ impl Worker {
             request_id: String::new(),
             tls: tls.map(Box::new),
             listener_removed,
+            request_read: false,
         };
         let (end, last) = client_loop(self, &mut client).await;
         match end {
-            End::KeepClosing => client.linger().await,
+            End::KeepClosing if client.may_send_more() => client.linger().await,
+            End::KeepClosing => client.conn.shutdown(Shutdown::Both),
             End::Closed => {}
         }
         last.give_buffer(client.buf);
@@ -368,6 +370,8 @@ struct Client {
     /// TLS termination, on a TLS listener: `buf` and `out` hold plaintext.
     tls: Option<Box<ClientTls>>,
     listener_removed: ListenerRemoved,
+    /// Whether the current request, body included, was read whole.
+    request_read: bool,
 }
 
 /// Set once a reload removed the listener a connection came in on: the
@@ -467,6 +471,15 @@ impl Client {
         self.rec.body_from = self.sent + head as u64;
     }
 
+    /// Whether closing now could reset the connection under our last
+    /// response: the request was not read whole (a local reply before or
+    /// during its body), bytes are buffered or waiting (pipelined), or TLS
+    /// (its close has its own exchange). Otherwise nothing more can come,
+    /// and the close need not wait (nginx's `lingering_close on`).
+    fn may_send_more(&self) -> bool {
+        !self.request_read || !self.buf.is_empty() || self.tls.is_some() || !self.conn.is_reusable()
+    }
+
     /// Half-closes, then drains what the client still sends for a moment,
     /// so our last response is not destroyed by a reset.
     async fn linger(&mut self) {
@@ -532,6 +545,7 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
     loop {
         client.rec = Record::default();
         client.request_id.clear();
+        client.request_read = false;
         let sent_before = client.sent;
         // 1. Read and parse a request head, with the head timeout running
         //    from its first byte (or the keep-alive timeout while idle).
@@ -827,13 +841,94 @@ fn finish_request(
     }
 }
 
+/// Lines per second and worker logged for one reason of failure; the
+/// rest are counted (the metrics have them all) and reported with the
+/// next line as `suppressed`, so a client cannot decide the log volume.
+const REPLY_LOG_LINES_PER_SECOND: u32 = 5;
+
+thread_local! {
+    /// Per reason: the current second's start, lines logged in it, and
+    /// lines suppressed since the last one logged.
+    static REPLY_LOG: RefCell<Vec<(&'static str, Instant, u32, u64)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+/// `Some(suppressed since the last line)` if a line for `reason` may be
+/// logged now.
+fn reply_log_admit(reason: &'static str) -> Option<u64> {
+    REPLY_LOG.with(|log| {
+        let mut log = log.borrow_mut();
+        let now = Instant::now();
+        let i = match log.iter().position(|(r, ..)| *r == reason) {
+            Some(i) => i,
+            None => {
+                log.push((reason, now, 0, 0));
+                log.len() - 1
+            }
+        };
+        let (_, start, lines, suppressed) = &mut log[i];
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *lines = 0;
+        }
+        if *lines < REPLY_LOG_LINES_PER_SECOND {
+            *lines += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    })
+}
+
 fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {
+    let Some(suppressed) = reply_log_admit(reply.reason()) else {
+        return;
+    };
+    // A rejected head has no parsed method and target: name what the
+    // buffered request line shows of them.
+    let (method, target) = if log.method.is_empty() {
+        request_line_guess(&client.buf)
+    } else {
+        (log.method.clone(), log.target.clone())
+    };
     tracing::warn!(
         client = %client.conn.peer_addr(),
-        method = %log.method,
-        target = %log.target,
+        method = %method,
+        target = %target,
         status = reply.status(),
         reason = reply.reason(),
+        suppressed,
         "request failed"
     );
+}
+
+/// The first two words of the buffered request line, printable ASCII,
+/// shortened.
+fn request_line_guess(buf: &[u8]) -> (String, String) {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let line = &line[..line
+        .iter()
+        .position(|b| matches!(b, b'\r' | b'\n'))
+        .unwrap_or(line.len())];
+    let mut words = line.split(|b| *b == b' ').filter(|w| !w.is_empty());
+    let mut word = |max: usize| -> String {
+        let w = words.next().unwrap_or(b"");
+        let mut s: String = w
+            .iter()
+            .take(max)
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+            .collect();
+        if w.len() > max {
+            s.push_str("...");
+        }
+        s
+    };
+    let method = word(16);
+    let target = word(128);
+    (method, target)
 }

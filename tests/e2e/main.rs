@@ -14,6 +14,7 @@ mod admin;
 mod admin_safety;
 mod balancing;
 mod cli;
+mod close_and_log;
 mod config_errors;
 mod continue100;
 mod errors;
