@@ -350,6 +350,9 @@ impl Giver for Giving {
                 break;
             }
         }
+    }
+
+    fn exit(&self) {
         // The main thread leaves `wait_for_signal` and drains.
         self.signals.close();
     }

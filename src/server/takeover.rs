@@ -229,8 +229,10 @@ pub trait Giver: Send + Sync + 'static {
     /// The sockets to hand over now (duplicates; this process keeps its own).
     fn handover(&self) -> std::io::Result<Handover>;
     /// Stops accepting everywhere without shutting a socket down, and
-    /// returns once no accept is pending; then the process drains and exits.
+    /// returns once no accept is pending.
     fn stop_accepting(&self);
+    /// Lets the process drain and exit (after the new one was told).
+    fn exit(&self);
 }
 
 /// Fails if a process answers on `path` (a second ringlb would share the
@@ -324,10 +326,7 @@ fn serve_takeovers(listener: &Socket, owner: u32, giver: &dyn Giver) {
             }
         }
         match hand_over(&conn, giver) {
-            Ok(()) => {
-                tracing::info!("takeover: a new process holds the listeners; draining and exiting");
-                return;
-            }
+            Ok(()) => return,
             Err(e) => tracing::warn!("takeover refused or abandoned, still serving: {e}"),
         }
     }
@@ -384,5 +383,7 @@ fn hand_over(conn: &Socket, giver: &dyn Giver) -> Result<(), String> {
     if let Err(e) = send(conn, STOPPED, &[]) {
         tracing::warn!(error = %e, "takeover: could not confirm the stop to the new process");
     }
+    tracing::info!("takeover: a new process holds the listeners; draining and exiting");
+    giver.exit();
     Ok(())
 }

@@ -257,6 +257,31 @@ fn a_failed_takeover_leaves_the_old_process_serving() {
     assert_eq!(one_request(new.addr), Ok(()));
 }
 
+/// A takeover applies the new config's listeners: one it adds is bound,
+/// one it drops is closed once the old process stopped.
+#[test]
+fn a_takeover_binds_new_listeners_and_closes_dropped_ones() {
+    let backend = Backend::echo();
+    let shared = TempDir::new();
+    let first = first_proxy(&backend, &shared);
+    let config = config_of(&first);
+    let port = first.addr.port();
+    let one = format!("listen = [\"127.0.0.1:{port}\"]");
+    let extra = SocketAddr::from(([127, 0, 0, 1], crate::harness::free_port()));
+    let two = format!("listen = [\"127.0.0.1:{port}\", \"{extra}\"]");
+    let with_extra = config.replacen(&one, &two, 1);
+    assert_ne!(with_extra, config);
+    let second = take_over(&first, &with_extra);
+    assert_eq!(one_request(second.addr), Ok(()));
+    assert_eq!(one_request(extra), Ok(()));
+    let third = take_over(&second, &config);
+    assert_eq!(one_request(third.addr), Ok(()));
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(extra).is_err()),
+        "the dropped listener still accepts"
+    );
+}
+
 /// The "before" of `docs`' takeover note: a second process on the same
 /// port (`SO_REUSEPORT`), then SIGTERM to the first, three times, under
 /// the same load. Not a pass/fail test: it measures what the takeover
