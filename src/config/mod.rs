@@ -772,7 +772,22 @@ impl Config {
             let _ = writeln!(out, "access log: {} ({format})", log.path.display());
         }
         if let Some(admin) = &self.admin {
-            let _ = writeln!(out, "admin: {}", admin.listen);
+            let mut notes = Vec::new();
+            match admin.auth {
+                AdminAuth::Off if admin.insecure_no_auth => notes.push("NO credentials".to_owned()),
+                AdminAuth::Off => {}
+                AdminAuth::Writes => notes.push("credentials for writes".to_owned()),
+                AdminAuth::All => notes.push("credentials for all but /healthz".to_owned()),
+            }
+            if !admin.allow.is_empty() {
+                let nets: Vec<String> = admin.allow.iter().map(IpNet::to_string).collect();
+                notes.push(format!("allow {}", nets.join(", ")));
+            }
+            if notes.is_empty() {
+                let _ = writeln!(out, "admin: {}", admin.listen);
+            } else {
+                let _ = writeln!(out, "admin: {} ({})", admin.listen, notes.join("; "));
+            }
         }
         out
     }

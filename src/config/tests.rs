@@ -1072,13 +1072,15 @@ fn admin_credentials_allow_and_hosts() {
         let src = format!("{}[admin]\n{admin}\n", with("", ""));
         Config::from_toml_str(&src, &file)
     };
-    let admin = load(
+    let config = load(
         "listen = \"0.0.0.0:9090\"\nusers_file = \"users\"\ntoken_file = \"token\"\n\
          allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\nhosts = [\"Admin.Example.\"]",
     )
-    .unwrap()
-    .admin
     .unwrap();
+    assert!(config
+        .summary()
+        .contains("admin: 0.0.0.0:9090 (credentials for writes; allow 10.0.0.0/8, 127.0.0.1/32)"));
+    let admin = config.admin.unwrap();
     assert_eq!(admin.auth, AdminAuth::Writes);
     assert_eq!(admin.users[0].name, "ops");
     assert_eq!(admin.token, Some(AdminToken("s3cret".into())));

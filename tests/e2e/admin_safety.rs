@@ -333,3 +333,28 @@ fn slow_clients_hold_neither_the_listener_nor_healthz() {
     assert!(wait_until(WAIT, || admin(&proxy, "GET", "/metrics").status == 200));
     assert!(metric(&proxy, "ringlb_admin_request_timeouts_total") >= slots as f64);
 }
+
+/// A reload applies `[admin]` credentials and checks from the next
+/// request: adding a token makes writes need it, and removing it again
+/// opens them.
+#[test]
+fn a_reload_applies_admin_credentials() {
+    let backend = Backend::echo();
+    let dir = TempDir::new();
+    let (_, token) = credential_files(&dir);
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let admin_addr = proxy.admin.unwrap();
+    let listen = format!("listen = \"{admin_addr}\"");
+    let with_token = format!("{listen}\ntoken_file = \"{token}\"");
+    crate::reload::rewrite(&proxy, |t| t.replacen(&listen, &with_token, 1));
+    assert_eq!(admin(&proxy, "POST", "/reload").status, 200);
+    assert_eq!(admin(&proxy, "POST", "/reload").status, 401);
+    let bearer = [("Authorization", "Bearer t0ken")];
+    assert_eq!(admin_with(&proxy, "POST", "/reload", &bearer).status, 200);
+    crate::reload::rewrite(&proxy, |t| t.replacen(&with_token, &listen, 1));
+    assert_eq!(admin_with(&proxy, "POST", "/reload", &bearer).status, 200);
+    assert_eq!(admin(&proxy, "POST", "/reload").status, 200);
+}
