@@ -5,7 +5,10 @@
 //! `proxy::Worker`). The main thread only waits for the workers to bind and
 //! then for a signal. The one thing all workers share is the per-backend
 //! block of atomics, created here so every worker gets the same `Arc`s.
-//! A config reload (see `reload`) reaches the workers as a message.
+//! A config reload (see `reload`) reaches the workers as a message. A
+//! binary upgrade (see `takeover`) hands the listening sockets to a new
+//! process, and this one stops accepting without shutting them, then
+//! drains like a graceful stop.
 
 mod listeners;
 mod reload;
