@@ -214,9 +214,9 @@ fn a_failed_takeover_leaves_the_old_process_serving() {
         "{}",
         refused.stderr()
     );
-    assert!(old
+    assert!(wait_until(WAIT, || old
         .stderr()
-        .contains("takeover refused or abandoned, still serving"));
+        .contains("takeover refused or abandoned, still serving")));
 
     // The old process never stopped.
     assert!(old.try_status().is_none());
