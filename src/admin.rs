@@ -1,44 +1,90 @@
 //! The admin listener: `/metrics`, `/status`, `/healthz`, backend drain and
 //! enable, and reload, over HTTP/1.1 on its own thread.
 //!
-//! Why std sockets on a plain thread: this is a handful of requests a
-//! minute from a scraper or an operator; keeping it off the workers means
-//! a slow admin client can never take an event loop's time, and blocking
-//! sockets with `set_read_timeout` are simple and, outside io_uring, safe.
+//! Why a plain tokio runtime (epoll) on its own thread: this is a handful
+//! of requests a minute from a scraper or an operator, but a slow or
+//! hostile client must not hold it. Off the workers, a slow admin client
+//! never takes an event loop's time; on epoll, each connection is a cheap
+//! task, and a deadline may be raced against a read (a dropped tokio read
+//! loses no bytes, unlike an io_uring op, so `timeout_at` is safe here).
+//! Hooks and bcrypt run on a small blocking pool so `/healthz` is never
+//! stuck behind them.
 //!
 //! Invariants:
 //! - Never bound on a public listener (config refuses the same address).
-//! - Up to [`MAX_CONNECTIONS`] connections at once, each on a short-lived
-//!   thread (a slow client cannot hold up a scrape); beyond that a client
-//!   gets 503 at once. One request per connection (`Connection: close`);
-//!   a head larger than [`MAX_HEAD_BYTES`] gets 431,
-//!   a client silent for [`IO_TIMEOUT`] is dropped, request bodies larger
-//!   than [`MAX_BODY_BYTES`] get 413.
+//! - Every request is screened by a [`Guard`] (source, `Host`, cross-site,
+//!   credentials; see `policy`) before any hook runs.
+//! - Up to [`Limits::connections`] connections at once; one request per
+//!   connection (`Connection: close`). The whole request (head and body)
+//!   must arrive within [`Limits::request_timeout`] (408 otherwise), not
+//!   per read. A head larger than [`MAX_HEAD_BYTES`] gets 431, a body
+//!   larger than [`MAX_BODY_BYTES`] 413.
+//! - Busy is never 503 (that means draining): past the slots, a small
+//!   overflow set still answers `/healthz` and gives anything else 429;
+//!   past that too, the connection is closed at once.
 //! - Everything it does goes through [`AdminHooks`], so it is tested
 //!   without the proxy; a hook that panics yields a 500, not a dead thread.
-//! - No authentication: bind it to loopback or a management network.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod policy;
+
+pub use policy::{Guard, BROWSER_HEADER, FAILURE_WINDOW, MAX_FAILURES};
+
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::time::{timeout_at, Instant};
 
 use crate::config::Config;
+use crate::metrics::prometheus::{Kind, Sample};
 use crate::metrics::{self, BackendView, Snapshot};
+use policy::{FailureLog, Head};
 
 /// Largest request head accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most header fields in a request head.
+pub const MAX_HEADERS: usize = 32;
 /// Largest request body read (and ignored); the endpoints take none.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Read and write timeout per socket operation.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once.
-pub const MAX_CONNECTIONS: usize = 8;
+/// Time to write a response.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Threads that run hooks and bcrypt.
+const BLOCKING_THREADS: usize = 4;
+/// Lines of one kind logged per second; the rest are counted and
+/// reported as "N more suppressed".
+const LOG_LINES_PER_SECOND: u32 = 5;
+
+/// How many connections, and for how long.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once.
+    pub connections: usize,
+    /// Connections past `connections` that are still read, for `/healthz`
+    /// only (anything else gets 429).
+    pub overflow: usize,
+    /// The whole request, head and body, from the connection's accept.
+    pub request_timeout: Duration,
+    /// The same for an overflow connection.
+    pub overflow_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connections: 256,
+            overflow: 32,
+            request_timeout: Duration::from_secs(10),
+            overflow_timeout: Duration::from_secs(2),
+        }
+    }
+}
 
 type Hook<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// `(upstream name, backend address, drain)`.
@@ -59,6 +105,54 @@ pub struct AdminHooks {
     /// config was rejected; the old one keeps running) becomes a 500 with
     /// the message. `None`: reload is not available in this build (501).
     pub reload: Option<Hook<Result<(), String>>>,
+    /// Where the listener counts what it refused.
+    pub counters: Arc<AdminCounters>,
+}
+
+/// What the admin listener refused, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct AdminCounters {
+    /// Missing or wrong credentials (401), and 429s for too many of them.
+    pub auth_failures: AtomicU64,
+    /// Requests refused by source, `Host` or cross-site checks (403, 421, 415).
+    pub denied: AtomicU64,
+    /// Connections answered 429 or closed at once because every slot was busy.
+    pub busy: AtomicU64,
+    /// Requests that did not arrive whole within the deadline (408).
+    pub timeouts: AtomicU64,
+}
+
+impl AdminCounters {
+    /// The counters as extra samples for the Prometheus text.
+    pub fn samples(&self) -> [Sample<'static>; 4] {
+        let v = |c: &AtomicU64| c.load(Ordering::Relaxed) as f64;
+        [
+            Sample {
+                name: "ringlb_admin_auth_failures_total",
+                help: "Admin requests with a missing or wrong credential (401), or refused for too many (429).",
+                kind: Kind::Counter,
+                value: v(&self.auth_failures),
+            },
+            Sample {
+                name: "ringlb_admin_requests_denied_total",
+                help: "Admin requests refused by source address, Host or cross-site checks (403, 421, 415).",
+                kind: Kind::Counter,
+                value: v(&self.denied),
+            },
+            Sample {
+                name: "ringlb_admin_busy_total",
+                help: "Admin connections refused or answered 429 because every slot was busy.",
+                kind: Kind::Counter,
+                value: v(&self.busy),
+            },
+            Sample {
+                name: "ringlb_admin_request_timeouts_total",
+                help: "Admin requests that did not arrive whole within the request deadline (408).",
+                kind: Kind::Counter,
+                value: v(&self.timeouts),
+            },
+        ]
+    }
 }
 
 /// A running admin listener.
@@ -67,62 +161,34 @@ pub struct AdminServer {
     thread: Option<JoinHandle<()>>,
 }
 
+enum Control {
+    Move(TcpListener),
+    Stop,
+}
+
 /// What the admin thread and its handles share.
 struct Shared {
-    state: Mutex<ListenState>,
-    stop: AtomicBool,
-}
-
-struct ListenState {
     /// The address served (port 0 resolved), or moved to.
-    addr: SocketAddr,
-    /// A listener to move to, set by [`AdminRebind::move_to`] and taken
-    /// by the thread before its next accept.
-    next: Option<TcpListener>,
-    /// While `next` waits: the address of the listener the thread still
-    /// blocks on.
-    serving: Option<SocketAddr>,
+    addr: Mutex<SocketAddr>,
+    /// A duplicate of the listening socket, handed to a new process on a
+    /// takeover.
+    listener: Mutex<Option<TcpListener>>,
+    guard: Mutex<Arc<Guard>>,
+    control: mpsc::UnboundedSender<Control>,
 }
 
-impl Shared {
-    fn state(&self) -> std::sync::MutexGuard<'_, ListenState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.state().addr
-    }
-
-    /// Wakes a blocking accept on `addr` with a connection that sends
-    /// nothing and closes at once.
-    fn wake(addr: SocketAddr) {
-        let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
-    }
-
-    /// Wakes the thread wherever it blocks: on the current listener, and
-    /// on the old one if a move is still pending (a connection queued on
-    /// the new one wakes it once it got there).
-    fn wake_thread(&self) {
-        let (addr, serving) = {
-            let state = self.state();
-            (state.addr, state.serving)
-        };
-        Shared::wake(addr);
-        if let Some(old) = serving {
-            Shared::wake(old);
-        }
-    }
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Moves a running admin listener to another address (a reload changed
-/// `[admin] listen`).
+/// Moves a running admin listener to another address and applies new
+/// `[admin]` checks (a reload).
 #[derive(Clone)]
 pub struct AdminRebind(Arc<Shared>);
 
 impl AdminRebind {
     /// Serves on `listener` from the next connection on and closes the old
-    /// one. Safe from inside an admin request (`POST /reload`): the thread
-    /// switches after it answered.
+    /// one. Safe from inside an admin request (`POST /reload`).
     pub fn move_to(&self, listener: TcpListener) {
         let addr = match listener.local_addr() {
             Ok(addr) => addr,
@@ -131,36 +197,75 @@ impl AdminRebind {
                 return;
             }
         };
-        {
-            let mut state = self.0.state();
-            // A second move before the thread took the first: it still
-            // blocks where it did.
-            let serving = state.serving.unwrap_or(state.addr);
-            state.serving = Some(serving);
-            state.addr = addr;
-            state.next = Some(listener);
-        }
-        self.0.wake_thread();
+        *lock(&self.0.addr) = addr;
+        *lock(&self.0.listener) = listener.try_clone().ok();
+        let _ = self.0.control.send(Control::Move(listener));
         tracing::info!(listen = %addr, "admin listener moved");
+    }
+
+    /// A duplicate of the listening socket (for a takeover).
+    pub fn listener(&self) -> Option<TcpListener> {
+        lock(&self.0.listener)
+            .as_ref()
+            .and_then(|l| l.try_clone().ok())
+    }
+
+    /// Stops accepting (a takeover: the new process serves this socket);
+    /// requests already read are still answered.
+    pub fn stop_accepting(&self) {
+        let _ = self.0.control.send(Control::Stop);
+    }
+
+    /// Checks the requests from now on with `guard`.
+    pub fn set_guard(&self, guard: Guard) {
+        *lock(&self.0.guard) = Arc::new(guard);
     }
 }
 
 impl AdminServer {
     /// Binds `addr` and serves on a new thread `ringlb-admin`.
-    pub fn start(addr: SocketAddr, hooks: AdminHooks) -> io::Result<AdminServer> {
-        let listener = TcpListener::bind(addr)?;
+    pub fn start(addr: SocketAddr, hooks: AdminHooks, guard: Guard) -> io::Result<AdminServer> {
+        AdminServer::start_on(TcpListener::bind(addr)?, hooks, guard, Limits::default())
+    }
+
+    /// Serves on a bound listener (one received in a takeover, or bound
+    /// by the caller) on a new thread `ringlb-admin`.
+    pub fn start_on(
+        listener: TcpListener,
+        hooks: AdminHooks,
+        guard: Guard,
+        limits: Limits,
+    ) -> io::Result<AdminServer> {
+        listener.set_nonblocking(true)?;
+        let (control, commands) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            state: Mutex::new(ListenState {
-                addr: listener.local_addr()?,
-                next: None,
-                serving: None,
-            }),
-            stop: AtomicBool::new(false),
+            addr: Mutex::new(listener.local_addr()?),
+            listener: Mutex::new(Some(listener.try_clone()?)),
+            guard: Mutex::new(Arc::new(guard)),
+            control,
         });
-        let thread_shared = shared.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .max_blocking_threads(BLOCKING_THREADS)
+            .thread_name("ringlb-admin-hook")
+            .build()?;
+        let ctx = Arc::new(Ctx {
+            hooks,
+            shared: shared.clone(),
+            slots: Arc::new(Semaphore::new(limits.connections)),
+            overflow: Arc::new(Semaphore::new(limits.overflow)),
+            limits,
+            denied_log: LogLimiter::default(),
+            auth_log: LogLimiter::default(),
+            busy_log: LogLimiter::default(),
+        });
         let thread = std::thread::Builder::new()
             .name("ringlb-admin".into())
-            .spawn(move || serve(listener, Arc::new(hooks), &thread_shared))?;
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, ctx, commands));
+                // Hooks still running (a reload) are not waited for.
+                runtime.shutdown_background();
+            })?;
         Ok(AdminServer {
             shared,
             thread: Some(thread),
@@ -169,10 +274,10 @@ impl AdminServer {
 
     /// The bound address (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
-        self.shared.addr()
+        *lock(&self.shared.addr)
     }
 
-    /// A handle that moves this listener to another address.
+    /// A handle that moves this listener and changes its checks.
     pub fn rebinder(&self) -> AdminRebind {
         AdminRebind(self.shared.clone())
     }
@@ -183,8 +288,7 @@ impl AdminServer {
     }
 
     fn shutdown(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.wake_thread();
+        let _ = self.shared.control.send(Control::Stop);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -199,62 +303,339 @@ impl Drop for AdminServer {
     }
 }
 
-/// Gives back a connection slot when its thread ends, even by a panic.
-struct Slot(Arc<AtomicUsize>);
+/// At most [`LOG_LINES_PER_SECOND`] lines a second of one kind.
+#[derive(Default)]
+struct LogLimiter(Mutex<(Option<Instant>, u32, u64)>);
 
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+impl LogLimiter {
+    /// `Some(suppressed since the last line)` when this one may be logged.
+    fn admit(&self) -> Option<u64> {
+        let mut state = lock(&self.0);
+        let (start, count, suppressed) = &mut *state;
+        let now = Instant::now();
+        if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *count = 0;
+        }
+        if *count < LOG_LINES_PER_SECOND {
+            *count += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
     }
 }
 
-fn serve(mut listener: TcpListener, hooks: Arc<AdminHooks>, shared: &Shared) {
-    let active = Arc::new(AtomicUsize::new(0));
-    loop {
-        {
-            let mut state = shared.state();
-            if let Some(next) = state.next.take() {
-                // The old socket closes here.
-                listener = next;
-                state.serving = None;
-            }
-        }
-        let conn = listener.accept();
-        if shared.stop.load(Ordering::SeqCst) {
+/// What every connection task shares.
+struct Ctx {
+    hooks: AdminHooks,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+    limits: Limits,
+    denied_log: LogLimiter,
+    auth_log: LogLimiter,
+    busy_log: LogLimiter,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+    mut commands: mpsc::UnboundedReceiver<Control>,
+) {
+    let mut listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "admin listener cannot start");
             return;
         }
-        match conn {
-            Ok((mut stream, _)) => {
-                if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-                    let _ = respond(&mut stream, &Reply::text(503, "admin listener busy\n"));
-                    close(stream);
-                    continue;
+    };
+    loop {
+        tokio::select! {
+            biased;
+            command = commands.recv() => match command {
+                Some(Control::Move(next)) => {
+                    let next = next
+                        .set_nonblocking(true)
+                        .and_then(|()| tokio::net::TcpListener::from_std(next));
+                    match next {
+                        // The old socket closes here.
+                        Ok(next) => listener = next,
+                        Err(e) => tracing::warn!(error = %e, "admin listener not moved"),
+                    }
                 }
-                active.fetch_add(1, Ordering::SeqCst);
-                let slot = Slot(active.clone());
-                let hooks = hooks.clone();
-                let spawned = std::thread::Builder::new()
-                    .name("ringlb-admin-conn".into())
-                    .spawn(move || {
-                        let mut stream = stream;
-                        if let Err(e) = handle(&mut stream, &hooks) {
-                            tracing::debug!(error = %e, "admin connection failed");
-                        }
-                        // The slot is free before the client sees the end,
-                        // so a client's next connection finds it free.
-                        drop(slot);
-                        close(stream);
-                    });
-                if let Err(e) = spawned {
-                    tracing::warn!(error = %e, "cannot start an admin connection thread");
+                Some(Control::Stop) | None => return,
+            },
+            conn = listener.accept() => match conn {
+                Ok((stream, peer)) => admit(&ctx, stream, peer),
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+            },
+        }
+    }
+}
+
+/// Whether a connection got a slot or only an overflow place.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Full,
+    HealthOnly,
+}
+
+fn admit(ctx: &Arc<Ctx>, stream: TcpStream, peer: SocketAddr) {
+    let (mode, permit) = match ctx.slots.clone().try_acquire_owned() {
+        Ok(permit) => (Mode::Full, permit),
+        Err(_) => match ctx.overflow.clone().try_acquire_owned() {
+            Ok(permit) => (Mode::HealthOnly, permit),
+            Err(_) => {
+                ctx.hooks.counters.busy.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = ctx.busy_log.admit() {
+                    tracing::warn!(client = %peer, suppressed, "admin listener busy: connection refused");
+                }
+                // Refused: closed at once.
+                drop(stream);
+                return;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "admin accept failed");
-                std::thread::sleep(Duration::from_millis(50));
+        },
+    };
+    tokio::spawn(connection(ctx.clone(), stream, peer, mode, permit));
+}
+
+/// One parsed request.
+struct Request {
+    method: String,
+    target: String,
+    /// Lowercase names.
+    headers: Vec<(String, String)>,
+}
+
+enum Read {
+    /// The client left before a whole head.
+    Closed,
+    /// A bad head or body: answered, then closed after draining.
+    Bad(Reply),
+    Request(Request),
+}
+
+async fn connection(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mode: Mode,
+    _permit: OwnedSemaphorePermit,
+) {
+    let limit = match mode {
+        Mode::Full => ctx.limits.request_timeout,
+        Mode::HealthOnly => ctx.limits.overflow_timeout,
+    };
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let (reply, linger) = match timeout_at(Instant::now() + limit, read_request(&stream)).await {
+        Err(_elapsed) => {
+            ctx.hooks.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = ctx.denied_log.admit() {
+                tracing::warn!(client = %peer, suppressed, "admin request not received within {limit:?}: 408");
+            }
+            (Reply::text(408, "request not received in time\n"), true)
+        }
+        Ok(Err(_)) | Ok(Ok(Read::Closed)) => return,
+        Ok(Ok(Read::Bad(reply))) => (reply, true),
+        Ok(Ok(Read::Request(request))) => (ctx.answer(request, peer, local, mode).await, false),
+    };
+    let bytes = reply.to_bytes();
+    let _ = timeout_at(Instant::now() + WRITE_TIMEOUT, write_all(&stream, &bytes)).await;
+    close(stream, linger).await;
+}
+
+/// Reads one request head and its body (discarded).
+async fn read_request(stream: &TcpStream) -> io::Result<Read> {
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if buf.len() >= MAX_HEAD_BYTES {
+            return Ok(Read::Bad(Reply::text(431, "request head too large\n")));
+        }
+        let room = (MAX_HEAD_BYTES - buf.len()).min(chunk.len());
+        let n = read_some(stream, &mut chunk[..room]).await?;
+        if n == 0 {
+            return Ok(Read::Closed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut headers);
+        let head_len = match req.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => continue,
+            Err(httparse::Error::TooManyHeaders) => {
+                return Ok(Read::Bad(Reply::text(431, "too many header fields\n")))
+            }
+            Err(_) => return Ok(Read::Bad(Reply::text(400, "bad request\n"))),
+        };
+        let headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .map(|h| {
+                (
+                    h.name.to_ascii_lowercase(),
+                    String::from_utf8_lossy(h.value).trim().to_owned(),
+                )
+            })
+            .collect();
+        if headers.iter().any(|(n, _)| n == "transfer-encoding") {
+            return Ok(Read::Bad(Reply::text(411, "length required\n")));
+        }
+        let body_len = match headers.iter().find(|(n, _)| n == "content-length") {
+            None => 0,
+            Some((_, v)) => match v.parse::<usize>() {
+                Ok(n) => n,
+                Err(_) => return Ok(Read::Bad(Reply::text(400, "bad content-length\n"))),
+            },
+        };
+        if body_len > MAX_BODY_BYTES {
+            return Ok(Read::Bad(Reply::text(413, "body too large\n")));
+        }
+        let request = Request {
+            method: req.method.unwrap_or("").to_owned(),
+            target: req.path.unwrap_or("").to_owned(),
+            headers,
+        };
+        // Read and drop the body so closing does not reset the connection.
+        let mut remaining = body_len.saturating_sub(buf.len() - head_len);
+        while remaining > 0 {
+            let n = read_some(stream, &mut chunk[..remaining.min(4096)]).await?;
+            if n == 0 {
+                return Ok(Read::Closed);
+            }
+            remaining -= n;
+        }
+        return Ok(Read::Request(request));
+    }
+}
+
+async fn read_some(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        match stream.try_read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return result,
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Ends a connection after its response: the client sees end of stream.
+/// With `linger` (the request may not have been read whole), what the
+/// client still sends is read and dropped for a moment first, so the
+/// close does not reset the connection under the response.
+async fn close(stream: TcpStream, linger: bool) {
+    let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+    if linger {
+        let mut sink = [0u8; 4096];
+        let mut left = MAX_BODY_BYTES;
+        let until = Instant::now() + Duration::from_secs(1);
+        while left > 0 {
+            match timeout_at(until, read_some(&stream, &mut sink)).await {
+                Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
             }
         }
+    }
+}
+
+impl Ctx {
+    /// Screens `request`, then serves it. Hooks and credential checks run
+    /// on the blocking pool; `/healthz` never waits for it.
+    async fn answer(
+        self: &Arc<Ctx>,
+        request: Request,
+        peer: SocketAddr,
+        local: SocketAddr,
+        mode: Mode,
+    ) -> Reply {
+        let guard = lock(&self.shared.guard).clone();
+        let path = request.target.split('?').next().unwrap_or("").to_owned();
+        let head = Head {
+            method: &request.method,
+            path: &path,
+            headers: &request.headers,
+            peer: peer.ip(),
+            local,
+        };
+        let needs_credential = match guard.screen(&head) {
+            Ok(needs) => needs,
+            Err(denied) => {
+                self.hooks.counters.denied.fetch_add(1, Ordering::Relaxed);
+                if let Some(suppressed) = self.denied_log.admit() {
+                    tracing::warn!(
+                        client = %peer, method = %request.method, target = %request.target,
+                        status = denied.status, suppressed, "admin request refused: {}", denied.reason
+                    );
+                }
+                return Reply::denied(denied);
+            }
+        };
+        let healthz = path == "/healthz" && matches!(request.method.as_str(), "GET" | "HEAD");
+        if mode == Mode::HealthOnly && !healthz {
+            self.hooks.counters.busy.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.busy_log.admit() {
+                tracing::warn!(client = %peer, suppressed, "admin listener busy: 429");
+            }
+            let mut reply = Reply::text(429, "admin listener busy; try again\n");
+            reply.headers.push(("Retry-After", "1".into()));
+            return reply;
+        }
+        if healthz && !needs_credential {
+            return route(&request.method, &request.target, &self.hooks);
+        }
+        let ctx = self.clone();
+        let ran = tokio::task::spawn_blocking(move || {
+            let head = Head {
+                method: &request.method,
+                path: &path,
+                headers: &request.headers,
+                peer: peer.ip(),
+                local,
+            };
+            if needs_credential {
+                if let Err((denied, log)) = guard.authorize(&head, std::time::Instant::now()) {
+                    ctx.hooks
+                        .counters
+                        .auth_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    if log == FailureLog::Log {
+                        if let Some(suppressed) = ctx.auth_log.admit() {
+                            tracing::warn!(
+                                client = %peer, method = %request.method, target = %request.target,
+                                status = denied.status, suppressed, "admin credential refused: {}", denied.reason
+                            );
+                        }
+                    }
+                    return Reply::denied(denied);
+                }
+            }
+            catch_unwind(AssertUnwindSafe(|| {
+                route(&request.method, &request.target, &ctx.hooks)
+            }))
+            .unwrap_or_else(|_| Reply::text(500, "internal error\n"))
+        })
+        .await;
+        ran.unwrap_or_else(|_| Reply::text(500, "internal error\n"))
     }
 }
 
@@ -263,7 +644,7 @@ struct Reply {
     status: u16,
     content_type: &'static str,
     body: String,
-    allow: Option<&'static str>,
+    headers: Vec<(&'static str, String)>,
 }
 
 impl Reply {
@@ -272,74 +653,56 @@ impl Reply {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
-            allow: None,
+            headers: Vec::new(),
         }
     }
-}
 
-/// Serves one request on `stream`; the caller closes it.
-fn handle(stream: &mut TcpStream, hooks: &AdminHooks) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = vec![0u8; MAX_HEAD_BYTES];
-    let mut len = 0;
-    let (method, path, head_len, body_len) = loop {
-        if len == buf.len() {
-            return respond(stream, &Reply::text(431, "request head too large\n"));
+    fn denied(denied: policy::Denied) -> Reply {
+        let mut reply = Reply::text(denied.status, format!("{}\n", denied.reason));
+        for challenge in denied.challenges {
+            reply
+                .headers
+                .push(("WWW-Authenticate", challenge.to_owned()));
         }
-        let n = stream.read(&mut buf[len..])?;
-        if n == 0 {
-            return Ok(());
+        if let Some(secs) = denied.retry_after {
+            reply.headers.push(("Retry-After", secs.to_string()));
         }
-        len += n;
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf[..len]) {
-            Ok(httparse::Status::Complete(head_len)) => {
-                let body_len = req
-                    .headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                    .map(|h| {
-                        std::str::from_utf8(h.value)
-                            .ok()
-                            .and_then(|v| v.trim().parse().ok())
-                    });
-                let chunked = req
-                    .headers
-                    .iter()
-                    .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-                let body_len: usize = match body_len {
-                    _ if chunked => return respond(stream, &Reply::text(411, "length required\n")),
-                    None => 0,
-                    Some(Some(n)) => n,
-                    Some(None) => {
-                        return respond(stream, &Reply::text(400, "bad content-length\n"))
-                    }
-                };
-                let method = req.method.unwrap_or("").to_owned();
-                let path = req.path.unwrap_or("").to_owned();
-                break (method, path, head_len, body_len);
-            }
-            Ok(httparse::Status::Partial) => continue,
-            Err(_) => return respond(stream, &Reply::text(400, "bad request\n")),
-        }
-    };
-    if body_len > MAX_BODY_BYTES {
-        return respond(stream, &Reply::text(413, "body too large\n"));
+        reply
     }
-    // Read and drop the body so closing does not reset the connection.
-    let mut remaining = body_len.saturating_sub(len - head_len);
-    while remaining > 0 {
-        let n = stream.read(&mut buf[..remaining.min(MAX_HEAD_BYTES)])?;
-        if n == 0 {
-            break;
+
+    fn to_bytes(&self) -> Vec<u8> {
+        let reason = match self.status {
+            200 => "OK",
+            400 => "Bad Request",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            408 => "Request Timeout",
+            411 => "Length Required",
+            413 => "Content Too Large",
+            415 => "Unsupported Media Type",
+            421 => "Misdirected Request",
+            429 => "Too Many Requests",
+            431 => "Request Header Fields Too Large",
+            501 => "Not Implemented",
+            503 => "Service Unavailable",
+            _ => "Internal Server Error",
+        };
+        let mut head = format!(
+            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+            self.status,
+            self.content_type,
+            self.body.len()
+        );
+        for (name, value) in &self.headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
         }
-        remaining -= n;
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(self.body.as_bytes());
+        bytes
     }
-    let reply = catch_unwind(AssertUnwindSafe(|| route(&method, &path, hooks)))
-        .unwrap_or_else(|_| Reply::text(500, "internal error\n"));
-    respond(stream, &reply)
 }
 
 fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
@@ -353,7 +716,7 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
     };
     if method != allowed && !(allowed == "GET" && method == "HEAD") {
         let mut reply = Reply::text(405, "method not allowed\n");
-        reply.allow = Some(allowed);
+        reply.headers.push(("Allow", allowed.to_owned()));
         return reply;
     }
     match segments.as_slice() {
@@ -361,13 +724,13 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
             status: 200,
             content_type: metrics::prometheus::CONTENT_TYPE,
             body: (hooks.metrics_text)(),
-            allow: None,
+            headers: Vec::new(),
         },
         ["status"] => Reply {
             status: 200,
             content_type: "application/json",
             body: format!("{:#}\n", (hooks.status_json)()),
-            allow: None,
+            headers: Vec::new(),
         },
         ["healthz"] => {
             if hooks.draining.load(Ordering::Relaxed) {
@@ -412,37 +775,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn respond(stream: &mut TcpStream, reply: &Reply) -> io::Result<()> {
-    let reason = match reply.status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        501 => "Not Implemented",
-        503 => "Service Unavailable",
-        _ => "Internal Server Error",
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        reply.status,
-        reply.content_type,
-        reply.body.len()
-    );
-    if let Some(allow) = reply.allow {
-        head.push_str(&format!("Allow: {allow}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(reply.body.as_bytes())?;
-    stream.flush()
-}
-
-/// Ends a connection after its response: the client sees end of stream.
-fn close(stream: TcpStream) {
-    let _ = stream.shutdown(std::net::Shutdown::Write);
+/// Whether `ip` is a loopback address (IPv4-mapped included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// What `/status` reports beyond the config and the counters.

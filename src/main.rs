@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use ringlb::config::Config;
+use ringlb::server::takeover::{self, Handover, Taker};
 
 /// An HTTP/1.1 edge load balancer for Linux, thread-per-core on io_uring.
 #[derive(Parser)]
@@ -25,6 +26,10 @@ enum Command {
     Run {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Take the listening sockets over from the ringlb serving
+        /// `server.upgrade_socket` (binary upgrade), then tell it to stop.
+        #[arg(long)]
+        takeover: bool,
     },
     /// Validate a config file, print a summary, and exit 0 (valid) or 1.
     Check {
@@ -43,10 +48,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match (cli.command, cli.config) {
-        (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
+        (Some(Command::Run { config, takeover }), _) => run(&config, takeover),
+        (None, Some(config)) => run(&config, false),
         (Some(Command::Check { config }), _) => check(&config),
         (Some(Command::Demo { listen }), _) => match ringlb::demo::config(listen) {
-            Ok(config) => serve(Arc::new(config), true),
+            Ok(config) => serve(Arc::new(config), true, false),
             Err(e) => {
                 eprintln!("ringlb: demo: {e}");
                 ExitCode::FAILURE
@@ -87,14 +93,14 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path) -> ExitCode {
+fn run(path: &std::path::Path, takeover: bool) -> ExitCode {
     match load(path) {
-        Ok(config) => serve(Arc::new(config), false),
+        Ok(config) => serve(Arc::new(config), false, takeover),
         Err(code) => code,
     }
 }
 
-fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
+fn serve(config: Arc<Config>, demo: bool, takeover: bool) -> ExitCode {
     let signals = match ringlb::server::StopSignals::install() {
         Ok(signals) => signals,
         Err(e) => {
@@ -102,13 +108,62 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match ringlb::server::start(config) {
+    // A takeover receives the old process's sockets first; any failure
+    // until `complete` leaves the old process serving untouched.
+    let mut handover = Handover::default();
+    let taker = if takeover {
+        let Some(path) = &config.server.upgrade_socket else {
+            tracing::error!(
+                "takeover failed: --takeover needs server.upgrade_socket in {}",
+                config.source_path.display()
+            );
+            return ExitCode::FAILURE;
+        };
+        match Taker::connect(path) {
+            Ok((taker, received)) => {
+                handover = received;
+                Some(taker)
+            }
+            Err(e) => {
+                tracing::error!("takeover failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        if let Some(path) = &config.server.upgrade_socket {
+            if let Err(e) = takeover::check_unserved(path) {
+                tracing::error!("server.upgrade_socket: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        None
+    };
+    let mut server = match ringlb::server::start_with(config, &mut handover) {
         Ok(server) => server,
+        Err(e) if taker.is_some() => {
+            tracing::error!("takeover failed, the old process serves on: {e}");
+            return ExitCode::FAILURE;
+        }
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    if let Some(taker) = taker {
+        match taker.complete() {
+            Ok(old) => tracing::info!(old_pid = old, "takeover: the old process stopped accepting"),
+            Err(e) => tracing::warn!("takeover: {e}; serving anyway"),
+        }
+    }
+    // The sockets of listeners this config no longer has close now.
+    drop(handover);
+    if let Err(e) = server.serve_upgrades(&signals, takeover) {
+        tracing::error!("{e}");
+        // After a takeover the old process is gone: serve on without one.
+        if !takeover {
+            return ExitCode::FAILURE;
+        }
+    }
     if demo {
         if let Some(addr) = server.listening.first() {
             println!("ringlb demo: three backends behind http://{addr}/");
@@ -116,7 +171,14 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
             println!("stop: Ctrl-C");
         }
     }
-    if let Err(e) = ringlb::notify::ready() {
+    // After a takeover this process is the service's main process now
+    // (systemd accepts it with `NotifyAccess=all`).
+    let ready = if takeover {
+        ringlb::notify::notify(&format!("MAINPID={}\nREADY=1", std::process::id()))
+    } else {
+        ringlb::notify::ready()
+    };
+    if let Err(e) = ready {
         tracing::debug!(error = %e, "sd_notify READY failed");
     }
     let signal = ringlb::server::wait_for_signal(&server, signals);

@@ -1,5 +1,7 @@
 //! The admin endpoints over real loopback sockets, with recording hooks.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Mutex;
 
 use super::*;
@@ -11,6 +13,10 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with(Limits::default())
+}
+
+fn start_with(limits: Limits) -> Fixture {
     let draining = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(Mutex::new(Vec::new()));
     let (c1, c2) = (calls.clone(), calls.clone());
@@ -37,8 +43,10 @@ fn start() -> Fixture {
                 Err("config.toml:1:1: bad".into())
             }
         })),
+        counters: Arc::default(),
     };
-    let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = AdminServer::start_on(listener, hooks, Guard::open(), limits).unwrap();
     Fixture {
         server,
         draining,
@@ -61,14 +69,14 @@ fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, String) {
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     exchange(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes(),
     )
 }
 
 fn post(addr: SocketAddr, path: &str) -> (u16, String, String) {
     exchange(
         addr,
-        format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+        format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n").as_bytes(),
     )
 }
 
@@ -145,7 +153,7 @@ fn wrong_method_unknown_path_and_limits() {
     // A small body is read and ignored.
     let (status, _, _) = exchange(
         addr,
-        b"POST /backends/app/1.2.3.4:5/drain HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /backends/app/1.2.3.4:5/drain HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello",
     );
     assert_eq!(status, 200);
     // Still serving after all that.
@@ -160,8 +168,9 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
         draining: Arc::new(AtomicBool::new(false)),
         set_backend_draining: Box::new(|_, _, _| Ok(())),
         reload: None,
+        counters: Arc::default(),
     };
-    let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks).unwrap();
+    let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks, Guard::open()).unwrap();
     let addr = server.local_addr();
     // Half a head, then nothing: it does not hold up the next client.
     let mut idle = TcpStream::connect(addr).unwrap();
@@ -178,12 +187,18 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
     drop(server); // Drop stops and joins.
 }
 
-/// Silent clients each hold a connection thread, not the listener: a
-/// scrape is answered while they are still open, and past
-/// `MAX_CONNECTIONS` a client gets 503 at once.
+/// Silent clients each hold a slot, not the listener: a scrape is
+/// answered while they are still open; past every slot `/healthz` is
+/// still answered and anything else gets 429, never 503.
 #[test]
-fn silent_clients_do_not_hold_up_others_and_the_rest_get_503() {
-    let fixture = start();
+fn silent_clients_do_not_hold_up_others_and_busy_is_429_not_503() {
+    let limits = Limits {
+        connections: 4,
+        overflow: 2,
+        request_timeout: Duration::from_secs(30),
+        overflow_timeout: Duration::from_secs(30),
+    };
+    let fixture = start_with(limits);
     let addr = fixture.server.local_addr();
     let silent = |n: usize| -> Vec<TcpStream> {
         (0..n)
@@ -204,36 +219,78 @@ fn silent_clients_do_not_hold_up_others_and_the_rest_get_503() {
             open
         })
     };
-    let holding = silent(MAX_CONNECTIONS - 1);
+    let holding = silent(limits.connections - 1);
     assert_eq!(get(addr, "/healthz").0, 200);
-    // Answered while every silent connection was still open and unserved
-    // (served one at a time, they would have been closed first).
+    // Answered while every silent connection was still open and unserved.
     assert!(still_open(&holding));
-
+    // Every slot taken (accepts are in order, so these come after).
     let full = silent(1);
-    // Each connection counts once its thread starts; the accept loop may
-    // still be starting the last one.
-    let mut status = 0;
-    for _ in 0..500 {
-        status = get(addr, "/healthz").0;
-        if status == 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(status, 503);
+    assert_eq!(get(addr, "/healthz").0, 200, "health is answered when busy");
+    let (status, head, _) = get(addr, "/metrics");
+    assert_eq!(status, 429, "busy is 429, not 503");
+    assert!(head.contains("Retry-After: 1"), "{head}");
     assert!(still_open(&holding) && still_open(&full));
-    drop(holding);
-    drop(full);
+    // Overflow taken too: refused at once.
+    let overflow = silent(limits.overflow);
+    let mut refused = TcpStream::connect(addr).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = refused.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = refused.read_to_end(&mut out);
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    drop((holding, full, overflow));
+    let answered = |path: &str| -> Option<u16> {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        out.get(9..12)?.parse().ok()
+    };
     let mut ok = false;
     for _ in 0..500 {
-        if get(addr, "/healthz").0 == 200 {
+        if answered("/metrics") == Some(200) {
             ok = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(ok, "slots are given back when clients leave");
+}
+
+/// The deadline is for the whole request, not for each read: a client
+/// that trickles a byte at a time is cut off.
+#[test]
+fn a_trickling_client_gets_408_at_the_request_deadline() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let fixture = start_with(limits);
+    let addr = fixture.server.local_addr();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let mut out = Vec::new();
+    for byte in head {
+        if s.write_all(&[*byte]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if !out.is_empty() {
+            break;
+        }
+    }
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out:?}");
 }
 
 #[test]

@@ -19,6 +19,7 @@
 //!
 //! Errors name the file, line:column and key path; see [`ConfigError`].
 
+mod admin;
 mod error;
 mod locate;
 mod raw;
@@ -36,6 +37,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
+pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 
 /// Allowed `server.workers`.
@@ -154,16 +156,6 @@ pub struct Config {
     pub source_path: PathBuf,
 }
 
-/// `[admin]`: metrics, status and backend control over HTTP, on its own
-/// listener, never on a public one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct AdminConfig {
-    /// `listen`: required, `"ip:port"`. Bind it to loopback or a private
-    /// address: the endpoints have no authentication.
-    pub listen: SocketAddr,
-}
-
 /// `server.access_log = { path = "...", format = "combined" }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -239,6 +231,10 @@ pub struct ServerConfig {
     /// `access_log`: `{ path = "...", format = "combined" | "json" }`.
     /// Absent: no access log.
     pub access_log: Option<AccessLogConfig>,
+    /// `upgrade_socket`: a Unix socket path on which this process hands
+    /// its listening sockets to `ringlb run --takeover` (binary upgrade).
+    /// Relative to the config file's directory. Absent: no takeover.
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 /// One `server.listen` entry.
@@ -776,7 +772,22 @@ impl Config {
             let _ = writeln!(out, "access log: {} ({format})", log.path.display());
         }
         if let Some(admin) = &self.admin {
-            let _ = writeln!(out, "admin: {}", admin.listen);
+            let mut notes = Vec::new();
+            match admin.auth {
+                AdminAuth::Off if admin.insecure_no_auth => notes.push("NO credentials".to_owned()),
+                AdminAuth::Off => {}
+                AdminAuth::Writes => notes.push("credentials for writes".to_owned()),
+                AdminAuth::All => notes.push("credentials for all but /healthz".to_owned()),
+            }
+            if !admin.allow.is_empty() {
+                let nets: Vec<String> = admin.allow.iter().map(IpNet::to_string).collect();
+                notes.push(format!("allow {}", nets.join(", ")));
+            }
+            if notes.is_empty() {
+                let _ = writeln!(out, "admin: {}", admin.listen);
+            } else {
+                let _ = writeln!(out, "admin: {} ({})", admin.listen, notes.join("; "));
+            }
         }
         out
     }

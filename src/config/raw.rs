@@ -35,6 +35,12 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAdmin {
     pub listen: Spanned<String>,
+    pub users_file: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
+    pub auth: Option<Spanned<String>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub hosts: Option<Spanned<Vec<Spanned<String>>>>,
+    pub insecure_no_auth: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +62,7 @@ pub(super) struct RawServer {
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
+    pub upgrade_socket: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,8 +20,8 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
-    HumanDuration, ListenEntry, RawAccessLog, RawAdmin, RawBreaker, RawConfig, RawHealth,
-    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTls,
+    RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -62,13 +62,13 @@ fn backticked<'m>(message: &'m str, prefix: &str) -> Option<&'m str> {
 }
 
 /// Where errors go: the source for line numbers and the file for messages.
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     src: &'a str,
     file: &'a Path,
 }
 
 impl Cx<'_> {
-    fn at(&self, span: Range<usize>, key: impl Into<String>, kind: Kind) -> ConfigError {
+    pub(super) fn at(&self, span: Range<usize>, key: impl Into<String>, kind: Kind) -> ConfigError {
         ConfigError::new(self.file, Some(line_col(self.src, span.start)), key, kind)
     }
 
@@ -78,7 +78,7 @@ impl Cx<'_> {
 
     /// A path from the file: relative ones are relative to the file's
     /// directory, not to the working directory.
-    fn path(&self, text: &str) -> PathBuf {
+    pub(super) fn path(&self, text: &str) -> PathBuf {
         let path = Path::new(text);
         match self.file.parent() {
             Some(dir) if path.is_relative() => dir.join(path),
@@ -165,7 +165,7 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
     let admin = raw
         .admin
         .as_ref()
-        .map(|a| resolve_admin(&cx, a, &server.listen))
+        .map(|a| super::admin::resolve_admin(&cx, a, &server.listen))
         .transpose()?;
     Ok(Config {
         server,
@@ -267,6 +267,14 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
             .as_ref()
             .map(|log| resolve_access_log(cx, log))
             .transpose()?,
+        upgrade_socket: match &raw.upgrade_socket {
+            None => None,
+            Some(path) if path.get_ref().is_empty() => {
+                let kind = Kind::InvalidValue("empty upgrade socket path".to_owned());
+                return Err(cx.at(path.span(), "server.upgrade_socket", kind));
+            }
+            Some(path) => Some(cx.path(path.get_ref())),
+        },
     })
 }
 
@@ -280,26 +288,6 @@ fn resolve_access_log(cx: &Cx<'_>, raw: &RawAccessLog) -> Result<AccessLogConfig
         path: cx.path(path),
         format: raw.format,
     })
-}
-
-/// The admin address must not be one of the public listeners.
-fn resolve_admin(
-    cx: &Cx<'_>,
-    raw: &RawAdmin,
-    listen: &[ListenConfig],
-) -> Result<AdminConfig, ConfigError> {
-    let text = raw.listen.get_ref();
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        let kind = Kind::InvalidAddress {
-            value: text.clone(),
-        };
-        cx.at(raw.listen.span(), "admin.listen", kind)
-    })?;
-    if addr.port() != 0 && listen.iter().any(|l| l.addr == addr) {
-        let kind = Kind::DuplicateAddress { addr };
-        return Err(cx.at(raw.listen.span(), "admin.listen", kind));
-    }
-    Ok(AdminConfig { listen: addr })
 }
 
 /// Resolves the paths of a listener's `tls` table and loads every file, so

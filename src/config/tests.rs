@@ -1013,9 +1013,7 @@ fn admin_section() {
     let config = parse(&src).unwrap();
     assert_eq!(
         config.admin,
-        Some(AdminConfig {
-            listen: "127.0.0.1:9090".parse().unwrap()
-        })
+        Some(AdminConfig::plain("127.0.0.1:9090".parse().unwrap()))
     );
     assert!(config.summary().contains("admin: 127.0.0.1:9090"));
     assert_eq!(parse(&with("", "")).unwrap().admin, None);
@@ -1037,6 +1035,97 @@ fn error_admin() {
     );
     let src = format!("{}[admin]\n", with("", ""));
     assert_rejected(&src, "config.toml:", "missing field `listen`");
+}
+
+#[test]
+fn admin_off_loopback_needs_credentials_or_an_explicit_opt_out() {
+    let src = format!("{}[admin]\nlisten = \"0.0.0.0:9090\"\n", with("", ""));
+    assert_rejected(
+        &src,
+        "config.toml:10:10: admin.listen: ",
+        "0.0.0.0:9090 is not a loopback address and [admin] has no credentials",
+    );
+    let err = parse(&src).unwrap_err().to_string();
+    assert!(err.contains("admin.users_file") && err.contains("insecure_no_auth = true"));
+    let src = format!(
+        "{}[admin]\nlisten = \"0.0.0.0:9090\"\ninsecure_no_auth = true\n",
+        with("", "")
+    );
+    let admin = parse(&src).unwrap().admin.unwrap();
+    assert!(admin.insecure_no_auth);
+    assert_eq!(admin.auth, AdminAuth::Off);
+    // Loopback, IPv6 too, needs nothing.
+    let src = format!("{}[admin]\nlisten = \"[::1]:9090\"\n", with("", ""));
+    assert!(parse(&src).is_ok());
+}
+
+#[test]
+fn admin_credentials_allow_and_hosts() {
+    let dir = std::env::temp_dir().join(format!("ringlb-config-admin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    std::fs::write(dir.join("users"), format!("ops:{hash}\n")).unwrap();
+    std::fs::write(dir.join("token"), "s3cret\n").unwrap();
+    std::fs::write(dir.join("md5"), "ops:$apr1$x$y\n").unwrap();
+    let file = dir.join("ringlb.toml");
+    let load = |admin: &str| {
+        let src = format!("{}[admin]\n{admin}\n", with("", ""));
+        Config::from_toml_str(&src, &file)
+    };
+    let config = load(
+        "listen = \"0.0.0.0:9090\"\nusers_file = \"users\"\ntoken_file = \"token\"\n\
+         allow = [\"10.0.0.0/8\", \"127.0.0.1\"]\nhosts = [\"Admin.Example.\"]",
+    )
+    .unwrap();
+    assert!(config
+        .summary()
+        .contains("admin: 0.0.0.0:9090 (credentials for writes; allow 10.0.0.0/8, 127.0.0.1/32)"));
+    let admin = config.admin.unwrap();
+    assert_eq!(admin.auth, AdminAuth::Writes);
+    assert_eq!(admin.users[0].name, "ops");
+    assert_eq!(admin.token, Some(AdminToken("s3cret".into())));
+    assert!(
+        !format!("{admin:?}").contains("s3cret"),
+        "the token is never printed"
+    );
+    assert_eq!(admin.allow.len(), 2);
+    assert_eq!(admin.hosts, ["admin.example"]);
+    let all = load("listen = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nauth = \"all\"");
+    assert_eq!(all.unwrap().admin.unwrap().auth, AdminAuth::All);
+
+    let err = |admin: &str| load(admin).unwrap_err().to_string();
+    let e = err("listen = \"127.0.0.1:9090\"\nusers_file = \"md5\"");
+    assert!(
+        e.contains(":11:14: admin.users_file: ") && e.contains("htpasswd -B"),
+        "{e}"
+    );
+    let e = err("listen = \"127.0.0.1:9090\"\ntoken_file = \"missing\"");
+    assert!(e.contains(":11:14: admin.token_file: cannot read "), "{e}");
+    let e = err("listen = \"127.0.0.1:9090\"\nauth = \"all\"");
+    assert!(
+        e.contains(":11:8: admin.auth: auth needs credentials"),
+        "{e}"
+    );
+    let e = err("listen = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nauth = \"some\"");
+    assert!(e.contains("admin.auth: unknown auth \"some\""), "{e}");
+    let e = err("listen = \"127.0.0.1:9090\"\nallow = [\"10.0.0.0/8\", \"10.1.2.3/8\"]");
+    assert!(e.contains(":11:24: admin.allow[1]: "), "{e}");
+    let e = err("listen = \"127.0.0.1:9090\"\nhosts = [\"a b\"]");
+    assert!(e.contains("admin.hosts[0]: invalid host"), "{e}");
+    let e = err("listen = \"127.0.0.1:9090\"\ntoken_file = \"token\"\ninsecure_no_auth = true");
+    assert!(e.contains("admin.insecure_no_auth: "), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn upgrade_socket_is_relative_to_the_config_file() {
+    let src = with("upgrade_socket = \"run/ringlb.sock\"", "");
+    let config = parse(&src).unwrap();
+    assert_eq!(
+        config.server.upgrade_socket.as_deref(),
+        Some(Path::new("run/ringlb.sock"))
+    );
+    assert_eq!(parse(&with("", "")).unwrap().server.upgrade_socket, None);
 }
 
 #[test]

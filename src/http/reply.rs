@@ -29,6 +29,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// 431 (RFC 6585 §5): the head exceeds `Limits`.
     HeadersTooLarge,
+    /// 414 (RFC 9110 §15.5.15): the request line alone exceeds `Limits`.
+    UriTooLong,
     /// 413 (RFC 9110 §15.5.14): the body exceeds the route's limit.
     PayloadTooLarge,
     /// 501 (RFC 9110 §15.6.2): a method or coding we do not implement.
@@ -48,6 +50,7 @@ impl LocalReply {
             LocalReply::NotFound => 404,
             LocalReply::RequestTimeout => 408,
             LocalReply::HeadersTooLarge => 431,
+            LocalReply::UriTooLong => 414,
             LocalReply::PayloadTooLarge => 413,
             LocalReply::NotImplemented(_) => 501,
             LocalReply::BadGateway(_) => 502,
@@ -63,6 +66,7 @@ impl LocalReply {
             LocalReply::NotFound => "Not Found",
             LocalReply::RequestTimeout => "Request Timeout",
             LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
+            LocalReply::UriTooLong => "URI Too Long",
             LocalReply::PayloadTooLarge => "Payload Too Large",
             LocalReply::NotImplemented(_) => "Not Implemented",
             LocalReply::BadGateway(_) => "Bad Gateway",
@@ -82,6 +86,7 @@ impl LocalReply {
             LocalReply::NotFound => "no route for this host and path",
             LocalReply::RequestTimeout => "request head not received in time",
             LocalReply::HeadersTooLarge => "request head too large",
+            LocalReply::UriTooLong => "request line too long",
             LocalReply::PayloadTooLarge => "request body too large",
         }
     }
@@ -119,6 +124,7 @@ impl From<RequestError> for LocalReply {
     fn from(e: RequestError) -> Self {
         match e.status() {
             431 => LocalReply::HeadersTooLarge,
+            414 => LocalReply::UriTooLong,
             501 => LocalReply::NotImplemented(e.reason()),
             _ => LocalReply::BadRequest(e.reason()),
         }
@@ -173,6 +179,7 @@ mod tests {
         let replies = [
             LocalReply::BadRequest("x"),
             LocalReply::HeadersTooLarge,
+            LocalReply::UriTooLong,
             LocalReply::PayloadTooLarge,
             LocalReply::NotImplemented("x"),
             LocalReply::BadGateway("x"),
@@ -204,6 +211,10 @@ mod tests {
         assert_eq!(
             LocalReply::from(RequestError::UnsupportedTransferCoding).status(),
             501
+        );
+        assert_eq!(
+            LocalReply::from(RequestError::UriTooLong),
+            LocalReply::UriTooLong
         );
         assert_eq!(
             LocalReply::from(RequestError::ContentLengthWithTransferEncoding),

@@ -42,6 +42,8 @@ pub enum RequestError {
     BareLineEnding,
     TooManyHeaders,
     HeadTooLarge,
+    /// The request line alone exceeds the head limit (nginx: 414).
+    UriTooLong,
     MissingHost,
     DuplicateHost,
     InvalidHost,
@@ -56,11 +58,12 @@ pub enum RequestError {
 }
 
 impl RequestError {
-    /// The status code to answer with: 400, 431 or 501.
+    /// The status code to answer with: 400, 414, 431 or 501.
     pub fn status(&self) -> u16 {
         use RequestError::*;
         match self {
             TooManyHeaders | HeadTooLarge => 431,
+            UriTooLong => 414,
             ConnectUnsupported | ChunkedRepeated | UnsupportedTransferCoding => 501,
             _ => 400,
         }
@@ -81,6 +84,7 @@ impl RequestError {
             BareLineEnding => "line ending is not CRLF",
             TooManyHeaders => "too many headers",
             HeadTooLarge => "request head too large",
+            UriTooLong => "request line too long",
             MissingHost => "missing Host",
             DuplicateHost => "more than one Host",
             InvalidHost => "invalid Host",
@@ -266,7 +270,14 @@ pub fn parse_request<'b>(
     let head_len = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= limits.max_head_bytes => {
-            return Err(RequestError::HeadTooLarge)
+            // Leading empty lines are allowed before the request line.
+            let start = buf.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+            let line_ended = start.is_some_and(|i| buf[i..].contains(&b'\n'));
+            return Err(if line_ended {
+                RequestError::HeadTooLarge
+            } else {
+                RequestError::UriTooLong
+            });
         }
         Ok(httparse::Status::Partial) => return Ok(Status::Partial),
         Err(e) => return Err(RequestError::from_httparse(e, buf)),

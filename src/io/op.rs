@@ -67,9 +67,32 @@ pub(crate) async fn with_deadline<D: Unpin + 'static>(
         let (res, data) = submit(data, sqe).await;
         return (cqe_result(res), data);
     };
+    deadline_op(fd, data, sqe, limit, true).await
+}
+
+/// [`with_deadline`] whose fallback never shuts `fd` down: if the link
+/// breaks, the op simply runs until it completes (for a listening socket
+/// another process may share, where a shutdown would reset its queue). The
+/// watchdog's cancel shuts nothing down either.
+pub(crate) async fn with_deadline_keep_open<D: Unpin + 'static>(
+    fd: RawFd,
+    data: D,
+    sqe: squeue::Entry,
+    limit: Duration,
+) -> (io::Result<u32>, D) {
+    deadline_op(fd, data, sqe, limit, false).await
+}
+
+async fn deadline_op<D: Unpin + 'static>(
+    fd: RawFd,
+    data: D,
+    sqe: squeue::Entry,
+    limit: Duration,
+    shutdown_on_fallback: bool,
+) -> (io::Result<u32>, D) {
     if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) {
         // Boxed: the rare path should not size every op's future.
-        return Box::pin(linked_deadline(fd, data, sqe, limit)).await;
+        return Box::pin(linked_deadline(fd, data, sqe, limit, shutdown_on_fallback)).await;
     }
     let watch = Watch::start(fd, limit);
     let (res, data) = submit(data, sqe).await;
@@ -202,12 +225,15 @@ async fn tick() {
 /// pushes, the link is broken and the timeout completes with `-EINVAL` at
 /// once. We then arm a runtime timer and, if it fires, `shutdown(2)` the
 /// socket so the op completes; the caller sees `TimedOut` and closes, which
-/// is what every timeout in ringlb leads to anyway.
+/// is what every timeout in ringlb leads to anyway; unless
+/// `shutdown_on_fallback` is false, when the op just runs until it
+/// completes.
 async fn linked_deadline<D: Unpin + 'static>(
     fd: RawFd,
     data: D,
     sqe: squeue::Entry,
     limit: Duration,
+    shutdown_on_fallback: bool,
 ) -> (io::Result<u32>, D) {
     let timespec = Box::new(types::Timespec::from(limit));
     let ts_ptr: *const types::Timespec = &*timespec;
@@ -220,6 +246,7 @@ async fn linked_deadline<D: Unpin + 'static>(
         fallback_fired: false,
         fd,
         limit,
+        shutdown_on_fallback,
     };
     let (res, data, fired) = linked.await;
     let res = match res {
@@ -237,6 +264,7 @@ struct Linked<D: Unpin + 'static> {
     fallback_fired: bool,
     fd: RawFd,
     limit: Duration,
+    shutdown_on_fallback: bool,
 }
 
 impl<D: Unpin + 'static> Future for Linked<D> {
@@ -253,7 +281,7 @@ impl<D: Unpin + 'static> Future for Linked<D> {
         if let Some(timer) = this.timer.as_mut() {
             if let Poll::Ready((res, _)) = Pin::new(timer).poll(cx) {
                 this.timer = None;
-                if res == -libc::EINVAL {
+                if res == -libc::EINVAL && this.shutdown_on_fallback {
                     tracing::warn!(
                         "io_uring link broken (submission queue full); using timer fallback"
                     );

@@ -14,7 +14,7 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::op::{cqe_result, submit, with_deadline};
+use super::op::{cqe_result, submit, with_deadline, with_deadline_keep_open};
 
 /// A bound, listening socket not yet adopted by a worker: it can be made
 /// on any thread (the server binds every worker's socket up front, so a
@@ -63,6 +63,29 @@ impl BoundSocket {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// A listening TCP socket received from another process (a takeover).
+    /// Nothing is bound: it keeps its address and accept queue.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<BoundSocket> {
+        let socket = Socket::from(fd);
+        if !socket.is_listener()? || socket.r#type()? != Type::STREAM {
+            return Err(io::Error::other("not a listening stream socket"));
+        }
+        let local = socket
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
+        Ok(BoundSocket {
+            fd: OwnedFd::from(socket),
+            local,
+        })
+    }
+
+    /// A second descriptor of the same socket, to hand it to a new process
+    /// later; the socket stays open while either is.
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 }
 
@@ -121,6 +144,15 @@ impl Listener {
     /// would still take the next connection in the kernel, and its fd would
     /// be leaked.
     pub async fn accept(&self) -> io::Result<Conn> {
+        self.accept_within(None).await
+    }
+
+    /// [`accept`](Self::accept) that gives up after `limit` with
+    /// `ErrorKind::TimedOut`, having taken no connection (the kernel
+    /// cancels the linked accept atomically). Unlike other deadlines it
+    /// never shuts the socket down: the listening socket may be shared with
+    /// another process (a takeover), whose accept queue that would destroy.
+    pub async fn accept_within(&self, limit: Option<Duration>) -> io::Result<Conn> {
         let mut addr = Box::new(AcceptAddr {
             storage: MaybeUninit::zeroed(),
             len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
@@ -132,8 +164,15 @@ impl Listener {
         )
         .flags(libc::SOCK_CLOEXEC)
         .build();
-        let (res, (addr, _fd)) = submit((addr, self.fd.clone()), sqe).await;
-        let raw = cqe_result(res)? as RawFd;
+        let data = (addr, self.fd.clone());
+        let (res, (addr, _fd)) = match limit {
+            None => {
+                let (res, data) = submit(data, sqe).await;
+                (cqe_result(res), data)
+            }
+            Some(limit) => with_deadline_keep_open(self.fd.as_raw_fd(), data, sqe, limit).await,
+        };
+        let raw = res? as RawFd;
         // SAFETY: the kernel just handed us this descriptor; we own it.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: the kernel wrote `len` bytes of a sockaddr into `storage`.

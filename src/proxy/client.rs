@@ -86,6 +86,8 @@ pub(super) struct Client {
     /// empty before its head parsed.
     pub request_id: String,
     pub listener_removed: ListenerRemoved,
+    /// Whether the current request, body included, was read whole.
+    pub request_read: bool,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -121,6 +123,7 @@ impl Client {
             rec: Record::default(),
             request_id: String::new(),
             listener_removed,
+            request_read: false,
         }
     }
 
@@ -173,6 +176,18 @@ impl Client {
     /// for the access log's body byte count.
     pub fn mark_body_start(&mut self, head_len: usize) {
         self.rec.body_from = self.sent + head_len as u64;
+    }
+
+    /// Whether closing now could reset the connection under our last
+    /// response: the request was not read whole (a local reply before or
+    /// during its body), bytes are buffered or waiting (pipelined), or TLS
+    /// (its close has its own exchange). Otherwise nothing more can come,
+    /// and the close need not wait (nginx's `lingering_close on`).
+    pub fn may_send_more(&self) -> bool {
+        !self.request_read
+            || !self.buf.is_empty()
+            || self.transport.is_tls()
+            || !self.transport.is_reusable()
     }
 
     /// Half-closes, then drains what the client still sends for a moment,

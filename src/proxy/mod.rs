@@ -14,6 +14,7 @@
 //! - `worker`: a worker's state for one config generation, spare buffers,
 //!   and the hand-over to the next generation on a reload;
 //! - `body`, `tunnel`: the I/O loops that move bodies and tunnel bytes;
+//! - `reject_log`: the bounded log line of a request answered locally;
 //! - `relay`: one attempt: send, 1xx, response filters, the response;
 //! - `exchange`: attempts and retries of one request;
 //! - `session`: the request loop and its stages, top to bottom.
@@ -30,6 +31,7 @@ mod client;
 mod error;
 mod exchange;
 pub mod filter;
+mod reject_log;
 mod relay;
 mod session;
 mod tunnel;

@@ -325,6 +325,7 @@ async fn respond(
     attempt: &mut Attempt,
 ) -> Relayed {
     let server = env.server;
+    client.request_read = request_complete;
     let side = ClientSide {
         version: info.version,
         keep_alive: info.keep_alive && !client.winding_down(env.draining.get()),
@@ -426,14 +427,7 @@ pub(super) async fn reply_and_close(
     log: &LogLine,
     reply: LocalReply,
 ) -> Next {
-    tracing::warn!(
-        client = %client.transport.peer_addr(),
-        method = %log.method,
-        target = %log.target,
-        status = reply.status(),
-        reason = reply.reason(),
-        "request failed"
-    );
+    super::reject_log::log_reply(client, log, &reply);
     reply_and_close_now(env, client, reply).await
 }
 

@@ -52,7 +52,8 @@ impl Worker {
         let mut worker = self;
         let end = serve_requests(&mut worker, &mut client).await;
         match end {
-            End::KeepClosing => Box::pin(client.linger()).await,
+            End::KeepClosing if client.may_send_more() => Box::pin(client.linger()).await,
+            End::KeepClosing => client.transport.shutdown(Shutdown::Both),
             End::Closed => {}
         }
         worker.release_client(client);
@@ -68,6 +69,7 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
     loop {
         client.rec = Record::default();
         client.request_id.clear();
+        client.request_read = false;
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
         // in `fwd`.

@@ -14,10 +14,12 @@
 //!   `Connection: close`, an idle keep-alive connection is closed.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
 
+use super::takeover::Handed;
 use super::StartError;
 use crate::config::Config;
 use crate::io::BoundSocket;
@@ -30,14 +32,18 @@ pub struct Bound {
     /// The bound address (port 0 resolved).
     pub local: SocketAddr,
     pub tls: Option<Arc<ServerConfig>>,
+    /// A second descriptor of every worker's socket, handed to a new
+    /// process on a takeover (empty without `server.upgrade_socket`).
+    pub sockets: Arc<Vec<OwnedFd>>,
 }
 
 /// One listener of a config, for one worker.
 pub(super) struct ListenerUpdate {
     pub configured: SocketAddr,
-    /// The worker's own socket for a listener it does not have yet;
-    /// `None` for one it keeps.
-    pub socket: Option<BoundSocket>,
+    /// The worker's own sockets for a listener it does not have yet
+    /// (one, or several after a takeover from a process with more
+    /// workers); empty for one it keeps.
+    pub sockets: Vec<BoundSocket>,
     pub tls: Option<Arc<ServerConfig>>,
     pub backlog: u32,
 }
@@ -46,10 +52,17 @@ pub(super) struct ListenerUpdate {
 /// ones (`workers` sockets each) and builds every TLS config. Returns the
 /// new set and, per worker, what it serves from now on. Nothing changes
 /// on `Err`: sockets bound so far close when dropped.
+///
+/// `handed`: sockets received in a takeover. A listener found there (by
+/// configured address) binds nothing: its sockets are spread over the
+/// workers (several per worker if the old process had more), and if the
+/// old process had fewer workers, the rest join its port. What is used is
+/// taken out of `handed`.
 pub(super) fn plan(
     running: &[Bound],
     config: &Config,
     workers: usize,
+    handed: &mut Vec<Handed>,
 ) -> Result<(Vec<Bound>, Vec<Vec<ListenerUpdate>>), StartError> {
     let backlog = config.server.backlog.get();
     let mut bound = Vec::with_capacity(config.server.listen.len());
@@ -66,19 +79,36 @@ pub(super) fn plan(
         }
         .transpose()
         .map_err(|error| StartError::Tls { addr, error })?;
-        let (local, mut sockets) = match kept {
-            Some(k) => (k.local, Vec::new()),
+        let bind_error = |error| StartError::Bind { addr, error };
+        let (local, sockets, dups) = match kept {
+            Some(k) => (k.local, Vec::new(), k.sockets.clone()),
             None => {
-                let group = BoundSocket::bind_group(addr, backlog, workers)
-                    .map_err(|error| StartError::Bind { addr, error })?;
-                (group[0].local_addr(), group)
+                let group = match handed.iter().position(|h| h.configured == addr) {
+                    Some(i) => {
+                        adopt_group(handed.swap_remove(i), backlog, workers).map_err(bind_error)?
+                    }
+                    None => BoundSocket::bind_group(addr, backlog, workers).map_err(bind_error)?,
+                };
+                // Only a process that can be taken over keeps them.
+                let dups = match &config.server.upgrade_socket {
+                    None => Vec::new(),
+                    Some(_) => group
+                        .iter()
+                        .map(BoundSocket::try_clone_fd)
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(bind_error)?,
+                };
+                (group[0].local_addr(), group, Arc::new(dups))
             }
         };
-        // Pop from the back: worker `workers - 1` gets the last socket.
-        for updates in per_worker.iter_mut().rev() {
+        let mut shares: Vec<Vec<BoundSocket>> = (0..workers).map(|_| Vec::new()).collect();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            shares[i % workers].push(socket);
+        }
+        for (updates, sockets) in per_worker.iter_mut().zip(shares) {
             updates.push(ListenerUpdate {
                 configured: addr,
-                socket: sockets.pop(),
+                sockets,
                 tls: tls.clone(),
                 backlog,
             });
@@ -87,9 +117,28 @@ pub(super) fn plan(
             configured: addr,
             local,
             tls,
+            sockets: dups,
         });
     }
     Ok((bound, per_worker))
+}
+
+/// A listener's sockets from a takeover, made at least `workers` strong
+/// by binding more on its port (`SO_REUSEPORT`).
+fn adopt_group(handed: Handed, backlog: u32, workers: usize) -> std::io::Result<Vec<BoundSocket>> {
+    let mut group = handed
+        .sockets
+        .into_iter()
+        .map(BoundSocket::from_fd)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let local = match group.first() {
+        Some(first) => first.local_addr(),
+        None => handed.local,
+    };
+    while group.len() < workers {
+        group.push(BoundSocket::bind(local, backlog)?);
+    }
+    Ok(group)
 }
 
 #[cfg(test)]
@@ -107,24 +156,29 @@ mod tests {
 
     #[test]
     fn kept_listeners_keep_their_socket_and_new_ones_bind_one_per_worker() {
-        let (first, updates) = plan(&[], &config("[\"127.0.0.1:0\"]"), 2).unwrap();
+        let (first, updates) = plan(&[], &config("[\"127.0.0.1:0\"]"), 2, &mut Vec::new()).unwrap();
         assert_eq!(first.len(), 1);
         let port = first[0].local.port();
         assert_ne!(port, 0, "port 0 is resolved");
         // Both workers' sockets share the resolved port.
         for worker in &updates {
-            let socket = worker[0].socket.as_ref().unwrap();
+            let socket = &worker[0].sockets[0];
             assert_eq!(socket.local_addr().port(), port);
         }
 
         // Same listener plus a new one: the first is kept (no socket),
         // the second bound for each worker.
-        let (second, updates2) =
-            plan(&first, &config("[\"127.0.0.1:0\", \"127.0.0.2:0\"]"), 2).unwrap();
+        let (second, updates2) = plan(
+            &first,
+            &config("[\"127.0.0.1:0\", \"127.0.0.2:0\"]"),
+            2,
+            &mut Vec::new(),
+        )
+        .unwrap();
         assert_eq!(second[0].local, first[0].local);
         for worker in &updates2 {
-            assert!(worker[0].socket.is_none());
-            assert!(worker[1].socket.is_some());
+            assert!(worker[0].sockets.is_empty());
+            assert_eq!(worker[1].sockets.len(), 1);
         }
         drop(updates);
     }
@@ -133,7 +187,7 @@ mod tests {
     fn a_busy_address_is_a_bind_error_naming_it() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = taken.local_addr().unwrap();
-        let err = plan(&[], &config(&format!("[\"{addr}\"]")), 2)
+        let err = plan(&[], &config(&format!("[\"{addr}\"]")), 2, &mut Vec::new())
             .err()
             .expect("the bind fails");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");

@@ -5,10 +5,14 @@
 //! `proxy::Worker`). The main thread only waits for the workers to bind and
 //! then for a signal. The one thing all workers share is the per-backend
 //! block of atomics, created here so every worker gets the same `Arc`s.
-//! A config reload (see `reload`) reaches the workers as a message.
+//! A config reload (see `reload`) reaches the workers as a message. A
+//! binary upgrade (see `takeover`) hands the listening sockets to a new
+//! process, and this one stops accepting without shutting them, then
+//! drains like a graceful stop.
 
 mod listeners;
 mod reload;
+pub mod takeover;
 
 pub use listeners::Bound;
 pub use reload::{Live, Reloader, States};
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
-use crate::admin::{self, AdminHooks, AdminServer, StatusInfo};
+use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
 use crate::config::Config;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
@@ -32,6 +36,7 @@ use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
 use crate::upstream::health;
 use listeners::ListenerUpdate;
 use reload::{lock, Update};
+use takeover::{Giver, Handed, Handover, UpgradeSocket};
 
 /// How often each worker closes pooled connections past their idle timeout.
 const POOL_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -42,6 +47,25 @@ const TRIM_AFTER_FREED: usize = 1 << 20;
 
 /// How often each worker checks whether its access log buffer is due.
 const LOG_FLUSH_TICK: Duration = Duration::from_millis(100);
+
+/// With `server.upgrade_socket`: how long an accept waits before it looks
+/// whether a takeover asked it to stop (it cannot be woken by a shutdown:
+/// the socket is shared with the new process).
+const ACCEPT_POLL: Duration = Duration::from_millis(200);
+
+/// How long a takeover waits for the workers to stop accepting.
+const STOP_ACCEPTING_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the workers are told to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Run,
+    /// SIGTERM: stop listening (sockets shut), drain, exit.
+    Graceful,
+    /// A takeover: stop accepting without shutting a socket down (a new
+    /// process accepts on them), drain, exit.
+    Handover,
+}
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -66,6 +90,7 @@ pub enum StartError {
     },
     /// An upstream's TLS client config (its `tls_ca` or name) failed.
     UpstreamTls(String),
+    UpgradeSocket(std::io::Error),
     WorkerDied,
 }
 
@@ -83,6 +108,7 @@ impl std::fmt::Display for StartError {
                 write!(f, "cannot start the admin listener on {addr}: {error}")
             }
             StartError::UpstreamTls(e) => write!(f, "TLS to upstream: {e}"),
+            StartError::UpgradeSocket(e) => write!(f, "server.upgrade_socket: {e}"),
             StartError::WorkerDied => write!(f, "a worker exited during start-up"),
         }
     }
@@ -108,20 +134,49 @@ pub struct Server {
     pub draining: Arc<AtomicBool>,
     /// The access log writer, when `server.access_log` is set.
     pub access_log: Option<Arc<AccessLog>>,
-    /// Tells every worker to begin the graceful stop.
-    stop: watch::Sender<bool>,
+    /// Tells every worker to begin the graceful stop or the handover.
+    stop: Arc<watch::Sender<Stop>>,
+    /// One message per worker once its accept loops ended (a handover).
+    stopped_accepting: Arc<Mutex<mpsc::Receiver<()>>>,
+    /// Set once a takeover made this process stop accepting.
+    handed_over: Arc<AtomicBool>,
+    /// `server.upgrade_socket`, once served.
+    upgrade: Option<UpgradeSocket>,
     workers: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// Starts `config.server.workers` workers and returns once every one of
 /// them has bound its listeners.
 pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
+    start_with(config, &mut Handover::default())
+}
+
+/// [`start`] on the sockets of a takeover where the config names them:
+/// what is used is taken out of `handover`; the caller drops the rest once
+/// the old process stopped accepting.
+pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
     let mut metrics = Registry::new(Layout::from_config(&config));
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
-    let (bound, per_worker) = listeners::plan(&[], &config, workers)?;
+    let (bound, per_worker) = listeners::plan(&[], &config, workers, &mut handover.listeners)?;
     let upstream_tls = UpstreamTls::plan(&config).map_err(StartError::UpstreamTls)?;
+    // The admin socket too, before any worker accepts: in a takeover,
+    // nothing may fail once this process took connections.
+    let admin_listener = match &config.admin {
+        None => None,
+        Some(a) => Some(match handover.admin.take() {
+            // The old process's (it cannot be bound twice).
+            Some((configured, fd)) if configured == a.listen => std::net::TcpListener::from(fd),
+            other => {
+                handover.admin = other;
+                std::net::TcpListener::bind(a.listen).map_err(|error| StartError::Admin {
+                    addr: a.listen,
+                    error,
+                })?
+            }
+        }),
+    };
     let access_log = match &config.server.access_log {
         None => None,
         Some(c) => Some(Arc::new(AccessLog::start(c).map_err(|error| {
@@ -137,7 +192,8 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         None
     };
     let (ready_tx, ready_rx) = mpsc::channel();
-    let (stop, stop_rx) = watch::channel(false);
+    let (stopped_tx, stopped_accepting) = mpsc::channel();
+    let (stop, stop_rx) = watch::channel(Stop::Run);
     let mut threads = Vec::with_capacity(workers);
     let mut updaters = Vec::with_capacity(workers);
     for (index, listeners) in per_worker.into_iter().enumerate() {
@@ -150,6 +206,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         let states = backend_states.clone();
         let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
+        let stopped_accepting = stopped_tx.clone();
         let core = cores
             .as_ref()
             .and_then(|c| c.get(index % c.len().max(1)).copied());
@@ -172,6 +229,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
                     stop,
                     updates,
                     ready,
+                    stopped_accepting,
                 };
                 io::run_worker(worker_main(parts));
             })
@@ -212,19 +270,27 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         one_at_a_time: Mutex::new(()),
     });
     let draining = Arc::new(AtomicBool::new(false));
-    let admin = match &config.admin {
-        None => None,
-        Some(a) => {
+    let admin = match (&config.admin, admin_listener) {
+        (Some(a), Some(listener)) => {
             let hooks = admin_hooks(&reloader, &metrics, &draining);
+            if a.insecure_no_auth && !admin::is_loopback(a.listen.ip()) {
+                tracing::warn!(
+                    listen = %a.listen,
+                    "the admin listener is not on loopback and has no credentials \
+                     (insecure_no_auth = true): anyone who reaches it can drain backends and reload"
+                );
+            }
             let server =
-                AdminServer::start(a.listen, hooks).map_err(|error| StartError::Admin {
-                    addr: a.listen,
-                    error,
-                })?;
+                AdminServer::start_on(listener, hooks, Guard::new(a), admin::Limits::default())
+                    .map_err(|error| StartError::Admin {
+                        addr: a.listen,
+                        error,
+                    })?;
             tracing::info!(listen = %server.local_addr(), "admin listener started");
             let _ = reloader.admin.set(server.rebinder());
             Some(server)
         }
+        _ => None,
     };
     tracing::info!(
         listen = ?listening,
@@ -239,12 +305,111 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
         admin,
         draining,
         access_log,
-        stop,
+        stop: Arc::new(stop),
+        stopped_accepting: Arc::new(Mutex::new(stopped_accepting)),
+        handed_over: Arc::new(AtomicBool::new(false)),
+        upgrade: None,
         workers: threads,
     })
 }
 
+/// The running server's side of a takeover.
+struct Giving {
+    reloader: Arc<Reloader>,
+    stop: Arc<watch::Sender<Stop>>,
+    stopped_accepting: Arc<Mutex<mpsc::Receiver<()>>>,
+    handed_over: Arc<AtomicBool>,
+    signals: signal_hook::iterator::Handle,
+}
+
+impl Giver for Giving {
+    fn handover(&self) -> std::io::Result<Handover> {
+        if *self.stop.borrow() != Stop::Run {
+            // Its sockets are shut or about to be: nothing to hand over.
+            return Err(std::io::Error::other("this process is stopping"));
+        }
+        let live = lock(&self.reloader.live);
+        let listeners = live
+            .listeners
+            .iter()
+            .map(|b| {
+                Ok(Handed {
+                    configured: b.configured,
+                    local: b.local,
+                    sockets: b
+                        .sockets
+                        .iter()
+                        .map(std::os::fd::OwnedFd::try_clone)
+                        .collect::<std::io::Result<_>>()?,
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        let admin = match (&live.config.admin, self.reloader.admin.get()) {
+            (Some(a), Some(rebind)) => rebind
+                .listener()
+                .map(|l| (a.listen, std::os::fd::OwnedFd::from(l))),
+            _ => None,
+        };
+        Ok(Handover { listeners, admin })
+    }
+
+    fn stop_accepting(&self) {
+        if let Some(admin) = self.reloader.admin.get() {
+            admin.stop_accepting();
+        }
+        self.handed_over.store(true, Ordering::SeqCst);
+        let _ = self.stop.send(Stop::Handover);
+        let stopped = lock(&self.stopped_accepting);
+        let deadline = Instant::now() + STOP_ACCEPTING_TIMEOUT;
+        for _ in 0..self.reloader.workers.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if stopped.recv_timeout(left).is_err() {
+                tracing::warn!("takeover: a worker did not stop accepting in time");
+                break;
+            }
+        }
+    }
+
+    fn exit(&self) {
+        // The main thread leaves `wait_for_signal` and drains.
+        self.signals.close();
+    }
+}
+
 impl Server {
+    /// Serves `server.upgrade_socket` (if set) so that a new process can
+    /// take the listeners over. `took_over`: this process just did so.
+    pub fn serve_upgrades(
+        &mut self,
+        signals: &StopSignals,
+        took_over: bool,
+    ) -> Result<(), StartError> {
+        let path = lock(&self.reloader.live)
+            .config
+            .server
+            .upgrade_socket
+            .clone();
+        let Some(path) = path else {
+            return Ok(());
+        };
+        let giver = Giving {
+            reloader: self.reloader.clone(),
+            stop: self.stop.clone(),
+            stopped_accepting: self.stopped_accepting.clone(),
+            handed_over: self.handed_over.clone(),
+            signals: signals.0.handle(),
+        };
+        let socket = UpgradeSocket::serve(&path, took_over, Box::new(giver))
+            .map_err(StartError::UpgradeSocket)?;
+        self.upgrade = Some(socket);
+        Ok(())
+    }
+
+    /// Whether a takeover stopped this process's accepting.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::SeqCst)
+    }
+
     /// [`Server::stop_gracefully`], then the totals.
     pub fn stop_gracefully_logged(self, signal: i32) -> bool {
         let metrics = self.metrics.clone();
@@ -266,7 +431,15 @@ impl Server {
         // The running config's: a reload may have changed it.
         let shutdown_timeout = lock(&self.reloader.live).config.server.shutdown_timeout;
         tracing::info!(timeout = ?shutdown_timeout, "draining: no new connections");
-        let _ = self.stop.send(true);
+        // After a handover the workers already stopped accepting (and must
+        // not shut the shared sockets down now).
+        self.stop.send_if_modified(|stop| {
+            let run = *stop == Stop::Run;
+            if run {
+                *stop = Stop::Graceful;
+            }
+            run
+        });
         // The workers enforce the timeout themselves; the margin covers
         // their last flush.
         let deadline = Instant::now() + shutdown_timeout + Duration::from_secs(2);
@@ -308,11 +481,12 @@ fn admin_hooks(
         let registry = registry.clone();
         move || lock(&registry).snapshot()
     };
+    let counters = Arc::new(AdminCounters::default());
     let metrics_text = {
-        let (snapshot, current) = (snapshot.clone(), current.clone());
+        let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
         move || {
             let (_, states, ..) = current();
-            metrics::prometheus::render(&snapshot(), &states, &[])
+            metrics::prometheus::render(&snapshot(), &states, &counters.samples())
         }
     };
     let status_json = {
@@ -361,6 +535,7 @@ fn admin_hooks(
             let reloader = reloader.clone();
             move || reloader.reload()
         })),
+        counters,
     }
 }
 
@@ -378,9 +553,10 @@ impl StopSignals {
     }
 }
 
-/// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it. SIGHUP on the
-/// way reopens the access log (after a rename-style rotation) and reloads
-/// the config.
+/// Blocks until SIGINT, SIGTERM or SIGQUIT and returns it, or until a
+/// takeover made this process stop accepting (then SIGTERM: a graceful
+/// stop; see [`Server::handed_over`]). SIGHUP on the way reopens the
+/// access log (after a rename-style rotation) and reloads the config.
 pub fn wait_for_signal(server: &Server, mut signals: StopSignals) -> i32 {
     for signal in signals.0.forever() {
         if signal != signal_hook::consts::SIGHUP {
@@ -429,11 +605,13 @@ struct WorkerParts {
     log: Option<WorkerLog>,
     /// This worker's sockets, one per `config.server.listen` entry.
     listeners: Vec<ListenerUpdate>,
-    stop: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
     /// New config snapshots from a reload.
     updates: tmpsc::UnboundedReceiver<Update>,
     /// Told once the worker accepts.
     ready: mpsc::Sender<()>,
+    /// Told once the accept loops ended in a handover.
+    stopped_accepting: mpsc::Sender<()>,
 }
 
 /// What every accept loop of a worker shares.
@@ -443,12 +621,17 @@ struct Accepting {
     current: Rc<RefCell<Rc<Worker>>>,
     stopping: Rc<Cell<bool>>,
     limit: Arc<tokio::sync::Semaphore>,
+    /// With an upgrade socket: accepts give up after this and look at
+    /// `stopping` (a handover cannot wake them with a shutdown).
+    poll: Option<Duration>,
 }
 
 /// One listener of a worker and its accept loop.
 struct Endpoint {
     configured: SocketAddr,
-    listener: Listener,
+    /// One socket, or several after a takeover from a process with more
+    /// workers; one accept loop each.
+    listeners: Vec<Listener>,
     /// Read at each accept: a reload swaps it, and each connection keeps
     /// the one it was accepted with.
     tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
@@ -458,7 +641,7 @@ struct Endpoint {
 }
 
 /// A worker's listeners, in config order, with their accept loops.
-type Endpoints = Rc<RefCell<Vec<(Rc<Endpoint>, tokio::task::JoinHandle<()>)>>>;
+type Endpoints = Rc<RefCell<Vec<(Rc<Endpoint>, Vec<tokio::task::JoinHandle<()>>)>>>;
 
 /// Makes a worker's listener set match `updates`: keeps, adds, removes.
 fn apply_listeners(
@@ -470,41 +653,47 @@ fn apply_listeners(
     let mut old = std::mem::take(&mut *endpoints.borrow_mut());
     let mut next = Vec::with_capacity(updates.len());
     for update in updates {
-        let kept = match update.socket {
-            Some(_) => None,
-            None => old
-                .iter()
+        let kept = if update.sockets.is_empty() {
+            old.iter()
                 .position(|(e, _)| e.configured == update.configured)
-                .map(|i| old.swap_remove(i)),
+                .map(|i| old.swap_remove(i))
+        } else {
+            None
         };
-        match (kept, update.socket) {
-            (Some((endpoint, task)), _) => {
+        match kept {
+            Some((endpoint, tasks)) => {
                 *endpoint.tls.borrow_mut() = update.tls;
-                if let Err(e) = endpoint.listener.set_backlog(update.backlog) {
-                    tracing::warn!(listener = %endpoint.configured, error = %e, "cannot change the backlog");
+                for listener in &endpoint.listeners {
+                    if let Err(e) = listener.set_backlog(update.backlog) {
+                        tracing::warn!(listener = %endpoint.configured, error = %e, "cannot change the backlog");
+                    }
                 }
-                next.push((endpoint, task));
+                next.push((endpoint, tasks));
             }
-            (None, Some(socket)) => {
+            None if update.sockets.is_empty() => {
+                tracing::error!(listener = %update.configured, "a kept listener is missing on this worker");
+            }
+            None => {
                 let endpoint = Rc::new(Endpoint {
                     configured: update.configured,
-                    listener: Listener::adopt(socket),
+                    listeners: update.sockets.into_iter().map(Listener::adopt).collect(),
                     tls: RefCell::new(update.tls),
                     removed: Rc::new(Cell::new(false)),
                 });
-                let task = io::spawn(accept_loop(endpoint.clone(), accepting.clone()));
-                next.push((endpoint, task));
-            }
-            (None, None) => {
-                tracing::error!(listener = %update.configured, "a kept listener is missing on this worker");
+                let tasks = (0..endpoint.listeners.len())
+                    .map(|i| io::spawn(accept_loop(endpoint.clone(), i, accepting.clone())))
+                    .collect();
+                next.push((endpoint, tasks));
             }
         }
     }
     // What is left was removed: stop accepting now (the accept loop ends
     // and the socket closes), and let its connections drain.
-    for (endpoint, _task) in old {
+    for (endpoint, _tasks) in old {
         endpoint.removed.set(true);
-        endpoint.listener.stop_listening();
+        for listener in &endpoint.listeners {
+            listener.stop_listening();
+        }
         for worker in alive() {
             worker.close_idle_from(&endpoint.removed);
         }
@@ -525,6 +714,7 @@ async fn worker_main(parts: WorkerParts) {
         mut stop,
         mut updates,
         ready,
+        stopped_accepting,
     } = parts;
 
     // The current worker serves new connections; after a reload the older
@@ -545,6 +735,11 @@ async fn worker_main(parts: WorkerParts) {
         limit: Arc::new(tokio::sync::Semaphore::new(
             config.server.max_connections.get(),
         )),
+        poll: config
+            .server
+            .upgrade_socket
+            .is_some()
+            .then_some(ACCEPT_POLL),
     };
     let alive = {
         let generations = generations.clone();
@@ -611,18 +806,32 @@ async fn worker_main(parts: WorkerParts) {
     }
 
     // The graceful stop: wake the accept loops and the idle connections.
-    let _ = stop.wait_for(|stop| *stop).await;
+    // In a handover the sockets are not shut (the new process accepts on
+    // them): the accept loops see `stopping` at their next poll.
+    let handover = match stop.wait_for(|stop| *stop != Stop::Run).await {
+        Ok(stop) => *stop == Stop::Handover,
+        Err(_) => false,
+    };
     let started = Instant::now();
     accepting.stopping.set(true);
     for worker in alive() {
         worker.begin_drain();
     }
     let loops = std::mem::take(&mut *endpoints.borrow_mut());
-    for (endpoint, _) in &loops {
-        endpoint.listener.stop_listening();
+    if !handover {
+        for (endpoint, _) in &loops {
+            for listener in &endpoint.listeners {
+                listener.stop_listening();
+            }
+        }
     }
-    for (_, task) in loops {
-        let _ = task.await;
+    for (_, tasks) in loops {
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+    if handover {
+        let _ = stopped_accepting.send(());
     }
     // Every connection holds a permit until it ends.
     let all = u32::try_from(config.server.max_connections.get()).unwrap_or(u32::MAX);
@@ -646,8 +855,9 @@ async fn worker_main(parts: WorkerParts) {
 /// stops listening (graceful stop, or a reload removed it). At
 /// `max_connections` it waits for a connection to end before accepting
 /// again (the kernel backlog holds the rest).
-async fn accept_loop(endpoint: Rc<Endpoint>, accepting: Accepting) {
+async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting) {
     let ended = || accepting.stopping.get() || endpoint.removed.get();
+    let listener = &endpoint.listeners[index];
     loop {
         let Ok(permit) = accepting.limit.clone().acquire_owned().await else {
             return;
@@ -655,7 +865,7 @@ async fn accept_loop(endpoint: Rc<Endpoint>, accepting: Accepting) {
         if ended() {
             return;
         }
-        match endpoint.listener.accept().await {
+        match listener.accept_within(accepting.poll).await {
             Ok(conn) => {
                 let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
@@ -667,8 +877,10 @@ async fn accept_loop(endpoint: Rc<Endpoint>, accepting: Accepting) {
             }
             // `stop_listening` fails the pending accept.
             Err(_) if ended() => return,
+            // The poll of a listener that may be handed over.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => {
-                tracing::warn!(listener = %endpoint.listener.local_addr(), error = %e, "accept failed");
+                tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

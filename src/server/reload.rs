@@ -75,6 +75,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("max_connections", a.max_connections != b.max_connections),
         ("buffer_size", a.buffer_size != b.buffer_size),
         ("access_log", a.access_log != b.access_log),
+        ("upgrade_socket", a.upgrade_socket != b.upgrade_socket),
     ]
     .into_iter()
     .filter_map(|(key, differs)| differs.then_some(key))
@@ -200,7 +201,8 @@ impl Reloader {
         };
         // Everything that can fail comes before anything changes.
         let (bound, per_worker) =
-            listeners::plan(&running, &new, self.workers.len()).map_err(|e| e.to_string())?;
+            listeners::plan(&running, &new, self.workers.len(), &mut Vec::new())
+                .map_err(|e| e.to_string())?;
         let upstream_tls = UpstreamTls::plan(&new).map_err(|e| format!("TLS to upstream: {e}"))?;
         let admin_listener = admin_moves_to
             .map(|addr| {
@@ -228,6 +230,12 @@ impl Reloader {
         }
         if let (Some(listener), Some(admin)) = (admin_listener, self.admin.get()) {
             admin.move_to(listener);
+        }
+        if let (Some(before), Some(after), Some(admin)) = (&old.admin, &new.admin, self.admin.get())
+        {
+            if before != after {
+                admin.set_guard(crate::admin::Guard::new(after));
+            }
         }
         // The admin view first, so it never shows an older config than a
         // worker already serves.

@@ -10,14 +10,28 @@ use crate::backend::Backend;
 use crate::client::{get, request, Client, Headers, Response};
 use crate::harness::{wait_until, Proxy, WAIT};
 
+/// `GET path` as an operator's tool sends it to the admin listener.
+pub fn admin_get(path: &str) -> Vec<u8> {
+    request("GET", path, &[("Host", "localhost")], b"")
+}
+
 /// One request to the proxy's admin listener (retried until it binds: the
 /// admin listener starts after the workers' listeners).
 pub fn admin(proxy: &Proxy, method: &str, path: &str) -> Response {
+    admin_with(proxy, method, path, &[])
+}
+
+/// Like [`admin`] with more headers (`Host: localhost` unless given).
+pub fn admin_with(proxy: &Proxy, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
     let addr = proxy.admin.expect("a proxy built with .admin()");
+    let mut all = headers.to_vec();
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        all.push(("Host", "localhost"));
+    }
     let deadline = Instant::now() + WAIT;
     loop {
         match Client::try_connect(addr) {
-            Ok(mut c) => return c.roundtrip(&request(method, path, &[], b"")),
+            Ok(mut c) => return c.roundtrip(&request(method, path, &all, b"")),
             Err(e) if Instant::now() >= deadline => panic!(
                 "admin listener {addr} not reachable: {e}\nstderr:\n{}",
                 proxy.stderr()

@@ -198,6 +198,8 @@ pub struct ProxyBuilder {
     workers: usize,
     /// Whether to add an `[admin]` listener on a free port.
     admin: bool,
+    /// More lines of the `[admin]` section.
+    admin_lines: Vec<String>,
     /// The `tls = { ... }` table of a second, TLS listener on a free port.
     tls: Option<String>,
     server: Vec<String>,
@@ -217,6 +219,14 @@ impl ProxyBuilder {
     /// address is [`Proxy::admin`].
     pub fn admin(mut self) -> Self {
         self.admin = true;
+        self
+    }
+
+    /// Adds `[admin]` (see [`admin`](Self::admin)) with one more raw
+    /// `key = value` line.
+    pub fn admin_line(mut self, line: &str) -> Self {
+        self.admin = true;
+        self.admin_lines.push(line.to_string());
         self
     }
 
@@ -357,6 +367,9 @@ impl ProxyBuilder {
         let admin = self.admin.then(|| {
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             writeln!(text, "\n[admin]\nlisten = \"{admin}\"").unwrap();
+            for line in &self.admin_lines {
+                writeln!(text, "{line}").unwrap();
+            }
             admin
         });
         let dir = TempDir::new();
@@ -389,6 +402,7 @@ impl Proxy {
         ProxyBuilder {
             workers: 2,
             admin: false,
+            admin_lines: Vec::new(),
             tls: None,
             server: Vec::new(),
             upstreams: Vec::new(),

@@ -12,8 +12,10 @@ mod loadgen;
 
 mod access_log;
 mod admin;
+mod admin_safety;
 mod balancing;
 mod cli;
+mod close_and_log;
 mod config_errors;
 mod continue100;
 mod errors;
@@ -27,6 +29,7 @@ mod reload_listeners;
 mod resilience;
 mod selftest;
 mod shutdown;
+mod takeover;
 mod timeouts;
 mod tls;
 mod upgrade;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, HandshakeKind, StreamOwned};
 
-use crate::admin::{admin, status};
+use crate::admin::{admin, admin_get, status};
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Response};
 use crate::harness::{free_port, wait_until, Proxy, TempDir, WAIT};
@@ -201,13 +201,13 @@ fn the_admin_listener_moves_on_reload() {
     assert_reloaded(&proxy);
     let healthz = |addr| {
         Client::try_connect(addr)
-            .and_then(|mut c| c.try_read_response_after(&get("/healthz")))
+            .and_then(|mut c| c.try_read_response_after(&admin_get("/healthz")))
             .is_ok_and(|r| r.status == 200)
     };
     assert!(wait_until(WAIT, || healthz(new)), "the new admin address");
     assert!(wait_until(WAIT, || refused(old)), "the old admin address");
     let mut c = Client::connect(new);
-    let r = c.roundtrip(&get("/status"));
+    let r = c.roundtrip(&admin_get("/status"));
     let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(doc["config"]["version"], 2);
 }

@@ -363,6 +363,13 @@ fn head_size_limit() {
         ));
         let over = head_of_len(start, max + 1);
         assert_eq!(parse("limit + 1", &over, &limits), Err(E::HeadTooLarge));
+        // The request line alone over the limit: 414, as nginx answers;
+        // leading empty lines do not count as its end.
+        let long_line = format!("\r\nGET /{} HTTP/1.1\r\n", "a".repeat(max));
+        assert_eq!(
+            parse_request(&long_line.as_bytes()[..max], &limits),
+            Err(E::UriTooLong)
+        );
     }
 }
 
@@ -492,6 +499,7 @@ fn error_status_and_reason() {
         "conflicting Content-Length and Transfer-Encoding"
     );
     assert_eq!(E::HeadTooLarge.status(), 431);
+    assert_eq!(E::UriTooLong.status(), 414);
     assert_eq!(E::TooManyHeaders.status(), 431);
     assert_eq!(E::UnsupportedTransferCoding.status(), 501);
     assert_eq!(E::ChunkedRepeated.status(), 501);
