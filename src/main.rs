@@ -95,6 +95,12 @@ fn run(path: &std::path::Path) -> ExitCode {
 }
 
 fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
+    // Before any worker starts: a missing io_uring is named, not a worker
+    // dying with a bare OS error.
+    if let Err(e) = ringlb::io::probe_uring() {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let signals = match ringlb::server::StopSignals::install() {
         Ok(signals) => signals,
         Err(e) => {

@@ -22,8 +22,10 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod op;
+mod probe;
 mod socket;
 
+pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 
 use std::future::Future;

@@ -27,6 +27,7 @@ mod reload_listeners;
 mod resilience;
 mod selftest;
 mod shutdown;
+mod startup;
 mod timeouts;
 mod tls;
 mod upgrade;
