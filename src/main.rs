@@ -31,11 +31,15 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Start three demo backends and the proxy in front of them.
+    /// Start three demo backends, the proxy in front of them and the admin
+    /// listener (status page and metrics).
     Demo {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the admin listener (status page, /metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
     },
 }
 
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Run { config }), _) | (None, Some(config)) => run(&config),
         (Some(Command::Check { config }), _) => check(&config),
-        (Some(Command::Demo { listen }), _) => match ringlb::demo::config(listen) {
+        (Some(Command::Demo { listen, admin }), _) => match ringlb::demo::config(listen, admin) {
             Ok(config) => serve(Arc::new(config), true),
             Err(e) => {
                 eprintln!("ringlb: demo: {e}");
@@ -119,6 +123,11 @@ fn serve(config: Arc<Config>, demo: bool) -> ExitCode {
         if let Some(addr) = server.listening.first() {
             println!("ringlb demo: three backends behind http://{addr}/");
             println!("try:  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+            if let Some(admin) = &server.admin {
+                let admin = admin.local_addr();
+                println!("status page: http://{admin}/");
+                println!("metrics:     http://{admin}/metrics");
+            }
             println!("stop: Ctrl-C");
         }
     }
