@@ -18,6 +18,7 @@ mod continue100;
 mod errors;
 mod framing;
 mod load;
+mod packaging;
 mod pipelining;
 mod pool;
 mod proxy_basic;
