@@ -183,3 +183,125 @@ fn deb_package_holds_binary_unit_conffile_and_user_creation() {
         "postinst uses adduser, so the package must depend on it:\n{control_text}"
     );
 }
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    fs::read_to_string(&full).unwrap_or_else(|e| panic!("cannot read {}: {e}", full.display()))
+}
+
+/// `contrib/seccomp-io_uring.json` is a seccomp profile in Docker's format
+/// that denies by default and allows the three io_uring syscalls besides
+/// the ones the proxy needs to run at all. (No container runtime runs in
+/// the tests; this checks the file, the README says how to use it.)
+#[test]
+fn seccomp_profile_allows_io_uring_and_denies_by_default() {
+    let profile: serde_json::Value =
+        serde_json::from_str(&repo_file("contrib/seccomp-io_uring.json"))
+            .expect("contrib/seccomp-io_uring.json is JSON");
+    assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+    assert_eq!(profile["defaultErrnoRet"], 1, "EPERM, as Docker's default");
+    let arches = profile["archMap"].as_array().expect("archMap");
+    assert!(arches
+        .iter()
+        .any(|a| a["architecture"] == "SCMP_ARCH_X86_64"));
+    assert!(arches
+        .iter()
+        .any(|a| a["architecture"] == "SCMP_ARCH_AARCH64"));
+    let rules = profile["syscalls"].as_array().expect("syscalls");
+    // Allowed unconditionally: no arguments, architectures or capabilities.
+    let allowed: Vec<&str> = rules
+        .iter()
+        .filter(|r| {
+            r["action"] == "SCMP_ACT_ALLOW"
+                && r.get("args").is_none()
+                && r.get("includes").is_none()
+                && r.get("excludes").is_none()
+        })
+        .flat_map(|r| r["names"].as_array().expect("names"))
+        .map(|n| n.as_str().expect("a syscall name"))
+        .collect();
+    for name in [
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "accept4",
+        "bind",
+        "listen",
+        "connect",
+        "setsockopt",
+        "epoll_wait",
+        "futex",
+        "mmap",
+        "rt_sigaction",
+        "sched_setaffinity",
+    ] {
+        assert!(allowed.contains(&name), "{name} is not allowed");
+    }
+    for rule in rules {
+        let action = rule["action"].as_str().expect("action");
+        assert!(
+            ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO"].contains(&action),
+            "unexpected action in {rule}"
+        );
+    }
+}
+
+/// The Dockerfile cannot be built in the tests (no container runtime, no
+/// registry); this checks what can go wrong without one: it has two
+/// stages on Debian slim, runs as a non-root user, and copies only files
+/// that exist and are not excluded from the build context.
+#[test]
+fn dockerfile_is_multi_stage_non_root_and_copies_existing_files() {
+    let dockerfile = repo_file("Dockerfile");
+    let ignored: Vec<String> = repo_file(".dockerignore")
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    let from: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(from.len(), 2, "two stages: {from:?}");
+    assert!(
+        from[1].contains("-slim"),
+        "runtime stage on a slim image: {from:?}"
+    );
+    assert!(
+        from[1].contains("debian:"),
+        "runtime stage on Debian: {from:?}"
+    );
+    let users: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("USER "))
+        .collect();
+    let user = users.last().expect("a USER line").trim();
+    let uid = user.split(':').next().unwrap();
+    assert!(uid != "0" && uid != "root", "runs as root: USER {user}");
+    for line in dockerfile.lines().filter(|l| l.starts_with("COPY ")) {
+        if line.contains("--from=") {
+            continue;
+        }
+        let parts: Vec<&str> = line.split_whitespace().skip(1).collect();
+        for source in &parts[..parts.len() - 1] {
+            if *source == "." {
+                continue;
+            }
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+            assert!(path.exists(), "{line}: no {source}");
+            assert!(
+                !ignored.iter().any(|i| source.starts_with(i.as_str())),
+                "{line}: {source} is excluded by .dockerignore"
+            );
+        }
+    }
+    // The build stage builds from the context: what Cargo.toml declares
+    // must not be ignored.
+    for needed in ["src", "benches", "Cargo.toml", "Cargo.lock"] {
+        assert!(
+            !ignored.iter().any(|i| i == needed),
+            ".dockerignore excludes {needed}"
+        );
+    }
+}
