@@ -14,24 +14,25 @@ use crate::config::{Config, ConfigError};
 /// Upper bound on a demo request head; larger ones are refused.
 const MAX_DEMO_HEAD: usize = 16 * 1024;
 
-/// Starts the demo backends and returns the proxy config for them.
-pub fn config(listen: SocketAddr) -> Result<Config, String> {
+/// Starts the demo backends and returns the proxy config for them, with
+/// the admin listener on `admin`.
+pub fn config(listen: SocketAddr, admin: SocketAddr) -> Result<Config, String> {
     let mut backends = Vec::new();
     for name in ["backend-1", "backend-2", "backend-3"] {
         let addr = spawn_backend(name).map_err(|e| format!("cannot start {name}: {e}"))?;
         backends.push(addr);
     }
-    let toml = demo_toml(listen, &backends);
+    let toml = demo_toml(listen, admin, &backends);
     Config::from_toml_str(&toml, Path::new("<demo>")).map_err(|e: ConfigError| e.to_string())
 }
 
-fn demo_toml(listen: SocketAddr, backends: &[SocketAddr]) -> String {
+fn demo_toml(listen: SocketAddr, admin: SocketAddr, backends: &[SocketAddr]) -> String {
     let list: Vec<String> = backends
         .iter()
         .map(|a| format!("{{ addr = \"{a}\" }}"))
         .collect();
     format!(
-        "[server]\nlisten = [\"{listen}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"demo\"\n\n[upstreams.demo]\nbackends = [{}]\n",
+        "[server]\nlisten = [\"{listen}\"]\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"demo\"\n\n[upstreams.demo]\nbackends = [{}]\n\n[admin]\nlisten = \"{admin}\"\n",
         list.join(", ")
     )
 }

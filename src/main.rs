@@ -36,11 +36,15 @@ enum Command {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
-    /// Start three demo backends and the proxy in front of them.
+    /// Start three demo backends, the proxy in front of them and the admin
+    /// listener (status page and metrics).
     Demo {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
+        /// Where the admin listener (status page, /metrics) listens.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: std::net::SocketAddr,
     },
 }
 
@@ -51,7 +55,7 @@ fn main() -> ExitCode {
         (Some(Command::Run { config, takeover }), _) => run(&config, takeover),
         (None, Some(config)) => run(&config, false),
         (Some(Command::Check { config }), _) => check(&config),
-        (Some(Command::Demo { listen }), _) => match ringlb::demo::config(listen) {
+        (Some(Command::Demo { listen, admin }), _) => match ringlb::demo::config(listen, admin) {
             Ok(config) => serve(Arc::new(config), true, false),
             Err(e) => {
                 eprintln!("ringlb: demo: {e}");
@@ -101,6 +105,12 @@ fn run(path: &std::path::Path, takeover: bool) -> ExitCode {
 }
 
 fn serve(config: Arc<Config>, demo: bool, takeover: bool) -> ExitCode {
+    // Before any worker starts: a missing io_uring is named, not a worker
+    // dying with a bare OS error.
+    if let Err(e) = ringlb::io::probe_uring() {
+        tracing::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     let signals = match ringlb::server::StopSignals::install() {
         Ok(signals) => signals,
         Err(e) => {
@@ -168,6 +178,11 @@ fn serve(config: Arc<Config>, demo: bool, takeover: bool) -> ExitCode {
         if let Some(addr) = server.listening.first() {
             println!("ringlb demo: three backends behind http://{addr}/");
             println!("try:  for i in 1 2 3 4 5 6; do curl -s http://{addr}/; done");
+            if let Some(admin) = &server.admin {
+                let admin = admin.local_addr();
+                println!("status page: http://{admin}/");
+                println!("metrics:     http://{admin}/metrics");
+            }
             println!("stop: Ctrl-C");
         }
     }

@@ -22,9 +22,11 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod op;
+mod probe;
 mod socket;
 mod transport;
 
+pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 pub use transport::{Tls, Transport};
 
