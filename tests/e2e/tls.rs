@@ -258,3 +258,24 @@ fn tls_connections_and_failed_handshakes_leak_no_fds() {
     });
     proxy.assert_fds_return_to(baseline, "TLS connections and failed handshakes");
 }
+
+/// A TLS connection idle past the proxy's idle grace sheds its buffers
+/// (its ciphertext buffer included); later requests are served whole.
+#[test]
+fn tls_requests_after_idle_are_served_whole() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .tls_listener(SERVER_TLS)
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let mut tls = connect(proxy.tls_addr.unwrap(), "localhost");
+    for i in 0..3 {
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        let long = "v".repeat(3000 * (i + 1));
+        let req = crate::client::request("GET", &format!("/idle{i}"), &[("X-Long", &long)], b"");
+        let (status, head, body) = roundtrip(&mut tls, &req);
+        assert_eq!(status, 200, "{head}");
+        let body = String::from_utf8_lossy(&body);
+        assert!(body.contains(&format!("target /idle{i}")), "{body}");
+    }
+}
