@@ -165,7 +165,7 @@ rss_kib() {
 # The idle scenario: opens N keep-alive connections, makes one request on
 # each, holds them all open and idle, then closes them. Prints
 # "opened before_kib open_kib after_kib" with the target's RSS before, while
-# they are open (after a 2 s settle) and 3 s after they all closed.
+# they are open (after a 3 s settle) and 3 s after they all closed.
 declare -f rss_kib > "$W/rss.sh"
 IDLE_CLIENT=$W/idle_client.py
 cat > "$IDLE_CLIENT" <<'PY'
@@ -196,7 +196,9 @@ async def main():
     # 8000) leaves the rest waiting: they count as failed after 10 s.
     results = await asyncio.gather(*(one(sem) for _ in range(count)), return_exceptions=True)
     writers = [w for w in results if not isinstance(w, BaseException)]
-    await asyncio.sleep(2)
+    # Longer than ringlb's 1 s idle grace, after which an idle connection
+    # holds no buffers.
+    await asyncio.sleep(3)
     during = rss()
     for w in writers:
         w.close()

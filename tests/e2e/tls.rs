@@ -270,7 +270,7 @@ fn tls_requests_after_idle_are_served_whole() {
         .start();
     let mut tls = connect(proxy.tls_addr.unwrap(), "localhost");
     for i in 0..3 {
-        std::thread::sleep(std::time::Duration::from_millis(600));
+        std::thread::sleep(std::time::Duration::from_millis(1500));
         let long = "v".repeat(3000 * (i + 1));
         let req = crate::client::request("GET", &format!("/idle{i}"), &[("X-Long", &long)], b"");
         let (status, head, body) = roundtrip(&mut tls, &req);
