@@ -21,6 +21,7 @@
 
 mod admin;
 mod error;
+mod gateway;
 mod locate;
 mod raw;
 mod resolve;
@@ -36,6 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::gateway::RouteMatch;
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -677,6 +679,10 @@ pub struct RouteConfig {
     /// `upstream`: required, the name of an `[upstreams.NAME]` table,
     /// resolved to its index in [`Config::upstreams`].
     pub upstream: usize,
+    /// `methods`, `headers`, `path_regex`: further conditions, all of
+    /// which must hold (see `crate::route` for precedence). `None` when
+    /// the route sets none.
+    pub matching: Option<Box<RouteMatch>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -762,7 +768,23 @@ impl Config {
         for r in &self.routes {
             let host = r.host.as_ref().map_or("*".to_owned(), |h| h.to_string());
             let upstream = &self.upstreams[r.upstream].name;
-            let _ = writeln!(out, "  host {host} path {} -> {upstream}", r.path_prefix);
+            let mut conditions = String::new();
+            if let Some(m) = &r.matching {
+                if !m.methods.is_empty() {
+                    let _ = write!(conditions, " methods {}", m.methods.join(","));
+                }
+                for h in &m.headers {
+                    let _ = write!(conditions, " header {}", h.name);
+                }
+                if let Some(p) = &m.path_regex {
+                    let _ = write!(conditions, " path_regex {:?}", p.as_str());
+                }
+            }
+            let _ = writeln!(
+                out,
+                "  host {host} path {}{conditions} -> {upstream}",
+                r.path_prefix
+            );
         }
         if let Some(log) = &s.access_log {
             let format = match log.format {

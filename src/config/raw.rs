@@ -206,6 +206,18 @@ pub(super) struct RawRoute {
     pub path_prefix: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub headers: Option<Spanned<Vec<Spanned<RawHeaderMatch>>>>,
+    pub path_regex: Option<Spanned<String>>,
+}
+
+/// One `headers = [{ name, value | regex }]` entry of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderMatch {
+    pub name: Spanned<String>,
+    pub value: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
 }
 
 /// A `Duration` written the humantime way: `"5s"`, `"1h 30m"`, `"250ms"`.

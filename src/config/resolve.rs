@@ -818,9 +818,10 @@ fn resolve_routes(
                 };
                 cx.at(route.upstream.span(), format!("routes[{i}].upstream"), kind)
             })?;
+        let matching = super::gateway::resolve_route_match(cx, i, route)?;
         if let Some(first) = routes
             .iter()
-            .position(|r| r.host == host && r.path_prefix == path_prefix)
+            .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
         {
             return Err(cx.at(
                 route_span,
@@ -832,6 +833,7 @@ fn resolve_routes(
             path_prefix,
             host,
             upstream,
+            matching,
         });
     }
     Ok(routes)

@@ -3,7 +3,8 @@
 //! 1. read head: read until `http::parse_request` has a complete head
 //!    (head timeout, or keep-alive timeout while idle); the request id is
 //!    assigned here, so every reply and log line carries it;
-//! 2. route: host and path pick the upstream (`404` otherwise);
+//! 2. route: host, path (and a route's method, header and path-regex
+//!    conditions) pick the upstream (`404` otherwise);
 //! 3. request filters (`Filters::on_request`); then the forwarded head is
 //!    written at once, so no borrow of the buffer lives across an await;
 //! 4. choose backend, 5. send, 6. read response head, 7. response filters,
@@ -311,7 +312,7 @@ fn on_head(
         }
     }
     // 2. Route.
-    let Some(route) = worker.routes.route(head.host(), head.path()) else {
+    let Some(route) = worker.routes.route_request(&head) else {
         return Err(LocalReply::NotFound);
     };
     let upstream = route.upstream;

@@ -1,0 +1,183 @@
+//! Gateway features of a route (issue 12), end to end: the real proxy and
+//! real backends on 127.0.0.1. Matching by `methods`, `headers` and
+//! `path_regex`, their precedence, `ringlb check` errors, and reload.
+
+use crate::admin::admin;
+use crate::backend::{Backend, Reply};
+use crate::client::request;
+use crate::harness::{run_bin, strip_ansi, wait_until, Proxy, TempDir, WAIT};
+use crate::reload::rewrite;
+
+fn named(name: &'static str) -> Backend {
+    Backend::start(move |_| Reply::text(200, name))
+}
+
+/// The body (a backend's name) and status of one request on a new connection.
+fn ask(proxy: &Proxy, method: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let body: &[u8] = b"";
+    let mut h = headers.to_vec();
+    if method == "POST" || method == "PUT" {
+        h.push(("Content-Length", "0"));
+    }
+    let resp = proxy.client().roundtrip(&request(method, target, &h, body));
+    (resp.status, resp.body_str())
+}
+
+/// Method, target, headers, then the status and backend wanted.
+type Case = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    u16,
+    &'static str,
+);
+
+#[test]
+fn routes_match_on_methods_headers_and_path_regex() {
+    let (plain, writes, canary, ids, beta) = (
+        named("plain"),
+        named("writes"),
+        named("canary"),
+        named("ids"),
+        named("beta"),
+    );
+    let proxy = Proxy::builder()
+        .upstream("plain", &[plain.addr], &[])
+        .upstream("writes", &[writes.addr], &[])
+        .upstream("canary", &[canary.addr], &[])
+        .upstream("ids", &[ids.addr], &[])
+        .upstream("beta", &[beta.addr], &[])
+        .route("/api", None, "plain")
+        .route_with("/api", None, "writes", &["methods = [\"POST\", \"PUT\"]"])
+        .route_with("/api", None, "canary", &["headers = [{ name = \"X-Canary\" }]"])
+        .route_with(
+            "/",
+            None,
+            "ids",
+            &["path_regex = \"^/users/[0-9]+$\""],
+        )
+        .route_with(
+            "/api",
+            None,
+            "beta",
+            &["headers = [{ name = \"X-Env\", value = \"beta\" }, { name = \"X-Ver\", regex = \"^v[2-9]$\" }]"],
+        )
+        .start();
+    let cases: &[Case] = &[
+        ("GET", "/api/x", &[], 200, "plain"),
+        ("POST", "/api/x", &[], 200, "writes"),
+        ("PUT", "/api", &[], 200, "writes"),
+        ("DELETE", "/api", &[], 200, "plain"),
+        ("GET", "/api/x", &[("X-Canary", "")], 200, "canary"),
+        // Two conditioned routes hold: the earlier in the file wins.
+        ("POST", "/api/x", &[("X-Canary", "1")], 200, "writes"),
+        ("GET", "/users/42?full=1", &[], 200, "ids"),
+        ("GET", "/users/abc", &[], 404, ""),
+        (
+            "GET",
+            "/api",
+            &[("X-Env", "beta"), ("X-Ver", "v3")],
+            200,
+            "beta",
+        ),
+        (
+            "GET",
+            "/api",
+            &[("X-Env", "beta"), ("X-Ver", "v1")],
+            200,
+            "plain",
+        ),
+        (
+            "GET",
+            "/api",
+            &[("X-Env", "Beta"), ("X-Ver", "v3")],
+            200,
+            "plain",
+        ),
+    ];
+    for &(method, target, headers, status, body) in cases {
+        let (got_status, got_body) = ask(&proxy, method, target, headers);
+        assert_eq!(
+            got_status, status,
+            "{method} {target} {headers:?}: {got_body}"
+        );
+        if status == 200 {
+            assert_eq!(got_body, body, "{method} {target} {headers:?}");
+        }
+    }
+    assert_eq!(ids.request_count(), 1, "the regex route's backend");
+}
+
+#[test]
+fn route_conditions_are_reloaded() {
+    let (a, b) = (named("a"), named("b"));
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("a", &[a.addr], &[])
+        .upstream("b", &[b.addr], &[])
+        .route("/", None, "a")
+        .route_with("/", None, "b", &["methods = [\"DELETE\"]"])
+        .start();
+    assert_eq!(ask(&proxy, "DELETE", "/x", &[]), (200, "b".into()));
+    assert_eq!(ask(&proxy, "GET", "/v/7", &[]), (200, "a".into()));
+    rewrite(&proxy, |t| {
+        t.replace("methods = [\"DELETE\"]", "path_regex = \"^/v/[0-9]$\"")
+    });
+    let r = admin(&proxy, "POST", "/reload");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(wait_until(WAIT, || {
+        (0..4).all(|_| ask(&proxy, "GET", "/v/7", &[]) == (200, "b".into()))
+    }));
+    assert_eq!(ask(&proxy, "DELETE", "/x", &[]), (200, "a".into()));
+    // A bad pattern is refused and the running config stays.
+    rewrite(&proxy, |t| t.replace("^/v/[0-9]$", "(/v"));
+    let r = admin(&proxy, "POST", "/reload");
+    assert_ne!(r.status, 200, "{}", r.body_str());
+    assert!(r.body_str().contains("path_regex"), "{}", r.body_str());
+    assert_eq!(ask(&proxy, "GET", "/v/7", &[]), (200, "b".into()));
+}
+
+/// `ringlb check` names file, line, column and key for each bad condition.
+#[test]
+fn check_reports_bad_route_conditions() {
+    let dir = TempDir::new();
+    let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.app]\n\
+                backends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nupstream = \"app\"\n";
+    for (line, want) in [
+        (
+            "path_regex = \"a(\"",
+            ":7:14: routes[0].path_regex: invalid regex",
+        ),
+        ("methods = [\"G T\"]", ":7:12: routes[0].methods[0]: "),
+        (
+            "headers = [{ name = \"X\", value = \"1\", regex = \"1\" }]",
+            ":7:47: routes[0].headers[0].regex: ",
+        ),
+        ("headers = [{ nam = \"X\" }]", ":7:"),
+    ] {
+        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
+        let p = path.to_str().unwrap();
+        let out = run_bin(&["check", "--config", p], &[]);
+        let text = strip_ansi(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
+        assert!(
+            text.contains(&format!("{p}{want}")),
+            "{line}: want {want:?} in:\n{text}"
+        );
+    }
+    let good = dir.write(
+        "good.toml",
+        &format!("{base}methods = [\"GET\"]\npath_regex = \"^/a\"\n"),
+    );
+    let out = run_bin(&["check", "--config", good.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("path / methods GET path_regex \"^/a\" -> app"),
+        "{text}"
+    );
+}
