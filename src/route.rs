@@ -28,7 +28,9 @@
 
 use ahash::AHashMap;
 
-use crate::config::{Config, HostPattern, RouteConfig, RouteMatch};
+use std::sync::Arc;
+
+use crate::config::{Config, HostPattern, Rewrite, RouteConfig, RouteMatch};
 use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
@@ -45,6 +47,10 @@ pub struct Route {
     pub host: Option<HostPattern>,
     /// Further conditions; `None` for a plain route.
     pub matching: Option<Box<RouteMatch>>,
+    /// Path and host rewrites; `None` for a plain route.
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// Position in the file (`routes[index]`), for logs.
+    pub index: usize,
 }
 
 /// How specific a route's host is; higher wins on equal prefix length.
@@ -78,11 +84,14 @@ impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> RouteTable {
         let routes: Vec<Route> = routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(index, r)| Route {
                 upstream: r.upstream,
                 path_prefix: r.path_prefix.clone(),
                 host: r.host.clone(),
                 matching: r.matching.clone(),
+                rewrite: r.rewrite.clone(),
+                index,
             })
             .collect();
         let mut exact: AHashMap<String, Vec<usize>> = AHashMap::new();

@@ -8,7 +8,10 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::raw::{RawHeaderMatch, RawRoute};
 use super::resolve::Cx;
-use crate::gateway::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
+use std::sync::Arc;
+
+use crate::gateway::rewrite::valid_path_piece;
+use crate::gateway::{HeaderCondition, HeaderTest, Pattern, Rewrite, RouteMatch};
 
 /// Most `methods` or `headers` entries on one route (bounded work per request).
 const MAX_CONDITIONS: usize = 32;
@@ -95,4 +98,92 @@ fn is_token(text: &str) -> bool {
         && text
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The rewrites of route `i`; `None` when none is set. Every literal must
+/// be a valid path piece starting with `/`, so that a rewrite cannot make
+/// an invalid target (see `crate::gateway::rewrite`).
+pub(super) fn resolve_rewrite(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<Rewrite>>, ConfigError> {
+    let path_piece = |value: &Spanned<String>, key: &str| -> Result<String, ConfigError> {
+        let text = value.get_ref();
+        if text.starts_with('/') && text.len() <= 1024 && valid_path_piece(text) {
+            return Ok(text.clone());
+        }
+        let kind = Kind::InvalidValue(format!(
+            "{text:?} must start with \"/\" and hold only visible ASCII without \"?\" or \"#\" (at most 1024 bytes)"
+        ));
+        Err(cx.at(value.span(), format!("routes[{i}].{key}"), kind))
+    };
+    let mut r = Rewrite::default();
+    if let Some(p) = &route.strip_prefix {
+        r.strip_prefix = Some(path_piece(p, "strip_prefix")?);
+    }
+    if let Some(rp) = &route.replace_prefix {
+        let rp = rp.get_ref();
+        r.replace_prefix = Some((
+            path_piece(&rp.from, "replace_prefix.from")?,
+            path_piece(&rp.to, "replace_prefix.to")?,
+        ));
+    }
+    if let Some(p) = &route.add_prefix {
+        r.add_prefix = Some(path_piece(p, "add_prefix")?);
+    }
+    if let Some(rr) = &route.regex_rewrite {
+        let rr = rr.get_ref();
+        let pattern = Pattern::new(rr.pattern.get_ref()).map_err(|e| {
+            let kind = Kind::InvalidValue(format!("invalid regex {:?}: {e}", rr.pattern.get_ref()));
+            cx.at(
+                rr.pattern.span(),
+                format!("routes[{i}].regex_rewrite.pattern"),
+                kind,
+            )
+        })?;
+        let substitution = path_piece(&rr.substitution, "regex_rewrite.substitution")?;
+        r.regex_rewrite = Some((pattern, substitution));
+    }
+    if let Some(h) = &route.host_rewrite {
+        let text = h.get_ref();
+        let key = format!("routes[{i}].host_rewrite");
+        if text == "backend" {
+            let kind = Kind::InvalidValue(
+                "host_rewrite = \"backend\" is not supported yet; give a host name".to_owned(),
+            );
+            return Err(cx.at(h.span(), key, kind));
+        }
+        if !valid_host_value(text) {
+            let kind = Kind::InvalidValue(format!(
+                "{text:?} is not a host name (with an optional :port)"
+            ));
+            return Err(cx.at(h.span(), key, kind));
+        }
+        r.host = Some(text.clone());
+    }
+    Ok((r != Rewrite::default()).then(|| Arc::new(r)))
+}
+
+/// A `Host` value: a name of letters, digits, `-`, `_` and dots, or a
+/// bracketed IPv6 literal, with an optional `:port`.
+fn valid_host_value(text: &str) -> bool {
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port))
+            if !name.ends_with(':') && (name.ends_with(']') || !name.contains(':')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (text, None),
+    };
+    let name_ok = if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }

@@ -33,11 +33,12 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::RouteMatch;
+pub use crate::gateway::{Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -683,6 +684,10 @@ pub struct RouteConfig {
     /// which must hold (see `crate::route` for precedence). `None` when
     /// the route sets none.
     pub matching: Option<Box<RouteMatch>>,
+    /// `strip_prefix`, `replace_prefix`, `add_prefix`, `regex_rewrite`,
+    /// `host_rewrite` (see `crate::gateway::rewrite`). `None` when the
+    /// route sets none.
+    pub rewrite: Option<Arc<Rewrite>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -779,6 +784,9 @@ impl Config {
                 if let Some(p) = &m.path_regex {
                     let _ = write!(conditions, " path_regex {:?}", p.as_str());
                 }
+            }
+            if r.rewrite.is_some() {
+                conditions.push_str(" (rewritten)");
             }
             let _ = writeln!(
                 out,

@@ -209,6 +209,27 @@ pub(super) struct RawRoute {
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     pub headers: Option<Spanned<Vec<Spanned<RawHeaderMatch>>>>,
     pub path_regex: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<String>>,
+    pub add_prefix: Option<Spanned<String>>,
+    pub replace_prefix: Option<Spanned<RawReplacePrefix>>,
+    pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
+    pub host_rewrite: Option<Spanned<String>>,
+}
+
+/// `replace_prefix = { from, to }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplacePrefix {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+}
+
+/// `regex_rewrite = { pattern, substitution }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegexRewrite {
+    pub pattern: Spanned<String>,
+    pub substitution: Spanned<String>,
 }
 
 /// One `headers = [{ name, value | regex }]` entry of a route.

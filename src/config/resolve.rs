@@ -819,6 +819,7 @@ fn resolve_routes(
                 cx.at(route.upstream.span(), format!("routes[{i}].upstream"), kind)
             })?;
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
+        let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -834,6 +835,7 @@ fn resolve_routes(
             host,
             upstream,
             matching,
+            rewrite,
         });
     }
     Ok(routes)

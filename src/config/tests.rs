@@ -86,6 +86,7 @@ fn example_parses_exactly() {
             host: None,
             upstream: 0,
             matching: None,
+            rewrite: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));
@@ -1251,5 +1252,29 @@ fn error_bad_header_condition() {
         &with_route_line("headers = [{ name = \"X\", regex = \"[\" }]"),
         "config.toml:6:34: routes[0].headers[0].regex: ",
         "invalid regex",
+    );
+}
+
+#[test]
+fn route_rewrites_parse() {
+    let src = with_route_line(
+        "strip_prefix = \"/api\"\nadd_prefix = \"/v2\"\nhost_rewrite = \"[::1]:81\"\n\
+         replace_prefix = { from = \"/a/\", to = \"/b/\" }\n\
+         regex_rewrite = { pattern = \"^/x/(.*)\", substitution = \"/y/$1\" }",
+    );
+    let config = parse(&src).unwrap();
+    let r = config.routes[0].rewrite.as_deref().unwrap();
+    assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
+    assert_eq!(r.add_prefix.as_deref(), Some("/v2"));
+    assert_eq!(r.host.as_deref(), Some("[::1]:81"));
+    assert_eq!(
+        r.target("/api/a/x/1?q").unwrap().as_deref(),
+        Some("/v2/b/x/1?q")
+    );
+    assert!(parse(&with("", "")).unwrap().routes[0].rewrite.is_none());
+    assert_rejected(
+        &with_route_line("host_rewrite = \"a:99999\""),
+        "config.toml:6:16: routes[0].host_rewrite: ",
+        "not a host name",
     );
 }

@@ -7,5 +7,7 @@
 //! runs it). A route without gateway keys carries `None` and costs nothing.
 
 pub mod matching;
+pub mod rewrite;
 
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
+pub use rewrite::Rewrite;

@@ -27,13 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{self, Entry};
+use crate::gateway;
+use crate::gateway::rewrite::REWRITE_FAILED;
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
 use crate::io::Conn;
 use crate::metrics::Method;
 
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
-use super::filter::RequestCtx;
+use super::filter::{Filter, RequestCtx};
 use super::relay::reply_and_close;
 use super::worker::Worker;
 
@@ -322,8 +324,14 @@ fn on_head(
         upstream,
         request_id: &client.request_id,
         forward_request_id: None,
+        target: None,
     };
     worker.filters.on_request(&mut filtered)?;
+    if let Some(rewrite) = &route.rewrite {
+        rewrite.on_request(&mut filtered).inspect_err(|_| {
+            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
+        })?;
+    }
     let client_ip = client.transport.peer_addr().ip();
     let ctx = ForwardContext {
         client_ip,
@@ -337,6 +345,9 @@ fn on_head(
     };
     fwd.clear();
     http::write_request_head(&head, &ctx, fwd);
+    if let Some(rewrite) = &route.rewrite {
+        gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
+    }
     let info = RequestInfo {
         is_head: head.is_head(),
         idempotent: head.is_idempotent(),

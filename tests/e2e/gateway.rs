@@ -181,3 +181,139 @@ fn check_reports_bad_route_conditions() {
         "{text}"
     );
 }
+
+/// What the echo backend saw: its `target` and `host` lines.
+fn echoed(proxy: &Proxy, target: &str, host: &str) -> (u16, String, String) {
+    let resp = proxy
+        .client()
+        .roundtrip(&request("GET", target, &[("Host", host)], b""));
+    let body = resp.body_str();
+    let line = |key: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .to_string()
+    };
+    (resp.status, line("target "), line("header host: "))
+}
+
+#[test]
+fn path_and_host_rewrites_reach_the_backend() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .route_with(
+            "/api/",
+            None,
+            "app",
+            &[
+                "strip_prefix = \"/api\"",
+                "replace_prefix = { from = \"/v1/\", to = \"/legacy/\" }",
+                "add_prefix = \"/svc\"",
+                "host_rewrite = \"internal.svc:8080\"",
+            ],
+        )
+        .route_with(
+            "/users/",
+            None,
+            "app",
+            &["regex_rewrite = { pattern = '^/users/(?P<id>[0-9]+)/(\\w+)$', substitution = '/profile/$2/${id}' }"],
+        )
+        .route_with(
+            "/big/",
+            None,
+            "app",
+            &["regex_rewrite = { pattern = '^(.*)$', substitution = '/$1$1$1$1$1$1$1$1' }"],
+        )
+        .route("/", None, "app")
+        .start();
+    let cases = [
+        (
+            "/api/v1/a?q=1&r",
+            "/svc/legacy/a?q=1&r",
+            "internal.svc:8080",
+        ),
+        ("/api/v2/b", "/svc/v2/b", "internal.svc:8080"),
+        (
+            "/users/42/posts?page=2",
+            "/profile/posts/42?page=2",
+            "public.example",
+        ),
+        ("/users/x/posts", "/users/x/posts", "public.example"),
+        ("/plain?x", "/plain?x", "public.example"),
+    ];
+    for (target, want_target, want_host) in cases {
+        let (status, got_target, got_host) = echoed(&proxy, target, "public.example");
+        assert_eq!(
+            (status, got_target.as_str(), got_host.as_str()),
+            (200, want_target, want_host),
+            "{target}"
+        );
+    }
+    // A result longer than the proxy forwards: 500, the backend not asked.
+    let before = backend.request_count();
+    let long = format!("/big/{}", "a".repeat(2000));
+    let resp = proxy
+        .client()
+        .roundtrip(&request("GET", &long, &[("Host", "h")], b""));
+    assert_eq!(resp.status, 500, "{}", resp.body_str());
+    assert!(
+        resp.body_str().contains("path rewrite"),
+        "{}",
+        resp.body_str()
+    );
+    assert_eq!(backend.request_count(), before);
+
+    // Reload: the rewrite changes for the next request.
+    rewrite(&proxy, |t| {
+        t.replace("add_prefix = \"/svc\"", "add_prefix = \"/svc2\"")
+    });
+    let r = admin(&proxy, "POST", "/reload");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(wait_until(WAIT, || {
+        (0..4).all(|_| echoed(&proxy, "/api/v2/b", "h").1 == "/svc2/v2/b")
+    }));
+}
+
+#[test]
+fn check_reports_bad_rewrites() {
+    let dir = TempDir::new();
+    let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.app]\n\
+                backends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nupstream = \"app\"\n";
+    for (line, want) in [
+        ("strip_prefix = \"api\"", ":7:16: routes[0].strip_prefix: "),
+        ("add_prefix = \"/a b\"", ":7:14: routes[0].add_prefix: "),
+        (
+            "replace_prefix = { from = \"/a\", to = \"/b?x\" }",
+            ":7:38: routes[0].replace_prefix.to: ",
+        ),
+        (
+            "regex_rewrite = { pattern = \"(\", substitution = \"/x\" }",
+            ":7:29: routes[0].regex_rewrite.pattern: invalid regex",
+        ),
+        (
+            "regex_rewrite = { pattern = \"^/(.*)\", substitution = \"$1\" }",
+            ":7:54: routes[0].regex_rewrite.substitution: ",
+        ),
+        ("host_rewrite = \"a b\"", ":7:16: routes[0].host_rewrite: "),
+        (
+            "host_rewrite = \"backend\"",
+            ":7:16: routes[0].host_rewrite: ",
+        ),
+    ] {
+        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
+        let p = path.to_str().unwrap();
+        let out = run_bin(&["check", "--config", p], &[]);
+        let text = strip_ansi(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
+        assert!(
+            text.contains(&format!("{p}{want}")),
+            "{line}: want {want:?} in:\n{text}"
+        );
+    }
+}
