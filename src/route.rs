@@ -30,7 +30,7 @@ use ahash::AHashMap;
 
 use std::sync::Arc;
 
-use crate::config::{Config, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
 use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
@@ -49,6 +49,8 @@ pub struct Route {
     pub matching: Option<Box<RouteMatch>>,
     /// Path and host rewrites; `None` for a plain route.
     pub rewrite: Option<Arc<Rewrite>>,
+    /// `request_headers` edits; `None` for a plain route.
+    pub request_headers: Option<Arc<HeaderEdits>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -91,6 +93,7 @@ impl RouteTable {
                 host: r.host.clone(),
                 matching: r.matching.clone(),
                 rewrite: r.rewrite.clone(),
+                request_headers: r.request_headers.clone(),
                 index,
             })
             .collect();

@@ -10,8 +10,9 @@ use super::raw::{RawHeaderMatch, RawRoute};
 use super::resolve::Cx;
 use std::sync::Arc;
 
+use crate::gateway::headers::{Template, FORBIDDEN, REQUEST_VARIABLES};
 use crate::gateway::rewrite::valid_path_piece;
-use crate::gateway::{HeaderCondition, HeaderTest, Pattern, Rewrite, RouteMatch};
+use crate::gateway::{HeaderCondition, HeaderEdits, HeaderTest, Pattern, Rewrite, RouteMatch};
 
 /// Most `methods` or `headers` entries on one route (bounded work per request).
 const MAX_CONDITIONS: usize = 32;
@@ -186,4 +187,67 @@ fn valid_host_value(text: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
     name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+/// Most edits in one `request_headers` (bounded work per request).
+const MAX_HEADER_EDITS: usize = 64;
+
+/// `request_headers` of route `i`; `None` when unset or empty.
+pub(super) fn resolve_request_headers(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<HeaderEdits>>, ConfigError> {
+    let Some(raw) = &route.request_headers else {
+        return Ok(None);
+    };
+    let key = format!("routes[{i}].request_headers");
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let name_error = |name: &str, at: std::ops::Range<usize>, key: String| {
+        let lower = name.to_ascii_lowercase();
+        let reason = if !is_token(name) {
+            format!("{name:?} is not a header field name")
+        } else if FORBIDDEN.contains(&lower.as_str()) {
+            format!(
+                "{name} carries framing or hop-by-hop meaning and cannot be changed{}",
+                if lower == "host" {
+                    " (use host_rewrite)"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            return None;
+        };
+        Some(cx.at(at, key, Kind::InvalidValue(reason)))
+    };
+    let mut edits = HeaderEdits::default();
+    for (list, out) in [(&raw.set, &mut edits.set), (&raw.add, &mut edits.add)] {
+        let which = if std::ptr::eq(list, &raw.set) {
+            "set"
+        } else {
+            "add"
+        };
+        for (name, value) in list.iter().flatten() {
+            let at = format!("{key}.{which}.{name}");
+            if let Some(e) = name_error(name, value.span(), at.clone()) {
+                return Err(e);
+            }
+            let template = Template::parse(value.get_ref(), &REQUEST_VARIABLES)
+                .map_err(|e| cx.at(value.span(), at, Kind::InvalidValue(e)))?;
+            out.push((name.clone(), template));
+        }
+    }
+    for (j, name) in raw.remove.iter().flatten().enumerate() {
+        if let Some(e) = name_error(name.get_ref(), name.span(), format!("{key}.remove[{j}]")) {
+            return Err(e);
+        }
+        edits.remove.push(name.get_ref().clone());
+    }
+    if edits.remove.len() + edits.set.len() + edits.add.len() > MAX_HEADER_EDITS {
+        let kind = Kind::InvalidValue(format!("at most {MAX_HEADER_EDITS} edits"));
+        return Err(cx.at(span, key, kind));
+    }
+    Ok((!edits.is_empty()).then(|| Arc::new(edits)))
 }

@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::{Rewrite, RouteMatch};
+pub use crate::gateway::{HeaderEdits, Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -688,6 +688,8 @@ pub struct RouteConfig {
     /// `host_rewrite` (see `crate::gateway::rewrite`). `None` when the
     /// route sets none.
     pub rewrite: Option<Arc<Rewrite>>,
+    /// `request_headers` (see `crate::gateway::headers`); `None` when unset.
+    pub request_headers: Option<Arc<HeaderEdits>>,
 }
 
 /// A checked route `host`, lowercased, without port.

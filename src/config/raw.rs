@@ -214,6 +214,16 @@ pub(super) struct RawRoute {
     pub replace_prefix: Option<Spanned<RawReplacePrefix>>,
     pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
     pub host_rewrite: Option<Spanned<String>>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+}
+
+/// `request_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderEdits {
+    pub set: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub add: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub remove: Option<Vec<Spanned<String>>>,
 }
 
 /// `replace_prefix = { from, to }`.

@@ -820,6 +820,7 @@ fn resolve_routes(
             })?;
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
         let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
+        let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -836,6 +837,7 @@ fn resolve_routes(
             upstream,
             matching,
             rewrite,
+            request_headers,
         });
     }
     Ok(routes)

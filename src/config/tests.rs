@@ -87,6 +87,7 @@ fn example_parses_exactly() {
             upstream: 0,
             matching: None,
             rewrite: None,
+            request_headers: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));

@@ -6,8 +6,10 @@
 //! sockets and shared by the config (which builds it) and the proxy (which
 //! runs it). A route without gateway keys carries `None` and costs nothing.
 
+pub mod headers;
 pub mod matching;
 pub mod rewrite;
 
+pub use headers::HeaderEdits;
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
 pub use rewrite::Rewrite;

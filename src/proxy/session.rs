@@ -348,6 +348,26 @@ fn on_head(
     if let Some(rewrite) = &route.rewrite {
         gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
     }
+    if let Some(edits) = &route.request_headers {
+        let peer = client.transport.peer_addr();
+        let request_id = client.request_id.as_str();
+        let upstream_name = worker.config.upstreams[upstream].name.as_str();
+        let var = |name: &str, out: &mut Vec<u8>| {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = match name {
+                "client_ip" => write!(out, "{}", peer.ip()),
+                "client_port" => write!(out, "{}", peer.port()),
+                "request_id" => write!(out, "{request_id}"),
+                "host" => write!(out, "{}", head.host().unwrap_or("")),
+                "scheme" => write!(out, "{}", ctx.proto),
+                "upstream" => write!(out, "{upstream_name}"),
+                "route" => write!(out, "{}", route.index),
+                _ => Ok(()),
+            };
+        };
+        edits.apply(fwd, &var);
+    }
     let info = RequestInfo {
         is_head: head.is_head(),
         idempotent: head.is_idempotent(),

@@ -317,3 +317,79 @@ fn check_reports_bad_rewrites() {
         );
     }
 }
+
+#[test]
+fn request_headers_are_set_added_and_removed_with_variables() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .upstream("app", &[backend.addr], &[])
+        .route_with(
+            "/",
+            None,
+            "app",
+            &["request_headers = { set = { X-Client = \"$client_ip\", X-Route = \"r$route/$upstream/$scheme/$host\" }, add = { X-Tag = \"gw\" }, remove = [\"X-Secret\", \"X-Forwarded-Proto\"] }"],
+        )
+        .start();
+    let resp = proxy.client().roundtrip(&request(
+        "GET",
+        "/",
+        &[
+            ("Host", "h.example"),
+            ("X-Secret", "s"),
+            ("X-Client", "spoofed"),
+            ("X-Tag", "client"),
+            ("X-Request-ID", "rid-1"),
+        ],
+        b"",
+    ));
+    let body = resp.body_str();
+    assert_eq!(resp.status, 200, "{body}");
+    for want in [
+        "header x-client: 127.0.0.1\n",
+        "header x-route: r0/app/http/h.example\n",
+        "header x-tag: client\n",
+        "header x-tag: gw\n",
+    ] {
+        assert!(body.contains(want), "no {want:?} in:\n{body}");
+    }
+    for gone in ["x-secret", "spoofed", "x-forwarded-proto"] {
+        assert!(!body.contains(gone), "{gone:?} still in:\n{body}");
+    }
+}
+
+#[test]
+fn check_reports_bad_request_headers() {
+    let dir = TempDir::new();
+    let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.app]\n\
+                backends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nupstream = \"app\"\n";
+    for (line, want) in [
+        (
+            "request_headers = { set = { Content-Length = \"1\" } }",
+            "routes[0].request_headers.set.Content-Length: Content-Length carries framing",
+        ),
+        (
+            "request_headers = { add = { host = \"x\" } }",
+            "routes[0].request_headers.add.host: host carries framing or hop-by-hop meaning and cannot be changed (use host_rewrite)",
+        ),
+        (
+            "request_headers = { remove = [\"Transfer-Encoding\"] }",
+            "routes[0].request_headers.remove[0]: ",
+        ),
+        (
+            "request_headers = { set = { X-B = \"$backend\" } }",
+            "routes[0].request_headers.set.X-B: unknown variable $backend",
+        ),
+    ] {
+        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
+        let p = path.to_str().unwrap();
+        let out = run_bin(&["check", "--config", p], &[]);
+        let text = strip_ansi(&format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
+        assert!(text.contains(&format!("{p}:7:")), "{line}: no line 7 in:\n{text}");
+        assert!(text.contains(want), "{line}: want {want:?} in:\n{text}");
+    }
+}
