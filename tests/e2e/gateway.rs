@@ -4,7 +4,7 @@
 
 use crate::admin::admin;
 use crate::backend::{Backend, Reply};
-use crate::client::request;
+use crate::client::{get, request};
 use crate::harness::{run_bin, strip_ansi, wait_until, Proxy, TempDir, WAIT};
 use crate::reload::rewrite;
 
@@ -392,4 +392,36 @@ fn check_reports_bad_request_headers() {
         assert!(text.contains(&format!("{p}:7:")), "{line}: no line 7 in:\n{text}");
         assert!(text.contains(want), "{line}: want {want:?} in:\n{text}");
     }
+}
+
+#[test]
+fn request_headers_are_reloaded() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .route_with(
+            "/",
+            None,
+            "app",
+            &["request_headers = { set = { X-Stage = \"one\" } }"],
+        )
+        .start();
+    let stage = || {
+        let body = proxy.client().roundtrip(&get("/")).body_str();
+        body.lines()
+            .find_map(|l| l.strip_prefix("header x-stage: "))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(stage(), "one");
+    rewrite(&proxy, |t| t.replace("\"one\"", "\"two-$scheme\""));
+    let r = admin(&proxy, "POST", "/reload");
+    assert_eq!(r.status, 200, "{}", r.body_str());
+    assert!(wait_until(WAIT, || (0..4).all(|_| stage() == "two-http")));
+    // A forbidden name is refused and the running edits stay.
+    rewrite(&proxy, |t| t.replace("X-Stage", "Connection"));
+    let r = admin(&proxy, "POST", "/reload");
+    assert_ne!(r.status, 200, "{}", r.body_str());
+    assert_eq!(stage(), "two-http");
 }
