@@ -11,19 +11,27 @@
 //!    `path_prefix` is a plain byte prefix of that path, like nginx
 //!    `location /api` (so `/api` also matches `/apix`; write `/api/` to
 //!    stop at a segment boundary).
-//! 3. The longest matching `path_prefix` wins.
-//! 4. On equal prefix length, an exact host beats a `*.suffix` host, which
+//! 3. A route with conditions (`methods`, `headers`, `path_regex`) is a
+//!    candidate only when all of them hold; `path_regex` sees the same path
+//!    and is matched in addition to `path_prefix` (default `/`).
+//! 4. The longest matching `path_prefix` wins.
+//! 5. On equal prefix length, an exact host beats a `*.suffix` host, which
 //!    beats no host.
-//! 5. Then the earlier route in the file wins.
+//! 6. Then a route with conditions beats one without.
+//! 7. Then the earlier route in the file wins.
 //!
 //! Invariants: each of the three lists (exact-host by host, wildcard, any
-//! host) is sorted by prefix length, longest first, then file order, so the
-//! first match in each list is that list's best; the answer is the best of
-//! at most three. `route` does not allocate.
+//! host) is sorted by prefix length, longest first, then routes with
+//! conditions first, then file order, so the first match in each list is
+//! that list's best; the answer is the best of at most three. `route` does
+//! not allocate, and a route without conditions costs one `None` check.
 
 use ahash::AHashMap;
 
-use crate::config::{Config, HostPattern, RouteConfig};
+use std::sync::Arc;
+
+use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
 const MAX_HOST_LEN: usize = 255;
@@ -37,6 +45,14 @@ pub struct Route {
     pub path_prefix: String,
     /// `None` matches any host.
     pub host: Option<HostPattern>,
+    /// Further conditions; `None` for a plain route.
+    pub matching: Option<Box<RouteMatch>>,
+    /// Path and host rewrites; `None` for a plain route.
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// `request_headers` edits; `None` for a plain route.
+    pub request_headers: Option<Arc<HeaderEdits>>,
+    /// Position in the file (`routes[index]`), for logs.
+    pub index: usize,
 }
 
 /// How specific a route's host is; higher wins on equal prefix length.
@@ -70,10 +86,15 @@ impl RouteTable {
     pub fn new(routes: &[RouteConfig]) -> RouteTable {
         let routes: Vec<Route> = routes
             .iter()
-            .map(|r| Route {
+            .enumerate()
+            .map(|(index, r)| Route {
                 upstream: r.upstream,
                 path_prefix: r.path_prefix.clone(),
                 host: r.host.clone(),
+                matching: r.matching.clone(),
+                rewrite: r.rewrite.clone(),
+                request_headers: r.request_headers.clone(),
+                index,
             })
             .collect();
         let mut exact: AHashMap<String, Vec<usize>> = AHashMap::new();
@@ -90,7 +111,10 @@ impl RouteTable {
         }
         // Stable sort: equal lengths keep file order.
         let longest_first = |list: &mut Vec<usize>| {
-            list.sort_by_key(|&i| std::cmp::Reverse(routes[i].path_prefix.len()))
+            list.sort_by_key(|&i| {
+                let route = &routes[i];
+                std::cmp::Reverse((route.path_prefix.len(), route.matching.is_some()))
+            })
         };
         exact.values_mut().for_each(longest_first);
         longest_first(&mut wildcard);
@@ -103,9 +127,24 @@ impl RouteTable {
         }
     }
 
-    /// The route for a request with `Host` (or authority) `host` and
-    /// origin-form target `path` (query allowed), or `None` if none matches.
+    /// The route for a `GET` without header fields to `Host` (or authority)
+    /// `host` and origin-form target `path` (query allowed), or `None`.
     pub fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
+        self.find(host, "GET", path, &Headers::new(b""))
+    }
+
+    /// The route for a parsed request, or `None` if none matches.
+    pub fn route_request(&self, head: &RequestHead<'_>) -> Option<&Route> {
+        self.find(head.host(), head.method(), head.path(), &head.headers())
+    }
+
+    fn find(
+        &self,
+        host: Option<&str>,
+        method: &str,
+        path: &str,
+        headers: &Headers<'_>,
+    ) -> Option<&Route> {
         let path = path.split_once('?').map_or(path, |(p, _)| p).as_bytes();
         let host = host.map(strip_port);
         let mut lower = [0u8; MAX_HOST_LEN];
@@ -113,7 +152,14 @@ impl RouteTable {
             .and_then(|h| ascii_lowercase_into(h, &mut lower))
             .and_then(|h| self.exact.get(h));
 
-        let prefix_matches = |i: &usize| path.starts_with(self.routes[*i].path_prefix.as_bytes());
+        let prefix_matches = |i: &usize| {
+            let route = &self.routes[*i];
+            path.starts_with(route.path_prefix.as_bytes())
+                && route
+                    .matching
+                    .as_ref()
+                    .is_none_or(|m| m.matches(method, path, headers))
+        };
         let candidates = [
             exact_list.and_then(|list| list.iter().find(|i| prefix_matches(i))),
             host.and_then(|h| {
@@ -131,15 +177,21 @@ impl RouteTable {
             .map(|i| &self.routes[i])
     }
 
-    /// Orders candidates: longer prefix, then more specific host, then earlier in file.
-    fn rank(&self, i: usize) -> (usize, HostRank, std::cmp::Reverse<usize>) {
+    /// Orders candidates: longer prefix, then more specific host, then
+    /// conditions, then earlier in file.
+    fn rank(&self, i: usize) -> (usize, HostRank, bool, std::cmp::Reverse<usize>) {
         let route = &self.routes[i];
         let host = match route.host {
             Some(HostPattern::Exact(_)) => HostRank::Exact,
             Some(HostPattern::Suffix(_)) => HostRank::Wildcard,
             None => HostRank::Any,
         };
-        (route.path_prefix.len(), host, std::cmp::Reverse(i))
+        (
+            route.path_prefix.len(),
+            host,
+            route.matching.is_some(),
+            std::cmp::Reverse(i),
+        )
     }
 
     /// All routes, in file order.
@@ -318,6 +370,114 @@ backends = [{ addr = "10.0.0.2:80" }]
             Some(1)
         );
         assert_eq!(table.route(None, "/b"), None);
+    }
+
+    /// Precedence with conditions: prefix length first, then host, then a
+    /// route with conditions over one without, then file order.
+    #[test]
+    fn conditions_filter_and_rank_after_prefix_and_host() {
+        let src = r#"
+[server]
+listen = ["127.0.0.1:1"]
+[[routes]]                    # 0 -> u0: plain
+path_prefix = "/api"
+upstream = "u0"
+[[routes]]                    # 1 -> u1: writes
+path_prefix = "/api"
+methods = ["POST", "PUT"]
+upstream = "u1"
+[[routes]]                    # 2 -> u2: canary header, any value
+path_prefix = "/api"
+headers = [{ name = "X-Canary" }]
+upstream = "u2"
+[[routes]]                    # 3 -> u3: numeric ids, shorter prefix
+path_regex = "^/api/[0-9]+$"
+upstream = "u3"
+[[routes]]                    # 4 -> u4: exact host, plain
+path_prefix = "/api"
+host = "h.example"
+upstream = "u4"
+[[routes]]                    # 5 -> u5: header value by regex and exact
+path_prefix = "/api/v"
+headers = [{ name = "X-Ver", regex = "^v[2-9]$" }, { name = "X-Env", value = "blue" }]
+upstream = "u5"
+"#;
+        let mut src = src.to_owned();
+        for n in 0..6 {
+            src.push_str(&format!(
+                "[upstreams.u{n}]\nbackends = [{{ addr = \"10.0.0.{n}:80\" }}]\n"
+            ));
+        }
+        let config = Config::from_toml_str(&src, Path::new("t.toml")).unwrap();
+        let table = RouteTable::from_config(&config);
+        let route = |raw: &str| {
+            let raw = raw.replace('\n', "\r\n") + "\r\n";
+            match crate::http::parse_request(raw.as_bytes(), &Default::default()).unwrap() {
+                crate::http::Status::Complete(head) => {
+                    table.route_request(&head).map(|r| r.upstream)
+                }
+                crate::http::Status::Partial => panic!("partial: {raw:?}"),
+            }
+        };
+        let cases: &[(&str, Option<usize>)] = &[
+            ("GET /api HTTP/1.1\nHost: a\n", Some(0)),
+            // A condition beats a plain route at equal prefix and host.
+            ("POST /api HTTP/1.1\nHost: a\nContent-Length: 0\n", Some(1)),
+            ("GET /api/x HTTP/1.1\nHost: a\nX-Canary: 0\n", Some(2)),
+            // Both conditioned routes hold: the earlier one wins.
+            (
+                "PUT /api HTTP/1.1\nHost: a\nX-Canary: 1\nContent-Length: 0\n",
+                Some(1),
+            ),
+            // The longer prefix wins over conditions: `/api` (4) > `/` (1).
+            ("GET /api/42 HTTP/1.1\nHost: a\n", Some(0)),
+            // Only the regex route matches outside `/api`... none here.
+            ("GET /other HTTP/1.1\nHost: a\n", None),
+            // An exact host beats conditions at equal prefix.
+            (
+                "POST /api HTTP/1.1\nHost: h.example\nContent-Length: 0\n",
+                Some(4),
+            ),
+            // All header conditions must hold.
+            (
+                "GET /api/v HTTP/1.1\nHost: a\nX-Ver: v2\nX-Env: blue\n",
+                Some(5),
+            ),
+            (
+                "GET /api/v HTTP/1.1\nHost: a\nX-Ver: v1\nX-Env: blue\n",
+                Some(0),
+            ),
+            ("GET /api/v HTTP/1.1\nHost: a\nX-Ver: v3\n", Some(0)),
+        ];
+        for &(raw, want) in cases {
+            assert_eq!(route(raw), want, "{raw:?}");
+        }
+        // The regex alone routes where no longer prefix competes.
+        let src2 = src.replacen(
+            "path_prefix = \"/api\"\nupstream = \"u0\"",
+            "path_prefix = \"/x\"\nupstream = \"u0\"",
+            1,
+        );
+        let table2 =
+            RouteTable::from_config(&Config::from_toml_str(&src2, Path::new("t.toml")).unwrap());
+        let raw = "GET /api/42?q=1 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let crate::http::Status::Complete(head) =
+            crate::http::parse_request(raw.as_bytes(), &Default::default()).unwrap()
+        else {
+            panic!("partial")
+        };
+        // `/api` routes 1 and 2 do not hold; 3's regex does (query ignored).
+        assert_eq!(table2.route_request(&head).map(|r| r.upstream), Some(3));
+    }
+
+    #[test]
+    fn same_prefix_with_different_conditions_is_not_a_duplicate() {
+        let base = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.a]\nbackends = [{ addr = \"10.0.0.1:80\" }]\n";
+        let ok = format!("{base}[[routes]]\nupstream = \"a\"\n[[routes]]\nmethods = [\"GET\"]\nupstream = \"a\"\n");
+        assert!(Config::from_toml_str(&ok, Path::new("t.toml")).is_ok());
+        let dup = format!("{base}[[routes]]\nmethods = [\"GET\"]\nupstream = \"a\"\n[[routes]]\nmethods = [\"GET\"]\nupstream = \"a\"\n");
+        let err = Config::from_toml_str(&dup, Path::new("t.toml")).unwrap_err();
+        assert!(err.to_string().contains("routes[1]"), "{err}");
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl fmt::Display for ConfigErrorKind {
             ),
             DuplicateRoute { first } => write!(
                 f,
-                "same host and path_prefix as routes[{first}], so this route could never match"
+                "same host, path_prefix and conditions as routes[{first}], so this route could never match"
             ),
             Tls(e) => write!(f, "{e}"),
             InvalidServerName { value, reason } => {

@@ -21,6 +21,7 @@
 
 mod admin;
 mod error;
+mod gateway;
 mod locate;
 mod raw;
 mod resolve;
@@ -32,10 +33,12 @@ use std::net::SocketAddr;
 use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::gateway::{HeaderEdits, Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -677,6 +680,16 @@ pub struct RouteConfig {
     /// `upstream`: required, the name of an `[upstreams.NAME]` table,
     /// resolved to its index in [`Config::upstreams`].
     pub upstream: usize,
+    /// `methods`, `headers`, `path_regex`: further conditions, all of
+    /// which must hold (see `crate::route` for precedence). `None` when
+    /// the route sets none.
+    pub matching: Option<Box<RouteMatch>>,
+    /// `strip_prefix`, `replace_prefix`, `add_prefix`, `regex_rewrite`,
+    /// `host_rewrite` (see `crate::gateway::rewrite`). `None` when the
+    /// route sets none.
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// `request_headers` (see `crate::gateway::headers`); `None` when unset.
+    pub request_headers: Option<Arc<HeaderEdits>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -762,7 +775,26 @@ impl Config {
         for r in &self.routes {
             let host = r.host.as_ref().map_or("*".to_owned(), |h| h.to_string());
             let upstream = &self.upstreams[r.upstream].name;
-            let _ = writeln!(out, "  host {host} path {} -> {upstream}", r.path_prefix);
+            let mut conditions = String::new();
+            if let Some(m) = &r.matching {
+                if !m.methods.is_empty() {
+                    let _ = write!(conditions, " methods {}", m.methods.join(","));
+                }
+                for h in &m.headers {
+                    let _ = write!(conditions, " header {}", h.name);
+                }
+                if let Some(p) = &m.path_regex {
+                    let _ = write!(conditions, " path_regex {:?}", p.as_str());
+                }
+            }
+            if r.rewrite.is_some() {
+                conditions.push_str(" (rewritten)");
+            }
+            let _ = writeln!(
+                out,
+                "  host {host} path {}{conditions} -> {upstream}",
+                r.path_prefix
+            );
         }
         if let Some(log) = &s.access_log {
             let format = match log.format {

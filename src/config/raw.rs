@@ -206,6 +206,49 @@ pub(super) struct RawRoute {
     pub path_prefix: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
     pub upstream: Spanned<String>,
+    pub methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub headers: Option<Spanned<Vec<Spanned<RawHeaderMatch>>>>,
+    pub path_regex: Option<Spanned<String>>,
+    pub strip_prefix: Option<Spanned<String>>,
+    pub add_prefix: Option<Spanned<String>>,
+    pub replace_prefix: Option<Spanned<RawReplacePrefix>>,
+    pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
+    pub host_rewrite: Option<Spanned<String>>,
+    pub request_headers: Option<Spanned<RawHeaderEdits>>,
+}
+
+/// `request_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderEdits {
+    pub set: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub add: Option<std::collections::BTreeMap<String, Spanned<String>>>,
+    pub remove: Option<Vec<Spanned<String>>>,
+}
+
+/// `replace_prefix = { from, to }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReplacePrefix {
+    pub from: Spanned<String>,
+    pub to: Spanned<String>,
+}
+
+/// `regex_rewrite = { pattern, substitution }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegexRewrite {
+    pub pattern: Spanned<String>,
+    pub substitution: Spanned<String>,
+}
+
+/// One `headers = [{ name, value | regex }]` entry of a route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHeaderMatch {
+    pub name: Spanned<String>,
+    pub value: Option<Spanned<String>>,
+    pub regex: Option<Spanned<String>>,
 }
 
 /// A `Duration` written the humantime way: `"5s"`, `"1h 30m"`, `"250ms"`.

@@ -818,9 +818,12 @@ fn resolve_routes(
                 };
                 cx.at(route.upstream.span(), format!("routes[{i}].upstream"), kind)
             })?;
+        let matching = super::gateway::resolve_route_match(cx, i, route)?;
+        let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
+        let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
         if let Some(first) = routes
             .iter()
-            .position(|r| r.host == host && r.path_prefix == path_prefix)
+            .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
         {
             return Err(cx.at(
                 route_span,
@@ -832,6 +835,9 @@ fn resolve_routes(
             path_prefix,
             host,
             upstream,
+            matching,
+            rewrite,
+            request_headers,
         });
     }
     Ok(routes)

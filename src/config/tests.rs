@@ -84,7 +84,10 @@ fn example_parses_exactly() {
         vec![RouteConfig {
             path_prefix: "/".into(),
             host: None,
-            upstream: 0
+            upstream: 0,
+            matching: None,
+            rewrite: None,
+            request_headers: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));
@@ -585,7 +588,7 @@ fn error_duplicate_route() {
     assert_rejected(
         &src,
         "config.toml:6:1: routes[1]: ",
-        "same host and path_prefix as routes[0]",
+        "same host, path_prefix and conditions as routes[0]",
     );
 }
 
@@ -1189,4 +1192,90 @@ fn load_accepts_tls_listeners_and_tls_upstreams_with_http_checks() {
     assert!(config.server.listen[0].tls.is_some());
     assert!(config.upstreams[0].tls.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `with("", "")` with `line` added after the route's `upstream` (line 6).
+fn with_route_line(line: &str) -> String {
+    with("", "").replace("upstream = \"app\"", &format!("upstream = \"app\"\n{line}"))
+}
+
+#[test]
+fn route_conditions_parse() {
+    let src = with_route_line(
+        "methods = [\"GET\", \"POST\"]\npath_regex = \"^/u/[0-9]+$\"\n\
+         headers = [{ name = \"X-A\" }, { name = \"X-B\", value = \"1\" }, { name = \"X-C\", regex = \"^c\" }]",
+    );
+    let config = parse(&src).unwrap();
+    let m = config.routes[0].matching.as_deref().unwrap();
+    assert_eq!(m.methods, ["GET", "POST"]);
+    assert_eq!(m.path_regex.as_ref().unwrap().as_str(), "^/u/[0-9]+$");
+    assert_eq!(m.headers.len(), 3);
+    // A route without conditions carries none.
+    assert!(parse(&with("", "")).unwrap().routes[0].matching.is_none());
+}
+
+#[test]
+fn error_bad_path_regex() {
+    assert_rejected(
+        &with_route_line("path_regex = \"(\""),
+        "config.toml:6:14: routes[0].path_regex: ",
+        "invalid regex \"(\"",
+    );
+}
+
+#[test]
+fn error_bad_method() {
+    assert_rejected(
+        &with_route_line("methods = [\"GET\", \"B AD\"]"),
+        "config.toml:6:19: routes[0].methods[1]: ",
+        "is not an HTTP method token",
+    );
+    assert_rejected(
+        &with_route_line("methods = []"),
+        "config.toml:6:11: routes[0].methods: ",
+        "give 1 to 32 methods",
+    );
+}
+
+#[test]
+fn error_bad_header_condition() {
+    assert_rejected(
+        &with_route_line("headers = [{ name = \"X\", value = \"a\", regex = \"b\" }]"),
+        "config.toml:6:47: routes[0].headers[0].regex: ",
+        "not both",
+    );
+    assert_rejected(
+        &with_route_line("headers = [{ name = \"X:Y\" }]"),
+        "config.toml:6:21: routes[0].headers[0].name: ",
+        "not a header field name",
+    );
+    assert_rejected(
+        &with_route_line("headers = [{ name = \"X\", regex = \"[\" }]"),
+        "config.toml:6:34: routes[0].headers[0].regex: ",
+        "invalid regex",
+    );
+}
+
+#[test]
+fn route_rewrites_parse() {
+    let src = with_route_line(
+        "strip_prefix = \"/api\"\nadd_prefix = \"/v2\"\nhost_rewrite = \"[::1]:81\"\n\
+         replace_prefix = { from = \"/a/\", to = \"/b/\" }\n\
+         regex_rewrite = { pattern = \"^/x/(.*)\", substitution = \"/y/$1\" }",
+    );
+    let config = parse(&src).unwrap();
+    let r = config.routes[0].rewrite.as_deref().unwrap();
+    assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
+    assert_eq!(r.add_prefix.as_deref(), Some("/v2"));
+    assert_eq!(r.host.as_deref(), Some("[::1]:81"));
+    assert_eq!(
+        r.target("/api/a/x/1?q").unwrap().as_deref(),
+        Some("/v2/b/x/1?q")
+    );
+    assert!(parse(&with("", "")).unwrap().routes[0].rewrite.is_none());
+    assert_rejected(
+        &with_route_line("host_rewrite = \"a:99999\""),
+        "config.toml:6:16: routes[0].host_rewrite: ",
+        "not a host name",
+    );
 }

@@ -33,6 +33,9 @@ pub enum LocalReply {
     UriTooLong,
     /// 413 (RFC 9110 §15.5.14): the body exceeds the route's limit.
     PayloadTooLarge,
+    /// 500 (RFC 9110 §15.6.1): the proxy's own processing failed (a
+    /// route's rewrite gave an invalid target).
+    InternalError(&'static str),
     /// 501 (RFC 9110 §15.6.2): a method or coding we do not implement.
     NotImplemented(&'static str),
     /// 502 (RFC 9110 §15.6.3): the backend failed or answered badly.
@@ -52,6 +55,7 @@ impl LocalReply {
             LocalReply::HeadersTooLarge => 431,
             LocalReply::UriTooLong => 414,
             LocalReply::PayloadTooLarge => 413,
+            LocalReply::InternalError(_) => 500,
             LocalReply::NotImplemented(_) => 501,
             LocalReply::BadGateway(_) => 502,
             LocalReply::ServiceUnavailable(_) => 503,
@@ -68,6 +72,7 @@ impl LocalReply {
             LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
             LocalReply::UriTooLong => "URI Too Long",
             LocalReply::PayloadTooLarge => "Payload Too Large",
+            LocalReply::InternalError(_) => "Internal Server Error",
             LocalReply::NotImplemented(_) => "Not Implemented",
             LocalReply::BadGateway(_) => "Bad Gateway",
             LocalReply::ServiceUnavailable(_) => "Service Unavailable",
@@ -80,6 +85,7 @@ impl LocalReply {
         match self {
             LocalReply::BadRequest(r)
             | LocalReply::NotImplemented(r)
+            | LocalReply::InternalError(r)
             | LocalReply::BadGateway(r)
             | LocalReply::ServiceUnavailable(r)
             | LocalReply::GatewayTimeout(r) => r,

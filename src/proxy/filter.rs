@@ -25,6 +25,9 @@ pub struct RequestCtx<'r, 'b> {
     pub request_id: &'r str,
     /// An `X-Request-ID` to add to the forwarded head.
     pub forward_request_id: Option<&'r str>,
+    /// A rewritten target (path and query) to forward instead of the
+    /// request's (a route's path rewrite).
+    pub target: Option<String>,
 }
 
 /// A final response head, as the response filters see it.

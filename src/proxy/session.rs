@@ -3,7 +3,8 @@
 //! 1. read head: read until `http::parse_request` has a complete head
 //!    (head timeout, or keep-alive timeout while idle); the request id is
 //!    assigned here, so every reply and log line carries it;
-//! 2. route: host and path pick the upstream (`404` otherwise);
+//! 2. route: host, path (and a route's method, header and path-regex
+//!    conditions) pick the upstream (`404` otherwise);
 //! 3. request filters (`Filters::on_request`); then the forwarded head is
 //!    written at once, so no borrow of the buffer lives across an await;
 //! 4. choose backend, 5. send, 6. read response head, 7. response filters,
@@ -26,13 +27,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{self, Entry};
+use crate::gateway;
+use crate::gateway::rewrite::REWRITE_FAILED;
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
 use crate::io::Conn;
 use crate::metrics::Method;
 
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
-use super::filter::RequestCtx;
+use super::filter::{Filter, RequestCtx};
 use super::relay::reply_and_close;
 use super::worker::Worker;
 
@@ -313,7 +316,7 @@ fn on_head(
         }
     }
     // 2. Route.
-    let Some(route) = worker.routes.route(head.host(), head.path()) else {
+    let Some(route) = worker.routes.route_request(&head) else {
         return Err(LocalReply::NotFound);
     };
     let upstream = route.upstream;
@@ -323,8 +326,14 @@ fn on_head(
         upstream,
         request_id: &client.request_id,
         forward_request_id: None,
+        target: None,
     };
     worker.filters.on_request(&mut filtered)?;
+    if let Some(rewrite) = &route.rewrite {
+        rewrite.on_request(&mut filtered).inspect_err(|_| {
+            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
+        })?;
+    }
     let client_ip = client.transport.peer_addr().ip();
     let ctx = ForwardContext {
         client_ip,
@@ -338,6 +347,29 @@ fn on_head(
     };
     fwd.clear();
     http::write_request_head(&head, &ctx, fwd);
+    if let Some(rewrite) = &route.rewrite {
+        gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
+    }
+    if let Some(edits) = &route.request_headers {
+        let peer = client.transport.peer_addr();
+        let request_id = client.request_id.as_str();
+        let upstream_name = worker.config.upstreams[upstream].name.as_str();
+        let var = |name: &str, out: &mut Vec<u8>| {
+            use std::io::Write as _;
+            // Writing to a Vec cannot fail.
+            let _ = match name {
+                "client_ip" => write!(out, "{}", peer.ip()),
+                "client_port" => write!(out, "{}", peer.port()),
+                "request_id" => write!(out, "{request_id}"),
+                "host" => write!(out, "{}", head.host().unwrap_or("")),
+                "scheme" => write!(out, "{}", ctx.proto),
+                "upstream" => write!(out, "{upstream_name}"),
+                "route" => write!(out, "{}", route.index),
+                _ => Ok(()),
+            };
+        };
+        edits.apply(fwd, &var);
+    }
     let info = RequestInfo {
         is_head: head.is_head(),
         idempotent: head.is_idempotent(),

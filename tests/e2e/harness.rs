@@ -188,6 +188,8 @@ struct RouteSpec {
     path_prefix: String,
     host: Option<String>,
     upstream: String,
+    /// Raw `key = value` lines added to the route's table.
+    extra: Vec<String>,
 }
 
 /// Builds a config file and starts a proxy on it.
@@ -259,11 +261,24 @@ impl ProxyBuilder {
         self
     }
 
-    pub fn route(mut self, path_prefix: &str, host: Option<&str>, upstream: &str) -> Self {
+    pub fn route(self, path_prefix: &str, host: Option<&str>, upstream: &str) -> Self {
+        self.route_with(path_prefix, host, upstream, &[])
+    }
+
+    /// Like [`route`](Self::route) with raw `key = value` lines in the
+    /// route's table (gateway keys).
+    pub fn route_with(
+        mut self,
+        path_prefix: &str,
+        host: Option<&str>,
+        upstream: &str,
+        extra: &[&str],
+    ) -> Self {
         self.routes.push(RouteSpec {
             path_prefix: path_prefix.to_string(),
             host: host.map(str::to_string),
             upstream: upstream.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         });
         self
     }
@@ -291,6 +306,7 @@ impl ProxyBuilder {
                 .first()
                 .map(|u| u.name.clone())
                 .unwrap_or_default(),
+            extra: Vec::new(),
         };
         let routes = if self.routes.is_empty() {
             std::slice::from_ref(&default_route)
@@ -304,6 +320,9 @@ impl ProxyBuilder {
                 writeln!(s, "host = \"{h}\"").unwrap();
             }
             writeln!(s, "upstream = \"{}\"", r.upstream).unwrap();
+            for line in &r.extra {
+                writeln!(s, "{line}").unwrap();
+            }
         }
         for u in &self.upstreams {
             writeln!(s, "\n[upstreams.{}]", u.name).unwrap();

@@ -20,6 +20,7 @@ mod config_errors;
 mod continue100;
 mod errors;
 mod framing;
+mod gateway;
 mod idle;
 mod load;
 mod packaging;

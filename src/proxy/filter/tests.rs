@@ -26,6 +26,7 @@ fn request_ctx<'r, 'b>(head: &'r RequestHead<'b>, id: &'r str) -> RequestCtx<'r,
         upstream: 0,
         request_id: id,
         forward_request_id: None,
+        target: None,
     }
 }
 

@@ -1,0 +1,253 @@
+//! Checks a route's gateway keys (issue 12) into `crate::gateway` types.
+//!
+//! Why apart from `resolve`: the gateway keys are many and self-contained;
+//! each is checked here with the key path and span an operator needs.
+
+use toml::Spanned;
+
+use super::error::{ConfigError, ConfigErrorKind as Kind};
+use super::raw::{RawHeaderMatch, RawRoute};
+use super::resolve::Cx;
+use std::sync::Arc;
+
+use crate::gateway::headers::{Template, FORBIDDEN, REQUEST_VARIABLES};
+use crate::gateway::rewrite::valid_path_piece;
+use crate::gateway::{HeaderCondition, HeaderEdits, HeaderTest, Pattern, Rewrite, RouteMatch};
+
+/// Most `methods` or `headers` entries on one route (bounded work per request).
+const MAX_CONDITIONS: usize = 32;
+
+/// `methods`, `headers`, `path_regex` of route `i`; `None` when none is set,
+/// so that a plain route costs nothing when matched.
+pub(super) fn resolve_route_match(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Box<RouteMatch>>, ConfigError> {
+    let mut m = RouteMatch::default();
+    if let Some(methods) = &route.methods {
+        if methods.get_ref().is_empty() || methods.get_ref().len() > MAX_CONDITIONS {
+            let kind = Kind::InvalidValue(format!(
+                "give 1 to {MAX_CONDITIONS} methods (leave the key out for any method)"
+            ));
+            return Err(cx.at(methods.span(), format!("routes[{i}].methods"), kind));
+        }
+        for (j, method) in methods.get_ref().iter().enumerate() {
+            let text = method.get_ref();
+            if !is_token(text) {
+                let kind = Kind::InvalidValue(format!("{text:?} is not an HTTP method token"));
+                return Err(cx.at(method.span(), format!("routes[{i}].methods[{j}]"), kind));
+            }
+            m.methods.push(text.clone());
+        }
+    }
+    if let Some(headers) = &route.headers {
+        if headers.get_ref().len() > MAX_CONDITIONS {
+            let kind = Kind::InvalidValue(format!("at most {MAX_CONDITIONS} header conditions"));
+            return Err(cx.at(headers.span(), format!("routes[{i}].headers"), kind));
+        }
+        for (j, h) in headers.get_ref().iter().enumerate() {
+            m.headers.push(header_condition(
+                cx,
+                &format!("routes[{i}].headers[{j}]"),
+                h,
+            )?);
+        }
+    }
+    if let Some(p) = &route.path_regex {
+        let pattern = Pattern::new(p.get_ref()).map_err(|e| {
+            let kind = Kind::InvalidValue(format!("invalid regex {:?}: {e}", p.get_ref()));
+            cx.at(p.span(), format!("routes[{i}].path_regex"), kind)
+        })?;
+        m.path_regex = Some(pattern);
+    }
+    Ok((!m.is_empty()).then(|| Box::new(m)))
+}
+
+fn header_condition(
+    cx: &Cx<'_>,
+    key: &str,
+    raw: &Spanned<RawHeaderMatch>,
+) -> Result<HeaderCondition, ConfigError> {
+    let h = raw.get_ref();
+    let name = h.name.get_ref();
+    if !is_token(name) {
+        let kind = Kind::InvalidValue(format!("{name:?} is not a header field name"));
+        return Err(cx.at(h.name.span(), format!("{key}.name"), kind));
+    }
+    let test = match (&h.value, &h.regex) {
+        (Some(_), Some(r)) => {
+            let kind = Kind::InvalidValue("give `value` or `regex`, not both".to_owned());
+            return Err(cx.at(r.span(), format!("{key}.regex"), kind));
+        }
+        (Some(v), None) => HeaderTest::Exact(v.get_ref().clone()),
+        (None, Some(r)) => HeaderTest::Regex(Pattern::new(r.get_ref()).map_err(|e| {
+            let kind = Kind::InvalidValue(format!("invalid regex {:?}: {e}", r.get_ref()));
+            cx.at(r.span(), format!("{key}.regex"), kind)
+        })?),
+        (None, None) => HeaderTest::Present,
+    };
+    Ok(HeaderCondition {
+        name: name.clone(),
+        test,
+    })
+}
+
+/// An RFC 9110 token (method names, field names).
+fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The rewrites of route `i`; `None` when none is set. Every literal must
+/// be a valid path piece starting with `/`, so that a rewrite cannot make
+/// an invalid target (see `crate::gateway::rewrite`).
+pub(super) fn resolve_rewrite(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<Rewrite>>, ConfigError> {
+    let path_piece = |value: &Spanned<String>, key: &str| -> Result<String, ConfigError> {
+        let text = value.get_ref();
+        if text.starts_with('/') && text.len() <= 1024 && valid_path_piece(text) {
+            return Ok(text.clone());
+        }
+        let kind = Kind::InvalidValue(format!(
+            "{text:?} must start with \"/\" and hold only visible ASCII without \"?\" or \"#\" (at most 1024 bytes)"
+        ));
+        Err(cx.at(value.span(), format!("routes[{i}].{key}"), kind))
+    };
+    let mut r = Rewrite::default();
+    if let Some(p) = &route.strip_prefix {
+        r.strip_prefix = Some(path_piece(p, "strip_prefix")?);
+    }
+    if let Some(rp) = &route.replace_prefix {
+        let rp = rp.get_ref();
+        r.replace_prefix = Some((
+            path_piece(&rp.from, "replace_prefix.from")?,
+            path_piece(&rp.to, "replace_prefix.to")?,
+        ));
+    }
+    if let Some(p) = &route.add_prefix {
+        r.add_prefix = Some(path_piece(p, "add_prefix")?);
+    }
+    if let Some(rr) = &route.regex_rewrite {
+        let rr = rr.get_ref();
+        let pattern = Pattern::new(rr.pattern.get_ref()).map_err(|e| {
+            let kind = Kind::InvalidValue(format!("invalid regex {:?}: {e}", rr.pattern.get_ref()));
+            cx.at(
+                rr.pattern.span(),
+                format!("routes[{i}].regex_rewrite.pattern"),
+                kind,
+            )
+        })?;
+        let substitution = path_piece(&rr.substitution, "regex_rewrite.substitution")?;
+        r.regex_rewrite = Some((pattern, substitution));
+    }
+    if let Some(h) = &route.host_rewrite {
+        let text = h.get_ref();
+        let key = format!("routes[{i}].host_rewrite");
+        if text == "backend" {
+            let kind = Kind::InvalidValue(
+                "host_rewrite = \"backend\" is not supported yet; give a host name".to_owned(),
+            );
+            return Err(cx.at(h.span(), key, kind));
+        }
+        if !valid_host_value(text) {
+            let kind = Kind::InvalidValue(format!(
+                "{text:?} is not a host name (with an optional :port)"
+            ));
+            return Err(cx.at(h.span(), key, kind));
+        }
+        r.host = Some(text.clone());
+    }
+    Ok((r != Rewrite::default()).then(|| Arc::new(r)))
+}
+
+/// A `Host` value: a name of letters, digits, `-`, `_` and dots, or a
+/// bracketed IPv6 literal, with an optional `:port`.
+fn valid_host_value(text: &str) -> bool {
+    let (name, port) = match text.rsplit_once(':') {
+        Some((name, port))
+            if !name.ends_with(':') && (name.ends_with(']') || !name.contains(':')) =>
+        {
+            (name, Some(port))
+        }
+        _ => (text, None),
+    };
+    let name_ok = if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    name_ok && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+/// Most edits in one `request_headers` (bounded work per request).
+const MAX_HEADER_EDITS: usize = 64;
+
+/// `request_headers` of route `i`; `None` when unset or empty.
+pub(super) fn resolve_request_headers(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<HeaderEdits>>, ConfigError> {
+    let Some(raw) = &route.request_headers else {
+        return Ok(None);
+    };
+    let key = format!("routes[{i}].request_headers");
+    let span = raw.span();
+    let raw = raw.get_ref();
+    let name_error = |name: &str, at: std::ops::Range<usize>, key: String| {
+        let lower = name.to_ascii_lowercase();
+        let reason = if !is_token(name) {
+            format!("{name:?} is not a header field name")
+        } else if FORBIDDEN.contains(&lower.as_str()) {
+            format!(
+                "{name} carries framing or hop-by-hop meaning and cannot be changed{}",
+                if lower == "host" {
+                    " (use host_rewrite)"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            return None;
+        };
+        Some(cx.at(at, key, Kind::InvalidValue(reason)))
+    };
+    let mut edits = HeaderEdits::default();
+    for (list, out) in [(&raw.set, &mut edits.set), (&raw.add, &mut edits.add)] {
+        let which = if std::ptr::eq(list, &raw.set) {
+            "set"
+        } else {
+            "add"
+        };
+        for (name, value) in list.iter().flatten() {
+            let at = format!("{key}.{which}.{name}");
+            if let Some(e) = name_error(name, value.span(), at.clone()) {
+                return Err(e);
+            }
+            let template = Template::parse(value.get_ref(), &REQUEST_VARIABLES)
+                .map_err(|e| cx.at(value.span(), at, Kind::InvalidValue(e)))?;
+            out.push((name.clone(), template));
+        }
+    }
+    for (j, name) in raw.remove.iter().flatten().enumerate() {
+        if let Some(e) = name_error(name.get_ref(), name.span(), format!("{key}.remove[{j}]")) {
+            return Err(e);
+        }
+        edits.remove.push(name.get_ref().clone());
+    }
+    if edits.remove.len() + edits.set.len() + edits.add.len() > MAX_HEADER_EDITS {
+        let kind = Kind::InvalidValue(format!("at most {MAX_HEADER_EDITS} edits"));
+        return Err(cx.at(span, key, kind));
+    }
+    Ok((!edits.is_empty()).then(|| Arc::new(edits)))
+}

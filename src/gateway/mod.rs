@@ -1,0 +1,15 @@
+//! Gateway features of a route (issue 12): what a `[[routes]]` entry can
+//! ask for beyond host and path prefix.
+//!
+//! Why a module of its own: each feature is plain data checked at config
+//! load plus a pure function of a request head, so it is tested without
+//! sockets and shared by the config (which builds it) and the proxy (which
+//! runs it). A route without gateway keys carries `None` and costs nothing.
+
+pub mod headers;
+pub mod matching;
+pub mod rewrite;
+
+pub use headers::HeaderEdits;
+pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
+pub use rewrite::Rewrite;
