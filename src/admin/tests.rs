@@ -107,6 +107,30 @@ fn metrics_status_healthz() {
 }
 
 #[test]
+fn status_page_is_served_self_contained() {
+    let f = start();
+    let addr = f.server.local_addr();
+    let (status, head, body) = get(addr, "/");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html; charset=utf-8"), "{head}");
+    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    assert_eq!(body, STATUS_PAGE);
+    // Nothing is loaded from elsewhere: no absolute URL, no external file.
+    for needle in ["http:", "https:", "//cdn", "<link", "src=", "@import", "url("] {
+        assert!(!body.contains(needle), "status page contains {needle:?}");
+    }
+    // It polls the two endpoints, and its buttons send the admin header.
+    for needle in ["\"/status\"", "\"/metrics\"", "\"X-Ringlb-Admin\": \"1\"", "\"/backends/\"", "\"drain\"", "\"enable\""] {
+        assert!(body.contains(needle), "status page lacks {needle:?}");
+    }
+    assert_eq!(get(addr, "/?refresh=1").0, 200);
+    let (status, head, _) = post(addr, "/");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET"), "{head}");
+    f.server.stop();
+}
+
+#[test]
 fn drain_enable_reload() {
     let f = start();
     let addr = f.server.local_addr();
@@ -331,6 +355,8 @@ fn status_document() {
         workers: 2,
         draining: false,
         listening: Vec::new(),
+        started_at: UNIX_EPOCH + Duration::from_secs(1_699_999_000),
+        now: UNIX_EPOCH + Duration::from_secs(1_700_000_090),
     };
     let views = vec![vec![View(true, 0, 0), View(false, 1, 4)]];
     let v = status_json(&config, info, &registry.snapshot(), &views);
@@ -350,5 +376,10 @@ fn status_document() {
     assert_eq!(b["in_flight"], 4);
     assert_eq!(b["requests"], 2);
     assert_eq!(app["backends"][0]["requests"], 0);
+    assert_eq!(b["responses_5xx"], 1);
+    assert_eq!(app["backends"][0]["responses_5xx"], 0);
+    assert_eq!(v["started_at_unix"], 1_699_999_000u64);
+    assert_eq!(v["uptime_secs"], 1_090);
+    assert_eq!(v["now_unix"], 1_700_000_090u64);
     assert_eq!(v["counters"]["requests"], 2);
 }
