@@ -733,10 +733,7 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
             body: STATUS_PAGE.to_owned(),
-            headers: vec![(
-                "Content-Security-Policy",
-                STATUS_PAGE_CSP.to_owned(),
-            )],
+            headers: vec![("Content-Security-Policy", STATUS_PAGE_CSP.to_owned())],
         },
         ["metrics"] => Reply {
             status: 200,

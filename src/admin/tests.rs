@@ -112,15 +112,30 @@ fn status_page_is_served_self_contained() {
     let addr = f.server.local_addr();
     let (status, head, body) = get(addr, "/");
     assert_eq!(status, 200);
-    assert!(head.contains("Content-Type: text/html; charset=utf-8"), "{head}");
-    assert!(head.contains("Content-Security-Policy: default-src 'none'"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'none'"),
+        "{head}"
+    );
     assert_eq!(body, STATUS_PAGE);
     // Nothing is loaded from elsewhere: no absolute URL, no external file.
-    for needle in ["http:", "https:", "//cdn", "<link", "src=", "@import", "url("] {
+    for needle in [
+        "http:", "https:", "//cdn", "<link", "src=", "@import", "url(",
+    ] {
         assert!(!body.contains(needle), "status page contains {needle:?}");
     }
     // It polls the two endpoints, and its buttons send the admin header.
-    for needle in ["\"/status\"", "\"/metrics\"", "\"X-Ringlb-Admin\": \"1\"", "\"/backends/\"", "\"drain\"", "\"enable\""] {
+    for needle in [
+        "\"/status\"",
+        "\"/metrics\"",
+        "\"X-Ringlb-Admin\": \"1\"",
+        "\"/backends/\"",
+        "\"drain\"",
+        "\"enable\"",
+    ] {
         assert!(body.contains(needle), "status page lacks {needle:?}");
     }
     assert_eq!(get(addr, "/?refresh=1").0, 200);

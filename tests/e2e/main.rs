@@ -31,6 +31,7 @@ mod resilience;
 mod selftest;
 mod shutdown;
 mod startup;
+mod status_page;
 mod takeover;
 mod timeouts;
 mod tls;
