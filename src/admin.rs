@@ -761,8 +761,9 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
         },
         ["backends", upstream, addr, action] => {
             let drain = *action == "drain";
+            let done = if drain { "drained" } else { "enabled" };
             match (hooks.set_backend_draining)(upstream, addr, drain) {
-                Ok(()) => Reply::text(200, format!("{upstream} {addr}: {action}d\n")),
+                Ok(()) => Reply::text(200, format!("{upstream} {addr}: {done}\n")),
                 Err(e) => Reply::text(404, format!("{e}\n")),
             }
         }
