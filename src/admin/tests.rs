@@ -150,7 +150,10 @@ fn drain_enable_reload() {
     let f = start();
     let addr = f.server.local_addr();
     let (status, _, body) = post(addr, "/backends/app/127.0.0.1:9001/drain");
-    assert_eq!((status, body.as_str()), (200, "app 127.0.0.1:9001: drained\n"));
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "app 127.0.0.1:9001: drained\n")
+    );
     let (status, _, body) = post(addr, "/backends/app/%5B%3A%3A1%5D:80/enable");
     assert_eq!((status, body.as_str()), (200, "app [::1]:80: enabled\n"));
     let (status, _, body) = post(addr, "/backends/nope/127.0.0.1:9001/drain");
