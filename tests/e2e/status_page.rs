@@ -2,6 +2,8 @@
 //! Chromium: every backend has a row with its state, and a drain sent the
 //! way the page's button sends it shows on the next render. With
 //! `auth = "all"`, the page works with the browser's Basic credentials.
+//! Last, a click on the page's own drain button in a live page (driven
+//! over the DevTools protocol) drains the backend and the row shows it.
 //!
 //! Chromium is required (Debian's `chromium`, installed by `.ci/run`): a
 //! machine without it fails these tests, it does not skip them.
@@ -231,4 +233,201 @@ fn status_page_works_with_basic_auth_on_everything() {
         &url,
         &[(backend.addr, "data-drain=\"draining\"")],
     );
+}
+
+/// Headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: JSON messages ended by NUL on fds 3 and 4),
+/// to click the page's own button.
+struct Browser {
+    child: std::process::Child,
+    to_browser: std::fs::File,
+    from_browser: std::sync::mpsc::Receiver<serde_json::Value>,
+    next_id: u64,
+    session: Option<String>,
+    _profile: TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        use std::io::{BufRead, BufReader};
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let profile = TempDir::new();
+        let (browser_reads, to_browser) = pipe();
+        let (from_browser, browser_writes) = pipe();
+        let (r, w) = (browser_reads.as_raw_fd(), browser_writes.as_raw_fd());
+        let mut command = Command::new(chromium());
+        command
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+            ])
+            .args(["--no-first-run", "--remote-debugging-pipe"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: only async-signal-safe calls (fcntl, dup2) between fork
+        // and exec. The fds are first moved above 4 so that placing one
+        // on 3 or 4 cannot overwrite the other.
+        unsafe {
+            command.pre_exec(move || {
+                let high_r = libc::fcntl(r, libc::F_DUPFD_CLOEXEC, 10);
+                let high_w = libc::fcntl(w, libc::F_DUPFD_CLOEXEC, 10);
+                if high_r < 0
+                    || high_w < 0
+                    || libc::dup2(high_r, 3) < 0
+                    || libc::dup2(high_w, 4) < 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("chromium cannot start: {e}"));
+        drop((browser_reads, browser_writes));
+        let (tx, rx) = std::sync::mpsc::channel();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(from_browser);
+            let mut message = Vec::new();
+            while reader.read_until(0, &mut message).is_ok_and(|n| n > 0) {
+                if message.last() == Some(&0) {
+                    message.pop();
+                }
+                if let Ok(v) = serde_json::from_slice(&message) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+                message.clear();
+            }
+        });
+        Browser {
+            child,
+            to_browser,
+            from_browser: rx,
+            next_id: 0,
+            session: None,
+            _profile: profile,
+        }
+    }
+
+    /// Sends one command and waits for its answer's `result`.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        use std::io::Write;
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = serde_json::json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            message["sessionId"] = session.clone().into();
+        }
+        let mut bytes = serde_json::to_vec(&message).unwrap();
+        bytes.push(0);
+        self.to_browser
+            .write_all(&bytes)
+            .unwrap_or_else(|e| panic!("chromium closed its pipe ({method}): {e}"));
+        let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = self
+                .from_browser
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no answer from chromium to {method}: {e}"));
+            if answer["id"] == id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// Opens `url` in a new tab and talks to that tab from then on.
+    fn open(&mut self, url: &str) {
+        let target = self.call("Target.createTarget", serde_json::json!({ "url": url }));
+        let attached = self.call(
+            "Target.attachToTarget",
+            serde_json::json!({ "targetId": target["targetId"], "flatten": true }),
+        );
+        self.session = attached["sessionId"].as_str().map(str::to_owned);
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `expression` (the page refreshes every 2 s) until it is `want`.
+    fn wait_for(&mut self, expression: &str, want: &str) {
+        let deadline = Instant::now() + CHROMIUM_TIMEOUT;
+        loop {
+            let got = self.eval(expression);
+            if got == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{expression} is {got}, never {want:?}; page:\n{}",
+                self.eval("document.body.outerHTML")
+            );
+            thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A pipe `(read end, write end)`, both close-on-exec.
+fn pipe() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills both fds on success; each is owned once here.
+    unsafe {
+        assert_eq!(libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC), 0, "pipe2");
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_drain_button_drains_in_a_real_browser() {
+    let a = Backend::echo();
+    let b = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[a.addr, b.addr], &[])
+        .start();
+    assert_eq!(admin(&proxy, "GET", "/healthz").status, 200);
+    let mut browser = Browser::start();
+    browser.open(&format!("http://{}/", proxy.admin.unwrap()));
+    let row = format!(
+        "document.querySelector('tr.backend[data-addr=\"{}\"]')",
+        a.addr
+    );
+    browser.wait_for(&format!("{row}?.dataset.drain ?? ''"), "active");
+    browser.eval(&format!("{row}.querySelector('button').click()"));
+    browser.wait_for(&format!("{row}?.dataset.drain ?? ''"), "draining");
+    browser.wait_for(
+        "document.getElementById('action').textContent",
+        &format!("app {}: drained", a.addr),
+    );
+    let doc = crate::admin::status(&proxy);
+    assert_eq!(doc["upstreams"][0]["backends"][0]["draining"], true);
+    assert_eq!(doc["upstreams"][0]["backends"][1]["draining"], false);
+    // And back: the same button now says "enable".
+    browser.eval(&format!("{row}.querySelector('button').click()"));
+    browser.wait_for(&format!("{row}?.dataset.drain ?? ''"), "active");
 }
