@@ -47,6 +47,15 @@ use crate::metrics::prometheus::{Kind, Sample};
 use crate::metrics::{self, BackendView, Snapshot};
 use policy::{FailureLog, Head};
 
+/// The status page served at `GET /`: one self-contained file (no
+/// external scripts, fonts or styles) that polls `/status` and `/metrics`.
+pub const STATUS_PAGE: &str = include_str!("admin/status.html");
+/// The page may only talk to its own origin; inline script and style are
+/// its own (the file above), nothing is loaded from elsewhere.
+const STATUS_PAGE_CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; \
+    style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// Largest request head accepted.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// Most header fields in a request head.
@@ -710,7 +719,7 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
     let segments: Vec<String> = path.split('/').skip(1).map(percent_decode).collect();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let allowed = match segments.as_slice() {
-        ["metrics"] | ["status"] | ["healthz"] => "GET",
+        [""] | ["metrics"] | ["status"] | ["healthz"] => "GET",
         ["reload"] | ["backends", _, _, "drain" | "enable"] => "POST",
         _ => return Reply::text(404, "not found\n"),
     };
@@ -720,6 +729,12 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
         return reply;
     }
     match segments.as_slice() {
+        [""] => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: STATUS_PAGE.to_owned(),
+            headers: vec![("Content-Security-Policy", STATUS_PAGE_CSP.to_owned())],
+        },
         ["metrics"] => Reply {
             status: 200,
             content_type: metrics::prometheus::CONTENT_TYPE,
@@ -746,8 +761,9 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
         },
         ["backends", upstream, addr, action] => {
             let drain = *action == "drain";
+            let done = if drain { "drained" } else { "enabled" };
             match (hooks.set_backend_draining)(upstream, addr, drain) {
-                Ok(()) => Reply::text(200, format!("{upstream} {addr}: {action}d\n")),
+                Ok(()) => Reply::text(200, format!("{upstream} {addr}: {done}\n")),
                 Err(e) => Reply::text(404, format!("{e}\n")),
             }
         }
@@ -791,6 +807,14 @@ pub struct StatusInfo {
     pub draining: bool,
     /// The bound address of each `server.listen` entry (port 0 resolved).
     pub listening: Vec<SocketAddr>,
+    /// When this process started serving (for the uptime).
+    pub started_at: SystemTime,
+    /// The time of this report.
+    pub now: SystemTime,
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The `/status` document: config version and load time, workers, and per
@@ -803,9 +827,10 @@ pub fn status_json<B: BackendView>(
     snapshot: &Snapshot,
     backends: &[Vec<B>],
 ) -> Value {
-    let loaded = info
-        .config_loaded_at
-        .duration_since(UNIX_EPOCH)
+    let loaded = unix_secs(info.config_loaded_at);
+    let uptime = info
+        .now
+        .duration_since(info.started_at)
         .map_or(0, |d| d.as_secs());
     let upstreams: Vec<Value> = config
         .upstreams
@@ -819,11 +844,15 @@ pub fn status_json<B: BackendView>(
                 .enumerate()
                 .map(|(b, backend)| {
                     let state = backends.get(u).and_then(|s| s.get(b));
-                    let requests: u64 = totals.map_or(0, |t| {
-                        (0..metrics::STATUS_CLASSES.len())
-                            .flat_map(|c| metrics::Method::ALL.map(|m| t.requests(Some(b), c, m)))
-                            .sum()
-                    });
+                    let in_class = |c: usize| -> u64 {
+                        totals.map_or(0, |t| {
+                            metrics::Method::ALL
+                                .iter()
+                                .map(|&m| t.requests(Some(b), c, m))
+                                .sum()
+                        })
+                    };
+                    let requests: u64 = (0..metrics::STATUS_CLASSES.len()).map(in_class).sum();
                     json!({
                         "addr": backend.addr.to_string(),
                         "weight": backend.weight.get(),
@@ -833,6 +862,7 @@ pub fn status_json<B: BackendView>(
                         "breaker": state.map(|s| breaker_name(s.breaker_state())),
                         "in_flight": state.map(|s| s.in_flight()),
                         "requests": requests,
+                        "responses_5xx": in_class(CLASS_5XX),
                     })
                 })
                 .collect();
@@ -853,6 +883,9 @@ pub fn status_json<B: BackendView>(
             "version": info.config_version,
             "loaded_at_unix": loaded,
         },
+        "started_at_unix": unix_secs(info.started_at),
+        "uptime_secs": uptime,
+        "now_unix": unix_secs(info.now),
         "workers": info.workers,
         "draining": info.draining,
         "listen": config.server.listen.iter().enumerate().map(|(i, l)| json!({
@@ -882,6 +915,10 @@ pub fn status_json<B: BackendView>(
         },
     })
 }
+
+/// Index of `5xx` in [`metrics::STATUS_CLASSES`]: what the status page
+/// counts as an error.
+const CLASS_5XX: usize = 4;
 
 fn breaker_name(state: u8) -> &'static str {
     match state {

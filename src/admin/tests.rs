@@ -103,15 +103,58 @@ fn metrics_status_healthz() {
     f.draining.store(true, Ordering::Relaxed);
     let (status, _, body) = get(addr, "/healthz");
     assert_eq!((status, body.as_str()), (503, "draining\n"));
+    status_page_is_served_self_contained(addr);
     f.server.stop();
+}
+
+/// Part of the test above (one admin server, not another: the io tests
+/// count the process's descriptors).
+fn status_page_is_served_self_contained(addr: SocketAddr) {
+    let (status, head, body) = get(addr, "/");
+    assert_eq!(status, 200);
+    assert!(
+        head.contains("Content-Type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Content-Security-Policy: default-src 'none'"),
+        "{head}"
+    );
+    assert_eq!(body, STATUS_PAGE);
+    // Nothing is loaded from elsewhere: no absolute URL, no external file.
+    for needle in [
+        "http:", "https:", "//cdn", "<link", "src=", "@import", "url(",
+    ] {
+        assert!(!body.contains(needle), "status page contains {needle:?}");
+    }
+    // It polls the two endpoints, and its buttons send the admin header.
+    for needle in [
+        "\"/status\"",
+        "\"/metrics\"",
+        "\"X-Ringlb-Admin\": \"1\"",
+        "\"/backends/\"",
+        "\"drain\"",
+        "\"enable\"",
+    ] {
+        assert!(body.contains(needle), "status page lacks {needle:?}");
+    }
+    assert_eq!(get(addr, "/?refresh=1").0, 200);
+    let (status, head, _) = post(addr, "/");
+    assert_eq!(status, 405);
+    assert!(head.contains("Allow: GET"), "{head}");
 }
 
 #[test]
 fn drain_enable_reload() {
     let f = start();
     let addr = f.server.local_addr();
-    assert_eq!(post(addr, "/backends/app/127.0.0.1:9001/drain").0, 200);
-    assert_eq!(post(addr, "/backends/app/%5B%3A%3A1%5D:80/enable").0, 200);
+    let (status, _, body) = post(addr, "/backends/app/127.0.0.1:9001/drain");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "app 127.0.0.1:9001: drained\n")
+    );
+    let (status, _, body) = post(addr, "/backends/app/%5B%3A%3A1%5D:80/enable");
+    assert_eq!((status, body.as_str()), (200, "app [::1]:80: enabled\n"));
     let (status, _, body) = post(addr, "/backends/nope/127.0.0.1:9001/drain");
     assert_eq!((status, body.as_str()), (404, "no upstream \"nope\"\n"));
     assert_eq!(post(addr, "/reload").0, 200);
@@ -331,6 +374,8 @@ fn status_document() {
         workers: 2,
         draining: false,
         listening: Vec::new(),
+        started_at: UNIX_EPOCH + Duration::from_secs(1_699_999_000),
+        now: UNIX_EPOCH + Duration::from_secs(1_700_000_090),
     };
     let views = vec![vec![View(true, 0, 0), View(false, 1, 4)]];
     let v = status_json(&config, info, &registry.snapshot(), &views);
@@ -350,5 +395,10 @@ fn status_document() {
     assert_eq!(b["in_flight"], 4);
     assert_eq!(b["requests"], 2);
     assert_eq!(app["backends"][0]["requests"], 0);
+    assert_eq!(b["responses_5xx"], 1);
+    assert_eq!(app["backends"][0]["responses_5xx"], 0);
+    assert_eq!(v["started_at_unix"], 1_699_999_000u64);
+    assert_eq!(v["uptime_secs"], 1_090);
+    assert_eq!(v["now_unix"], 1_700_000_090u64);
     assert_eq!(v["counters"]["requests"], 2);
 }

@@ -489,6 +489,7 @@ fn admin_hooks(
             metrics::prometheus::render(&snapshot(), &states, &counters.samples())
         }
     };
+    let started_at = SystemTime::now();
     let status_json = {
         let (current, draining) = (current.clone(), draining.clone());
         move || {
@@ -499,6 +500,8 @@ fn admin_hooks(
                 workers: config.server.workers.get(),
                 draining: draining.load(Ordering::Relaxed),
                 listening,
+                started_at,
+                now: SystemTime::now(),
             };
             admin::status_json(&config, info, &snapshot(), &states)
         }

@@ -33,6 +33,7 @@ mod resilience;
 mod selftest;
 mod shutdown;
 mod startup;
+mod status_page;
 mod takeover;
 mod timeouts;
 mod tls;
