@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::http::LocalReply;
+use crate::http::{self, LocalReply};
 use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::Picked;
 use crate::upstream::clock;
@@ -99,6 +99,7 @@ pub(super) async fn exchange(
     let mut tried = [usize::MAX; MAX_TRACKED];
     let mut attempts: u32 = 0;
     let mut free_resend_used = false;
+    let mut host_line_len = 0;
     loop {
         attempts += 1;
         let now = clock::now_nanos();
@@ -113,6 +114,9 @@ pub(super) async fn exchange(
             response_timeout,
             set_cookie,
         } = chosen;
+        if info.needs_host {
+            host_line_len = http::put_backend_host(fwd, host_line_len, target.addr);
+        }
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
         client.rec.backend = Some(index);
         client.rec.attempts = attempts;
