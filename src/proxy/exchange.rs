@@ -61,6 +61,8 @@ impl From<ConnectError> for UpstreamFailure {
         match e {
             ConnectError::Failed => UpstreamFailure::ConnectRefused,
             ConnectError::TimedOut => UpstreamFailure::ConnectTimeout,
+            // Answered by `exchange` before it gets here; never a backend's.
+            ConnectError::Local(_) => UpstreamFailure::ConnectRefused,
         }
     }
 }
@@ -129,7 +131,18 @@ pub(super) async fn exchange(
             response_timeout,
         };
 
-        let (result, reused) = match env.connector.acquire(&target).await {
+        let acquired = match env.connector.acquire(&target).await {
+            Err(ConnectError::Local(kind)) => {
+                // Our shortage, not the backend's: the admission is dropped
+                // unfinished, so health, ejection and breaker do not count
+                // it, and another backend would fare no better.
+                drop(attempt);
+                let reply = LocalReply::ServiceUnavailable(kind.reason());
+                return reply_and_close(env, client, log, reply).await;
+            }
+            acquired => acquired,
+        };
+        let (result, reused) = match acquired {
             Ok(conn) => {
                 let reused = conn.reused;
                 let first_attempt = attempts == 1 && !free_resend_used;

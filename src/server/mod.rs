@@ -855,9 +855,13 @@ async fn worker_main(parts: WorkerParts) {
 /// stops listening (graceful stop, or a reload removed it). At
 /// `max_connections` it waits for a connection to end before accepting
 /// again (the kernel backlog holds the rest).
+/// "accept failed" lines per second and listener (the metric counts all).
+const ACCEPT_WARNINGS_PER_SECOND: u32 = 3;
+
 async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting) {
     let ended = || accepting.stopping.get() || endpoint.removed.get();
     let listener = &endpoint.listeners[index];
+    let mut accept_warnings = LogBudget::new(ACCEPT_WARNINGS_PER_SECOND);
     loop {
         let Ok(permit) = accepting.limit.clone().acquire_owned().await else {
             return;
@@ -880,10 +884,79 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
             // The poll of a listener that may be handed over.
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => {
-                tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
+                accepting.current.borrow().metrics.accept_errors.inc();
+                // Out of descriptors, the loop fails every 50 ms per
+                // listener: a few lines a second say so, the metric counts.
+                let now = std::time::Instant::now();
+                if let Some(suppressed) = accept_warnings.admit(now) {
+                    tracing::warn!(
+                        listener = %listener.local_addr(),
+                        error = %e,
+                        suppressed,
+                        "accept failed"
+                    );
+                }
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// A log line budget: at most `per_second` lines admitted in each second,
+/// the rest counted and reported with the next admitted line.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    per_second: u32,
+    window_start: Option<std::time::Instant>,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub(crate) const fn new(per_second: u32) -> LogBudget {
+        LogBudget {
+            per_second,
+            window_start: None,
+            lines: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last admitted one)` if a line may
+    /// be logged at `now`.
+    pub(crate) fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        let new_window = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if new_window {
+            self.window_start = Some(now);
+            self.lines = 0;
+        }
+        if self.lines < self.per_second {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::LogBudget;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn admits_a_few_per_second_and_reports_the_rest() {
+        let start = Instant::now();
+        let mut budget = LogBudget::new(3);
+        let admitted: Vec<_> = (0..10).map(|_| budget.admit(start)).collect();
+        assert_eq!(&admitted[..3], &[Some(0), Some(0), Some(0)]);
+        assert!(admitted[3..].iter().all(Option::is_none));
+        let later = start + Duration::from_millis(1000);
+        assert_eq!(budget.admit(later), Some(7));
+        assert_eq!(budget.admit(later), Some(0));
     }
 }
