@@ -135,6 +135,8 @@ worker_metrics! {
     local_errors_eaddrnotavail,
     /// Accepts that failed (out of fds or memory); the loop backs off.
     accept_errors,
+    /// Connections over `max_connections` rejected (`overload = "reject"`).
+    overload_rejections,
 }
 
 /// A local resource shortage: the proxy's, not the backend's fault.

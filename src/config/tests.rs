@@ -1190,3 +1190,16 @@ fn load_accepts_tls_listeners_and_tls_upstreams_with_http_checks() {
     assert!(config.upstreams[0].tls.is_some());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn overload_mode() {
+    let config = parse(&with("", "")).unwrap();
+    assert_eq!(config.server.overload, super::Overload::Reject);
+    let config = parse(&with("overload = \"queue\"", "")).unwrap();
+    assert_eq!(config.server.overload, super::Overload::Queue);
+    assert_rejected(
+        &with("overload = \"drop\"", ""),
+        "config.toml:3:12: server.overload",
+        "unknown variant `drop`, expected `queue` or `reject`",
+    );
+}

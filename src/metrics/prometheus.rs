@@ -213,6 +213,12 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
             PerUpstream(|u| u.retries_refused),
         ),
         family(
+            "ringlb_overload_rejections_total",
+            counter,
+            "Connections over max_connections answered 503 (or closed) at once, with overload = \"reject\".",
+            Total(|t| t.overload_rejections.to_string()),
+        ),
+        family(
             "ringlb_accept_errors_total",
             counter,
             "Client accepts that failed (out of fds or memory); the accept loop backs off 50 ms.",

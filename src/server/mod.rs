@@ -28,7 +28,7 @@ use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
-use crate::config::Config;
+use crate::config::{Config, Overload};
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
@@ -621,6 +621,10 @@ struct Accepting {
     current: Rc<RefCell<Rc<Worker>>>,
     stopping: Rc<Cell<bool>>,
     limit: Arc<tokio::sync::Semaphore>,
+    /// Rejections (`overload = "reject"`) being answered at once; beyond
+    /// [`MAX_CONCURRENT_REJECTIONS`] a connection over the limit is closed
+    /// without an answer.
+    rejecting: Arc<tokio::sync::Semaphore>,
     /// With an upgrade socket: accepts give up after this and look at
     /// `stopping` (a handover cannot wake them with a shutdown).
     poll: Option<Duration>,
@@ -735,6 +739,7 @@ async fn worker_main(parts: WorkerParts) {
         limit: Arc::new(tokio::sync::Semaphore::new(
             config.server.max_connections.get(),
         )),
+        rejecting: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REJECTIONS)),
         poll: config
             .server
             .upgrade_socket
@@ -863,14 +868,30 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
     let listener = &endpoint.listeners[index];
     let mut accept_warnings = LogBudget::new(ACCEPT_WARNINGS_PER_SECOND);
     loop {
-        let Ok(permit) = accepting.limit.clone().acquire_owned().await else {
-            return;
+        let reject = accepting.current.borrow().config().server.overload == Overload::Reject;
+        // With `reject`, a connection over the limit is still accepted, to
+        // be answered 503 at once rather than wait in the kernel's queue.
+        let permit = match accepting.limit.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) if reject => None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match accepting.limit.clone().acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                }
+            }
         };
         if ended() {
             return;
         }
         match listener.accept_within(accepting.poll).await {
             Ok(conn) => {
+                let Some(permit) = permit else {
+                    let tls = endpoint.tls.borrow().is_some();
+                    reject_over_limit(conn, tls, &accepting);
+                    continue;
+                };
                 let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
@@ -901,6 +922,41 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
             }
         }
     }
+}
+
+/// Rejections answered at once per worker; more are closed unanswered.
+const MAX_CONCURRENT_REJECTIONS: usize = 64;
+
+/// The answer to a connection over `max_connections` with `overload =
+/// "reject"`.
+const OVERLOADED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\n\
+    503 Service Unavailable: proxy at max_connections\r\n";
+
+/// Answers a connection over the limit: 503 and close for plain HTTP, a
+/// close for TLS (no handshake is spent on it). Bounded: at most
+/// [`MAX_CONCURRENT_REJECTIONS`] at once, each within about 2 s.
+fn reject_over_limit(conn: io::Conn, tls: bool, accepting: &Accepting) {
+    accepting.current.borrow().metrics.overload_rejections.inc();
+    let Ok(budget) = accepting.rejecting.clone().try_acquire_owned() else {
+        return;
+    };
+    if tls {
+        return;
+    }
+    io::spawn(async move {
+        let deadline = Some(Duration::from_secs(1));
+        let (written, _) = conn
+            .write_all(OVERLOADED_503.to_vec(), 0..OVERLOADED_503.len(), deadline)
+            .await;
+        if written.is_ok() {
+            // Read what the client sent before closing, so that the close
+            // is not a reset that destroys the answer in flight.
+            conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.read(Vec::with_capacity(4096), deadline).await;
+        }
+        drop(budget);
+    });
 }
 
 /// A log line budget: at most `per_second` lines admitted in each second,
