@@ -127,6 +127,69 @@ worker_metrics! {
     /// Config reloads applied, and those rejected (the old config stays).
     config_reloads,
     config_reload_failures,
+    /// Upstream connects that failed for a local shortage, by kind (see
+    /// [`LocalShortage`]); not counted against the backend.
+    local_errors_emfile,
+    local_errors_enfile,
+    local_errors_enobufs,
+    local_errors_eaddrnotavail,
+    /// Accepts that failed (out of fds or memory); the loop backs off.
+    accept_errors,
+    /// Connections over `max_connections` rejected (`overload = "reject"`).
+    overload_rejections,
+}
+
+/// A local resource shortage: the proxy's, not the backend's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalShortage {
+    /// EMFILE: the process's fd limit.
+    Emfile,
+    /// ENFILE: the system's fd limit.
+    Enfile,
+    /// ENOBUFS (or ENOMEM): no socket buffer memory.
+    Enobufs,
+    /// EADDRNOTAVAIL: no ephemeral port left.
+    Eaddrnotavail,
+}
+
+impl LocalShortage {
+    pub const ALL: [LocalShortage; 4] = [
+        LocalShortage::Emfile,
+        LocalShortage::Enfile,
+        LocalShortage::Enobufs,
+        LocalShortage::Eaddrnotavail,
+    ];
+
+    /// The shortage an OS error number means, if it is one.
+    pub fn from_errno(errno: i32) -> Option<LocalShortage> {
+        match errno {
+            libc::EMFILE => Some(LocalShortage::Emfile),
+            libc::ENFILE => Some(LocalShortage::Enfile),
+            libc::ENOBUFS | libc::ENOMEM => Some(LocalShortage::Enobufs),
+            libc::EADDRNOTAVAIL => Some(LocalShortage::Eaddrnotavail),
+            _ => None,
+        }
+    }
+
+    /// The `kind` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            LocalShortage::Emfile => "emfile",
+            LocalShortage::Enfile => "enfile",
+            LocalShortage::Enobufs => "enobufs",
+            LocalShortage::Eaddrnotavail => "eaddrnotavail",
+        }
+    }
+
+    /// What the client's 503 says.
+    pub fn reason(self) -> &'static str {
+        match self {
+            LocalShortage::Emfile => "proxy out of file descriptors (EMFILE)",
+            LocalShortage::Enfile => "proxy host out of file descriptors (ENFILE)",
+            LocalShortage::Enobufs => "proxy out of socket buffers (ENOBUFS)",
+            LocalShortage::Eaddrnotavail => "proxy out of ephemeral ports (EADDRNOTAVAIL)",
+        }
+    }
 }
 
 /// HTTP methods as counted: the common ones, and everything else. The
@@ -378,6 +441,17 @@ impl WorkerMetrics {
     }
 
     /// A retry the budget refused.
+    /// An upstream connect that failed for a local shortage.
+    pub fn local_error(&self, kind: LocalShortage) {
+        match kind {
+            LocalShortage::Emfile => &self.local_errors_emfile,
+            LocalShortage::Enfile => &self.local_errors_enfile,
+            LocalShortage::Enobufs => &self.local_errors_enobufs,
+            LocalShortage::Eaddrnotavail => &self.local_errors_eaddrnotavail,
+        }
+        .inc();
+    }
+
     pub fn retry_refused(&self, upstream: usize) {
         self.retries_refused.inc();
         if let Some(u) = self.upstream(Some(upstream)) {

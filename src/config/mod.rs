@@ -170,6 +170,19 @@ pub struct AccessLogConfig {
     pub format: AccessLogFormat,
 }
 
+/// `server.overload`: what a worker does with new connections while it has
+/// `max_connections` open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overload {
+    /// Leave them in the kernel's accept queue until a connection closes.
+    Queue,
+    /// Accept and answer `503` with `Connection: close` at once (close a TLS
+    /// connection), so clients fail fast and retry elsewhere.
+    #[default]
+    Reject,
+}
+
 /// `server.access_log.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -201,6 +214,9 @@ pub struct ServerConfig {
     /// `max_connections`: open client connections per worker; further
     /// accepts wait. Default 10000, range 1..=1000000.
     pub max_connections: NonZeroUsize,
+    /// `overload`: `"reject"` (default) or `"queue"` (see [`Overload`]);
+    /// reloadable.
+    pub overload: Overload,
     /// `max_head_bytes`: largest request or response head (start line and
     /// headers). Default 16384, range 1024..=1048576.
     pub max_head_bytes: usize,

@@ -51,6 +51,7 @@ pub(super) struct RawServer {
     pub pin_workers: Option<bool>,
     pub backlog: Option<Spanned<u64>>,
     pub max_connections: Option<Spanned<u64>>,
+    pub overload: Option<super::Overload>,
     pub max_head_bytes: Option<Spanned<u64>>,
     pub max_headers: Option<Spanned<u64>>,
     pub buffer_size: Option<Spanned<u64>>,

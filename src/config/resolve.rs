@@ -228,6 +228,7 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
         backlog: NonZeroU32::new(u32::try_from(backlog).unwrap_or(u32::MAX))
             .unwrap_or(NonZeroU32::MIN),
         max_connections: NonZeroUsize::new(to_usize(max_connections)).unwrap_or(NonZeroUsize::MIN),
+        overload: raw.overload.unwrap_or_default(),
         max_head_bytes: to_usize(max_head_bytes),
         max_headers: NonZeroUsize::new(to_usize(max_headers)).unwrap_or(NonZeroUsize::MIN),
         buffer_size: to_usize(buffer_size),

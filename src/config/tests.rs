@@ -1279,3 +1279,16 @@ fn route_rewrites_parse() {
         "not a host name",
     );
 }
+
+#[test]
+fn overload_mode() {
+    let config = parse(&with("", "")).unwrap();
+    assert_eq!(config.server.overload, super::Overload::Reject);
+    let config = parse(&with("overload = \"queue\"", "")).unwrap();
+    assert_eq!(config.server.overload, super::Overload::Queue);
+    assert_rejected(
+        &with("overload = \"drop\"", ""),
+        "config.toml:3:12: server.overload",
+        "unknown variant `drop`, expected `queue` or `reject`",
+    );
+}

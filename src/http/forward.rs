@@ -16,6 +16,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use super::framing::ContentLengthField;
 use super::headers::{eq_ci, list_elements, FieldLine, Headers};
 use super::{BodyKind, RequestHead, ResponseBody, ResponseHead, Version};
 
@@ -144,17 +145,25 @@ pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out:
     let mut client_xff = false;
     for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
         match role {
-            FieldRole::EndToEnd | FieldRole::ContentLength => out.extend_from_slice(line.raw),
+            FieldRole::EndToEnd => out.extend_from_slice(line.raw),
             FieldRole::XForwardedFor => client_xff = true,
             FieldRole::HopByHop
+            | FieldRole::ContentLength
             | FieldRole::TransferEncoding
             | FieldRole::Upgrade
             | FieldRole::Host
             | FieldRole::XForwardedOther => {}
         }
     }
-    if head.body() == BodyKind::Chunked {
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    // Framing in canonical form: `Content-Length: 0011` goes on as `11`.
+    match head.body() {
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            put_decimal(n, out);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Empty => {}
     }
     write_x_forwarded_for(head.headers(), client_xff, ctx.client_ip, out);
     put_field(out, b"X-Forwarded-Proto", ctx.proto.as_bytes());
@@ -172,6 +181,24 @@ pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out:
         put_field(out, b"X-Request-ID", id.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// Gives a head written by [`write_request_head`] for a request without
+/// Host (HTTP/1.0) the Host of the backend it goes to, `host` (nginx's
+/// `$proxy_host`): a `Host` line right after the request line, replacing the
+/// `prev_len` bytes that an earlier call put there for another backend (0 the
+/// first time). Returns the length of the line put in, for the next call.
+/// Only such requests pay for this; `out` starts with the head.
+pub fn put_backend_host(out: &mut Vec<u8>, prev_len: usize, host: std::net::SocketAddr) -> usize {
+    let Some(line_end) = out.iter().position(|&b| b == b'\n') else {
+        return 0;
+    };
+    let at = line_end + 1;
+    let mut line = Vec::with_capacity(64);
+    let _ = write!(line, "Host: {host}\r\n");
+    let len = line.len();
+    out.splice(at..(at + prev_len).min(out.len()), line);
+    len
 }
 
 /// `X-Forwarded-For: <client values, in order>, <ip>`; every client
@@ -237,14 +264,26 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
     out.extend_from_slice(reason.as_bytes());
     out.extend_from_slice(b"\r\n");
     let switching = status == 101;
+    // RFC 9110 §8.6, RFC 9112 §6.1: no Content-Length or Transfer-Encoding
+    // in a 1xx or 204 response; the body-less framing stays as it is.
+    let framing_fields_allowed = status >= 200 && status != 204;
+    let mut content_length = ContentLengthField::Absent;
+    let mut transfer_encoding = false;
     for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
         let keep = match role {
             FieldRole::EndToEnd
-            | FieldRole::ContentLength
             | FieldRole::Host
             | FieldRole::XForwardedFor
             | FieldRole::XForwardedOther => true,
-            FieldRole::TransferEncoding => out_framing != OutFraming::Dechunked,
+            // Both are re-stated below in one canonical line each.
+            FieldRole::ContentLength => {
+                content_length.add(line.value);
+                false
+            }
+            FieldRole::TransferEncoding => {
+                transfer_encoding = true;
+                false
+            }
             FieldRole::Upgrade => switching,
             FieldRole::HopByHop => false,
         };
@@ -252,9 +291,8 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
             out.extend_from_slice(line.raw);
         }
     }
-    if out_framing == OutFraming::ChunkEncoded {
-        // Appended after any codings the backend listed, so chunked is last.
-        out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+    if framing_fields_allowed {
+        write_response_framing(head, out_framing, content_length, transfer_encoding, out);
     }
     debug_assert!(
         !(out_framing == OutFraming::AsIs
@@ -289,6 +327,75 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
         put_field(out, b"X-Request-ID", id.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
+}
+
+/// The framing fields of a response head, each as at most one line in
+/// canonical form, so that no parser downstream can read them differently:
+/// - `Content-Length` is the decimal of the length the proxy framed the body
+///   by; on a body-less response (HEAD, 304) the backend's value is kept,
+///   canonical, only if it is a single valid number, and dropped otherwise.
+/// - `Transfer-Encoding` lines are folded into one, with `chunked` appended
+///   when the proxy chunk-encodes a close-delimited body, and dropped when it
+///   de-chunks for an HTTP/1.0 client.
+fn write_response_framing(
+    head: &ResponseHead<'_>,
+    out_framing: OutFraming,
+    content_length: ContentLengthField,
+    transfer_encoding: bool,
+    out: &mut Vec<u8>,
+) {
+    let length = match (head.body(), content_length) {
+        (ResponseBody::Length(n), _) => Some(n),
+        (ResponseBody::Empty, ContentLengthField::Valid(n)) => Some(n),
+        _ => None,
+    };
+    if let Some(n) = length {
+        out.extend_from_slice(b"Content-Length: ");
+        put_decimal(n, out);
+        out.extend_from_slice(b"\r\n");
+    }
+    let chunk_encoding = out_framing == OutFraming::ChunkEncoded;
+    if out_framing == OutFraming::Dechunked || !(transfer_encoding || chunk_encoding) {
+        return;
+    }
+    out.extend_from_slice(b"Transfer-Encoding: ");
+    let mut first = true;
+    if transfer_encoding {
+        let fields = head.headers();
+        for (_, value) in fields.filter(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding")) {
+            for coding in list_elements(value).filter(|c| !c.is_empty()) {
+                if !first {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(coding);
+                first = false;
+            }
+        }
+    }
+    if chunk_encoding {
+        // After any codings the backend listed, so chunked is last.
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(b"chunked");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `n` in decimal, without leading zeros.
+fn put_decimal(n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Reason phrases for when the backend sent none.

@@ -62,7 +62,8 @@ pub use chunked::{
     LAST_CHUNK,
 };
 pub use forward::{
-    write_request_head, write_response_head, ForwardContext, OutFraming, ResponseContext,
+    put_backend_host, write_request_head, write_response_head, ForwardContext, OutFraming,
+    ResponseContext,
 };
 pub(crate) use headers::trim_ows;
 pub use headers::Headers;

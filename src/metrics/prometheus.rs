@@ -15,7 +15,8 @@
 use std::fmt::Write as _;
 
 use super::{
-    BackendView, Method, Snapshot, Totals, UpstreamTotals, DURATION_BUCKETS_US, STATUS_CLASSES,
+    BackendView, LocalShortage, Method, Snapshot, Totals, UpstreamTotals, DURATION_BUCKETS_US,
+    STATUS_CLASSES,
 };
 
 /// The `Content-Type` of the exposition.
@@ -211,6 +212,24 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
             "Retries refused by the retry budget.",
             PerUpstream(|u| u.retries_refused),
         ),
+        family(
+            "ringlb_overload_rejections_total",
+            counter,
+            "Connections over max_connections answered 503 (or closed) at once, with overload = \"reject\".",
+            Total(|t| t.overload_rejections.to_string()),
+        ),
+        family(
+            "ringlb_accept_errors_total",
+            counter,
+            "Client accepts that failed (out of fds or memory); the accept loop backs off 50 ms.",
+            Total(|t| t.accept_errors.to_string()),
+        ),
+        family(
+            "ringlb_local_errors_total",
+            counter,
+            "Upstream connects that failed for a local shortage (fds, buffers, ephemeral ports), by kind; not counted against backends.",
+            Labelled(local_errors),
+        ),
         family("ringlb_health_checks_total", counter, "Active health checks by result.", Labelled(health_checks)),
         family(
             "ringlb_backend_healthy",
@@ -379,6 +398,20 @@ fn retries(w: &mut Writer, snapshot: &Snapshot) {
     let all = snapshot.totals.retries;
     if all > per {
         w.sample("ringlb_retries_total", &[("upstream", "")], all - per);
+    }
+}
+
+/// `ringlb_local_errors_total` by kind, every kind always present.
+fn local_errors(w: &mut Writer, snapshot: &Snapshot) {
+    let t = &snapshot.totals;
+    for kind in LocalShortage::ALL {
+        let n = match kind {
+            LocalShortage::Emfile => t.local_errors_emfile,
+            LocalShortage::Enfile => t.local_errors_enfile,
+            LocalShortage::Enobufs => t.local_errors_enobufs,
+            LocalShortage::Eaddrnotavail => t.local_errors_eaddrnotavail,
+        };
+        w.sample("ringlb_local_errors_total", &[("kind", kind.label())], n);
     }
 }
 

@@ -55,6 +55,9 @@ pub(super) struct RequestInfo {
     /// The balancing key: a `consistent_hash`/`ip_hash` key, or the backend
     /// id from a `sticky_cookie` cookie.
     pub key: Option<u64>,
+    /// The request had no Host (HTTP/1.0): each attempt gives it the
+    /// backend's, as the upstream request is HTTP/1.1.
+    pub needs_host: bool,
 }
 
 /// A request's method and target, copied for the log line of a failure

@@ -16,7 +16,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::http::LocalReply;
+use crate::http::{self, LocalReply};
 use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::Picked;
 use crate::upstream::clock;
@@ -61,6 +61,8 @@ impl From<ConnectError> for UpstreamFailure {
         match e {
             ConnectError::Failed => UpstreamFailure::ConnectRefused,
             ConnectError::TimedOut => UpstreamFailure::ConnectTimeout,
+            // Answered by `exchange` before it gets here; never a backend's.
+            ConnectError::Local(_) => UpstreamFailure::ConnectRefused,
         }
     }
 }
@@ -99,6 +101,7 @@ pub(super) async fn exchange(
     let mut tried = [usize::MAX; MAX_TRACKED];
     let mut attempts: u32 = 0;
     let mut free_resend_used = false;
+    let mut host_line_len = 0;
     loop {
         attempts += 1;
         let now = clock::now_nanos();
@@ -113,6 +116,9 @@ pub(super) async fn exchange(
             response_timeout,
             set_cookie,
         } = chosen;
+        if info.needs_host {
+            host_line_len = http::put_backend_host(fwd, host_line_len, target.addr);
+        }
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
         client.rec.backend = Some(index);
         client.rec.attempts = attempts;
@@ -125,7 +131,18 @@ pub(super) async fn exchange(
             response_timeout,
         };
 
-        let (result, reused) = match env.connector.acquire(&target).await {
+        let acquired = match env.connector.acquire(&target).await {
+            Err(ConnectError::Local(kind)) => {
+                // Our shortage, not the backend's: the admission is dropped
+                // unfinished, so health, ejection and breaker do not count
+                // it, and another backend would fare no better.
+                drop(attempt);
+                let reply = LocalReply::ServiceUnavailable(kind.reason());
+                return reply_and_close(env, client, log, reply).await;
+            }
+            acquired => acquired,
+        };
+        let (result, reused) = match acquired {
             Ok(conn) => {
                 let reused = conn.reused;
                 let first_attempt = attempts == 1 && !free_resend_used;

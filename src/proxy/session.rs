@@ -384,6 +384,7 @@ fn on_head(
             .get(upstream)
             .picker
             .request_key(&head, client_ip),
+        needs_host: head.host().is_none(),
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);

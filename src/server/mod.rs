@@ -28,7 +28,7 @@ use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
-use crate::config::Config;
+use crate::config::{Config, Overload};
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
@@ -624,6 +624,10 @@ struct Accepting {
     current: Rc<RefCell<Rc<Worker>>>,
     stopping: Rc<Cell<bool>>,
     limit: Arc<tokio::sync::Semaphore>,
+    /// Rejections (`overload = "reject"`) being answered at once; beyond
+    /// [`MAX_CONCURRENT_REJECTIONS`] a connection over the limit is closed
+    /// without an answer.
+    rejecting: Arc<tokio::sync::Semaphore>,
     /// With an upgrade socket: accepts give up after this and look at
     /// `stopping` (a handover cannot wake them with a shutdown).
     poll: Option<Duration>,
@@ -738,6 +742,7 @@ async fn worker_main(parts: WorkerParts) {
         limit: Arc::new(tokio::sync::Semaphore::new(
             config.server.max_connections.get(),
         )),
+        rejecting: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REJECTIONS)),
         poll: config
             .server
             .upgrade_socket
@@ -858,18 +863,38 @@ async fn worker_main(parts: WorkerParts) {
 /// stops listening (graceful stop, or a reload removed it). At
 /// `max_connections` it waits for a connection to end before accepting
 /// again (the kernel backlog holds the rest).
+/// "accept failed" lines per second and listener (the metric counts all).
+const ACCEPT_WARNINGS_PER_SECOND: u32 = 3;
+
 async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting) {
     let ended = || accepting.stopping.get() || endpoint.removed.get();
     let listener = &endpoint.listeners[index];
+    let mut accept_warnings = LogBudget::new(ACCEPT_WARNINGS_PER_SECOND);
     loop {
-        let Ok(permit) = accepting.limit.clone().acquire_owned().await else {
-            return;
+        let reject = accepting.current.borrow().config().server.overload == Overload::Reject;
+        // With `reject`, a connection over the limit is still accepted, to
+        // be answered 503 at once rather than wait in the kernel's queue.
+        let permit = match accepting.limit.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(tokio::sync::TryAcquireError::Closed) => return,
+            Err(tokio::sync::TryAcquireError::NoPermits) if reject => None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                match accepting.limit.clone().acquire_owned().await {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return,
+                }
+            }
         };
         if ended() {
             return;
         }
         match listener.accept_within(accepting.poll).await {
             Ok(conn) => {
+                let Some(permit) = permit else {
+                    let tls = endpoint.tls.borrow().is_some();
+                    reject_over_limit(conn, tls, &accepting);
+                    continue;
+                };
                 let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
@@ -883,10 +908,114 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
             // The poll of a listener that may be handed over.
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
             Err(e) => {
-                tracing::warn!(listener = %listener.local_addr(), error = %e, "accept failed");
+                accepting.current.borrow().metrics.accept_errors.inc();
+                // Out of descriptors, the loop fails every 50 ms per
+                // listener: a few lines a second say so, the metric counts.
+                let now = std::time::Instant::now();
+                if let Some(suppressed) = accept_warnings.admit(now) {
+                    tracing::warn!(
+                        listener = %listener.local_addr(),
+                        error = %e,
+                        suppressed,
+                        "accept failed"
+                    );
+                }
                 // Out of descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+/// Rejections answered at once per worker; more are closed unanswered.
+const MAX_CONCURRENT_REJECTIONS: usize = 64;
+
+/// The answer to a connection over `max_connections` with `overload =
+/// "reject"`.
+const OVERLOADED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+    Content-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\n\
+    503 Service Unavailable: proxy at max_connections\r\n";
+
+/// Answers a connection over the limit: 503 and close for plain HTTP, a
+/// close for TLS (no handshake is spent on it). Bounded: at most
+/// [`MAX_CONCURRENT_REJECTIONS`] at once, each within about 2 s.
+fn reject_over_limit(conn: io::Conn, tls: bool, accepting: &Accepting) {
+    accepting.current.borrow().metrics.overload_rejections.inc();
+    let Ok(budget) = accepting.rejecting.clone().try_acquire_owned() else {
+        return;
+    };
+    if tls {
+        return;
+    }
+    io::spawn(async move {
+        let deadline = Some(Duration::from_secs(1));
+        let (written, _) = conn
+            .write_all(OVERLOADED_503.to_vec(), 0..OVERLOADED_503.len(), deadline)
+            .await;
+        if written.is_ok() {
+            // Read what the client sent before closing, so that the close
+            // is not a reset that destroys the answer in flight.
+            conn.shutdown(std::net::Shutdown::Write);
+            let _ = conn.read(Vec::with_capacity(4096), deadline).await;
+        }
+        drop(budget);
+    });
+}
+
+/// A log line budget: at most `per_second` lines admitted in each second,
+/// the rest counted and reported with the next admitted line.
+#[derive(Debug)]
+pub(crate) struct LogBudget {
+    per_second: u32,
+    window_start: Option<std::time::Instant>,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    pub(crate) const fn new(per_second: u32) -> LogBudget {
+        LogBudget {
+            per_second,
+            window_start: None,
+            lines: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(lines suppressed since the last admitted one)` if a line may
+    /// be logged at `now`.
+    pub(crate) fn admit(&mut self, now: std::time::Instant) -> Option<u64> {
+        let new_window = self
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1));
+        if new_window {
+            self.window_start = Some(now);
+            self.lines = 0;
+        }
+        if self.lines < self.per_second {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::LogBudget;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn admits_a_few_per_second_and_reports_the_rest() {
+        let start = Instant::now();
+        let mut budget = LogBudget::new(3);
+        let admitted: Vec<_> = (0..10).map(|_| budget.admit(start)).collect();
+        assert_eq!(&admitted[..3], &[Some(0), Some(0), Some(0)]);
+        assert!(admitted[3..].iter().all(Option::is_none));
+        let later = start + Duration::from_millis(1000);
+        assert_eq!(budget.admit(later), Some(7));
+        assert_eq!(budget.admit(later), Some(0));
     }
 }

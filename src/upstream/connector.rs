@@ -24,7 +24,7 @@ use rustls::pki_types::ServerName;
 use super::pool::{Checkout, Pool, Reusable};
 use crate::config::Config;
 use crate::io::{connect, Transport};
-use crate::metrics::WorkerMetrics;
+use crate::metrics::{LocalShortage, WorkerMetrics};
 
 /// TLS to one upstream's backends, built from its config.
 #[derive(Clone, Debug)]
@@ -89,6 +89,9 @@ pub enum ConnectError {
     /// Refused, reset, or the TLS handshake failed.
     Failed,
     TimedOut,
+    /// A local shortage (fds, buffers, ephemeral ports): not the backend's
+    /// fault, so not counted against it.
+    Local(LocalShortage),
 }
 
 /// Where a connection goes: the backend's address and its pool slot.
@@ -182,6 +185,17 @@ impl Connector {
         let tls = self.tls.get(target.upstream).and_then(Option::as_ref);
         let connected =
             connect_to(target.addr, tls, target.connect_timeout, self.buffer_size).await;
+        let shortage = connected
+            .as_ref()
+            .err()
+            .and_then(io::Error::raw_os_error)
+            .and_then(LocalShortage::from_errno);
+        if let Some(kind) = shortage {
+            // Counted once here, logged by the caller's reply; the backend's
+            // connect metrics stay as they are.
+            self.metrics.local_error(kind);
+            return Err(ConnectError::Local(kind));
+        }
         self.metrics
             .upstream_connect(target.upstream, connected.is_ok());
         match connected {

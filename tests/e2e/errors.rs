@@ -464,3 +464,42 @@ fn smuggling_payloads_never_reach_backend_as_two_requests() {
     }
     assert!(backend.requests().iter().all(|r| r.target != "/smuggled"));
 }
+
+/// `overload = "reject"` (the default): over `max_connections` a new client
+/// is accepted and answered 503 at once instead of waiting in the kernel's
+/// accept queue; once a slot frees, clients are served again.
+#[test]
+fn over_max_connections_new_clients_get_503() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .workers(1)
+        .admin()
+        .server("max_connections = 2")
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let mut held: Vec<Client> = (0..2).map(|_| proxy.client()).collect();
+    for c in &mut held {
+        assert_eq!(c.roundtrip(&get("/hold")).status, 200);
+    }
+    for i in 0..3 {
+        let mut c = proxy.client();
+        let resp = c.roundtrip(&get(&format!("/over{i}")));
+        assert_eq!(resp.status, 503, "{}", resp.body_str());
+        assert!(
+            resp.body_str().contains("max_connections"),
+            "{}",
+            resp.body_str()
+        );
+        assert!(resp.closes());
+        c.assert_closed();
+    }
+    assert_eq!(
+        crate::admin::metric(&proxy, "ringlb_overload_rejections_total"),
+        3.0
+    );
+    drop(held.pop());
+    let served = crate::harness::wait_until(crate::harness::WAIT, || {
+        proxy.client().roundtrip(&get("/again")).status == 200
+    });
+    assert!(served, "no client served after a slot freed");
+}

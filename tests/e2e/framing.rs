@@ -221,3 +221,120 @@ fn response_body_pause_loses_no_bytes() {
     assert_eq!(resp.body.len(), data.len());
     assert_eq!(checksum(&resp.body), checksum(&data));
 }
+
+#[test]
+fn http11_request_without_host_is_400_and_not_forwarded() {
+    let backend = Backend::echo();
+    let proxy = Proxy::simple(&[backend.addr]);
+    let mut c = proxy.client();
+    let resp = c.roundtrip(b"GET /nohost HTTP/1.1\r\nX: y\r\n\r\n");
+    assert_eq!(resp.status, 400);
+    assert!(
+        resp.body_str().contains("missing Host"),
+        "{}",
+        resp.body_str()
+    );
+    assert_eq!(backend.proxied_count(), 0);
+}
+
+#[test]
+fn http10_request_without_host_gets_the_backends_host() {
+    let backend = Backend::echo();
+    let proxy = Proxy::simple(&[backend.addr]);
+    let mut c = proxy.client();
+    let resp = c.roundtrip(b"GET /old HTTP/1.0\r\n\r\n");
+    assert_eq!(resp.status, 200);
+    let req = backend.last_request();
+    assert_eq!(req.version, "HTTP/1.1");
+    let want = backend.addr.to_string();
+    assert_eq!(req.headers_named("host"), vec![want.as_str()]);
+}
+
+#[test]
+fn response_with_several_transfer_encoding_lines_is_relayed_with_one() {
+    let backend = Backend::start(|_| {
+        Reply::Raw(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nX-A: 1\r\n\
+              Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let proxy = Proxy::simple(&[backend.addr]);
+    let resp = proxy.client().roundtrip(&get("/te"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.headers_named("transfer-encoding"),
+        vec!["gzip, chunked"]
+    );
+    assert_eq!(resp.body, b"abc");
+}
+
+#[test]
+fn status_204_and_1xx_lose_framing_fields() {
+    let backend = Backend::start(|req| match req.target.as_str() {
+        "/204" => Reply::Raw(
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ),
+        _ => Reply::Raw(
+            b"HTTP/1.1 103 Early Hints\r\nContent-Length: 3\r\nLink: </s>\r\n\r\n\
+              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                .to_vec(),
+        ),
+    });
+    let proxy = Proxy::simple(&[backend.addr]);
+    let resp = proxy.client().roundtrip(&get("/204"));
+    assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("content-length"), None);
+    assert_eq!(resp.header("transfer-encoding"), None);
+    let mut c = proxy.client();
+    c.send(&get("/103"));
+    let (interim, last) = c.read_final_response();
+    assert_eq!(interim.len(), 1);
+    assert_eq!(interim[0].status, 103);
+    assert_eq!(interim[0].header("link"), Some("</s>"));
+    assert_eq!(interim[0].header("content-length"), None);
+    assert_eq!(last.status, 200);
+    assert_eq!(last.body, b"ok");
+}
+
+#[test]
+fn content_length_goes_upstream_in_canonical_form() {
+    let backend = Backend::echo();
+    let proxy = Proxy::simple(&[backend.addr]);
+    let msg = request(
+        "POST",
+        "/cl",
+        &[("Content-Length", "00000000000000000000000011")],
+        b"hello world",
+    );
+    let resp = proxy.client().roundtrip(&msg);
+    assert_eq!(resp.status, 200);
+    let req = backend.last_request();
+    assert_eq!(req.headers_named("content-length"), vec!["11"]);
+    assert_eq!(req.body, b"hello world");
+}
+
+#[test]
+fn fragments_and_paths_above_the_root_are_400() {
+    let backend = Backend::echo();
+    let proxy = Proxy::simple(&[backend.addr]);
+    for (target, reason) in [
+        ("/a#frag", "fragment in request target"),
+        ("/../../etc/passwd", "path climbs above the root"),
+        ("/%2e%2e/%2E%2e/etc/passwd", "path climbs above the root"),
+    ] {
+        let resp = proxy.client().roundtrip(&get(target));
+        assert_eq!(resp.status, 400, "{target}");
+        assert!(
+            resp.body_str().contains(reason),
+            "{target}: {}",
+            resp.body_str()
+        );
+    }
+    // Dot segments that stay below the root go through as they came.
+    let resp = proxy.client().roundtrip(&get("/a/../b"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(backend.proxied_count(), 1);
+    assert_eq!(backend.last_request().target, "/a/../b");
+}

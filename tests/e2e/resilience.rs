@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::admin::metric;
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, pattern, request, Headers, Response};
 use crate::harness::{wait_until, Proxy, Refused, WAIT};
@@ -753,5 +754,109 @@ fn retries_that_run_out_of_backends_relay_the_last_answer() {
         a.proxied_count(),
         b.proxied_count(),
         r.body_str()
+    );
+}
+
+/// Sets the soft `RLIMIT_NOFILE` of process `pid`; returns the old limits.
+fn set_nofile_soft(pid: u32, soft: u64) -> libc::rlimit {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscall on valid pointers to local structs.
+    let got = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            std::ptr::null(),
+            &mut old,
+        )
+    };
+    assert_eq!(got, 0, "prlimit get: {}", std::io::Error::last_os_error());
+    let new = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: old.rlim_max,
+    };
+    // SAFETY: as above.
+    let set = unsafe {
+        libc::prlimit(
+            pid as libc::pid_t,
+            libc::RLIMIT_NOFILE,
+            &new,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(set, 0, "prlimit set: {}", std::io::Error::last_os_error());
+    old
+}
+
+/// Upstream connects that fail with EMFILE are the proxy's shortage, not
+/// the backend's: the client gets a 503 naming it, the metric counts it,
+/// the backend is not ejected, and once the pressure goes requests pass.
+#[test]
+fn out_of_fds_on_upstream_connect_is_not_the_backends_fault() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .workers(1)
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    // The admin listener is up before the limit goes down.
+    assert_eq!(metric(&proxy, "ringlb_local_errors_total"), 0.0);
+    // A soft limit that leaves exactly one free fd number: the accept takes
+    // it, the upstream connect's socket gets EMFILE. The admin connection
+    // of the metric read above closes on its own time: wait until the
+    // proxy's descriptors stop changing, or a number it frees later would
+    // let the connect through.
+    let fds = || -> std::collections::BTreeSet<u64> {
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .expect("read /proc/pid/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    let mut open = fds();
+    let settled = wait_until(WAIT, || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let now = fds();
+        std::mem::replace(&mut open, now) == open
+    });
+    assert!(settled, "the proxy's descriptors kept changing");
+    let mut free = (0u64..).filter(|fd| !open.contains(fd));
+    let (_first_free, second_free) = (free.next().unwrap(), free.next().unwrap());
+    let old = set_nofile_soft(proxy.pid(), second_free);
+    // More than passive_fall (3) in a row: without the fix the backend
+    // would be ejected.
+    for i in 0..5 {
+        let resp = proxy.client().roundtrip(&get(&format!("/fd{i}")));
+        assert_eq!(resp.status, 503, "request {i}: {}", resp.body_str());
+        assert!(resp.body_str().contains("EMFILE"), "{}", resp.body_str());
+    }
+    // No fd left at all: the accept fails, the loop warns (rate-limited)
+    // and backs off, and the client is served once an fd is free again.
+    let open: std::collections::BTreeSet<u64> =
+        std::fs::read_dir(format!("/proc/{}/fd", proxy.pid()))
+            .expect("read /proc/pid/fd")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+    let lowest_free = (0u64..).find(|fd| !open.contains(fd)).unwrap();
+    set_nofile_soft(proxy.pid(), lowest_free);
+    let mut waiting = proxy.client();
+    waiting.send(&get("/waited"));
+    assert!(
+        wait_until(WAIT, || proxy.stderr().contains("accept failed")),
+        "no accept failure logged"
+    );
+    set_nofile_soft(proxy.pid(), old.rlim_cur);
+    assert_eq!(waiting.read_response().status, 200);
+    assert!(metric(&proxy, "ringlb_accept_errors_total") >= 1.0);
+    for i in 0..3 {
+        let resp = proxy.client().roundtrip(&get(&format!("/after{i}")));
+        assert_eq!(resp.status, 200, "after the pressure: {}", resp.body_str());
+    }
+    assert_eq!(metric(&proxy, "ringlb_local_errors_total"), 5.0);
+    assert_eq!(metric(&proxy, "ringlb_backend_healthy"), 1.0);
+    assert_eq!(
+        metric(&proxy, "ringlb_upstream_connect_failures_total"),
+        0.0
     );
 }

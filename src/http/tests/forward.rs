@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::http::{
-    parse_request, parse_response, write_request_head, write_response_head, BodyKind,
-    ForwardContext, Limits, OutFraming, ResponseContext, Status, Version,
+    parse_request, parse_response, put_backend_host, write_request_head, write_response_head,
+    BodyKind, ForwardContext, Limits, OutFraming, ResponseContext, Status, Version,
 };
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -217,8 +217,7 @@ fn response_rewrites() {
             ChunkEncoded,
             true,
             Http11,
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
-                .into(),
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n".into(),
         ),
         (
             "dechunked for 1.0",
@@ -280,6 +279,109 @@ fn response_rewrites() {
             "case {name:?}"
         );
     }
+}
+
+/// Framing fields go to the client as one canonical line each: several
+/// `Transfer-Encoding` lines are folded (downstream parsers disagree on
+/// several), `Content-Length` loses leading zeros, and a 1xx or 204 carries
+/// neither (RFC 9110 §8.6, RFC 9112 §6.1).
+#[test]
+fn response_framing_fields_are_canonical() {
+    use OutFraming::{AsIs, ChunkEncoded};
+    use Version::Http11;
+    let cases: &[(&str, &str, OutFraming, &str)] = &[
+        (
+            "two TE lines folded",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nX: y\r\nTransfer-Encoding: chunked\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 200 OK\r\nX: y\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+        ),
+        (
+            "two TE lines chunk-encoded",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: br\r\n\r\n",
+            ChunkEncoded,
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, br, chunked\r\n\r\n",
+        ),
+        (
+            "content-length leading zeros",
+            "HTTP/1.1 200 OK\r\nContent-Length: 00012\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n",
+        ),
+        (
+            "204 with content-length",
+            "HTTP/1.1 204 No Content\r\nContent-Length: 5\r\nX: y\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 204 No Content\r\nX: y\r\n\r\n",
+        ),
+        (
+            "204 with transfer-encoding",
+            "HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 204 No Content\r\n\r\n",
+        ),
+        (
+            "103 with both",
+            "HTTP/1.1 103 Early Hints\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nLink: </s>\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 103 Early Hints\r\nLink: </s>\r\n\r\n",
+        ),
+        (
+            "304 keeps a valid content-length, canonical",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 0500\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 500\r\n\r\n",
+        ),
+        (
+            "304 drops an invalid content-length",
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 5, 6\r\n\r\n",
+            AsIs,
+            "HTTP/1.1 304 Not Modified\r\n\r\n",
+        ),
+    ];
+    for (name, input, framing, want) in cases {
+        assert_eq!(
+            &forward_response(input, *framing, true, Http11),
+            want,
+            "case {name:?}"
+        );
+    }
+}
+
+#[test]
+fn request_content_length_is_canonical() {
+    let out = forward_request(
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000000011\r\n\r\n",
+        &ctx(),
+    );
+    assert!(out.contains("\r\nContent-Length: 11\r\n"), "{out:?}");
+    assert!(!out.contains("0011"), "{out:?}");
+}
+
+/// An HTTP/1.0 request without Host goes upstream as HTTP/1.1 with exactly
+/// one Host: the backend's, replaced when a retry picks another backend.
+#[test]
+fn request_without_host_gets_the_backends() {
+    let mut out = Vec::new();
+    let Ok(Status::Complete(head)) = parse_request(b"GET /x HTTP/1.0\r\n\r\n", &Limits::default())
+    else {
+        panic!("does not parse");
+    };
+    write_request_head(&head, &ctx(), &mut out);
+    out.extend_from_slice(b"body");
+    let first = put_backend_host(&mut out, 0, "127.0.0.1:8080".parse().unwrap());
+    let second = put_backend_host(&mut out, first, "[::1]:9".parse().unwrap());
+    assert_eq!(second, "Host: [::1]:9\r\n".len());
+    let Ok(Status::Complete(again)) = parse_request(&out, &Limits::default()) else {
+        panic!("does not parse: {:?}", String::from_utf8_lossy(&out));
+    };
+    assert_eq!(again.host(), Some("[::1]:9"));
+    let hosts = again
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"));
+    assert_eq!(hosts.count(), 1);
+    assert!(out.starts_with(b"GET /x HTTP/1.1\r\nHost: [::1]:9\r\n"));
+    assert!(out.ends_with(b"\r\n\r\nbody"));
 }
 
 /// Fuzz (response_head): chunk-encoding a body that has a Content-Length

@@ -505,3 +505,73 @@ fn error_status_and_reason() {
     assert_eq!(E::ChunkedRepeated.status(), 501);
     assert_eq!(E::BareLineEnding.to_string(), "line ending is not CRLF");
 }
+
+/// What backends read differently is not forwarded: a fragment, and dot
+/// segments that climb above the root (also percent-encoded), as nginx.
+#[test]
+fn fragments_and_paths_above_the_root_are_rejected() {
+    run(&[
+        case(
+            "fragment",
+            b"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::FragmentInTarget),
+        ),
+        case(
+            "fragment after query",
+            b"GET /a?q#f HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::FragmentInTarget),
+        ),
+        case(
+            "climb",
+            b"GET /../../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::PathAboveRoot),
+        ),
+        case(
+            "climb encoded",
+            b"GET /%2e%2e/etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::PathAboveRoot),
+        ),
+        case(
+            "climb mixed case",
+            b"GET /a/.%2E/%2E./x HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::PathAboveRoot),
+        ),
+        case(
+            "climb last",
+            b"GET /a/../.. HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::PathAboveRoot),
+        ),
+        case(
+            "climb absolute-form",
+            b"GET http://a/../x HTTP/1.1\r\nHost: a\r\n\r\n",
+            Err(E::PathAboveRoot),
+        ),
+        case(
+            "dots within root",
+            b"GET /a/b/../../c/./d HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Empty),
+        ),
+        case(
+            "dots in names",
+            b"GET /a/.../..b/x..y/.well-known HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Empty),
+        ),
+        case(
+            "dots in query",
+            b"GET /a?x=/../../.. HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Empty),
+        ),
+        case(
+            "trailing slash",
+            b"GET /a/../ HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Empty),
+        ),
+        case(
+            "asterisk",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            Ok(Empty),
+        ),
+    ]);
+    assert_eq!(E::FragmentInTarget.status(), 400);
+    assert_eq!(E::PathAboveRoot.status(), 400);
+}
