@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::Config;
+use crate::http;
 use crate::metrics::prometheus::{Kind, Sample};
 use crate::metrics::{self, BackendView, Snapshot};
 use policy::{FailureLog, Head};
@@ -474,43 +475,41 @@ async fn read_request(stream: &TcpStream) -> io::Result<Read> {
             return Ok(Read::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        let head_len = match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => continue,
-            Err(httparse::Error::TooManyHeaders) => {
-                return Ok(Read::Bad(Reply::text(431, "too many header fields\n")))
-            }
-            Err(_) => return Ok(Read::Bad(Reply::text(400, "bad request\n"))),
+        // The proxy's own strict parser: the admin listener reads a head
+        // exactly as the public listeners do.
+        let limits = http::Limits {
+            max_head_bytes: MAX_HEAD_BYTES,
+            max_headers: MAX_HEADERS,
         };
-        let headers: Vec<(String, String)> = req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_ascii_lowercase(),
-                    String::from_utf8_lossy(h.value).trim().to_owned(),
-                )
-            })
-            .collect();
-        if headers.iter().any(|(n, _)| n == "transfer-encoding") {
-            return Ok(Read::Bad(Reply::text(411, "length required\n")));
-        }
-        let body_len = match headers.iter().find(|(n, _)| n == "content-length") {
-            None => 0,
-            Some((_, v)) => match v.parse::<usize>() {
-                Ok(n) => n,
-                Err(_) => return Ok(Read::Bad(Reply::text(400, "bad content-length\n"))),
-            },
+        let head = match http::parse_request(&buf, &limits) {
+            Ok(http::Status::Complete(head)) => head,
+            Ok(http::Status::Partial) => continue,
+            Err(e) => {
+                let status = e.status();
+                return Ok(Read::Bad(Reply::text(status, format!("{}\n", e.reason()))));
+            }
+        };
+        let head_len = head.head_len();
+        let body_len = match head.body() {
+            http::BodyKind::Empty => 0,
+            http::BodyKind::Length(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            http::BodyKind::Chunked => return Ok(Read::Bad(Reply::text(411, "length required\n"))),
         };
         if body_len > MAX_BODY_BYTES {
             return Ok(Read::Bad(Reply::text(413, "body too large\n")));
         }
         let request = Request {
-            method: req.method.unwrap_or("").to_owned(),
-            target: req.path.unwrap_or("").to_owned(),
-            headers,
+            method: head.method().to_owned(),
+            target: head.target().to_owned(),
+            headers: head
+                .headers()
+                .map(|(name, value)| {
+                    (
+                        name.to_ascii_lowercase(),
+                        String::from_utf8_lossy(value).trim().to_owned(),
+                    )
+                })
+                .collect(),
         };
         // Read and drop the body so closing does not reset the connection.
         let mut remaining = body_len.saturating_sub(buf.len() - head_len);
@@ -690,6 +689,7 @@ impl Reply {
             408 => "Request Timeout",
             411 => "Length Required",
             413 => "Content Too Large",
+            414 => "URI Too Long",
             415 => "Unsupported Media Type",
             421 => "Misdirected Request",
             429 => "Too Many Requests",

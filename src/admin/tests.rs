@@ -189,10 +189,21 @@ fn wrong_method_unknown_path_and_limits() {
     big.resize(MAX_HEAD_BYTES + 10, b'a');
     assert_eq!(exchange(addr, &big).0, 431);
     let huge = format!(
-        "POST /reload HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+        "POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
         MAX_BODY_BYTES + 1
     );
     assert_eq!(exchange(addr, huge.as_bytes()).0, 413);
+    // The proxy's strict parser reads admin heads too: an HTTP/1.1 request
+    // without Host, and a chunked body, are refused.
+    assert_eq!(exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n").0, 400);
+    assert_eq!(
+        exchange(
+            addr,
+            b"POST /reload HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        .0,
+        411
+    );
     // A small body is read and ignored.
     let (status, _, _) = exchange(
         addr,
