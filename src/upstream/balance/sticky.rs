@@ -13,11 +13,16 @@
 //! [`set_cookie_value`] as a `Set-Cookie` field to the response (the client
 //! had no cookie, or it named another backend, or one that is gone).
 //!
+//! Why a map: the cookie's id is looked up per request; an `AHashMap` from
+//! id to index makes that O(1) instead of a scan of the ids.
+//!
 //! Invariants: with a key naming an eligible backend, that backend is
 //! returned; otherwise the pick is smooth weighted round robin over the
 //! eligible backends (so a fallback never returns an ineligible one).
 
 use std::fmt::Write as _;
+
+use ahash::AHashMap;
 
 use super::weighted::WeightedRoundRobin;
 use super::{cookie_value, Balancer, PickContext};
@@ -28,14 +33,19 @@ use crate::upstream::Backend;
 /// Core-local sticky-cookie state: backend ids and the rebalancing WRR.
 #[derive(Debug, Clone)]
 pub struct StickyCookie {
-    ids: Vec<u64>,
+    /// Backend id to index; the first index wins if two share an id.
+    index_of: AHashMap<u64, usize>,
     fallback: WeightedRoundRobin,
 }
 
 impl StickyCookie {
     pub fn new(ids: &[u64], weights: &[u32], start_offset: usize) -> StickyCookie {
+        let mut index_of = AHashMap::with_capacity(ids.len());
+        for (i, &id) in ids.iter().enumerate() {
+            index_of.entry(id).or_insert(i);
+        }
         StickyCookie {
-            ids: ids.to_vec(),
+            index_of,
             fallback: WeightedRoundRobin::new(weights, start_offset),
         }
     }
@@ -44,7 +54,7 @@ impl StickyCookie {
 impl Balancer for StickyCookie {
     fn pick(&mut self, ctx: &PickContext<'_>) -> Option<usize> {
         if let Some(id) = ctx.key {
-            if let Some(i) = self.ids.iter().position(|&x| x == id) {
+            if let Some(&i) = self.index_of.get(&id) {
                 if (ctx.eligible)(i) {
                     return Some(i);
                 }
@@ -161,5 +171,20 @@ mod tests {
         assert_eq!(got, [0, 1, 2].map(Some));
         assert!(needs_cookie(None, &bs[0]));
         assert_eq!(pick(&mut s, &bs, id1, &|_| false), None);
+    }
+    #[test]
+    fn an_unavailable_cookie_backend_is_skipped_at_any_size() {
+        let bs = backends(100);
+        let mut s = sticky(&bs);
+        for want in [0, 37, 99] {
+            let id = Some(backend_id(bs[want].addr));
+            assert_eq!(pick(&mut s, &bs, id, &|_| true), Some(want));
+            for _ in 0..200 {
+                let got = pick(&mut s, &bs, id, &|i| i != want && i % 2 == 0).unwrap();
+                assert!(got != want && got % 2 == 0, "{got}");
+            }
+        }
+        // An id no backend has is rebalanced like no cookie.
+        assert!(pick(&mut s, &bs, Some(1), &|_| true).is_some());
     }
 }
