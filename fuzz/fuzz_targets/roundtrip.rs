@@ -182,6 +182,9 @@ impl Request {
         if !self.http11 && matches!(self.body, Body::Chunked { .. }) {
             return Some(RequestError::TransferEncodingOnHttp10);
         }
+        if climbs_above_root(&self.path) {
+            return Some(RequestError::PathAboveRoot);
+        }
         None
     }
 
@@ -192,6 +195,33 @@ impl Request {
             Body::Chunked { .. } => BodyKind::Chunked,
         }
     }
+}
+
+/// The parser's rule, written again independently: resolving the dot
+/// segments of the path (before any `?`, `%2e` read as `.`) goes above the
+/// root. A trailing empty segment adds no depth.
+fn climbs_above_root(path_and_query: &str) -> bool {
+    let path = path_and_query.split('?').next().unwrap_or("");
+    let segments: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(|s| s.to_ascii_lowercase().replace("%2e", "."))
+        .collect();
+    let mut depth: i64 = 0;
+    for (i, segment) in segments.iter().enumerate() {
+        match segment.as_str() {
+            "." => {}
+            ".." => {
+                depth -= 1;
+                if depth < 0 {
+                    return true;
+                }
+            }
+            "" if i + 1 == segments.len() => {}
+            _ => depth += 1,
+        }
+    }
+    false
 }
 
 fuzz_target!(|input: (Request, u16)| {
