@@ -57,6 +57,7 @@ pub fn run_worker<F: Future>(fut: F) -> F::Output {
     if let Some(flags) = ring_setup() {
         builder.uring_builder(&flags);
     }
+    op::reset_watchdog();
     builder.start(fut)
 }
 

@@ -135,6 +135,13 @@ thread_local! {
     static WATCHDOG: RefCell<Watchdog> = RefCell::new(Watchdog::default());
 }
 
+/// Forgets the watchdog state of an earlier runtime on this thread (its
+/// ticker task died with it, so `ticking` would stay set and no deadline
+/// would fire); called as each runtime starts.
+pub(crate) fn reset_watchdog() {
+    WATCHDOG.with(|w| *w.borrow_mut() = Watchdog::default());
+}
+
 /// One op's registration with the watchdog; removed when the op ends (or
 /// its future is dropped, which only happens when the runtime shuts down).
 /// It is removed before the task can submit another op on the descriptor,

@@ -232,3 +232,29 @@ fn readable_waits_without_a_buffer_and_consumes_nothing() {
     });
     writer.join().unwrap();
 }
+
+/// A second runtime on the same thread still gets its deadlines: the
+/// first one's ticker died with it. Both run on a thread of their own, so
+/// that a deadline that never fires fails the test instead of hanging it.
+#[test]
+fn deadlines_fire_in_a_second_runtime_on_one_thread() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (listener, addr) = peer_pair();
+            run_worker(async move {
+                let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+                let (res, _) = conn
+                    .read(Vec::with_capacity(8), Some(Duration::from_millis(50)))
+                    .await;
+                assert_eq!(res.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+            });
+            drop(listener);
+        }
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(30)).is_ok(),
+        "the second runtime's read deadline never fired"
+    );
+}
