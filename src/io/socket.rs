@@ -35,14 +35,7 @@ impl BoundSocket {
         socket.set_reuse_port(true)?;
         socket.bind(&addr.into())?;
         socket.listen(clamp_backlog(backlog))?;
-        let local = socket
-            .local_addr()?
-            .as_socket()
-            .ok_or_else(|| io::Error::other("listener has no inet address"))?;
-        Ok(BoundSocket {
-            fd: OwnedFd::from(socket),
-            local,
-        })
+        BoundSocket::from_listening(socket)
     }
 
     /// `count` sockets on `addr`, one per worker. Port 0 is resolved by the
@@ -65,13 +58,8 @@ impl BoundSocket {
         self.local
     }
 
-    /// A listening TCP socket received from another process (a takeover).
-    /// Nothing is bound: it keeps its address and accept queue.
-    pub fn from_fd(fd: OwnedFd) -> io::Result<BoundSocket> {
-        let socket = Socket::from(fd);
-        if !socket.is_listener()? || socket.r#type()? != Type::STREAM {
-            return Err(io::Error::other("not a listening stream socket"));
-        }
+    /// Wraps a socket in the listening state, with its inet address.
+    fn from_listening(socket: Socket) -> io::Result<BoundSocket> {
         let local = socket
             .local_addr()?
             .as_socket()
@@ -80,6 +68,16 @@ impl BoundSocket {
             fd: OwnedFd::from(socket),
             local,
         })
+    }
+
+    /// A listening TCP socket received from another process (a takeover).
+    /// Nothing is bound: it keeps its address and accept queue.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<BoundSocket> {
+        let socket = Socket::from(fd);
+        if !socket.is_listener()? || socket.r#type()? != Type::STREAM {
+            return Err(io::Error::other("not a listening stream socket"));
+        }
+        BoundSocket::from_listening(socket)
     }
 
     /// A second descriptor of the same socket, to hand it to a new process
