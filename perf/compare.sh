@@ -7,7 +7,7 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle"] [--record]
+#                        [--scenarios "small big close many tls idle gateway"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
@@ -18,7 +18,11 @@
 # per request), many (1,000 connections), tls (keep-alive over TLS; the limit
 # has no TLS), idle (memory: IDLE_CONNS keep-alive connections that each made
 # one request and then sit idle; the RSS growth per connection while they are
-# open, and how much of it remains after they close).
+# open, and how much of it remains after they close), gateway (keep-alive,
+# 12 B, through a route that strips a prefix, makes 3 request header
+# changes and answers CORS; nginx and HAProxy are configured for the same
+# work; not in the default list, and the route is configured only when it
+# is asked for, so the other scenarios run with the features off).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
@@ -94,6 +98,18 @@ sed -i "s#bind 127.0.0.1:17020#&\n    bind 127.0.0.1:17021 ssl crt $W/haproxy.pe
 grep -q 17011 "$W/proxy.nginx.conf" && grep -q 17021 "$W/proxy.haproxy.cfg" || { echo "could not add TLS listeners to the peer configs" >&2; exit 1; }
 sed "s#@WORKERS@#$WORKERS#g; s#@CERT@#$ROOT/certs/server.pem#g; s#@KEY@#$ROOT/certs/server.key#g" \
     "$ROOT/perf/ringlb.bench.toml" > "$W/ringlb.toml"
+# The gateway scenario: the same work in each proxy's own terms (the
+# limit has no features and is sent to www/api/small, the same 12 bytes).
+if [[ " $SCENARIOS " == *" gateway "* ]]; then
+    mkdir -p "$W/www/api"
+    cp "$W/www/small" "$W/www/api/small"
+    cat "$ROOT/perf/gateway.ringlb.toml" >> "$W/ringlb.toml"
+    sed -i "s#^http {#&\n    map \$http_origin \$cors_origin { \"https://app.example.com\" \$http_origin; default \"\"; }#" "$W/proxy.nginx.conf"
+    sed -i "s#^        location / {#        include $ROOT/perf/gateway.nginx.conf;\n&#" "$W/proxy.nginx.conf"
+    sed -i "s#^frontend fe#&\n    acl api path_beg /api/\n    http-request set-var(txn.origin) req.hdr(origin) if api\n    http-request set-path %[path,regsub(^/api,)] if api\n    http-request set-header X-Env bench if api\n    http-request add-header X-Via haproxy if api\n    http-request del-header X-Debug if api\n    http-response set-header Access-Control-Allow-Origin %[var(txn.origin)] if { var(txn.origin) -m str https://app.example.com }\n    http-response add-header Vary Origin if { var(txn.origin) -m found }#" "$W/proxy.haproxy.cfg"
+    grep -q cors_origin "$W/proxy.nginx.conf" && grep -q gateway.nginx.conf "$W/proxy.nginx.conf" && grep -q "acl api" "$W/proxy.haproxy.cfg" \
+        || { echo "could not add the gateway route to the peer configs" >&2; exit 1; }
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -147,6 +163,7 @@ scenario_args() {
         close) echo "-c 64 -H Connection:close http://127.0.0.1:PORT/small" ;;
         many) echo "-c 1000 http://127.0.0.1:PORT/small" ;;
         tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
+        gateway) echo "-c 64 -H Origin:https://app.example.com http://127.0.0.1:PORT/api/small" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
