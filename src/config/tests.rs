@@ -60,6 +60,7 @@ fn example_parses_exactly() {
         vec![ListenConfig {
             addr: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
+            https_redirect: false,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -84,10 +85,14 @@ fn example_parses_exactly() {
         vec![RouteConfig {
             path_prefix: "/".into(),
             host: None,
-            upstream: 0,
+            upstream: Some(0),
             matching: None,
             rewrite: None,
             request_headers: None,
+            response_headers: None,
+            redirect: None,
+            https_redirect: false,
+            error_pages: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));
@@ -219,7 +224,7 @@ backends = [{ addr = "10.0.0.2:80" }]
     let config = parse(src).unwrap();
     let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["alpha", "zeta"]);
-    let upstreams: Vec<usize> = config.routes.iter().map(|r| r.upstream).collect();
+    let upstreams: Vec<usize> = config.routes.iter().filter_map(|r| r.upstream).collect();
     assert_eq!(upstreams, [1, 0, 0]);
     assert_eq!(
         config.routes[1].host,
@@ -1267,7 +1272,7 @@ fn route_rewrites_parse() {
     let r = config.routes[0].rewrite.as_deref().unwrap();
     assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
     assert_eq!(r.add_prefix.as_deref(), Some("/v2"));
-    assert_eq!(r.host.as_deref(), Some("[::1]:81"));
+    assert_eq!(r.host.as_ref().and_then(|h| h.name()), Some("[::1]:81"));
     assert_eq!(
         r.target("/api/a/x/1?q").unwrap().as_deref(),
         Some("/v2/b/x/1?q")
