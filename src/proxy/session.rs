@@ -4,9 +4,12 @@
 //!    (head timeout, or keep-alive timeout while idle); the request id is
 //!    assigned here, so every reply and log line carries it;
 //! 2. route: host, path (and a route's method, header and path-regex
-//!    conditions) pick the upstream (`404` otherwise);
-//! 3. request filters (`Filters::on_request`); then the forwarded head is
-//!    written at once, so no borrow of the buffer lives across an await;
+//!    conditions) pick the upstream (`404` otherwise); a plain listener
+//!    with `https_redirect` answers before routing;
+//! 3. request filters (`Filters::on_request`, then the route's HTTPS
+//!    redirect, rewrite and redirect); then the forwarded head is written
+//!    at once, so no borrow of the buffer lives across an await (fields
+//!    naming the backend are left to each attempt);
 //! 4. choose backend, 5. send, 6. read response head, 7. response filters,
 //!    8. relay body: one [`exchange`] (attempts and retries), each attempt a
 //!    [`relay`](super::relay) on a connection from the connector;
