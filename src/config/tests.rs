@@ -1297,3 +1297,46 @@ fn overload_mode() {
         "unknown variant `drop`, expected `queue` or `reject`",
     );
 }
+
+#[test]
+fn route_replies_parse() {
+    let src = with_route_line(
+        "response_headers = { set = { X-Served-By = \"$backend\" }, remove = [\"Server\"] }\n\
+         host_rewrite = \"backend\"\n\
+         https_redirect = true\n\
+         intercept_errors = [502, 502]\n\
+         error_pages = [{ status = [502, 503], text = \"down $status\", content_type = \"text/html\" }]",
+    );
+    let config = parse(&src).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(
+        r.rewrite.as_deref().unwrap().host,
+        Some(crate::gateway::HostRewrite::Backend)
+    );
+    assert!(r.https_redirect);
+    let edits = r.response_headers.as_deref().unwrap();
+    assert!(edits.uses_backend());
+    assert_eq!(edits.remove, ["Server"]);
+    let pages = r.error_pages.as_deref().unwrap();
+    assert_eq!(pages.intercept, [502], "listed twice, kept once");
+    assert_eq!(pages.get(503).unwrap().content_type, "text/html");
+    assert!(pages.get(504).is_none());
+    assert!(config.server.error_pages.is_empty());
+}
+
+#[test]
+fn redirect_routes_have_no_upstream() {
+    let src = with("", "").replace(
+        "upstream = \"app\"",
+        "redirect = { to = \"https://$host$path\", status = 308 }",
+    );
+    let config = parse(&src).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(r.upstream, None);
+    let redirect = r.redirect.as_deref().unwrap();
+    assert_eq!(redirect.status, 308);
+    assert_eq!(
+        redirect.location("http", "h", "/a?b").unwrap(),
+        "https://h/a"
+    );
+}

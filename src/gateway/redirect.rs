@@ -156,6 +156,51 @@ mod tests {
         assert!(Template::parse("/$backend", &REDIRECT_VARIABLES).is_err());
     }
 
+    fn ctx_for<'r, 'b>(
+        head: &'r crate::http::RequestHead<'b>,
+        scheme: &'r str,
+    ) -> RequestCtx<'r, 'b> {
+        RequestCtx {
+            head,
+            upstream: None,
+            request_id: "",
+            forward_request_id: None,
+            target: None,
+            scheme,
+            location: None,
+        }
+    }
+
+    fn parsed(raw: &[u8]) -> crate::http::RequestHead<'_> {
+        match crate::http::parse_request(raw, &Default::default()).unwrap() {
+            crate::http::Status::Complete(head) => head,
+            crate::http::Status::Partial => panic!("partial"),
+        }
+    }
+
+    /// As filters: the redirect answers with the rewritten target when a
+    /// rewrite ran before it; the HTTPS one passes a TLS request.
+    #[test]
+    fn filters_answer_with_the_location() {
+        let head = parsed(b"GET /old/a?x HTTP/1.1\r\nHost: h.example:80\r\n\r\n");
+        let mut ctx = ctx_for(&head, "http");
+        ctx.target = Some("/v2/a?x".into());
+        let r = redirect("$scheme://$host$path$query", 307);
+        assert_eq!(r.on_request(&mut ctx), Err(LocalReply::Redirect(307)));
+        assert_eq!(ctx.location.as_deref(), Some("http://h.example:80/v2/a?x"));
+
+        let mut ctx = ctx_for(&head, "http");
+        assert_eq!(
+            HttpsRedirect.on_request(&mut ctx),
+            Err(LocalReply::Redirect(HTTPS_REDIRECT_STATUS))
+        );
+        // The client's target, not a rewritten one.
+        assert_eq!(ctx.location.as_deref(), Some("https://h.example/old/a?x"));
+        let mut ctx = ctx_for(&head, "https");
+        assert_eq!(HttpsRedirect.on_request(&mut ctx), Ok(()));
+        assert_eq!(ctx.location, None);
+    }
+
     #[test]
     fn an_over_long_location_is_a_500() {
         let r = redirect("/$path$path$path$path$path", 302);
