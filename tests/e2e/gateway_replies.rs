@@ -336,6 +336,58 @@ fn listener_https_redirect_is_reloaded() {
     assert!(backend.proxied_count() > before);
 }
 
+/// `host_rewrite = "backend"`, a route's `https_redirect` and `redirect`
+/// each come and go by reload; a bad redirect is refused and the running
+/// one stays.
+#[test]
+fn host_rewrite_and_redirects_are_reloaded() {
+    let echo = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[echo.addr], &[])
+        .route_with("/r/", None, "app", &["host_rewrite = \"name.example\""])
+        .start();
+    let ask = |target: &str| {
+        proxy
+            .client()
+            .roundtrip(&request("GET", target, &[("Host", "client.example")], b""))
+    };
+    let host_seen = || {
+        let body = ask("/r/x").body_str();
+        body.lines()
+            .find_map(|l| l.strip_prefix("header host: "))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_eq!(host_seen(), "name.example");
+    rewrite(&proxy, |t| t.replace("\"name.example\"", "\"backend\""));
+    reload_ok(&proxy);
+    let backend_host = echo.addr.to_string();
+    assert!(wait_until(WAIT, || (0..4).all(|_| host_seen() == backend_host)));
+
+    rewrite(&proxy, |t| {
+        t.replace("host_rewrite = \"backend\"", "https_redirect = true")
+    });
+    reload_ok(&proxy);
+    assert!(wait_until(WAIT, || (0..4).all(|_| ask("/r/x").status == 308)));
+    assert_eq!(location(&ask("/r/x?a")), "https://client.example/r/x?a");
+
+    rewrite(&proxy, |t| {
+        t.replace(
+            "upstream = \"app\"\nhttps_redirect = true",
+            "redirect = { to = \"/new$path\" }",
+        )
+    });
+    reload_ok(&proxy);
+    assert!(wait_until(WAIT, || (0..4).all(|_| ask("/r/x").status == 302)));
+    assert_eq!(location(&ask("/r/x?a")), "/new/r/x");
+    rewrite(&proxy, |t| {
+        t.replace("\"/new$path\" }", "\"/new$path\", status = 303 }")
+    });
+    reload_refused(&proxy, "routes[0].redirect.status");
+    assert_eq!(location(&ask("/r/y")), "/new/r/y");
+}
+
 #[test]
 fn check_reports_bad_redirects() {
     let dir = TempDir::new();
