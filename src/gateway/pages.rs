@@ -46,7 +46,10 @@ impl ErrorPage {
                 // Writing to a Vec cannot fail.
                 let _ = match name {
                     "status" => write!(out, "{status}"),
-                    "request_id" => write!(out, "{request_id}"),
+                    "request_id" => {
+                        put_safe_id(request_id, out);
+                        Ok(())
+                    }
                     "reason" => write!(out, "{reason}"),
                     _ => Ok(()),
                 };
@@ -54,6 +57,21 @@ impl ErrorPage {
             out,
         );
     }
+}
+
+/// Appends a request id for a page body: a client's `X-Request-ID` is
+/// its own text, and in an HTML or JSON page a `<` or `"` in it would
+/// inject markup or break the document, so every byte but letters,
+/// digits and `-_.:/+=@` becomes `_` (generated ids, UUIDs and hex ids
+/// pass unchanged).
+fn put_safe_id(id: &str, out: &mut Vec<u8>) {
+    out.extend(id.bytes().map(|b| {
+        if b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b) {
+            b
+        } else {
+            b'_'
+        }
+    }));
 }
 
 /// A set of pages (the server's or a route's) and, for a route, the
@@ -141,5 +159,9 @@ mod tests {
             "{\"error\":\"no backend available\",\n\"status\":503,\"request_id\":\"abc\"}\n$5"
         );
         assert!(Template::parse_body("$client_ip", &PAGE_VARIABLES).is_err());
+        // A client's id cannot inject markup or break a JSON string.
+        let mut out = Vec::new();
+        page("<p>$request_id</p>").render(400, "", "a\"b<script>x:1-2_3", &mut out);
+        assert_eq!(out, b"<p>a_b_script_x:1-2_3</p>");
     }
 }
