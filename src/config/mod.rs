@@ -785,6 +785,7 @@ impl Config {
             .listen
             .iter()
             .map(|l| match &l.tls {
+                None if l.https_redirect => format!("{} (https_redirect)", l.addr),
                 None => l.addr.to_string(),
                 Some(tls) => format!("{} (tls, {} certificates)", l.addr, 1 + tls.sni.len()),
             })

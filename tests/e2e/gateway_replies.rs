@@ -440,6 +440,21 @@ fn check_reports_bad_redirects() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(text.contains("path / -> redirect 302"), "{text}");
+    let listener = dir.write(
+        "listener.toml",
+        &(BASE.replace(
+            "listen = [\"127.0.0.1:1\"]",
+            "listen = [{ addr = \"127.0.0.1:1\", https_redirect = true }]",
+        ) + "upstream = \"app\"\nhttps_redirect = true\n"),
+    );
+    let out = run_bin(&["check", "--config", listener.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("listen: 127.0.0.1:1 (https_redirect)"),
+        "{text}"
+    );
+    assert!(text.contains("path / (https_redirect) -> app"), "{text}");
 }
 
 // ------------------------------------------------------------ error pages
