@@ -30,7 +30,9 @@ use ahash::AHashMap;
 
 use std::sync::Arc;
 
-use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::config::{
+    Config, ErrorPages, HeaderEdits, HostPattern, Redirect, Rewrite, RouteConfig, RouteMatch,
+};
 use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
@@ -39,8 +41,8 @@ const MAX_HOST_LEN: usize = 255;
 /// One route, as the proxy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    /// Index into [`Config::upstreams`]; `None` only for a `redirect`.
+    pub upstream: Option<usize>,
     /// Byte prefix of the request path, starts with `/`.
     pub path_prefix: String,
     /// `None` matches any host.
@@ -51,6 +53,14 @@ pub struct Route {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` edits; `None` for a plain route.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `response_headers` edits; `None` for a plain route.
+    pub response_headers: Option<Arc<HeaderEdits>>,
+    /// The route answers with this redirect itself.
+    pub redirect: Option<Arc<Redirect>>,
+    /// Plain HTTP requests get a redirect to HTTPS.
+    pub https_redirect: bool,
+    /// `error_pages` and `intercept_errors`; `None` for a plain route.
+    pub error_pages: Option<Arc<ErrorPages>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -94,6 +104,10 @@ impl RouteTable {
                 matching: r.matching.clone(),
                 rewrite: r.rewrite.clone(),
                 request_headers: r.request_headers.clone(),
+                response_headers: r.response_headers.clone(),
+                redirect: r.redirect.clone(),
+                https_redirect: r.https_redirect,
+                error_pages: r.error_pages.clone(),
                 index,
             })
             .collect();
@@ -327,7 +341,7 @@ upstream = "u9"
             (Some("exämple.com"), "/api", Some(1)),
         ];
         for &(host, path, want) in cases {
-            let got = table.route(host, path).map(|r| r.upstream);
+            let got = table.route(host, path).and_then(|r| r.upstream);
             assert_eq!(got, want, "host {host:?} path {path:?}");
         }
     }
@@ -362,11 +376,15 @@ backends = [{ addr = "10.0.0.2:80" }]
         );
         // Both wildcards match with the same prefix: the earlier one wins.
         assert_eq!(
-            table.route(Some("c.b.example"), "/b").map(|r| r.upstream),
+            table
+                .route(Some("c.b.example"), "/b")
+                .and_then(|r| r.upstream),
             Some(0)
         );
         assert_eq!(
-            table.route(Some("c.example"), "/b").map(|r| r.upstream),
+            table
+                .route(Some("c.example"), "/b")
+                .and_then(|r| r.upstream),
             Some(1)
         );
         assert_eq!(table.route(None, "/b"), None);
@@ -414,7 +432,7 @@ upstream = "u5"
             let raw = raw.replace('\n', "\r\n") + "\r\n";
             match crate::http::parse_request(raw.as_bytes(), &Default::default()).unwrap() {
                 crate::http::Status::Complete(head) => {
-                    table.route_request(&head).map(|r| r.upstream)
+                    table.route_request(&head).and_then(|r| r.upstream)
                 }
                 crate::http::Status::Partial => panic!("partial: {raw:?}"),
             }
@@ -467,7 +485,10 @@ upstream = "u5"
             panic!("partial")
         };
         // `/api` routes 1 and 2 do not hold; 3's regex does (query ignored).
-        assert_eq!(table2.route_request(&head).map(|r| r.upstream), Some(3));
+        assert_eq!(
+            table2.route_request(&head).and_then(|r| r.upstream),
+            Some(3)
+        );
     }
 
     #[test]

@@ -6,13 +6,18 @@
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind};
-use super::raw::{RawHeaderMatch, RawRoute};
+use super::raw::{RawErrorPage, RawHeaderEdits, RawHeaderMatch, RawRoute};
 use super::resolve::Cx;
 use std::sync::Arc;
 
-use crate::gateway::headers::{Template, FORBIDDEN, REQUEST_VARIABLES};
+use crate::gateway::headers::{Template, FORBIDDEN, HEADER_VARIABLES};
+use crate::gateway::pages::{MAX_PAGE_BYTES, PAGE_STATUSES, PAGE_VARIABLES};
+use crate::gateway::redirect::{REDIRECT_STATUSES, REDIRECT_VARIABLES};
 use crate::gateway::rewrite::valid_path_piece;
-use crate::gateway::{HeaderCondition, HeaderEdits, HeaderTest, Pattern, Rewrite, RouteMatch};
+use crate::gateway::{
+    ErrorPage, ErrorPages, HeaderCondition, HeaderEdits, HeaderTest, HostRewrite, Pattern,
+    Redirect, Rewrite, RouteMatch,
+};
 
 /// Most `methods` or `headers` entries on one route (bounded work per request).
 const MAX_CONDITIONS: usize = 32;
@@ -150,18 +155,15 @@ pub(super) fn resolve_rewrite(
         let text = h.get_ref();
         let key = format!("routes[{i}].host_rewrite");
         if text == "backend" {
-            let kind = Kind::InvalidValue(
-                "host_rewrite = \"backend\" is not supported yet; give a host name".to_owned(),
-            );
-            return Err(cx.at(h.span(), key, kind));
-        }
-        if !valid_host_value(text) {
+            r.host = Some(HostRewrite::Backend);
+        } else if !valid_host_value(text) {
             let kind = Kind::InvalidValue(format!(
                 "{text:?} is not a host name (with an optional :port)"
             ));
             return Err(cx.at(h.span(), key, kind));
+        } else {
+            r.host = Some(HostRewrite::Name(text.clone()));
         }
-        r.host = Some(text.clone());
     }
     Ok((r != Rewrite::default()).then(|| Arc::new(r)))
 }
@@ -198,10 +200,30 @@ pub(super) fn resolve_request_headers(
     i: usize,
     route: &RawRoute,
 ) -> Result<Option<Arc<HeaderEdits>>, ConfigError> {
-    let Some(raw) = &route.request_headers else {
-        return Ok(None);
-    };
-    let key = format!("routes[{i}].request_headers");
+    match &route.request_headers {
+        None => Ok(None),
+        Some(raw) => header_edits(cx, &format!("routes[{i}].request_headers"), raw),
+    }
+}
+
+/// `response_headers` of route `i`; `None` when unset or empty.
+pub(super) fn resolve_response_headers(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<HeaderEdits>>, ConfigError> {
+    match &route.response_headers {
+        None => Ok(None),
+        Some(raw) => header_edits(cx, &format!("routes[{i}].response_headers"), raw),
+    }
+}
+
+/// One `request_headers` or `response_headers` table at `key`.
+fn header_edits(
+    cx: &Cx<'_>,
+    key: &str,
+    raw: &Spanned<RawHeaderEdits>,
+) -> Result<Option<Arc<HeaderEdits>>, ConfigError> {
     let span = raw.span();
     let raw = raw.get_ref();
     let name_error = |name: &str, at: std::ops::Range<usize>, key: String| {
@@ -234,7 +256,7 @@ pub(super) fn resolve_request_headers(
             if let Some(e) = name_error(name, value.span(), at.clone()) {
                 return Err(e);
             }
-            let template = Template::parse(value.get_ref(), &REQUEST_VARIABLES)
+            let template = Template::parse(value.get_ref(), &HEADER_VARIABLES)
                 .map_err(|e| cx.at(value.span(), at, Kind::InvalidValue(e)))?;
             out.push((name.clone(), template));
         }
@@ -250,4 +272,218 @@ pub(super) fn resolve_request_headers(
         return Err(cx.at(span, key, kind));
     }
     Ok((!edits.is_empty()).then(|| Arc::new(edits)))
+}
+
+/// `redirect` of route `i`, and the keys it cannot go with: a redirect
+/// route answers itself, so what only shapes a forwarded request or a
+/// backend's response would be dead config.
+pub(super) fn resolve_redirect(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<Redirect>>, ConfigError> {
+    let Some(raw) = &route.redirect else {
+        return Ok(None);
+    };
+    let key = format!("routes[{i}].redirect");
+    let conflicts = [
+        ("upstream", route.upstream.as_ref().map(|u| u.span())),
+        (
+            "https_redirect",
+            route.https_redirect.as_ref().map(|u| u.span()),
+        ),
+        (
+            "host_rewrite",
+            route.host_rewrite.as_ref().map(|u| u.span()),
+        ),
+        (
+            "request_headers",
+            route.request_headers.as_ref().map(|u| u.span()),
+        ),
+        (
+            "response_headers",
+            route.response_headers.as_ref().map(|u| u.span()),
+        ),
+        (
+            "intercept_errors",
+            route.intercept_errors.as_ref().map(|u| u.span()),
+        ),
+    ];
+    for (other, span) in conflicts {
+        if let Some(span) = span {
+            let kind = Kind::InvalidValue(format!(
+                "a route with `redirect` answers itself and cannot have `{other}`"
+            ));
+            return Err(cx.at(span, format!("routes[{i}].{other}"), kind));
+        }
+    }
+    let raw = raw.get_ref();
+    let text = raw.to.get_ref();
+    let to_key = format!("{key}.to");
+    let shape_ok = ["http://", "https://", "$scheme://", "/"]
+        .iter()
+        .any(|start| text.starts_with(start))
+        && !text.starts_with("//")
+        && text.len() <= 2048
+        && !text
+            .bytes()
+            .any(|b| b == b' ' || b.is_ascii_control() || !b.is_ascii());
+    if !shape_ok {
+        let kind = Kind::InvalidValue(format!(
+            "{text:?} must be an absolute http:// or https:// URL (or $scheme://...) or a path starting with \"/\", of visible ASCII, at most 2048 bytes"
+        ));
+        return Err(cx.at(raw.to.span(), to_key, kind));
+    }
+    let to = Template::parse(text, &REDIRECT_VARIABLES)
+        .map_err(|e| cx.at(raw.to.span(), to_key, Kind::InvalidValue(e)))?;
+    let status = match &raw.status {
+        None => 302,
+        Some(s) => match u16::try_from(*s.get_ref()) {
+            Ok(status) if REDIRECT_STATUSES.contains(&status) => status,
+            _ => {
+                let kind = Kind::InvalidValue(format!(
+                    "{} is not a redirect status (301, 302, 307 or 308)",
+                    s.get_ref()
+                ));
+                return Err(cx.at(s.span(), format!("{key}.status"), kind));
+            }
+        },
+    };
+    Ok(Some(Arc::new(Redirect { to, status })))
+}
+
+/// `error_pages` at `key` (`server.error_pages` or `routes[i].error_pages`):
+/// each file is read now, relative to the config file.
+pub(super) fn resolve_error_pages(
+    cx: &Cx<'_>,
+    key: &str,
+    raw: &Spanned<Vec<Spanned<RawErrorPage>>>,
+) -> Result<ErrorPages, ConfigError> {
+    let mut pages = ErrorPages::default();
+    for (j, entry) in raw.get_ref().iter().enumerate() {
+        let key = format!("{key}[{j}]");
+        let page = entry.get_ref();
+        let content_type = match &page.content_type {
+            None => "text/plain".to_owned(),
+            Some(ct) => {
+                let text = ct.get_ref();
+                if text.is_empty()
+                    || text.len() > 256
+                    || !text.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+                {
+                    let kind = Kind::InvalidValue(format!(
+                        "{text:?} is not a content type (visible ASCII, at most 256 bytes)"
+                    ));
+                    return Err(cx.at(ct.span(), format!("{key}.content_type"), kind));
+                }
+                text.clone()
+            }
+        };
+        let (text, span, body_key) = match (&page.file, &page.text) {
+            (Some(_), Some(t)) => {
+                let kind = Kind::InvalidValue("give `file` or `text`, not both".to_owned());
+                return Err(cx.at(t.span(), format!("{key}.text"), kind));
+            }
+            (None, None) => {
+                let kind = Kind::InvalidValue("give the body as `file` or `text`".to_owned());
+                return Err(cx.at(entry.span(), key, kind));
+            }
+            (None, Some(t)) => (t.get_ref().clone(), t.span(), format!("{key}.text")),
+            (Some(f), None) => {
+                let path = cx.path(f.get_ref());
+                let file_key = format!("{key}.file");
+                let too_big = |size: u64| {
+                    Kind::InvalidValue(format!(
+                        "{} is {size} bytes; a page is at most {MAX_PAGE_BYTES}",
+                        path.display()
+                    ))
+                };
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    let kind = Kind::InvalidValue(format!("cannot read {}: {e}", path.display()));
+                    cx.at(f.span(), file_key.clone(), kind)
+                })?;
+                if meta.len() > MAX_PAGE_BYTES as u64 {
+                    return Err(cx.at(f.span(), file_key, too_big(meta.len())));
+                }
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    let kind = Kind::InvalidValue(format!("cannot read {}: {e}", path.display()));
+                    cx.at(f.span(), file_key.clone(), kind)
+                })?;
+                if text.len() > MAX_PAGE_BYTES {
+                    return Err(cx.at(f.span(), file_key, too_big(text.len() as u64)));
+                }
+                (text, f.span(), file_key)
+            }
+        };
+        if text.len() > MAX_PAGE_BYTES {
+            let kind = Kind::InvalidValue(format!(
+                "the text is {} bytes; a page is at most {MAX_PAGE_BYTES}",
+                text.len()
+            ));
+            return Err(cx.at(span, body_key, kind));
+        }
+        let body = Template::parse_body(&text, &PAGE_VARIABLES)
+            .map_err(|e| cx.at(span.clone(), body_key.clone(), Kind::InvalidValue(e)))?;
+        let page = Arc::new(ErrorPage { content_type, body });
+        if entry.get_ref().status.get_ref().is_empty() {
+            let kind = Kind::InvalidValue("give at least one status".to_owned());
+            return Err(cx.at(entry.get_ref().status.span(), format!("{key}.status"), kind));
+        }
+        for (k, status) in entry.get_ref().status.get_ref().iter().enumerate() {
+            let status_key = format!("{key}.status[{k}]");
+            let code = u16::try_from(*status.get_ref()).unwrap_or(0);
+            if !PAGE_STATUSES.contains(&code) {
+                let list: Vec<String> = PAGE_STATUSES.iter().map(u16::to_string).collect();
+                let kind = Kind::InvalidValue(format!(
+                    "{} has no page (statuses: {})",
+                    status.get_ref(),
+                    list.join(", ")
+                ));
+                return Err(cx.at(status.span(), status_key, kind));
+            }
+            if pages.get(code).is_some() {
+                let kind = Kind::InvalidValue(format!("a second page for {code}"));
+                return Err(cx.at(status.span(), status_key, kind));
+            }
+            pages.pages.push((code, page.clone()));
+        }
+    }
+    Ok(pages)
+}
+
+/// `error_pages` and `intercept_errors` of route `i`; every intercepted
+/// status needs a page, the route's or the server's.
+pub(super) fn resolve_route_pages(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+    server: &ErrorPages,
+) -> Result<Option<Arc<ErrorPages>>, ConfigError> {
+    let mut pages = match &route.error_pages {
+        None => ErrorPages::default(),
+        Some(raw) => resolve_error_pages(cx, &format!("routes[{i}].error_pages"), raw)?,
+    };
+    if let Some(raw) = &route.intercept_errors {
+        for (j, status) in raw.get_ref().iter().enumerate() {
+            let key = format!("routes[{i}].intercept_errors[{j}]");
+            let code = u16::try_from(*status.get_ref()).unwrap_or(0);
+            if !(400..=599).contains(&code) {
+                let kind = Kind::InvalidValue(format!(
+                    "{} is not an error status (400-599)",
+                    status.get_ref()
+                ));
+                return Err(cx.at(status.span(), key, kind));
+            }
+            if pages.get(code).is_none() && server.get(code).is_none() {
+                let kind = Kind::InvalidValue(format!(
+                    "no error page for {code}, in the route's error_pages or the server's"
+                ));
+                return Err(cx.at(status.span(), key, kind));
+            }
+            if !pages.intercept.contains(&code) {
+                pages.intercept.push(code);
+            }
+        }
+    }
+    Ok((!pages.is_empty()).then(|| Arc::new(pages)))
 }

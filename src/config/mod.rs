@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::{HeaderEdits, Rewrite, RouteMatch};
+pub use crate::gateway::{ErrorPages, HeaderEdits, Redirect, Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -254,6 +254,11 @@ pub struct ServerConfig {
     /// its listening sockets to `ringlb run --takeover` (binary upgrade).
     /// Relative to the config file's directory. Absent: no takeover.
     pub upgrade_socket: Option<PathBuf>,
+    /// `error_pages = [{ status = [..], file | text, content_type }]`:
+    /// custom bodies for the replies the proxy makes itself (see
+    /// `crate::gateway::pages`); a route's own pages come first. Files are
+    /// read at load. Empty when unset.
+    pub error_pages: Arc<ErrorPages>,
 }
 
 /// One `server.listen` entry.
@@ -270,6 +275,9 @@ pub struct ListenConfig {
     /// key matches certificate) when the config is loaded. `None`: plain
     /// HTTP.
     pub tls: Option<TlsListenConfig>,
+    /// `https_redirect = true` (plain listeners only): every request is
+    /// answered with a 308 to the same host and target on `https://`.
+    pub https_redirect: bool,
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
@@ -693,9 +701,10 @@ pub struct RouteConfig {
     /// matches any name ending in `.example.com` (not `example.com` itself).
     /// Absent: any host.
     pub host: Option<HostPattern>,
-    /// `upstream`: required, the name of an `[upstreams.NAME]` table,
-    /// resolved to its index in [`Config::upstreams`].
-    pub upstream: usize,
+    /// `upstream`: the name of an `[upstreams.NAME]` table, resolved to
+    /// its index in [`Config::upstreams`]. Required, except on a route with
+    /// a `redirect` (which has none).
+    pub upstream: Option<usize>,
     /// `methods`, `headers`, `path_regex`: further conditions, all of
     /// which must hold (see `crate::route` for precedence). `None` when
     /// the route sets none.
@@ -706,6 +715,15 @@ pub struct RouteConfig {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` (see `crate::gateway::headers`); `None` when unset.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `response_headers`: the same edits on the backend's response head.
+    pub response_headers: Option<Arc<HeaderEdits>>,
+    /// `redirect = { to, status }`: the route answers with a redirect
+    /// (see `crate::gateway::redirect`).
+    pub redirect: Option<Arc<Redirect>>,
+    /// `https_redirect = true`: plain HTTP requests get a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// `error_pages` and `intercept_errors`; `None` when unset.
+    pub error_pages: Option<Arc<ErrorPages>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -767,6 +785,7 @@ impl Config {
             .listen
             .iter()
             .map(|l| match &l.tls {
+                None if l.https_redirect => format!("{} (https_redirect)", l.addr),
                 None => l.addr.to_string(),
                 Some(tls) => format!("{} (tls, {} certificates)", l.addr, 1 + tls.sni.len()),
             })
@@ -790,7 +809,11 @@ impl Config {
         let _ = writeln!(out, "routes:");
         for r in &self.routes {
             let host = r.host.as_ref().map_or("*".to_owned(), |h| h.to_string());
-            let upstream = &self.upstreams[r.upstream].name;
+            let upstream = match (r.upstream, &r.redirect) {
+                (Some(u), _) => self.upstreams[u].name.clone(),
+                (None, Some(redirect)) => format!("redirect {}", redirect.status),
+                (None, None) => "-".to_owned(),
+            };
             let mut conditions = String::new();
             if let Some(m) = &r.matching {
                 if !m.methods.is_empty() {
@@ -805,6 +828,9 @@ impl Config {
             }
             if r.rewrite.is_some() {
                 conditions.push_str(" (rewritten)");
+            }
+            if r.https_redirect {
+                conditions.push_str(" (https_redirect)");
             }
             let _ = writeln!(
                 out,

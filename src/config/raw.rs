@@ -64,6 +64,17 @@ pub(super) struct RawServer {
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
     pub upgrade_socket: Option<Spanned<String>>,
+    pub error_pages: Option<Spanned<Vec<Spanned<RawErrorPage>>>>,
+}
+
+/// One `error_pages = [{ status, file | text, content_type }]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawErrorPage {
+    pub status: Spanned<Vec<Spanned<u64>>>,
+    pub file: Option<Spanned<String>>,
+    pub text: Option<Spanned<String>>,
+    pub content_type: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +101,7 @@ pub(super) enum ListenEntry {
 pub(super) struct RawListenTable {
     pub addr: Spanned<String>,
     pub tls: Option<RawListenTls>,
+    pub https_redirect: Option<Spanned<bool>>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, ...] }`.
@@ -206,7 +218,7 @@ pub(super) struct RawBackend {
 pub(super) struct RawRoute {
     pub path_prefix: Option<Spanned<String>>,
     pub host: Option<Spanned<String>>,
-    pub upstream: Spanned<String>,
+    pub upstream: Option<Spanned<String>>,
     pub methods: Option<Spanned<Vec<Spanned<String>>>>,
     pub headers: Option<Spanned<Vec<Spanned<RawHeaderMatch>>>>,
     pub path_regex: Option<Spanned<String>>,
@@ -216,9 +228,22 @@ pub(super) struct RawRoute {
     pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
     pub host_rewrite: Option<Spanned<String>>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub response_headers: Option<Spanned<RawHeaderEdits>>,
+    pub redirect: Option<Spanned<RawRedirect>>,
+    pub https_redirect: Option<Spanned<bool>>,
+    pub error_pages: Option<Spanned<Vec<Spanned<RawErrorPage>>>>,
+    pub intercept_errors: Option<Spanned<Vec<Spanned<u64>>>>,
 }
 
-/// `request_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.
+/// `redirect = { to, status }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedirect {
+    pub to: Spanned<String>,
+    pub status: Option<Spanned<u64>>,
+}
+
+/// `request_headers`/`response_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHeaderEdits {

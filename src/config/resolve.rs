@@ -20,8 +20,8 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
-    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTls,
-    RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTable,
+    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -161,7 +161,7 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         .iter()
         .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
         .collect::<Result<Vec<_>, _>>()?;
-    let routes = resolve_routes(&cx, &raw.routes, &upstreams)?;
+    let routes = resolve_routes(&cx, &raw.routes, &upstreams, &server.error_pages)?;
     let admin = raw
         .admin
         .as_ref()
@@ -276,6 +276,14 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
             }
             Some(path) => Some(cx.path(path.get_ref())),
         },
+        error_pages: match &raw.error_pages {
+            None => Arc::new(ErrorPages::default()),
+            Some(pages) => Arc::new(super::gateway::resolve_error_pages(
+                cx,
+                "server.error_pages",
+                pages,
+            )?),
+        },
     })
 }
 
@@ -366,10 +374,33 @@ fn resolve_listen(
         if listen.iter().any(|l| l.addr == addr) {
             return Err(cx.at(span, key, Kind::DuplicateAddress { addr }));
         }
+        let https_redirect = match entry.get_ref() {
+            ListenEntry::Table(RawListenTable {
+                https_redirect: Some(flag),
+                ..
+            }) if *flag.get_ref() => {
+                if tls.is_some() {
+                    let kind = Kind::InvalidValue(
+                        "https_redirect is for a plain HTTP listener; this one is TLS".to_owned(),
+                    );
+                    return Err(cx.at(
+                        flag.span(),
+                        format!("server.listen[{i}].https_redirect"),
+                        kind,
+                    ));
+                }
+                true
+            }
+            _ => false,
+        };
         let tls = tls
             .map(|raw| resolve_listen_tls(cx, raw, &format!("server.listen[{i}]")))
             .transpose()?;
-        listen.push(ListenConfig { addr, tls });
+        listen.push(ListenConfig {
+            addr,
+            tls,
+            https_redirect,
+        });
     }
     Ok(listen)
 }
@@ -777,6 +808,7 @@ fn resolve_routes(
     cx: &Cx<'_>,
     raw: &Option<Spanned<Vec<Spanned<RawRoute>>>>,
     upstreams: &[UpstreamConfig],
+    server_pages: &ErrorPages,
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let raw_routes = match raw {
         None => return Err(cx.nowhere("routes", Kind::NoRoutes)),
@@ -808,20 +840,37 @@ fn resolve_routes(
                 cx.at(h.span(), format!("routes[{i}].host"), kind)
             })?),
         };
-        let name = route.upstream.get_ref();
-        let upstream = upstreams
-            .iter()
-            .position(|u| &u.name == name)
-            .ok_or_else(|| {
-                let kind = Kind::UnknownUpstream {
-                    name: name.clone(),
-                    known: upstreams.iter().map(|u| u.name.clone()).collect(),
-                };
-                cx.at(route.upstream.span(), format!("routes[{i}].upstream"), kind)
-            })?;
+        let redirect = super::gateway::resolve_redirect(cx, i, route)?;
+        let upstream = match &route.upstream {
+            Some(name_at) => {
+                let name = name_at.get_ref();
+                let index = upstreams
+                    .iter()
+                    .position(|u| &u.name == name)
+                    .ok_or_else(|| {
+                        let kind = Kind::UnknownUpstream {
+                            name: name.clone(),
+                            known: upstreams.iter().map(|u| u.name.clone()).collect(),
+                        };
+                        cx.at(name_at.span(), format!("routes[{i}].upstream"), kind)
+                    })?;
+                Some(index)
+            }
+            None if redirect.is_some() => None,
+            None => {
+                let kind = Kind::MissingKey(
+                    "missing field `upstream` (required unless the route has a `redirect`)"
+                        .to_owned(),
+                );
+                return Err(cx.at(route_span, format!("routes[{i}].upstream"), kind));
+            }
+        };
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
         let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
         let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
+        let response_headers = super::gateway::resolve_response_headers(cx, i, route)?;
+        let https_redirect = route.https_redirect.as_ref().is_some_and(|b| *b.get_ref());
+        let error_pages = super::gateway::resolve_route_pages(cx, i, route, server_pages)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -839,6 +888,10 @@ fn resolve_routes(
             matching,
             rewrite,
             request_headers,
+            response_headers,
+            redirect,
+            https_redirect,
+            error_pages,
         });
     }
     Ok(routes)

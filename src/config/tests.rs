@@ -60,6 +60,7 @@ fn example_parses_exactly() {
         vec![ListenConfig {
             addr: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
+            https_redirect: false,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -84,10 +85,14 @@ fn example_parses_exactly() {
         vec![RouteConfig {
             path_prefix: "/".into(),
             host: None,
-            upstream: 0,
+            upstream: Some(0),
             matching: None,
             rewrite: None,
             request_headers: None,
+            response_headers: None,
+            redirect: None,
+            https_redirect: false,
+            error_pages: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));
@@ -219,7 +224,7 @@ backends = [{ addr = "10.0.0.2:80" }]
     let config = parse(src).unwrap();
     let names: Vec<&str> = config.upstreams.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["alpha", "zeta"]);
-    let upstreams: Vec<usize> = config.routes.iter().map(|r| r.upstream).collect();
+    let upstreams: Vec<usize> = config.routes.iter().filter_map(|r| r.upstream).collect();
     assert_eq!(upstreams, [1, 0, 0]);
     assert_eq!(
         config.routes[1].host,
@@ -1267,7 +1272,7 @@ fn route_rewrites_parse() {
     let r = config.routes[0].rewrite.as_deref().unwrap();
     assert_eq!(r.strip_prefix.as_deref(), Some("/api"));
     assert_eq!(r.add_prefix.as_deref(), Some("/v2"));
-    assert_eq!(r.host.as_deref(), Some("[::1]:81"));
+    assert_eq!(r.host.as_ref().and_then(|h| h.name()), Some("[::1]:81"));
     assert_eq!(
         r.target("/api/a/x/1?q").unwrap().as_deref(),
         Some("/v2/b/x/1?q")
@@ -1290,5 +1295,48 @@ fn overload_mode() {
         &with("overload = \"drop\"", ""),
         "config.toml:3:12: server.overload",
         "unknown variant `drop`, expected `queue` or `reject`",
+    );
+}
+
+#[test]
+fn route_replies_parse() {
+    let src = with_route_line(
+        "response_headers = { set = { X-Served-By = \"$backend\" }, remove = [\"Server\"] }\n\
+         host_rewrite = \"backend\"\n\
+         https_redirect = true\n\
+         intercept_errors = [502, 502]\n\
+         error_pages = [{ status = [502, 503], text = \"down $status\", content_type = \"text/html\" }]",
+    );
+    let config = parse(&src).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(
+        r.rewrite.as_deref().unwrap().host,
+        Some(crate::gateway::HostRewrite::Backend)
+    );
+    assert!(r.https_redirect);
+    let edits = r.response_headers.as_deref().unwrap();
+    assert!(edits.uses_backend());
+    assert_eq!(edits.remove, ["Server"]);
+    let pages = r.error_pages.as_deref().unwrap();
+    assert_eq!(pages.intercept, [502], "listed twice, kept once");
+    assert_eq!(pages.get(503).unwrap().content_type, "text/html");
+    assert!(pages.get(504).is_none());
+    assert!(config.server.error_pages.is_empty());
+}
+
+#[test]
+fn redirect_routes_have_no_upstream() {
+    let src = with("", "").replace(
+        "upstream = \"app\"",
+        "redirect = { to = \"https://$host$path\", status = 308 }",
+    );
+    let config = parse(&src).unwrap();
+    let r = &config.routes[0];
+    assert_eq!(r.upstream, None);
+    let redirect = r.redirect.as_deref().unwrap();
+    assert_eq!(redirect.status, 308);
+    assert_eq!(
+        redirect.location("http", "h", "/a?b").unwrap(),
+        "https://h/a"
     );
 }

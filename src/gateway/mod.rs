@@ -8,8 +8,12 @@
 
 pub mod headers;
 pub mod matching;
+pub mod pages;
+pub mod redirect;
 pub mod rewrite;
 
-pub use headers::HeaderEdits;
+pub use headers::{BackendFields, HeaderEdits};
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
-pub use rewrite::Rewrite;
+pub use pages::{ErrorPage, ErrorPages};
+pub use redirect::{HttpsRedirect, Redirect};
+pub use rewrite::{HostRewrite, Rewrite};

@@ -37,8 +37,28 @@ pub struct Rewrite {
     /// `regex_rewrite = { pattern, substitution }`: the first match is
     /// replaced; `$1`, `${name}` name capture groups.
     pub regex_rewrite: Option<(Pattern, String)>,
-    /// `host_rewrite = "name"`: the `Host` sent to the backend.
-    pub host: Option<String>,
+    /// `host_rewrite`: the `Host` sent to the backend.
+    pub host: Option<HostRewrite>,
+}
+
+/// `host_rewrite = "name"` or `host_rewrite = "backend"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRewrite {
+    /// A host name with an optional `:port`, the same on every attempt.
+    Name(String),
+    /// The `ip:port` of the backend each attempt goes to (a retry on
+    /// another backend sends that one's), as nginx's `$proxy_host`.
+    Backend,
+}
+
+impl HostRewrite {
+    /// The fixed name, when it is one.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            HostRewrite::Name(name) => Some(name),
+            HostRewrite::Backend => None,
+        }
+    }
 }
 
 impl Rewrite {
@@ -135,6 +155,16 @@ pub fn splice_head(head: &mut Vec<u8>, target: Option<&str>, host: Option<&str>)
         } else {
             head.splice(line_end..line_end, field.bytes());
         }
+    }
+}
+
+/// Removes the `Host` line that `http::write_request_head` put right after
+/// the request line, if any (each attempt then puts the backend's).
+pub fn remove_host(head: &mut Vec<u8>) {
+    let line_end = find(head, b"\r\n").map_or(head.len(), |i| i + 2);
+    if head[line_end..].starts_with(b"Host: ") {
+        let host_end = find(&head[line_end..], b"\r\n").map_or(head.len(), |i| line_end + i + 2);
+        head.drain(line_end..host_end);
     }
 }
 
@@ -264,5 +294,13 @@ mod tests {
         let before = head.clone();
         splice_head(&mut head, None, None);
         assert_eq!(head, before);
+
+        // host_rewrite = "backend": the client's Host goes (each attempt
+        // puts the backend's), and is still told as X-Forwarded-Host.
+        remove_host(&mut head);
+        let text = String::from_utf8(head).unwrap();
+        assert!(!text.contains("\r\nHost:"), "{text}");
+        assert!(text.starts_with("GET /a HTTP/1.1\r\nX-Forwarded"), "{text}");
+        assert!(text.contains("X-Forwarded-Host: h\r\n"), "{text}");
     }
 }

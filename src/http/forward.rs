@@ -190,15 +190,23 @@ pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out:
 /// first time). Returns the length of the line put in, for the next call.
 /// Only such requests pay for this; `out` starts with the head.
 pub fn put_backend_host(out: &mut Vec<u8>, prev_len: usize, host: std::net::SocketAddr) -> usize {
+    let mut line = Vec::with_capacity(64);
+    let _ = write!(line, "Host: {host}\r\n");
+    put_after_request_line(out, prev_len, &line)
+}
+
+/// Puts `lines` (whole field lines) right after the request line of the
+/// head at the start of `out`, replacing the `prev_len` bytes an earlier
+/// call put there (0 the first time); returns `lines.len()` for the next
+/// call. Each attempt of a request uses it for the fields that name its
+/// backend (see `gateway::BackendFields`).
+pub fn put_after_request_line(out: &mut Vec<u8>, prev_len: usize, lines: &[u8]) -> usize {
     let Some(line_end) = out.iter().position(|&b| b == b'\n') else {
         return 0;
     };
     let at = line_end + 1;
-    let mut line = Vec::with_capacity(64);
-    let _ = write!(line, "Host: {host}\r\n");
-    let len = line.len();
-    out.splice(at..(at + prev_len).min(out.len()), line);
-    len
+    out.splice(at..(at + prev_len).min(out.len()), lines.iter().copied());
+    lines.len()
 }
 
 /// `X-Forwarded-For: <client values, in order>, <ip>`; every client

@@ -62,14 +62,14 @@ pub use chunked::{
     LAST_CHUNK,
 };
 pub use forward::{
-    put_backend_host, write_request_head, write_response_head, ForwardContext, OutFraming,
-    ResponseContext,
+    put_after_request_line, put_backend_host, write_request_head, write_response_head,
+    ForwardContext, OutFraming, ResponseContext,
 };
 pub(crate) use headers::trim_ows;
 pub use headers::Headers;
 pub use httparse::Status;
 pub use plan::{plan_response, ClientSide, PlanError, ResponsePlan};
-pub use reply::{LocalReply, CONTINUE_100};
+pub use reply::{LocalReply, ReplyParts, CONTINUE_100};
 pub use request::{parse_request, RequestError, RequestHead};
 pub use response::{parse_response, ResponseError, ResponseHead, ResponseInfo};
 

@@ -36,6 +36,12 @@ pub enum LocalReply {
     /// 500 (RFC 9110 §15.6.1): the proxy's own processing failed (a
     /// route's rewrite gave an invalid target).
     InternalError(&'static str),
+    /// 301, 302, 307 or 308 (RFC 9110 §15.4): a route's `redirect` or
+    /// `https_redirect`; the `Location` comes with the reply's parts.
+    Redirect(u16),
+    /// A backend's error status that the route intercepts
+    /// (`intercept_errors`): answered with the route's page instead.
+    Intercepted(u16),
     /// 501 (RFC 9110 §15.6.2): a method or coding we do not implement.
     NotImplemented(&'static str),
     /// 502 (RFC 9110 §15.6.3): the backend failed or answered badly.
@@ -60,6 +66,7 @@ impl LocalReply {
             LocalReply::BadGateway(_) => 502,
             LocalReply::ServiceUnavailable(_) => 503,
             LocalReply::GatewayTimeout(_) => 504,
+            LocalReply::Redirect(status) | LocalReply::Intercepted(status) => *status,
         }
     }
 
@@ -77,6 +84,7 @@ impl LocalReply {
             LocalReply::BadGateway(_) => "Bad Gateway",
             LocalReply::ServiceUnavailable(_) => "Service Unavailable",
             LocalReply::GatewayTimeout(_) => "Gateway Timeout",
+            LocalReply::Redirect(status) | LocalReply::Intercepted(status) => status_text(*status),
         }
     }
 
@@ -94,6 +102,8 @@ impl LocalReply {
             LocalReply::HeadersTooLarge => "request head too large",
             LocalReply::UriTooLong => "request line too long",
             LocalReply::PayloadTooLarge => "request body too large",
+            LocalReply::Redirect(_) => "see Location",
+            LocalReply::Intercepted(_) => "the backend answered with an error",
         }
     }
 
@@ -102,27 +112,93 @@ impl LocalReply {
     /// must close after writing it. Returns the length of the head (where
     /// the body starts in what was appended).
     pub fn write(&self, keep_alive: bool, request_id: Option<&str>, out: &mut Vec<u8>) -> usize {
+        let parts = ReplyParts {
+            keep_alive,
+            request_id,
+            ..ReplyParts::default()
+        };
+        self.write_with(&parts, out)
+    }
+
+    /// As [`LocalReply::write`], with what `parts` adds: a `Location`, a
+    /// custom body, or no body for a `HEAD` request (the head still says
+    /// the length the body would have had, RFC 9110 §9.3.2).
+    pub fn write_with(&self, parts: &ReplyParts<'_>, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         let (status, text, reason) = (self.status(), self.status_text(), self.reason());
-        // The body is "<3 digits> <text>: <reason>\n".
-        let body_len = 3 + 1 + text.len() + 2 + reason.len() + 1;
+        let (content_type, body_len) = match parts.page {
+            Some((content_type, body)) => (content_type, body.len()),
+            // The body is "<3 digits> <text>: <reason>\n".
+            None => ("text/plain", 3 + 1 + text.len() + 2 + reason.len() + 1),
+        };
         // Writing to a Vec cannot fail.
         let _ = write!(
             out,
             "HTTP/1.1 {status} {text}\r\n\
-             Content-Type: text/plain\r\n\
+             Content-Type: {content_type}\r\n\
              Content-Length: {body_len}\r\n"
         );
-        if !keep_alive {
+        if let Some(location) = parts.location {
+            let _ = write!(out, "Location: {location}\r\n");
+        }
+        if !parts.keep_alive {
             out.extend_from_slice(b"Connection: close\r\n");
         }
-        if let Some(id) = request_id {
+        if let Some(id) = parts.request_id {
             let _ = write!(out, "X-Request-ID: {id}\r\n");
         }
         out.extend_from_slice(b"\r\n");
         let head_len = out.len() - start;
-        let _ = writeln!(out, "{status} {text}: {reason}");
+        if !parts.head_only {
+            match parts.page {
+                Some((_, body)) => out.extend_from_slice(body),
+                None => {
+                    let _ = writeln!(out, "{status} {text}: {reason}");
+                }
+            }
+        }
         head_len
+    }
+}
+
+/// What a local reply carries besides its status (see
+/// [`LocalReply::write_with`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplyParts<'a> {
+    pub keep_alive: bool,
+    pub request_id: Option<&'a str>,
+    /// The request was `HEAD`: the head only.
+    pub head_only: bool,
+    /// `Location`, for a redirect.
+    pub location: Option<&'a str>,
+    /// A custom body and its content type (an error page) instead of the
+    /// standard text.
+    pub page: Option<(&'a str, &'a [u8])>,
+}
+
+/// The reason phrase of a status a local reply may carry through
+/// `Redirect` or `Intercepted`.
+fn status_text(status: u16) -> &'static str {
+    match status {
+        301 => "Moved Permanently",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        414 => "URI Too Long",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
     }
 }
 
@@ -191,6 +267,8 @@ mod tests {
             LocalReply::BadGateway("x"),
             LocalReply::ServiceUnavailable("x"),
             LocalReply::GatewayTimeout("x"),
+            LocalReply::Redirect(308),
+            LocalReply::Intercepted(500),
         ];
         for reply in replies {
             for keep_alive in [true, false] {
@@ -206,6 +284,55 @@ mod tests {
                 assert_eq!(head.head_len() + n as usize, text.len(), "{reply:?}");
             }
         }
+    }
+
+    #[test]
+    fn pages_locations_and_head_only() {
+        let mut out = Vec::new();
+        let parts = ReplyParts {
+            keep_alive: false,
+            request_id: Some("r1"),
+            head_only: false,
+            location: Some("https://h/a?b"),
+            page: None,
+        };
+        let head_len = LocalReply::Redirect(301).write_with(&parts, &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 301 Moved Permanently\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nLocation: https://h/a?b\r\n"), "{text}");
+        assert_eq!(&text[head_len..], "301 Moved Permanently: see Location\n");
+
+        let body: &[u8] = b"{\"e\":503}";
+        let page = ReplyParts {
+            page: Some(("application/json", body)),
+            ..ReplyParts::default()
+        };
+        out.clear();
+        let head_len = LocalReply::ServiceUnavailable("x").write_with(&page, &mut out);
+        let head = crate::http::parse_response(&out, &Default::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            head.body(),
+            crate::http::ResponseBody::Length(body.len() as u64)
+        );
+        assert_eq!(&out[head_len..], body);
+        assert!(head
+            .headers()
+            .any(|(n, v)| n == "Content-Type" && v == b"application/json"));
+
+        // HEAD: the same head, no body.
+        let head_only = ReplyParts {
+            head_only: true,
+            ..page
+        };
+        let mut only = Vec::new();
+        let len = LocalReply::ServiceUnavailable("x").write_with(&head_only, &mut only);
+        assert_eq!(only.len(), len);
+        assert_eq!(only, out[..head_len]);
     }
 
     #[test]

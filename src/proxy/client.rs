@@ -8,10 +8,14 @@
 use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
+use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{BodyKind, LocalReply, Version};
+use crate::gateway::pages::{self, ErrorPages};
+use crate::gateway::{BackendFields, HeaderEdits};
+use crate::http::{BodyKind, LocalReply, ReplyParts, Version};
 use crate::io::Transport;
 
 /// How long a closing connection keeps reading (and discarding) what the
@@ -55,9 +59,21 @@ pub(super) struct RequestInfo {
     /// The balancing key: a `consistent_hash`/`ip_hash` key, or the backend
     /// id from a `sticky_cookie` cookie.
     pub key: Option<u64>,
-    /// The request had no Host (HTTP/1.0): each attempt gives it the
-    /// backend's, as the upstream request is HTTP/1.1.
-    pub needs_host: bool,
+    /// Fields each attempt writes with its backend's address: `Host` for
+    /// a request without one (HTTP/1.0; the upstream request is HTTP/1.1)
+    /// or with `host_rewrite = "backend"`, and `request_headers` that use
+    /// `$backend`. `None` when there are none.
+    pub backend_fields: Option<Box<BackendFields>>,
+    /// The route's `response_headers`, rendered but for `$backend`.
+    pub response_headers: Option<Box<ResponseEdits>>,
+}
+
+/// A route's `response_headers` for one request: the edits, and their
+/// values rendered when the request was routed (the request's head is
+/// gone by the time the response comes).
+pub(super) struct ResponseEdits {
+    pub edits: Arc<HeaderEdits>,
+    pub rendered: BackendFields,
 }
 
 /// A request's method and target, copied for the log line of a failure
@@ -88,9 +104,18 @@ pub(super) struct Client {
     /// The current request's `X-Request-ID` (the client's, or generated);
     /// empty before its head parsed.
     pub request_id: String,
+    /// The `server.listen` address the connection came in on.
+    pub listener: SocketAddr,
     pub listener_removed: ListenerRemoved,
     /// Whether the current request, body included, was read whole.
     pub request_read: bool,
+    /// The current request's route's `error_pages` (and
+    /// `intercept_errors`), once routed.
+    pub route_pages: Option<Arc<ErrorPages>>,
+    /// The current request is `HEAD`: a local reply has no body.
+    pub is_head: bool,
+    /// The `Location` of the current request's redirect, if it has one.
+    pub location: String,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -115,6 +140,7 @@ impl Client {
         buf: Vec<u8>,
         out: Vec<u8>,
         buffer_size: usize,
+        listener: SocketAddr,
         listener_removed: ListenerRemoved,
     ) -> Client {
         Client {
@@ -125,8 +151,12 @@ impl Client {
             sent: 0,
             rec: Record::default(),
             request_id: String::new(),
+            listener,
             listener_removed,
             request_read: false,
+            route_pages: None,
+            is_head: false,
+            location: String::new(),
         }
     }
 
@@ -161,16 +191,31 @@ impl Client {
         res
     }
 
-    /// Sends a locally generated reply.
+    /// Sends a locally generated reply: with the route's page for its
+    /// status, else the server's (`server_pages`), else the standard text;
+    /// a redirect's `Location`; no body for a `HEAD` request.
     pub async fn reply(
         &mut self,
         reply: &LocalReply,
+        server_pages: &ErrorPages,
         keep_alive: bool,
         deadline: Duration,
     ) -> io::Result<()> {
         self.out.clear();
-        let id = Some(self.request_id.as_str()).filter(|id| !id.is_empty());
-        let head_len = reply.write(keep_alive, id, &mut self.out);
+        let status = reply.status();
+        let page = pages::choose(self.route_pages.as_deref(), server_pages, status);
+        let mut body = Vec::new();
+        if let Some(page) = page {
+            page.render(status, reply.reason(), &self.request_id, &mut body);
+        }
+        let parts = ReplyParts {
+            keep_alive,
+            request_id: Some(self.request_id.as_str()).filter(|id| !id.is_empty()),
+            head_only: self.is_head,
+            location: matches!(reply, LocalReply::Redirect(_)).then_some(self.location.as_str()),
+            page: page.map(|p| (p.content_type.as_str(), body.as_slice())),
+        };
+        let head_len = reply.write_with(&parts, &mut self.out);
         self.mark_body_start(head_len);
         self.send_out(deadline).await
     }

@@ -101,7 +101,9 @@ pub(super) async fn exchange(
     let mut tried = [usize::MAX; MAX_TRACKED];
     let mut attempts: u32 = 0;
     let mut free_resend_used = false;
-    let mut host_line_len = 0;
+    // The per-attempt fields after the request line, and their length.
+    let mut backend_lines = Vec::new();
+    let mut backend_lines_len = 0;
     loop {
         attempts += 1;
         let now = clock::now_nanos();
@@ -116,8 +118,11 @@ pub(super) async fn exchange(
             response_timeout,
             set_cookie,
         } = chosen;
-        if info.needs_host {
-            host_line_len = http::put_backend_host(fwd, host_line_len, target.addr);
+        if let Some(fields) = &info.backend_fields {
+            backend_lines.clear();
+            fields.write(target.addr, &mut backend_lines);
+            backend_lines_len =
+                http::put_after_request_line(fwd, backend_lines_len, &backend_lines);
         }
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
         client.rec.backend = Some(index);

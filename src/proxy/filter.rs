@@ -19,8 +19,9 @@ use crate::http::{LocalReply, RequestHead, ResponseInfo};
 /// A request after routing, as the request filters see it.
 pub struct RequestCtx<'r, 'b> {
     pub head: &'r RequestHead<'b>,
-    /// The upstream the route chose (index in the config).
-    pub upstream: usize,
+    /// The upstream the route chose (index in the config); `None` for a
+    /// route that answers itself (`redirect`), or before routing.
+    pub upstream: Option<usize>,
     /// The request's id: the client's `X-Request-ID`, or one generated.
     pub request_id: &'r str,
     /// An `X-Request-ID` to add to the forwarded head.
@@ -28,6 +29,11 @@ pub struct RequestCtx<'r, 'b> {
     /// A rewritten target (path and query) to forward instead of the
     /// request's (a route's path rewrite).
     pub target: Option<String>,
+    /// `"http"` or `"https"`: how the client reached the proxy.
+    pub scheme: &'r str,
+    /// The `Location` of a redirect the filter answers with
+    /// (`LocalReply::Redirect`).
+    pub location: Option<String>,
 }
 
 /// A final response head, as the response filters see it.

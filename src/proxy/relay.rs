@@ -346,6 +346,22 @@ async fn respond(
     let status = head.status;
     attempt.finish(Outcome::Response(status));
 
+    // `intercept_errors`: the route's page replaces the backend's answer.
+    // Its body is not read, so the connection is closed, never pooled.
+    let intercepted = !plan.tunnel
+        && client
+            .route_pages
+            .as_ref()
+            .is_some_and(|pages| pages.intercepts(status));
+    if intercepted {
+        env.buffers.give(up.buf);
+        drop(up.conn);
+        let next = reply_and_close_now(env, client, LocalReply::Intercepted(status)).await;
+        // The backend answered; the access log names it.
+        client.rec.answered = true;
+        return Relayed::Done(next);
+    }
+
     // Response filters.
     let set_cookie = attempt.set_cookie.take();
     let mut filtered = ResponseCtx {
@@ -368,6 +384,11 @@ async fn respond(
     };
     client.out.clear();
     http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
+    if let Some(edits) = &info.response_headers {
+        edits
+            .edits
+            .apply_rendered(&mut client.out, &edits.rendered, attempt.backend);
+    }
     client.rec.status = status;
     client.rec.answered = true;
     let head_len = client.out.len();
@@ -427,7 +448,10 @@ pub(super) async fn reply_and_close(
     log: &LogLine,
     reply: LocalReply,
 ) -> Next {
-    super::reject_log::log_reply(client, log, &reply);
+    // A redirect is an answer, not a rejection.
+    if !matches!(reply, LocalReply::Redirect(_)) {
+        super::reject_log::log_reply(client, log, &reply);
+    }
     reply_and_close_now(env, client, reply).await
 }
 
@@ -435,7 +459,15 @@ async fn reply_and_close_now(env: &Env<'_>, client: &mut Client, reply: LocalRep
     env.metrics.count_status(reply.status());
     client.rec.status = reply.status();
     client.rec.answered = false;
-    match client.reply(&reply, false, env.server.send_timeout).await {
+    let sent = client
+        .reply(
+            &reply,
+            &env.server.error_pages,
+            false,
+            env.server.send_timeout,
+        )
+        .await;
+    match sent {
         Ok(()) => Next::Close,
         Err(_) => Next::Abort,
     }

@@ -4,9 +4,12 @@
 //!    (head timeout, or keep-alive timeout while idle); the request id is
 //!    assigned here, so every reply and log line carries it;
 //! 2. route: host, path (and a route's method, header and path-regex
-//!    conditions) pick the upstream (`404` otherwise);
-//! 3. request filters (`Filters::on_request`); then the forwarded head is
-//!    written at once, so no borrow of the buffer lives across an await;
+//!    conditions) pick the upstream (`404` otherwise); a plain listener
+//!    with `https_redirect` answers before routing;
+//! 3. request filters (`Filters::on_request`, then the route's HTTPS
+//!    redirect, rewrite and redirect); then the forwarded head is written
+//!    at once, so no borrow of the buffer lives across an await (fields
+//!    naming the backend are left to each attempt);
 //! 4. choose backend, 5. send, 6. read response head, 7. response filters,
 //!    8. relay body: one [`exchange`] (attempts and retries), each attempt a
 //!    [`relay`](super::relay) on a connection from the connector;
@@ -21,19 +24,23 @@
 //! `max_head_bytes`, bodies by `buffer_size` buffers.
 
 use std::io;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::access_log::{self, Entry};
 use crate::gateway;
+use crate::gateway::redirect::REDIRECT_FAILED;
 use crate::gateway::rewrite::REWRITE_FAILED;
+use crate::gateway::{BackendFields, HostRewrite};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
 use crate::io::Conn;
 use crate::metrics::Method;
 
-use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
+use super::client::{
+    Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo, ResponseEdits,
+};
 use super::exchange::exchange;
 use super::filter::{Filter, RequestCtx};
 use super::relay::reply_and_close;
@@ -41,15 +48,16 @@ use super::worker::Worker;
 
 impl Worker {
     /// Serves one client connection until it closes; `tls` is the
-    /// listener's TLS config, for a TLS listener, and `listener_removed`
-    /// its listener's flag.
+    /// listener's TLS config, for a TLS listener, `listener` its
+    /// `server.listen` address, and `listener_removed` its listener's flag.
     pub async fn serve(
         self: Rc<Self>,
         conn: Conn,
         tls: Option<Arc<rustls::ServerConfig>>,
+        listener: SocketAddr,
         listener_removed: ListenerRemoved,
     ) {
-        let Some(mut client) = self.accept_client(conn, tls, listener_removed) else {
+        let Some(mut client) = self.accept_client(conn, tls, listener, listener_removed) else {
             return;
         };
         let mut worker = self;
@@ -73,6 +81,9 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         client.rec = Record::default();
         client.request_id.clear();
         client.request_read = false;
+        client.route_pages = None;
+        client.is_head = false;
+        client.location.clear();
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
         // in `fwd`.
@@ -309,67 +320,133 @@ fn on_head(
             .request_id
             .push_str(access_log::request_id().as_str()),
     }
+    client.is_head = head.is_head();
+    let is_tls = client.transport.is_tls();
+    let scheme = if is_tls { "https" } else { "http" };
+    // A plain listener with `https_redirect` answers every request itself,
+    // before routing.
+    if !is_tls
+        && worker
+            .config
+            .server
+            .listen
+            .iter()
+            .any(|l| l.https_redirect && l.addr == client.listener)
+    {
+        let mut filtered = RequestCtx {
+            head: &head,
+            upstream: None,
+            request_id: &client.request_id,
+            forward_request_id: None,
+            target: None,
+            scheme,
+            location: None,
+        };
+        let result = gateway::HttpsRedirect.on_request(&mut filtered);
+        let location = filtered.location.take();
+        return Err(answered_itself(client, location, result));
+    }
+    // 2. Route.
+    let Some(route) = worker.routes.route_request(&head) else {
+        return Err(LocalReply::NotFound);
+    };
+    client.route_pages = route.error_pages.clone();
     if let BodyKind::Length(n) = head.body() {
         let max = worker.config.server.max_request_body;
         if max.is_some_and(|max| n > max.get()) {
             return Err(LocalReply::PayloadTooLarge);
         }
     }
-    // 2. Route.
-    let Some(route) = worker.routes.route_request(&head) else {
-        return Err(LocalReply::NotFound);
-    };
-    let upstream = route.upstream;
-    // 3. Request filters.
+    // 3. Request filters: the worker's, then the route's (HTTPS redirect,
+    // path rewrite, redirect, which sees the rewritten path).
     let mut filtered = RequestCtx {
         head: &head,
-        upstream,
+        upstream: route.upstream,
         request_id: &client.request_id,
         forward_request_id: None,
         target: None,
+        scheme,
+        location: None,
     };
-    worker.filters.on_request(&mut filtered)?;
-    if let Some(rewrite) = &route.rewrite {
-        rewrite.on_request(&mut filtered).inspect_err(|_| {
-            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
-        })?;
+    let mut result = worker.filters.on_request(&mut filtered);
+    if result.is_ok() && route.https_redirect {
+        result = gateway::HttpsRedirect.on_request(&mut filtered);
     }
+    if let (Ok(()), Some(rewrite)) = (&result, &route.rewrite) {
+        result = rewrite.on_request(&mut filtered).inspect_err(|_| {
+            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
+        });
+    }
+    if let (Ok(()), Some(redirect)) = (&result, &route.redirect) {
+        result = redirect.on_request(&mut filtered).inspect_err(|reply| {
+            if reply.status() == 500 {
+                tracing::warn!(route = route.index, path = head.path(), "{REDIRECT_FAILED}");
+            }
+        });
+    }
+    if result.is_err() {
+        let location = filtered.location.take();
+        return Err(answered_itself(client, location, result));
+    }
+    // A route without upstream has a redirect, which answered above.
+    let Some(upstream) = route.upstream else {
+        return Err(LocalReply::InternalError("route has no upstream"));
+    };
     let client_ip = client.transport.peer_addr().ip();
     let ctx = ForwardContext {
         client_ip,
-        proto: if client.transport.is_tls() {
-            "https"
-        } else {
-            "http"
-        },
+        proto: scheme,
         host_fallback: None,
         request_id: filtered.forward_request_id,
     };
     fwd.clear();
     http::write_request_head(&head, &ctx, fwd);
+    // Fields that name the backend are written per attempt (exchange).
+    let mut backend_fields = BackendFields {
+        host: head.host().is_none(),
+        fields: Vec::new(),
+    };
     if let Some(rewrite) = &route.rewrite {
-        gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
+        let host = rewrite.host.as_ref();
+        gateway::rewrite::splice_head(
+            fwd,
+            filtered.target.as_deref(),
+            host.and_then(HostRewrite::name),
+        );
+        if host == Some(&HostRewrite::Backend) {
+            gateway::rewrite::remove_host(fwd);
+            backend_fields.host = true;
+        }
     }
-    if let Some(edits) = &route.request_headers {
-        let peer = client.transport.peer_addr();
-        let request_id = client.request_id.as_str();
-        let upstream_name = worker.config.upstreams[upstream].name.as_str();
-        let var = |name: &str, out: &mut Vec<u8>| {
-            use std::io::Write as _;
-            // Writing to a Vec cannot fail.
-            let _ = match name {
-                "client_ip" => write!(out, "{}", peer.ip()),
-                "client_port" => write!(out, "{}", peer.port()),
-                "request_id" => write!(out, "{request_id}"),
-                "host" => write!(out, "{}", head.host().unwrap_or("")),
-                "scheme" => write!(out, "{}", ctx.proto),
-                "upstream" => write!(out, "{upstream_name}"),
-                "route" => write!(out, "{}", route.index),
-                _ => Ok(()),
-            };
+    let peer = client.transport.peer_addr();
+    let request_id = client.request_id.as_str();
+    let upstream_name = worker.config.upstreams[upstream].name.as_str();
+    let var = |name: &str, out: &mut Vec<u8>| {
+        use std::io::Write as _;
+        // Writing to a Vec cannot fail.
+        let _ = match name {
+            "client_ip" => write!(out, "{}", peer.ip()),
+            "client_port" => write!(out, "{}", peer.port()),
+            "request_id" => write!(out, "{request_id}"),
+            "host" => write!(out, "{}", head.host().unwrap_or("")),
+            "scheme" => write!(out, "{scheme}"),
+            "upstream" => write!(out, "{upstream_name}"),
+            "route" => write!(out, "{}", route.index),
+            _ => Ok(()),
         };
-        edits.apply(fwd, &var);
+    };
+    if let Some(edits) = &route.request_headers {
+        let deferred = edits.uses_backend().then_some(&mut backend_fields);
+        edits.apply_deferring(fwd, &var, deferred);
     }
+    let response_headers = route.response_headers.as_ref().map(|edits| {
+        Box::new(ResponseEdits {
+            rendered: edits.render(&var),
+            edits: edits.clone(),
+        })
+    });
+    let backend_fields =
+        (backend_fields != BackendFields::default()).then(|| Box::new(backend_fields));
     let info = RequestInfo {
         is_head: head.is_head(),
         idempotent: head.is_idempotent(),
@@ -384,11 +461,28 @@ fn on_head(
             .get(upstream)
             .picker
             .request_key(&head, client_ip),
-        needs_host: head.host().is_none(),
+        backend_fields,
+        response_headers,
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);
     Ok(Some(info))
+}
+
+/// The reply of a request the proxy answers itself (`result` is `Err`),
+/// keeping a redirect's `location` for the reply to send.
+fn answered_itself(
+    client: &mut Client,
+    location: Option<String>,
+    result: Result<(), LocalReply>,
+) -> LocalReply {
+    if let Some(location) = location {
+        client.location = location;
+    }
+    match result {
+        Err(reply) => reply,
+        Ok(()) => LocalReply::InternalError("a filter passed a request it answered"),
+    }
 }
 
 /// Copies what the log line of the request needs from its head.

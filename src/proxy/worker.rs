@@ -366,6 +366,7 @@ impl Worker {
         &self,
         conn: Conn,
         tls: Option<Arc<rustls::ServerConfig>>,
+        listener: std::net::SocketAddr,
         listener_removed: ListenerRemoved,
     ) -> Option<Client> {
         self.metrics.connections_accepted.inc();
@@ -389,6 +390,7 @@ impl Worker {
             self.buffers.take(),
             self.buffers.take(),
             buffer_size,
+            listener,
             listener_removed,
         ))
     }

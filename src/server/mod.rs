@@ -898,8 +898,9 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                 let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
+                let configured = endpoint.configured;
                 io::spawn(async move {
-                    worker.serve(conn, tls, removed).await;
+                    worker.serve(conn, tls, configured, removed).await;
                     drop(permit);
                 });
             }

@@ -319,7 +319,10 @@ impl ProxyBuilder {
             if let Some(h) = &r.host {
                 writeln!(s, "host = \"{h}\"").unwrap();
             }
-            writeln!(s, "upstream = \"{}\"", r.upstream).unwrap();
+            // An empty name: a route without upstream (a `redirect`).
+            if !r.upstream.is_empty() {
+                writeln!(s, "upstream = \"{}\"", r.upstream).unwrap();
+            }
             for line in &r.extra {
                 writeln!(s, "{line}").unwrap();
             }

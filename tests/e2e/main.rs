@@ -21,6 +21,7 @@ mod continue100;
 mod errors;
 mod framing;
 mod gateway;
+mod gateway_replies;
 mod idle;
 mod load;
 mod packaging;

@@ -15,7 +15,7 @@ use crate::backend::{Backend, Resp};
 use crate::client::{checksum, get, pattern, request};
 use crate::harness::{Proxy, WAIT};
 
-const SERVER_TLS: &str = "{ cert = \"CERTS/server.pem\", key = \"CERTS/server.key\" }";
+pub const SERVER_TLS: &str = "{ cert = \"CERTS/server.pem\", key = \"CERTS/server.key\" }";
 const WITH_SNI: &str = "{ cert = \"CERTS/server.pem\", key = \"CERTS/server.key\", \
                         sni = [{ cert = \"CERTS/other.pem\", key = \"CERTS/other.key\" }] }";
 
@@ -25,7 +25,7 @@ pub fn certs() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/certs"))
 }
 
-fn connect(addr: SocketAddr, sni: &str) -> Tls {
+pub fn connect(addr: SocketAddr, sni: &str) -> Tls {
     let config = ringlb::tls::load_client_config(&certs().join("ca.pem")).unwrap();
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let conn = ClientConnection::new(config, name).unwrap();

@@ -3,8 +3,9 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::http::{
-    parse_request, parse_response, put_backend_host, write_request_head, write_response_head,
-    BodyKind, ForwardContext, Limits, OutFraming, ResponseContext, Status, Version,
+    parse_request, parse_response, put_after_request_line, put_backend_host, write_request_head,
+    write_response_head, BodyKind, ForwardContext, Limits, OutFraming, ResponseContext, Status,
+    Version,
 };
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -382,6 +383,19 @@ fn request_without_host_gets_the_backends() {
     assert_eq!(hosts.count(), 1);
     assert!(out.starts_with(b"GET /x HTTP/1.1\r\nHost: [::1]:9\r\n"));
     assert!(out.ends_with(b"\r\n\r\nbody"));
+}
+
+/// Several per-attempt lines (Host and `$backend` fields) are replaced as
+/// one block, longer or shorter, leaving the rest of the head and the
+/// body as they were.
+#[test]
+fn per_attempt_lines_are_replaced_as_a_block() {
+    let mut out = b"GET / HTTP/1.1\r\nA: 1\r\n\r\nbody".to_vec();
+    let first = put_after_request_line(&mut out, 0, b"Host: 10.0.0.1:80\r\nX-B: 10.0.0.1:80\r\n");
+    let second = put_after_request_line(&mut out, first, b"Host: [::1]:9\r\n");
+    assert_eq!(out, b"GET / HTTP/1.1\r\nHost: [::1]:9\r\nA: 1\r\n\r\nbody");
+    put_after_request_line(&mut out, second, b"");
+    assert_eq!(out, b"GET / HTTP/1.1\r\nA: 1\r\n\r\nbody");
 }
 
 /// Fuzz (response_head): chunk-encoding a body that has a Content-Length

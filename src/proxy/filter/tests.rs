@@ -23,10 +23,12 @@ fn response(raw: &str) -> ResponseInfo {
 fn request_ctx<'r, 'b>(head: &'r RequestHead<'b>, id: &'r str) -> RequestCtx<'r, 'b> {
     RequestCtx {
         head,
-        upstream: 0,
+        upstream: Some(0),
         request_id: id,
         forward_request_id: None,
         target: None,
+        scheme: "http",
+        location: None,
     }
 }
 
