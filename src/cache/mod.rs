@@ -7,7 +7,9 @@
 //! rules that keep a private response private are tested without sockets.
 
 pub mod control;
+pub mod key;
 pub mod policy;
+pub mod zone;
 
 pub use control::CacheControl;
 pub use policy::{

@@ -1,0 +1,339 @@
+//! A cache zone (`[cache.zones.NAME]`): the store every worker shares.
+//!
+//! Why `quick_cache`: it is sharded (a lookup locks one shard for reading,
+//! never the whole zone), bounds the zone by weight (the bytes of each
+//! entry), and its get-or-guard lets one request fetch a missing key while
+//! the others wait, on any worker thread. Invariants: a zone never holds
+//! more than `max_size` bytes of entries (quick_cache evicts) nor an
+//! object over `max_object`; bodies are `Bytes`, so a hit is sent without
+//! a copy; a key whose response `Vary`s holds a [`Slot::Vary`] marker that
+//! names the varied headers, and each variant lives under its variant key
+//! (see `key`); a key whose last response could not be stored holds a
+//! short [`Slot::Pass`], so that waiting requests go to the backend at
+//! once instead of one after another.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use quick_cache::sync::{Cache, PlaceholderGuard};
+use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
+
+use super::key::variant_key;
+use super::policy::Lifetime;
+
+/// How long a key that could not be stored sends requests straight to the
+/// backend (Varnish's hit-for-miss), bounded so that a URL that becomes
+/// cacheable is cached again soon.
+pub const PASS_FOR: Duration = Duration::from_secs(5);
+
+/// Bytes counted for an entry besides its head and body (key, bookkeeping).
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// A stored response.
+#[derive(Debug)]
+pub struct Object {
+    pub status: u16,
+    /// The status line and the fields to send, each ending in CRLF,
+    /// without framing, hop-by-hop fields or the final empty line.
+    pub head: Bytes,
+    pub body: Bytes,
+    /// When it arrived, and how fresh it is.
+    pub stored_at: SystemTime,
+    pub life: Lifetime,
+    pub etag: Option<Box<str>>,
+    pub last_modified: Option<SystemTime>,
+}
+
+impl Object {
+    /// Its current age (RFC 9111 §4.2.3).
+    pub fn age(&self, now: SystemTime) -> Duration {
+        self.life.initial_age + now.duration_since(self.stored_at).unwrap_or_default()
+    }
+}
+
+/// What a key holds.
+#[derive(Debug, Clone)]
+pub enum Slot {
+    Object(Arc<Object>),
+    /// The response varies on these (normalised, comma-joined) headers.
+    Vary(Arc<str>),
+    /// Not storable; go to the backend until then.
+    Pass(Instant),
+}
+
+#[derive(Clone)]
+struct SlotWeight;
+
+impl Weighter<Vec<u8>, Slot> for SlotWeight {
+    fn weight(&self, key: &Vec<u8>, slot: &Slot) -> u64 {
+        let own = match slot {
+            Slot::Object(o) => (o.head.len() + o.body.len()) as u64,
+            Slot::Vary(v) => v.len() as u64,
+            Slot::Pass(_) => 0,
+        };
+        key.len() as u64 + own + ENTRY_OVERHEAD
+    }
+}
+
+/// Counts what quick_cache evicts for space.
+#[derive(Clone, Default)]
+struct CountEvictions(Arc<AtomicU64>);
+
+impl Lifecycle<Vec<u8>, Slot> for CountEvictions {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: Vec<u8>, _: Slot) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A zone's counters, for `ringlb_cache_*{zone}`.
+#[derive(Debug, Default)]
+pub struct ZoneStats {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub invalidations: AtomicU64,
+    pub coalesced: AtomicU64,
+}
+
+type Store = Cache<Vec<u8>, Slot, SlotWeight, DefaultHashBuilder, CountEvictions>;
+
+/// The right to fetch a missing key: while it is held, other lookups of
+/// the key wait (up to their bound). Dropping it without [`Zone::fill`]
+/// lets the next waiter lead.
+pub struct Leader<'z> {
+    guard: PlaceholderGuard<'z, Vec<u8>, Slot, SlotWeight, DefaultHashBuilder, CountEvictions>,
+}
+
+/// What a lookup found.
+pub enum Found<'z> {
+    Object(Arc<Object>),
+    /// Nothing usable: fetch it, and store it through the leader.
+    Lead(Leader<'z>),
+    /// Nothing usable, and another request leads (or led and could not
+    /// store it): fetch it without storing.
+    Pass,
+}
+
+pub struct Zone {
+    pub name: String,
+    pub max_size: u64,
+    pub max_object: u64,
+    store: Store,
+    evictions: CountEvictions,
+    pub stats: ZoneStats,
+}
+
+impl Zone {
+    pub fn new(name: &str, max_size: u64, max_object: u64) -> Zone {
+        let evictions = CountEvictions::default();
+        // quick_cache sizes its shards from an item estimate; 16 KiB a
+        // response is a middling guess and only affects its hash tables.
+        let estimated_items = (max_size / 16_384).clamp(64, 1 << 20) as usize;
+        let store = Cache::with(
+            estimated_items,
+            max_size,
+            SlotWeight,
+            DefaultHashBuilder::default(),
+            evictions.clone(),
+        );
+        Zone {
+            name: name.to_owned(),
+            max_size,
+            max_object,
+            store,
+            evictions,
+            stats: ZoneStats::default(),
+        }
+    }
+
+    /// Looks `primary` up for a request with these headers, without
+    /// waiting: the stored object for its variant, if any.
+    pub fn peek<'a, H>(&self, primary: &[u8], headers: H) -> Option<Arc<Object>>
+    where
+        H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        match self.store.get(primary)? {
+            Slot::Object(o) => Some(o),
+            Slot::Vary(vary) => match self.store.get(&variant_key(primary, &vary, headers)?[..])? {
+                Slot::Object(o) => Some(o),
+                _ => None,
+            },
+            Slot::Pass(_) => None,
+        }
+    }
+
+    /// Looks `primary` up, and when nothing is stored, leads its fetch or
+    /// waits up to `wait` for the request that does (request coalescing).
+    pub async fn lookup<'a, H>(&self, primary: &[u8], headers: H, wait: Duration) -> Found<'_>
+    where
+        H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        let mut waited = false;
+        let slot = match self.store.get(primary) {
+            Some(slot) => slot,
+            None => {
+                // The wait is in memory, not an io_uring op, so dropping
+                // it at the bound loses nothing.
+                #[allow(clippy::disallowed_methods)]
+                let joined =
+                    tokio::time::timeout(wait, self.store.get_value_or_guard_async(primary)).await;
+                match joined {
+                    Ok(Ok(slot)) => {
+                        waited = true;
+                        slot
+                    }
+                    Ok(Err(guard)) => return Found::Lead(Leader { guard }),
+                    Err(_elapsed) => return Found::Pass,
+                }
+            }
+        };
+        let found = match slot {
+            Slot::Object(o) => Found::Object(o),
+            Slot::Vary(vary) => match variant_key(primary, &vary, headers) {
+                Some(vk) => match self.store.get(&vk[..]) {
+                    Some(Slot::Object(o)) => Found::Object(o),
+                    // Another variant is being fetched or was: this one is
+                    // fetched and stored through `fill`'s Vary branch.
+                    _ => Found::Pass,
+                },
+                None => Found::Pass,
+            },
+            Slot::Pass(until) if Instant::now() < until => Found::Pass,
+            Slot::Pass(_) => {
+                // The pass ran out: forget it and let this request lead.
+                self.store.remove(primary);
+                return match self.store.get_value_or_guard_async(primary).await {
+                    Ok(Slot::Object(o)) => Found::Object(o),
+                    Ok(_) => Found::Pass,
+                    Err(guard) => Found::Lead(Leader { guard }),
+                };
+            }
+        };
+        if waited && matches!(found, Found::Object(_)) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        found
+    }
+
+    /// Stores `object` for `primary` (and, with `vary`, under the variant
+    /// key of the request `headers`); `leader`, if this request led, is
+    /// consumed. An object over `max_object` is not stored.
+    pub fn fill<'a, H>(
+        &self,
+        leader: Option<Leader<'_>>,
+        primary: &[u8],
+        vary: Option<&str>,
+        headers: H,
+        object: Object,
+    ) -> bool
+    where
+        H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
+    {
+        if (object.head.len() + object.body.len()) as u64 > self.max_object {
+            self.pass(leader, primary);
+            return false;
+        }
+        let object = Arc::new(object);
+        match vary {
+            None => match leader {
+                Some(l) => {
+                    let _ = l.guard.insert(Slot::Object(object));
+                }
+                None => self.store.insert(primary.to_vec(), Slot::Object(object)),
+            },
+            Some(vary) => {
+                let Some(vk) = variant_key(primary, vary, headers) else {
+                    self.pass(leader, primary);
+                    return false;
+                };
+                self.store.insert(vk, Slot::Object(object));
+                let marker = Slot::Vary(vary.into());
+                match leader {
+                    Some(l) => {
+                        let _ = l.guard.insert(marker);
+                    }
+                    None => self.store.insert(primary.to_vec(), marker),
+                }
+            }
+        }
+        true
+    }
+
+    /// Marks `primary` as not storable for [`PASS_FOR`], releasing the
+    /// requests that wait for it.
+    pub fn pass(&self, leader: Option<Leader<'_>>, primary: &[u8]) {
+        let slot = Slot::Pass(Instant::now() + PASS_FOR);
+        match leader {
+            Some(l) => {
+                let _ = l.guard.insert(slot);
+            }
+            None => self.store.insert(primary.to_vec(), slot),
+        }
+    }
+
+    /// Removes the entries whose key starts with `prefix` (a whole key
+    /// removes its variants too); returns how many.
+    pub fn purge_prefix(&self, prefix: &[u8]) -> u64 {
+        let removed = Cell::new(0);
+        self.store.retain(|key, _| {
+            let hit = key.starts_with(prefix);
+            removed.set(removed.get() + u64::from(hit));
+            !hit
+        });
+        let removed = removed.get();
+        self.stats
+            .invalidations
+            .fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Removes the entries whose URL part (after `METHOD `) starts with
+    /// `url_prefix`, for every method.
+    pub fn purge_url_prefix(&self, url_prefix: &[u8]) -> u64 {
+        let removed = Cell::new(0);
+        self.store.retain(|key, _| {
+            let url = key
+                .iter()
+                .position(|&b| b == b' ')
+                .map_or(&key[..], |i| &key[i + 1..]);
+            let hit = url.starts_with(url_prefix);
+            removed.set(removed.get() + u64::from(hit));
+            !hit
+        });
+        let removed = removed.get();
+        self.stats
+            .invalidations
+            .fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Empties the zone; returns how many entries it held.
+    pub fn purge_all(&self) -> u64 {
+        let n = self.store.len() as u64;
+        self.store.clear();
+        self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Bytes held (the weights of its entries).
+    pub fn size_bytes(&self) -> u64 {
+        self.store.weight()
+    }
+
+    pub fn entries(&self) -> usize {
+        self.store.len()
+    }
+
+    pub fn evictions(&self) -> u64 {
+        self.evictions.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests;
