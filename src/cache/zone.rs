@@ -14,11 +14,15 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use ahash::AHashMap;
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::futures::OwnedNotified;
+use tokio::sync::Notify;
 
 use bytes::Bytes;
-use quick_cache::sync::{Cache, PlaceholderGuard};
+use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use super::key::variant_key;
@@ -104,21 +108,42 @@ pub struct ZoneStats {
 type Store = Cache<Vec<u8>, Slot, SlotWeight, DefaultHashBuilder, CountEvictions>;
 
 /// The right to fetch a missing key: while it is held, other lookups of
-/// the key wait (up to their bound). Dropping it without [`Zone::fill`]
-/// lets the next waiter lead.
-pub struct Leader<'z> {
-    guard: PlaceholderGuard<'z, Vec<u8>, Slot, SlotWeight, DefaultHashBuilder, CountEvictions>,
+/// the key wait (up to their bound). [`Zone::fill`] or [`Zone::pass`]
+/// consume it; dropping it otherwise (the fetch failed) wakes the waiters,
+/// and the first to look again leads.
+pub struct Leader {
+    zone: Arc<Zone>,
+    key: Vec<u8>,
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        let shard = self.zone.flight_shard(&self.key);
+        let flight = shard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        if let Some(flight) = flight {
+            flight.notify_waiters();
+        }
+    }
 }
 
 /// What a lookup found.
-pub enum Found<'z> {
+pub enum Found {
     Object(Arc<Object>),
     /// Nothing usable: fetch it, and store it through the leader.
-    Lead(Leader<'z>),
+    Lead(Leader),
     /// Nothing usable, and another request leads (or led and could not
     /// store it): fetch it without storing.
     Pass,
 }
+
+/// Shards of the in-flight table: a lookup that misses locks one shard
+/// for a map insert or remove, never across an await.
+const FLIGHT_SHARDS: usize = 16;
+
+type Flights = Mutex<AHashMap<Vec<u8>, Arc<Notify>>>;
 
 pub struct Zone {
     pub name: String,
@@ -126,6 +151,8 @@ pub struct Zone {
     pub max_object: u64,
     store: Store,
     evictions: CountEvictions,
+    flights: [Flights; FLIGHT_SHARDS],
+    hasher: ahash::RandomState,
     pub stats: ZoneStats,
 }
 
@@ -148,6 +175,8 @@ impl Zone {
             max_object,
             store,
             evictions,
+            flights: std::array::from_fn(|_| Flights::default()),
+            hasher: ahash::RandomState::new(),
             stats: ZoneStats::default(),
         }
     }
@@ -169,56 +198,85 @@ impl Zone {
     }
 
     /// Looks `primary` up, and when nothing is stored, leads its fetch or
-    /// waits up to `wait` for the request that does (request coalescing).
-    pub async fn lookup<'a, H>(&self, primary: &[u8], headers: H, wait: Duration) -> Found<'_>
+    /// waits up to `wait` for the request that does (request coalescing;
+    /// the leader may be on another worker).
+    pub async fn lookup<'a, H>(
+        self: &Arc<Self>,
+        primary: &[u8],
+        headers: H,
+        wait: Duration,
+    ) -> Found
     where
         H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     {
         let mut waited = false;
-        let slot = match self.store.get(primary) {
-            Some(slot) => slot,
-            None => {
-                // The wait is in memory, not an io_uring op, so dropping
-                // it at the bound loses nothing.
-                #[allow(clippy::disallowed_methods)]
-                let joined =
-                    tokio::time::timeout(wait, self.store.get_value_or_guard_async(primary)).await;
-                match joined {
-                    Ok(Ok(slot)) => {
-                        waited = true;
-                        slot
-                    }
-                    Ok(Err(guard)) => return Found::Lead(Leader { guard }),
-                    Err(_elapsed) => return Found::Pass,
-                }
-            }
-        };
-        let found = match slot {
-            Slot::Object(o) => Found::Object(o),
-            Slot::Vary(vary) => match variant_key(primary, &vary, headers) {
-                Some(vk) => match self.store.get(&vk[..]) {
-                    Some(Slot::Object(o)) => Found::Object(o),
-                    // Another variant is being fetched or was: this one is
-                    // fetched and stored through `fill`'s Vary branch.
-                    _ => Found::Pass,
+        loop {
+            let found = match self.store.get(primary) {
+                Some(Slot::Object(o)) => Found::Object(o),
+                Some(Slot::Vary(vary)) => match variant_key(primary, &vary, headers.clone()) {
+                    Some(vk) => match self.store.get(&vk[..]) {
+                        Some(Slot::Object(o)) => Found::Object(o),
+                        // This variant is fetched and stored beside the
+                        // others, without coalescing.
+                        _ => Found::Pass,
+                    },
+                    None => Found::Pass,
                 },
-                None => Found::Pass,
-            },
-            Slot::Pass(until) if Instant::now() < until => Found::Pass,
-            Slot::Pass(_) => {
-                // The pass ran out: forget it and let this request lead.
-                self.store.remove(primary);
-                return match self.store.get_value_or_guard_async(primary).await {
-                    Ok(Slot::Object(o)) => Found::Object(o),
-                    Ok(_) => Found::Pass,
-                    Err(guard) => Found::Lead(Leader { guard }),
-                };
+                Some(Slot::Pass(until)) if Instant::now() < until => Found::Pass,
+                Some(Slot::Pass(_)) | None => {
+                    if waited {
+                        // The leader gave up without storing (or a pass
+                        // ran out): fetch it ourselves, without leading, so
+                        // that waiters do not queue one after another.
+                        return Found::Pass;
+                    }
+                    match self.lead_or_join(primary) {
+                        Ok(leader) => return Found::Lead(leader),
+                        Err(notified) => {
+                            waited = true;
+                            // The wait is in memory, not an io_uring op, so
+                            // dropping it at the bound loses nothing.
+                            #[allow(clippy::disallowed_methods)]
+                            let woke = tokio::time::timeout(wait, notified).await;
+                            if woke.is_err() {
+                                return Found::Pass;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            if waited && matches!(found, Found::Object(_)) {
+                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             }
-        };
-        if waited && matches!(found, Found::Object(_)) {
-            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            return found;
         }
-        found
+    }
+
+    /// Registers this request as the one fetching `key`, or, when another
+    /// already does, returns the wait for it to end.
+    fn lead_or_join(self: &Arc<Self>, key: &[u8]) -> Result<Leader, OwnedNotified> {
+        let mut flights = self
+            .flight_shard(key)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = flights.get(key) {
+            let flight = flight.clone();
+            // Created under the lock, so a leader that ends right after we
+            // unlock still wakes it (tokio's `Notified` counts from
+            // creation).
+            return Err(flight.notified_owned());
+        }
+        flights.insert(key.to_vec(), Arc::new(Notify::new()));
+        Ok(Leader {
+            zone: self.clone(),
+            key: key.to_vec(),
+        })
+    }
+
+    fn flight_shard(&self, key: &[u8]) -> &Flights {
+        let hash = self.hasher.hash_one(key);
+        &self.flights[(hash as usize) % FLIGHT_SHARDS]
     }
 
     /// Stores `object` for `primary` (and, with `vary`, under the variant
@@ -226,7 +284,7 @@ impl Zone {
     /// consumed. An object over `max_object` is not stored.
     pub fn fill<'a, H>(
         &self,
-        leader: Option<Leader<'_>>,
+        leader: Option<Leader>,
         primary: &[u8],
         vary: Option<&str>,
         headers: H,
@@ -241,40 +299,28 @@ impl Zone {
         }
         let object = Arc::new(object);
         match vary {
-            None => match leader {
-                Some(l) => {
-                    let _ = l.guard.insert(Slot::Object(object));
-                }
-                None => self.store.insert(primary.to_vec(), Slot::Object(object)),
-            },
+            None => self.store.insert(primary.to_vec(), Slot::Object(object)),
             Some(vary) => {
                 let Some(vk) = variant_key(primary, vary, headers) else {
                     self.pass(leader, primary);
                     return false;
                 };
                 self.store.insert(vk, Slot::Object(object));
-                let marker = Slot::Vary(vary.into());
-                match leader {
-                    Some(l) => {
-                        let _ = l.guard.insert(marker);
-                    }
-                    None => self.store.insert(primary.to_vec(), marker),
-                }
+                self.store.insert(primary.to_vec(), Slot::Vary(vary.into()));
             }
         }
+        // The leader ends after the store, so its waiters find the object.
+        drop(leader);
         true
     }
 
     /// Marks `primary` as not storable for [`PASS_FOR`], releasing the
     /// requests that wait for it.
-    pub fn pass(&self, leader: Option<Leader<'_>>, primary: &[u8]) {
-        let slot = Slot::Pass(Instant::now() + PASS_FOR);
-        match leader {
-            Some(l) => {
-                let _ = l.guard.insert(slot);
-            }
-            None => self.store.insert(primary.to_vec(), slot),
-        }
+    pub fn pass(&self, leader: Option<Leader>, primary: &[u8]) {
+        self.store
+            .insert(primary.to_vec(), Slot::Pass(Instant::now() + PASS_FOR));
+        // Waiters wake now and find the pass.
+        drop(leader);
     }
 
     /// Removes the entries whose key starts with `prefix` (a whole key

@@ -28,7 +28,7 @@ fn h(list: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static [u8])
     list.iter().map(|(n, v)| (*n, v.as_bytes())).collect()
 }
 
-fn body(found: Found<'_>) -> Option<Bytes> {
+fn body(found: Found) -> Option<Bytes> {
     match found {
         Found::Object(o) => Some(o.body.clone()),
         _ => None,
@@ -45,7 +45,7 @@ fn rt() -> tokio::runtime::Runtime {
 #[test]
 fn a_miss_leads_and_the_fill_is_found() {
     rt().block_on(async {
-        let zone = Zone::new("z", 1 << 20, 1 << 16);
+        let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
             panic!("a miss leads");
@@ -61,7 +61,7 @@ fn a_miss_leads_and_the_fill_is_found() {
 #[test]
 fn variants_are_kept_apart() {
     rt().block_on(async {
-        let zone = Zone::new("z", 1 << 20, 1 << 16);
+        let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let gzip = h(&[("Accept-Encoding", "gzip")]);
         let br = h(&[("Accept-Encoding", "br")]);
@@ -101,7 +101,7 @@ fn variants_are_kept_apart() {
 #[test]
 fn an_object_over_max_object_is_not_stored_and_waiters_pass() {
     rt().block_on(async {
-        let zone = Zone::new("z", 1 << 20, 100);
+        let zone = Arc::new(Zone::new("z", 1 << 20, 100));
         let key = b"GET http://a/big";
         let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
             panic!("a miss leads");
@@ -133,7 +133,7 @@ fn the_zone_is_bounded_by_size_and_counts_evictions() {
 
 #[test]
 fn purge_by_url_prefix_and_all() {
-    let zone = Zone::new("z", 1 << 20, 1 << 16);
+    let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
     for k in [
         "GET http://a/api/1",
         "HEAD http://a/api/2",
@@ -191,7 +191,7 @@ fn concurrent_misses_coalesce_across_threads() {
 #[test]
 fn a_bounded_wait_gives_up_and_passes() {
     rt().block_on(async {
-        let zone = Zone::new("z", 1 << 20, 1 << 16);
+        let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/stuck";
         let Found::Lead(_leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
             panic!("a miss leads");
@@ -200,4 +200,35 @@ fn a_bounded_wait_gives_up_and_passes() {
         let second = zone.lookup(key, h(&[]), Duration::from_millis(20)).await;
         assert!(matches!(second, Found::Pass));
     });
+}
+
+/// A leader whose fetch failed (dropped without a fill) releases its
+/// waiters at once; they fetch without leading.
+#[test]
+fn a_dropped_leader_releases_its_waiters() {
+    let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
+    let key: &'static [u8] = b"GET http://a/fails";
+    let (led_tx, led_rx) = std::sync::mpsc::channel();
+    let leader_zone = zone.clone();
+    let leader = std::thread::spawn(move || {
+        rt().block_on(async {
+            let Found::Lead(leader) = leader_zone
+                .lookup(key, h(&[]), Duration::from_secs(5))
+                .await
+            else {
+                panic!("the first miss leads");
+            };
+            led_tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            drop(leader);
+        })
+    });
+    led_rx.recv().unwrap();
+    // A bound far longer than the test: only the drop can end the wait.
+    let found = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(3600)));
+    leader.join().unwrap();
+    assert!(matches!(found, Found::Pass));
+    // Nobody leads now: the next lookup leads again.
+    let next = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(1)));
+    assert!(matches!(next, Found::Lead(_)));
 }
