@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     pub admin: Option<RawAdmin>,
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +217,7 @@ pub(super) struct RawRoute {
     pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
     pub host_rewrite: Option<Spanned<String>>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub cache: Option<Spanned<super::cache::RawRouteCache>>,
 }
 
 /// `request_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.

@@ -161,7 +161,8 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         .iter()
         .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
         .collect::<Result<Vec<_>, _>>()?;
-    let routes = resolve_routes(&cx, &raw.routes, &upstreams)?;
+    let cache_zones = super::cache::resolve_zones(&cx, raw.cache.as_ref())?;
+    let routes = resolve_routes(&cx, &raw.routes, &upstreams, &cache_zones)?;
     let admin = raw
         .admin
         .as_ref()
@@ -172,6 +173,7 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         upstreams,
         routes,
         admin,
+        cache_zones,
         source_path: file.to_path_buf(),
     })
 }
@@ -777,6 +779,7 @@ fn resolve_routes(
     cx: &Cx<'_>,
     raw: &Option<Spanned<Vec<Spanned<RawRoute>>>>,
     upstreams: &[UpstreamConfig],
+    zones: &[super::CacheZoneConfig],
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let raw_routes = match raw {
         None => return Err(cx.nowhere("routes", Kind::NoRoutes)),
@@ -822,6 +825,7 @@ fn resolve_routes(
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
         let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
         let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
+        let cache = super::cache::resolve_route_cache(cx, i, route.cache.as_ref(), zones)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -839,6 +843,7 @@ fn resolve_routes(
             matching,
             rewrite,
             request_headers,
+            cache,
         });
     }
     Ok(routes)
