@@ -26,6 +26,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use super::key::variant_key;
+use crate::config::CacheZoneConfig;
 use super::policy::Lifetime;
 
 /// How long a key that could not be stored sends requests straight to the
@@ -147,8 +148,9 @@ type Flights = Mutex<AHashMap<Vec<u8>, Arc<Notify>>>;
 
 pub struct Zone {
     pub name: String,
-    pub max_size: u64,
-    pub max_object: u64,
+    /// Changed in place by a reload that keeps the zone.
+    max_size: AtomicU64,
+    max_object: AtomicU64,
     store: Store,
     evictions: CountEvictions,
     flights: [Flights; FLIGHT_SHARDS],
@@ -171,8 +173,8 @@ impl Zone {
         );
         Zone {
             name: name.to_owned(),
-            max_size,
-            max_object,
+            max_size: AtomicU64::new(max_size),
+            max_object: AtomicU64::new(max_object),
             store,
             evictions,
             flights: std::array::from_fn(|_| Flights::default()),
@@ -293,7 +295,7 @@ impl Zone {
     where
         H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     {
-        if (object.head.len() + object.body.len()) as u64 > self.max_object {
+        if (object.head.len() + object.body.len()) as u64 > self.max_object() {
             self.pass(leader, primary);
             return false;
         }
@@ -367,6 +369,23 @@ impl Zone {
         n
     }
 
+    pub fn max_object(&self) -> u64 {
+        self.max_object.load(Ordering::Relaxed)
+    }
+
+    pub fn max_size(&self) -> u64 {
+        self.max_size.load(Ordering::Relaxed)
+    }
+
+    /// A reload's new sizes for a zone it keeps (entries stay; a smaller
+    /// `max_size` evicts down to it).
+    fn resize(&self, max_size: u64, max_object: u64) {
+        if self.max_size.swap(max_size, Ordering::Relaxed) != max_size {
+            self.store.set_capacity(max_size);
+        }
+        self.max_object.store(max_object, Ordering::Relaxed);
+    }
+
     /// Bytes held (the weights of its entries).
     pub fn size_bytes(&self) -> u64 {
         self.store.weight()
@@ -383,3 +402,42 @@ impl Zone {
 
 #[cfg(test)]
 mod tests;
+
+/// The zones of a config, by index as routes refer to them; shared by
+/// every worker and kept across reloads by name.
+#[derive(Default)]
+pub struct Zones {
+    list: Vec<Arc<Zone>>,
+}
+
+impl Zones {
+    /// The zones `configured`, reusing those of `before` with the same name
+    /// (their entries stay; their sizes follow the new config).
+    pub fn plan(configured: &[CacheZoneConfig], before: Option<&Zones>) -> Zones {
+        let list = configured
+            .iter()
+            .map(|c| {
+                match before.and_then(|b| b.by_name(&c.name)) {
+                    Some(zone) => {
+                        zone.resize(c.max_size, c.max_object);
+                        zone.clone()
+                    }
+                    None => Arc::new(Zone::new(&c.name, c.max_size, c.max_object)),
+                }
+            })
+            .collect();
+        Zones { list }
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Arc<Zone>> {
+        self.list.get(index)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Zone>> {
+        self.list.iter().find(|z| z.name == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Zone>> {
+        self.list.iter()
+    }
+}

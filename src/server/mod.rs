@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc as tmpsc, watch};
 
+use crate::cache::Zones;
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
 use crate::config::{Config, Overload};
@@ -156,6 +157,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
 /// the old process stopped accepting.
 pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
+    let zones = Arc::new(Zones::plan(&config.cache_zones, None));
     let mut metrics = Registry::new(Layout::from_config(&config));
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
@@ -204,6 +206,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
         let states = backend_states.clone();
+        let zones = zones.clone();
         let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
         let stopped_accepting = stopped_tx.clone();
@@ -222,6 +225,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                     index,
                     config,
                     states,
+                    zones,
                     tls,
                     metrics: shard,
                     log,
@@ -257,6 +261,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         live: Arc::new(Mutex::new(Live {
             config: config.clone(),
             states: backend_states,
+            zones,
             version: 1,
             loaded_at: SystemTime::now(),
             listeners: bound,
@@ -602,6 +607,7 @@ struct WorkerParts {
     index: usize,
     config: Arc<Config>,
     states: Arc<States>,
+    zones: Arc<Zones>,
     /// Every upstream's TLS, built once for this config.
     tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
@@ -714,6 +720,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         config,
         states,
+        zones,
         tls,
         metrics,
         log,
@@ -733,6 +740,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         metrics,
         log,
+        zones,
     ));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
@@ -803,6 +811,7 @@ async fn worker_main(parts: WorkerParts) {
                     index,
                     update.metrics,
                     update.log,
+                    update.zones,
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
                 let old = accepting.current.replace(worker);

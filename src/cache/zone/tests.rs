@@ -232,3 +232,22 @@ fn a_dropped_leader_releases_its_waiters() {
     let next = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(1)));
     assert!(matches!(next, Found::Lead(_)));
 }
+
+#[test]
+fn a_reload_keeps_zones_by_name_and_resizes_them() {
+    use crate::config::CacheZoneConfig;
+    let z = |name: &str, max_size: u64| CacheZoneConfig {
+        name: name.to_owned(),
+        max_size,
+        max_object: 1 << 16,
+    };
+    let first = Zones::plan(&[z("a", 1 << 20), z("b", 1 << 20)], None);
+    first.get(0).unwrap().fill(None, b"GET http://a/", None, h(&[]), object("kept"));
+    let second = Zones::plan(&[z("a", 2 << 20), z("c", 1 << 20)], Some(&first));
+    let a = second.by_name("a").unwrap();
+    assert!(Arc::ptr_eq(a, first.get(0).unwrap()), "the same zone");
+    assert_eq!(a.entries(), 1, "its entries stay");
+    assert_eq!(a.max_size(), 2 << 20);
+    assert!(second.by_name("b").is_none());
+    assert!(!Arc::ptr_eq(second.by_name("c").unwrap(), first.get(1).unwrap()));
+}
