@@ -30,7 +30,9 @@ use ahash::AHashMap;
 
 use std::sync::Arc;
 
-use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::config::{
+    Config, HeaderEdits, HostPattern, Rewrite, RouteCache, RouteConfig, RouteMatch,
+};
 use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
@@ -51,6 +53,8 @@ pub struct Route {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` edits; `None` for a plain route.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `cache`; `None` for a route that does not cache.
+    pub cache: Option<Arc<RouteCache>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -94,6 +98,7 @@ impl RouteTable {
                 matching: r.matching.clone(),
                 rewrite: r.rewrite.clone(),
                 request_headers: r.request_headers.clone(),
+                cache: r.cache.clone(),
                 index,
             })
             .collect();

@@ -12,8 +12,8 @@ pub mod policy;
 pub mod zone;
 
 pub use control::CacheControl;
-pub use zone::{Found, Leader, Object, Zone, Zones};
 pub use policy::{
     decide_store, not_modified, usable, Lifetime, NotStored, RequestFacts, ResponseFacts, Rules,
     Use,
 };
+pub use zone::{Found, Leader, Object, Zone, Zones};

@@ -26,8 +26,8 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, Weighter};
 
 use super::key::variant_key;
-use crate::config::CacheZoneConfig;
 use super::policy::Lifetime;
+use crate::config::CacheZoneConfig;
 
 /// How long a key that could not be stored sends requests straight to the
 /// backend (Varnish's hit-for-miss), bounded so that a URL that becomes
@@ -50,6 +50,9 @@ pub struct Object {
     pub life: Lifetime,
     pub etag: Option<Box<str>>,
     pub last_modified: Option<SystemTime>,
+    /// The response's `Vary` (normalised names), when it has one: it is
+    /// stored under the variant key of the request that fetched it.
+    pub vary: Option<Box<str>>,
 }
 
 impl Object {
@@ -255,6 +258,11 @@ impl Zone {
         }
     }
 
+    /// Leads the fetch of `key` unless another request already does.
+    pub fn try_lead(self: &Arc<Self>, key: &[u8]) -> Option<Leader> {
+        self.lead_or_join(key).ok()
+    }
+
     /// Registers this request as the one fetching `key`, or, when another
     /// already does, returns the wait for it to end.
     fn lead_or_join(self: &Arc<Self>, key: &[u8]) -> Result<Leader, OwnedNotified> {
@@ -281,16 +289,15 @@ impl Zone {
         &self.flights[(hash as usize) % FLIGHT_SHARDS]
     }
 
-    /// Stores `object` for `primary` (and, with `vary`, under the variant
-    /// key of the request `headers`); `leader`, if this request led, is
-    /// consumed. An object over `max_object` is not stored.
+    /// Stores `object` for `primary` (and, when it has a `Vary`, under
+    /// the variant key of the request `headers`); `leader`, if this
+    /// request led, is consumed. An object over `max_object` is not stored.
     pub fn fill<'a, H>(
         &self,
         leader: Option<Leader>,
         primary: &[u8],
-        vary: Option<&str>,
         headers: H,
-        object: Object,
+        object: Arc<Object>,
     ) -> bool
     where
         H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
@@ -299,8 +306,7 @@ impl Zone {
             self.pass(leader, primary);
             return false;
         }
-        let object = Arc::new(object);
-        match vary {
+        match object.vary.clone().as_deref() {
             None => self.store.insert(primary.to_vec(), Slot::Object(object)),
             Some(vary) => {
                 let Some(vk) = variant_key(primary, vary, headers) else {
@@ -416,14 +422,12 @@ impl Zones {
     pub fn plan(configured: &[CacheZoneConfig], before: Option<&Zones>) -> Zones {
         let list = configured
             .iter()
-            .map(|c| {
-                match before.and_then(|b| b.by_name(&c.name)) {
-                    Some(zone) => {
-                        zone.resize(c.max_size, c.max_object);
-                        zone.clone()
-                    }
-                    None => Arc::new(Zone::new(&c.name, c.max_size, c.max_object)),
+            .map(|c| match before.and_then(|b| b.by_name(&c.name)) {
+                Some(zone) => {
+                    zone.resize(c.max_size, c.max_object);
+                    zone.clone()
                 }
+                None => Arc::new(Zone::new(&c.name, c.max_size, c.max_object)),
             })
             .collect();
         Zones { list }

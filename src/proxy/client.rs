@@ -58,6 +58,8 @@ pub(super) struct RequestInfo {
     /// The request had no Host (HTTP/1.0): each attempt gives it the
     /// backend's, as the upstream request is HTTP/1.1.
     pub needs_host: bool,
+    /// Set on a caching route for a GET or HEAD (see `cache`).
+    pub cache: Option<Box<super::cache::CacheRequest>>,
 }
 
 /// A request's method and target, copied for the log line of a failure
@@ -91,6 +93,9 @@ pub(super) struct Client {
     pub listener_removed: ListenerRemoved,
     /// Whether the current request, body included, was read whole.
     pub request_read: bool,
+    /// The cache's state for the request being served on a caching route
+    /// (see `cache`); cleared between requests.
+    pub cache: Option<Box<super::cache::CacheFill>>,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -107,6 +112,8 @@ pub(super) struct Record {
     pub attempts: u32,
     /// `Client::sent` at the first byte of the final response's body.
     pub body_from: u64,
+    /// `X-Cache-Status` of the response, on a caching route.
+    pub cache: Option<&'static str>,
 }
 
 impl Client {
@@ -127,6 +134,7 @@ impl Client {
             request_id: String::new(),
             listener_removed,
             request_read: false,
+            cache: None,
         }
     }
 
@@ -147,6 +155,14 @@ impl Client {
             self.buf.reserve(self.buffer_size);
         }
         self.transport.read(&mut self.buf, deadline).await
+    }
+
+    /// Writes shared bytes (a cached body) to the client.
+    pub async fn send_bytes(&mut self, bytes: bytes::Bytes, deadline: Duration) -> io::Result<()> {
+        let len = bytes.len() as u64;
+        self.transport.write_bytes(bytes, Some(deadline)).await?;
+        self.sent += len;
+        Ok(())
     }
 
     /// Writes `self.out` to the client.

@@ -16,13 +16,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::http::{
-    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseContext, ResponseInfo, Version,
+    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseBody, ResponseContext,
+    ResponseInfo, Version,
 };
 use crate::upstream::clock;
 use crate::upstream::connector::UpstreamConn;
 use crate::upstream::{Admission, Changes, Outcome};
 
 use super::body::{self, read_more, Keep, RequestBody};
+use super::cache::{self, OnResponse};
 use super::client::{Client, LogLine, Next, RequestInfo};
 use super::error::{ClientFailure, UpstreamFailure};
 use super::filter::ResponseCtx;
@@ -346,6 +348,24 @@ async fn respond(
     let status = head.status;
     attempt.finish(Outcome::Response(status));
 
+    // The cache: keep a copy, or answer with the stored entry instead.
+    let mut capture = match cache::on_response(client, &head, &up.buf, info.is_head) {
+        OnResponse::Relay => None,
+        OnResponse::Store(capture) => Some(capture),
+        OnResponse::ServeStored(object, label) => {
+            // A 304 that ends at its head leaves the connection in step.
+            let Upstream { conn, buf } = up;
+            if plan.reuse_upstream
+                && matches!(plan.body, ResponseBody::Empty)
+                && buf.len() == head.head_len
+            {
+                env.connector.release(conn);
+            }
+            env.buffers.give(buf);
+            return Relayed::Done(cache::serve_fill(env, client, info, &object, label).await);
+        }
+    };
+
     // Response filters.
     let set_cookie = attempt.set_cookie.take();
     let mut filtered = ResponseCtx {
@@ -368,6 +388,14 @@ async fn respond(
     };
     client.out.clear();
     http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
+    if let Some(label) = cache::label(client) {
+        // Before the empty line that ends the head.
+        client.out.truncate(client.out.len() - 2);
+        client.out.extend_from_slice(b"X-Cache-Status: ");
+        client.out.extend_from_slice(label.as_bytes());
+        client.out.extend_from_slice(b"\r\n\r\n");
+        client.rec.cache = Some(label);
+    }
     client.rec.status = status;
     client.rec.answered = true;
     let head_len = client.out.len();
@@ -393,6 +421,13 @@ async fn respond(
     }
 
     let Upstream { mut conn, mut buf } = up;
+    if let Some(capture) = &mut capture {
+        let chunked_out = (plan.body == ResponseBody::Chunked && plan.out == OutFraming::AsIs)
+            || plan.out == OutFraming::ChunkEncoded;
+        if chunked_out {
+            capture.chunked_out();
+        }
+    }
     let outcome = body::relay_response(
         server,
         env.metrics,
@@ -400,8 +435,12 @@ async fn respond(
         (&mut conn.transport, &mut buf),
         plan.body,
         plan.out,
+        capture.as_deref_mut(),
     )
     .await;
+    if let Some(capture) = capture {
+        cache::finish_capture(client, capture, outcome.is_ok());
+    }
     // `clean` already says no bytes followed the response.
     env.buffers.give(buf);
     match outcome {

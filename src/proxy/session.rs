@@ -33,6 +33,7 @@ use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Versi
 use crate::io::Conn;
 use crate::metrics::Method;
 
+use super::cache::{self, Lookup};
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
 use super::filter::{Filter, RequestCtx};
@@ -76,7 +77,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
         // in `fwd`.
-        let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
+        client.cache = None;
+        let mut info = match read_request(worker, client, first, &mut fwd, &mut log).await {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
             Err(reply) => {
@@ -91,9 +93,27 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         first = false;
         worker.metrics.requests.inc();
         worker.metrics.request_started();
+        let env = worker.env();
+        // The cache stage: a hit is answered here.
+        if let Some(req) = info.cache.take() {
+            if let Lookup::Served(next) = cache::lookup(&env, client, &info, req, &mut fwd).await {
+                worker.metrics.request_finished();
+                finish(worker, client, Some(info.upstream), &log, sent_before);
+                match next {
+                    Next::KeepAlive if client.winding_down(worker.is_draining()) => {
+                        return End::KeepClosing
+                    }
+                    Next::KeepAlive => continue,
+                    Next::Close => return End::KeepClosing,
+                    Next::Abort => {
+                        client.transport.shutdown(Shutdown::Both);
+                        return End::Closed;
+                    }
+                }
+            }
+        }
         // 4.-8. Choose backend, send, read response head, response filters,
         // relay body.
-        let env = worker.env();
         // Boxed: the exchange's future is large (retries, connect, TLS,
         // relays), and a connection idle between requests should not carry
         // its space.
@@ -335,6 +355,14 @@ fn on_head(
         })?;
     }
     let client_ip = client.transport.peer_addr().ip();
+    let cache = route.cache.as_ref().and_then(|c| {
+        let scheme = if client.transport.is_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        cache::plan(c, &worker.zones, &head, scheme, filtered.target.as_deref())
+    });
     let ctx = ForwardContext {
         client_ip,
         proto: if client.transport.is_tls() {
@@ -385,6 +413,7 @@ fn on_head(
             .picker
             .request_key(&head, client_ip),
         needs_host: head.host().is_none(),
+        cache,
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);

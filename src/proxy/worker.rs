@@ -13,8 +13,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cache::Zones;
 use crate::access_log::WorkerLog;
+use crate::cache::Zones;
 use crate::config::{Config, ServerConfig};
 use crate::http;
 use crate::io::{Closer, Conn, Transport};

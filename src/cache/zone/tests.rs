@@ -21,6 +21,14 @@ fn object(body: &str) -> Object {
         },
         etag: None,
         last_modified: None,
+        vary: None,
+    }
+}
+
+fn varied(body: &str) -> Object {
+    Object {
+        vary: Some("accept-encoding".into()),
+        ..object(body)
     }
 }
 
@@ -50,7 +58,7 @@ fn a_miss_leads_and_the_fill_is_found() {
         let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
             panic!("a miss leads");
         };
-        assert!(zone.fill(Some(leader), key, None, h(&[]), object("hello")));
+        assert!(zone.fill(Some(leader), key, h(&[]), Arc::new(object("hello"))));
         let found = zone.lookup(key, h(&[]), Duration::from_secs(1)).await;
         assert_eq!(body(found).as_deref(), Some(&b"hello"[..]));
         assert!(zone.size_bytes() > 5);
@@ -69,20 +77,14 @@ fn variants_are_kept_apart() {
         else {
             panic!("a miss leads");
         };
-        zone.fill(
-            Some(leader),
-            key,
-            Some("accept-encoding"),
-            gzip.clone(),
-            object("g"),
-        );
+        zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
         // The other variant is not there: fetched without a leader, then
         // stored beside the first.
         assert!(matches!(
             zone.lookup(key, br.clone(), Duration::from_secs(1)).await,
             Found::Pass
         ));
-        zone.fill(None, key, Some("accept-encoding"), br.clone(), object("b"));
+        zone.fill(None, key, br.clone(), Arc::new(varied("b")));
         let g = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await;
         assert_eq!(body(g).as_deref(), Some(&b"g"[..]));
         let b = zone.lookup(key, br.clone(), Duration::from_secs(1)).await;
@@ -106,7 +108,12 @@ fn an_object_over_max_object_is_not_stored_and_waiters_pass() {
         let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
             panic!("a miss leads");
         };
-        assert!(!zone.fill(Some(leader), key, None, h(&[]), object(&"x".repeat(200))));
+        assert!(!zone.fill(
+            Some(leader),
+            key,
+            h(&[]),
+            Arc::new(object(&"x".repeat(200)))
+        ));
         assert!(matches!(
             zone.lookup(key, h(&[]), Duration::from_secs(1)).await,
             Found::Pass
@@ -122,9 +129,8 @@ fn the_zone_is_bounded_by_size_and_counts_evictions() {
         zone.fill(
             None,
             key.as_bytes(),
-            None,
             h(&[]),
-            object(&"x".repeat(4000)),
+            Arc::new(object(&"x".repeat(4000))),
         );
     }
     assert!(zone.size_bytes() <= 64 * 1024, "{}", zone.size_bytes());
@@ -139,7 +145,7 @@ fn purge_by_url_prefix_and_all() {
         "HEAD http://a/api/2",
         "GET http://a/web/1",
     ] {
-        zone.fill(None, k.as_bytes(), None, h(&[]), object("x"));
+        zone.fill(None, k.as_bytes(), h(&[]), Arc::new(object("x")));
     }
     assert_eq!(zone.purge_url_prefix(b"http://a/api/"), 2);
     assert_eq!(zone.entries(), 1);
@@ -166,7 +172,7 @@ fn concurrent_misses_coalesce_across_threads() {
             led_tx.send(()).unwrap();
             // The "fetch": long enough for the other thread to be waiting.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            leader_zone.fill(Some(leader), key, None, h(&[]), object("fetched once"));
+            leader_zone.fill(Some(leader), key, h(&[]), Arc::new(object("fetched once")));
         })
     });
     led_rx.recv().unwrap();
@@ -242,12 +248,18 @@ fn a_reload_keeps_zones_by_name_and_resizes_them() {
         max_object: 1 << 16,
     };
     let first = Zones::plan(&[z("a", 1 << 20), z("b", 1 << 20)], None);
-    first.get(0).unwrap().fill(None, b"GET http://a/", None, h(&[]), object("kept"));
+    first
+        .get(0)
+        .unwrap()
+        .fill(None, b"GET http://a/", h(&[]), Arc::new(object("kept")));
     let second = Zones::plan(&[z("a", 2 << 20), z("c", 1 << 20)], Some(&first));
     let a = second.by_name("a").unwrap();
     assert!(Arc::ptr_eq(a, first.get(0).unwrap()), "the same zone");
     assert_eq!(a.entries(), 1, "its entries stay");
     assert_eq!(a.max_size(), 2 << 20);
     assert!(second.by_name("b").is_none());
-    assert!(!Arc::ptr_eq(second.by_name("c").unwrap(), first.get(1).unwrap()));
+    assert!(!Arc::ptr_eq(
+        second.by_name("c").unwrap(),
+        first.get(1).unwrap()
+    ));
 }
