@@ -16,4 +16,4 @@ pub use policy::{
     decide_store, not_modified, usable, Lifetime, NotStored, RequestFacts, ResponseFacts, Rules,
     Use,
 };
-pub use zone::{Found, Leader, Object, Zone, Zones};
+pub use zone::{Found, Leader, Object, Purge, Zone, Zones};

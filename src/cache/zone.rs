@@ -331,12 +331,37 @@ impl Zone {
         drop(leader);
     }
 
-    /// Removes the entries whose key starts with `prefix` (a whole key
-    /// removes its variants too); returns how many.
-    pub fn purge_prefix(&self, prefix: &[u8]) -> u64 {
+    /// Removes what `purge` names; returns how many entries.
+    pub fn purge(&self, purge: &Purge) -> u64 {
+        match purge {
+            Purge::All => self.purge_all(),
+            Purge::Url(url) => self.purge_where(|key| {
+                let url_part = url_of(key);
+                url_part.starts_with(url.as_bytes())
+                    && matches!(url_part.get(url.len()), None | Some(b'\n' | b'\0'))
+            }),
+            Purge::UrlPrefix(prefix) => {
+                self.purge_where(|key| url_of(key).starts_with(prefix.as_bytes()))
+            }
+            Purge::PathPrefix(prefix) => self.purge_where(|key| {
+                let url = url_of(key);
+                let after_scheme = url
+                    .windows(3)
+                    .position(|w| w == b"://")
+                    .map_or(url, |i| &url[i + 3..]);
+                let path = after_scheme
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(&[][..], |i| &after_scheme[i..]);
+                path.starts_with(prefix.as_bytes())
+            }),
+        }
+    }
+
+    fn purge_where(&self, matches: impl Fn(&[u8]) -> bool) -> u64 {
         let removed = Cell::new(0);
         self.store.retain(|key, _| {
-            let hit = key.starts_with(prefix);
+            let hit = matches(key);
             removed.set(removed.get() + u64::from(hit));
             !hit
         });
@@ -347,24 +372,10 @@ impl Zone {
         removed
     }
 
-    /// Removes the entries whose URL part (after `METHOD `) starts with
-    /// `url_prefix`, for every method.
-    pub fn purge_url_prefix(&self, url_prefix: &[u8]) -> u64 {
-        let removed = Cell::new(0);
-        self.store.retain(|key, _| {
-            let url = key
-                .iter()
-                .position(|&b| b == b' ')
-                .map_or(&key[..], |i| &key[i + 1..]);
-            let hit = url.starts_with(url_prefix);
-            removed.set(removed.get() + u64::from(hit));
-            !hit
-        });
-        let removed = removed.get();
-        self.stats
-            .invalidations
-            .fetch_add(removed, Ordering::Relaxed);
-        removed
+    /// Removes the entries whose key starts with `prefix` (a whole key
+    /// removes its variants too); returns how many.
+    pub fn purge_prefix(&self, prefix: &[u8]) -> u64 {
+        self.purge_where(|key| key.starts_with(prefix))
     }
 
     /// Empties the zone; returns how many entries it held.
@@ -408,6 +419,27 @@ impl Zone {
 
 #[cfg(test)]
 mod tests;
+
+/// What `POST /cache/{zone}/purge` removes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purge {
+    /// `key=URL`: the entry of that URL (`scheme://host/path?query`),
+    /// with its variants and key extras.
+    Url(String),
+    /// `prefix=`: every entry whose URL starts with it; a prefix that
+    /// starts with `/` matches the path on any host.
+    UrlPrefix(String),
+    PathPrefix(String),
+    /// `all`.
+    All,
+}
+
+/// The URL part of a key (after `METHOD `).
+fn url_of(key: &[u8]) -> &[u8] {
+    key.iter()
+        .position(|&b| b == b' ')
+        .map_or(key, |i| &key[i + 1..])
+}
 
 /// The zones of a config, by index as routes refer to them; shared by
 /// every worker and kept across reloads by name.

@@ -543,6 +543,18 @@ fn admin_hooks(
             let reloader = reloader.clone();
             move || reloader.reload()
         })),
+        purge_cache: Some(Box::new({
+            let live = reloader.live.clone();
+            move |zone: &str, purge: &crate::cache::Purge| {
+                let zones = lock(&live).zones.clone();
+                let zone = zones
+                    .by_name(zone)
+                    .ok_or_else(|| format!("no cache zone {zone:?}"))?;
+                let removed = zone.purge(purge);
+                tracing::info!(zone = %zone.name, ?purge, removed, "cache purged by the admin API");
+                Ok(removed)
+            }
+        })),
         counters,
     }
 }

@@ -147,7 +147,7 @@ fn purge_by_url_prefix_and_all() {
     ] {
         zone.fill(None, k.as_bytes(), h(&[]), Arc::new(object("x")));
     }
-    assert_eq!(zone.purge_url_prefix(b"http://a/api/"), 2);
+    assert_eq!(zone.purge(&Purge::UrlPrefix("http://a/api/".into())), 2);
     assert_eq!(zone.entries(), 1);
     assert_eq!(zone.purge_all(), 1);
     assert_eq!(zone.entries(), 0);
@@ -262,4 +262,29 @@ fn a_reload_keeps_zones_by_name_and_resizes_them() {
         second.by_name("c").unwrap(),
         first.get(1).unwrap()
     ));
+}
+
+#[test]
+fn purge_by_url_url_prefix_path_prefix_and_all() {
+    let zone = Zone::new("z", 1 << 20, 1 << 16);
+    let keys = [
+        "GET http://a/api/1",
+        "GET http://a/api/1\nx-tenant:t",
+        "GET http://a/api/10",
+        "GET http://b/api/2",
+        "GET https://a/web/1",
+    ];
+    for k in keys {
+        zone.fill(None, k.as_bytes(), h(&[]), Arc::new(object("x")));
+    }
+    assert_eq!(
+        zone.purge(&Purge::Url("http://a/api/1".into())),
+        2,
+        "not /api/10"
+    );
+    assert_eq!(zone.purge(&Purge::UrlPrefix("http://a/".into())), 1);
+    assert_eq!(zone.purge(&Purge::PathPrefix("/api/".into())), 1);
+    assert_eq!(zone.entries(), 1);
+    assert_eq!(zone.purge(&Purge::All), 1);
+    assert_eq!(zone.stats.invalidations.load(Ordering::Relaxed), 5);
 }
