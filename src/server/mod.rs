@@ -489,9 +489,13 @@ fn admin_hooks(
     let counters = Arc::new(AdminCounters::default());
     let metrics_text = {
         let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
+        let live = reloader.live.clone();
         move || {
             let (_, states, ..) = current();
-            metrics::prometheus::render(&snapshot(), &states, &counters.samples())
+            let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
+            let zones = lock(&live).zones.clone();
+            metrics::prometheus::render_cache(&zones, &mut text);
+            text
         }
     };
     let started_at = SystemTime::now();
