@@ -493,6 +493,7 @@ fn finish(
         request_id: client.request_id().unwrap_or("-"),
         referer: log.referer.as_deref(),
         user_agent: log.user_agent.as_deref(),
+        cache: rec.cache,
     };
     access.borrow_mut().log(&entry);
 }
