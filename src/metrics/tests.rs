@@ -548,10 +548,22 @@ fn cache_zones_render_one_series_per_zone() {
         .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
     let mut text = String::new();
     crate::metrics::prometheus::render_cache(&zones, &mut text);
-    assert!(text.contains("# TYPE ringlb_cache_hits_total counter\n"), "{text}");
-    assert!(text.contains("ringlb_cache_hits_total{zone=\"a\"} 0\n"), "{text}");
-    assert!(text.contains("ringlb_cache_hits_total{zone=\"b\"} 7\n"), "{text}");
-    assert!(text.contains("ringlb_cache_size_bytes{zone=\"b\"} 0\n"), "{text}");
+    assert!(
+        text.contains("# TYPE ringlb_cache_hits_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_hits_total{zone=\"a\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_hits_total{zone=\"b\"} 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_size_bytes{zone=\"b\"} 0\n"),
+        "{text}"
+    );
     let mut none = String::from("x\n");
     crate::metrics::prometheus::render_cache(&Zones::default(), &mut none);
     assert_eq!(none, "x\n", "no zones, no families");

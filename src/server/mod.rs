@@ -13,6 +13,7 @@
 mod listeners;
 mod reload;
 pub mod takeover;
+mod warm;
 
 pub use listeners::Bound;
 pub use reload::{Live, Reloader, States};
@@ -248,6 +249,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         }
     }
     let listening: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+    let warm_through: Vec<_> = bound.iter().map(|b| (b.local, b.tls.is_some())).collect();
     let health_checkers = health::spawn_checkers(
         config.clone(),
         backend_states.clone(),
@@ -303,6 +305,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         pinned = config.server.pin_workers,
         "ringlb is serving"
     );
+    warm::spawn(config.clone(), warm_through);
     Ok(Server {
         listening,
         metrics,

@@ -243,6 +243,7 @@ impl Reloader {
                 admin.set_guard(crate::admin::Guard::new(after));
             }
         }
+        let warm_through: Vec<_> = bound.iter().map(|b| (b.local, b.tls.is_some())).collect();
         // The admin view first, so it never shows an older config than a
         // worker already serves.
         *lock(&self.live) = Live {
@@ -264,6 +265,9 @@ impl Reloader {
                 listeners,
             });
         }
+        // Warm once every worker has the new config (they take it from
+        // their channel before their next request).
+        super::warm::spawn(new.clone(), warm_through);
         Ok(version + 1)
     }
 }
