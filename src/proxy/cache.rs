@@ -272,8 +272,9 @@ async fn serve(
 pub(super) enum OnResponse {
     /// Not a caching request, or not storable: relay it as usual.
     Relay,
-    /// Relay it and keep a copy of its body.
-    Store(Box<BodyCapture>),
+    /// Relay it and keep a copy ([`begin_capture`] once its head is
+    /// written).
+    Store,
     /// Answer with the stored entry instead (a 304 to our revalidation, or
     /// a failure within `stale-if-error`); the backend's response is
     /// dropped.
@@ -281,12 +282,7 @@ pub(super) enum OnResponse {
 }
 
 /// Decides what happens to the final response `head` (parsed from `buf`).
-pub(super) fn on_response(
-    client: &mut Client,
-    head: &ResponseInfo,
-    buf: &[u8],
-    is_head_request: bool,
-) -> OnResponse {
+pub(super) fn on_response(client: &mut Client, head: &ResponseInfo, buf: &[u8]) -> OnResponse {
     let Some(fill) = client.cache.as_mut() else {
         return OnResponse::Relay;
     };
@@ -296,8 +292,7 @@ pub(super) fn on_response(
         if head.status == 304 && !fill.req.conditional {
             // Still current: refresh its freshness from the 304's fields
             // (RFC 9111 §4.3.4) and serve it.
-            let refreshed = refresh(stale, &view, &fill.req, now);
-            let refreshed = Arc::new(refreshed);
+            let refreshed = Arc::new(refresh(stale, &view, &fill.req, now));
             store_object(fill, refreshed.clone());
             return OnResponse::ServeStored(refreshed, "REVALIDATED");
         }
@@ -310,24 +305,11 @@ pub(super) fn on_response(
             }
         }
     }
-    if is_head_request || fill.req.facts.method != CacheMethod::Get {
-        return OnResponse::Relay;
-    }
     let facts = ResponseFacts::read(head.status, view.headers());
     match policy::decide_store(&fill.req.facts, &facts, &fill.req.route.rules, now) {
-        Ok(life) => OnResponse::Store(Box::new(BodyCapture {
-            head: stored_fields(&view),
-            status: head.status,
-            chunked: None,
-            body: Vec::new(),
-            limit: fill.req.zone.max_object(),
-            over: false,
-            stored_at: now,
-            life,
-            etag: facts.etag.map(String::into_boxed_str),
-            last_modified: facts.last_modified,
-            vary: facts.vary,
-        })),
+        Ok(_) if fill.req.facts.method == CacheMethod::Get => OnResponse::Store,
+        // A HEAD miss is relayed, not stored.
+        Ok(_) => OnResponse::Relay,
         Err(why) => {
             tracing::debug!(reason = why.as_str(), "response not stored");
             fill.label = "BYPASS";
@@ -338,6 +320,61 @@ pub(super) fn on_response(
             OnResponse::Relay
         }
     }
+}
+
+/// Starts the copy of a response whose head, as the client gets it, is in
+/// `client.out`; `sticky_cookie` is the balancer's `Set-Cookie` value for
+/// this client, which is not stored.
+pub(super) fn begin_capture(
+    client: &mut Client,
+    sticky_cookie: Option<&str>,
+) -> Option<Box<BodyCapture>> {
+    let now = SystemTime::now();
+    let limits = crate::http::Limits {
+        max_head_bytes: client.out.len() + 1,
+        max_headers: crate::http::MAX_HEADERS_CAP,
+    };
+    let fill = client.cache.as_mut()?;
+    let parsed = match crate::http::parse_response(&client.out, &limits, false) {
+        Ok(crate::http::Status::Complete(head)) => head,
+        _ => return None,
+    };
+    let status = parsed.status();
+    let mut head = Vec::with_capacity(parsed.head_len());
+    for (name, value) in field_pairs(&stored_fields(&parsed)) {
+        let ours = name.eq_ignore_ascii_case("x-cache-status")
+            || (name.eq_ignore_ascii_case("set-cookie")
+                && sticky_cookie.is_some_and(|c| c.as_bytes() == value));
+        if !ours {
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value);
+            head.extend_from_slice(b"\r\n");
+        }
+    }
+    let facts = ResponseFacts::read(status, field_pairs(&head));
+    let life = match policy::decide_store(&fill.req.facts, &facts, &fill.req.route.rules, now) {
+        Ok(life) => life,
+        Err(why) => {
+            tracing::debug!(reason = why.as_str(), "response not stored");
+            let leader = fill.leader.take();
+            fill.req.zone.pass(leader, &fill.req.primary);
+            return None;
+        }
+    };
+    Some(Box::new(BodyCapture {
+        head,
+        status,
+        chunked: None,
+        body: Vec::new(),
+        limit: fill.req.zone.max_object(),
+        over: false,
+        stored_at: now,
+        life,
+        etag: facts.etag.map(String::into_boxed_str),
+        last_modified: facts.last_modified,
+        vary: facts.vary,
+    }))
 }
 
 /// `stale` with freshness recomputed from a 304's `Cache-Control`,

@@ -349,9 +349,9 @@ async fn respond(
     attempt.finish(Outcome::Response(status));
 
     // The cache: keep a copy, or answer with the stored entry instead.
-    let mut capture = match cache::on_response(client, &head, &up.buf, info.is_head) {
-        OnResponse::Relay => None,
-        OnResponse::Store(capture) => Some(capture),
+    let store = match cache::on_response(client, &head, &up.buf) {
+        OnResponse::Relay => false,
+        OnResponse::Store => true,
         OnResponse::ServeStored(object, label) => {
             // A 304 that ends at its head leaves the connection in step.
             let Upstream { conn, buf } = up;
@@ -396,6 +396,13 @@ async fn respond(
         client.out.extend_from_slice(b"\r\n\r\n");
         client.rec.cache = Some(label);
     }
+    // What is stored is what the client gets (after the response filters,
+    // e.g. a compressed variant).
+    let mut capture = if store && !info.is_head {
+        cache::begin_capture(client, set_cookie.as_deref())
+    } else {
+        None
+    };
     client.rec.status = status;
     client.rec.answered = true;
     let head_len = client.out.len();
