@@ -258,6 +258,26 @@ impl Zone {
         }
     }
 
+    /// Waits up to `wait` for the fetch of `key` that another request
+    /// leads, if any; `true` when none is (or no longer is) running.
+    pub async fn wait_for_flight(&self, key: &[u8], wait: Duration) -> bool {
+        let notified = {
+            let flights = self
+                .flight_shard(key)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match flights.get(key) {
+                None => return true,
+                Some(flight) => flight.clone().notified_owned(),
+            }
+        };
+        // The wait is in memory, not an io_uring op, so dropping it at the
+        // bound loses nothing.
+        #[allow(clippy::disallowed_methods)]
+        let woke = tokio::time::timeout(wait, notified).await;
+        woke.is_ok()
+    }
+
     /// Leads the fetch of `key` unless another request already does.
     pub fn try_lead(self: &Arc<Self>, key: &[u8]) -> Option<Leader> {
         self.lead_or_join(key).ok()

@@ -165,7 +165,28 @@ pub(super) async fn lookup(
                         return Lookup::Served(next);
                     }
                 },
-                Use::Revalidate { .. } => (None, Some(object), "EXPIRED"),
+                Use::Revalidate { .. } => match zone.try_lead(&req.primary) {
+                    Some(leader) => (Some(leader), Some(object), "EXPIRED"),
+                    // Another request revalidates it: wait for that (as a
+                    // miss waits for a fetch), then use what it stored.
+                    None => {
+                        if zone
+                            .wait_for_flight(&req.primary, req.route.lock_timeout)
+                            .await
+                        {
+                            if let Some(fresh) = zone.peek(&req.primary, field_pairs(&req.fields)) {
+                                let age = fresh.age(SystemTime::now());
+                                if policy::usable(&fresh.life, age, &req.facts) == Use::Fresh {
+                                    zone.stats.hits.fetch_add(1, Ordering::Relaxed);
+                                    zone.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+                                    let next = serve(env, client, info, &req, &fresh, "HIT").await;
+                                    return Lookup::Served(next);
+                                }
+                            }
+                        }
+                        (None, Some(object), "EXPIRED")
+                    }
+                },
             }
         }
         Found::Lead(leader) => (Some(leader), None, "MISS"),
@@ -380,17 +401,28 @@ pub(super) fn begin_capture(
 /// `stale` with freshness recomputed from a 304's `Cache-Control`,
 /// `Expires` and `Date` (its own fields where the 304 has none).
 fn refresh(stale: &Object, view: &ResponseHead<'_>, req: &CacheRequest, now: SystemTime) -> Object {
-    let mut fields: Vec<(&str, &[u8])> = field_pairs(&stale.head).collect();
-    let updates: Vec<(&str, &[u8])> = view.headers().collect();
+    // The 304's end-to-end fields replace the stored ones of the same
+    // name (§4.3.4); its framing fields describe nothing here.
+    let update_lines = stored_fields(view);
+    let updates: Vec<(&str, &[u8])> = field_pairs(&update_lines).collect();
     let updated = |name: &str| updates.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    fields.retain(|(n, _)| !updated(n));
+    let mut fields: Vec<(&str, &[u8])> = field_pairs(&stale.head)
+        .filter(|(n, _)| !updated(n))
+        .collect();
     fields.extend(updates.iter().copied());
     let facts = ResponseFacts::read(stale.status, fields.iter().copied());
     let life =
         policy::decide_store(&req.facts, &facts, &req.route.rules, now).unwrap_or(stale.life);
+    let mut head = Vec::with_capacity(stale.head.len() + update_lines.len());
+    for (name, value) in &fields {
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value);
+        head.extend_from_slice(b"\r\n");
+    }
     Object {
         status: stale.status,
-        head: stale.head.clone(),
+        head: Bytes::from(head),
         body: stale.body.clone(),
         stored_at: now,
         life,

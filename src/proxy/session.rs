@@ -126,6 +126,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
             &log,
         ))
         .await;
+        // A fetch this request led ends here, stored or not: its waiters go on.
+        client.cache = None;
         worker.metrics.request_finished();
         // 9. Finish.
         finish(worker, client, Some(info.upstream), &log, sent_before);

@@ -434,3 +434,30 @@ fn the_access_log_names_the_cache_status() {
         text.contains("\"cache\":\"MISS\"") && text.contains("\"cache\":\"HIT\"")
     }));
 }
+
+#[test]
+fn concurrent_requests_for_an_expired_entry_make_one_backend_request() {
+    let backend = Backend::start(|_req: &Request| {
+        Resp::new(200)
+            .header("Cache-Control", "max-age=1")
+            .body("refreshed")
+            .delay(Duration::from_millis(300))
+            .into()
+    });
+    let proxy = caching_proxy(&backend, "");
+    get(&proxy, "/x", &[]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = crate::client::Client::connect(addr);
+                c.roundtrip(&request("GET", "/x", &[], b""))
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().body_str(), "refreshed");
+    }
+    assert_eq!(backend.proxied_count(), 2, "the first fill and one refresh");
+}
