@@ -361,6 +361,8 @@ pub(super) fn begin_capture(
         _ => return None,
     };
     let status = parsed.status();
+    // What went out chunked is stored de-chunked.
+    let chunked = (parsed.body() == crate::http::ResponseBody::Chunked).then(ChunkedDecoder::new);
     let mut head = Vec::with_capacity(parsed.head_len());
     for (name, value) in field_pairs(&stored_fields(&parsed)) {
         let ours = name.eq_ignore_ascii_case("x-cache-status")
@@ -386,7 +388,7 @@ pub(super) fn begin_capture(
     Some(Box::new(BodyCapture {
         head,
         status,
-        chunked: None,
+        chunked,
         body: Vec::new(),
         limit: fill.req.zone.max_object(),
         over: false,
@@ -466,11 +468,6 @@ pub(super) struct BodyCapture {
 }
 
 impl BodyCapture {
-    /// The body goes to the client chunked (so the copy is decoded).
-    pub(super) fn chunked_out(&mut self) {
-        self.chunked = Some(ChunkedDecoder::new());
-    }
-
     /// Bytes that went to the client after the head.
     pub(super) fn feed(&mut self, sent: &[u8]) {
         if self.over {

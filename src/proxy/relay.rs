@@ -428,13 +428,6 @@ async fn respond(
     }
 
     let Upstream { mut conn, mut buf } = up;
-    if let Some(capture) = &mut capture {
-        let chunked_out = (plan.body == ResponseBody::Chunked && plan.out == OutFraming::AsIs)
-            || plan.out == OutFraming::ChunkEncoded;
-        if chunked_out {
-            capture.chunked_out();
-        }
-    }
     let outcome = body::relay_response(
         server,
         env.metrics,
