@@ -7,7 +7,7 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle gateway"] [--record]
+#                        [--scenarios "small big close many tls idle gateway cached cached-big"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
@@ -22,7 +22,10 @@
 # 12 B, through a route that strips a prefix, makes 3 request header
 # changes and answers CORS; nginx and HAProxy are configured for the same
 # work; not in the default list, and the route is configured only when it
-# is asked for, so the other scenarios run with the features off).
+# is asked for, so the other scenarios run with the features off),
+# cached and cached-big (keep-alive, 12 B and 64 KiB, through a response
+# cache with a 60 s TTL: ringlb's cache, nginx's proxy_cache, HAProxy's
+# cache; the limit has no cache and forwards every request).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
@@ -110,6 +113,17 @@ if [[ " $SCENARIOS " == *" gateway "* ]]; then
     grep -q cors_origin "$W/proxy.nginx.conf" && grep -q gateway.nginx.conf "$W/proxy.nginx.conf" && grep -q "acl api" "$W/proxy.haproxy.cfg" \
         || { echo "could not add the gateway route to the peer configs" >&2; exit 1; }
 fi
+# The cached scenarios: each proxy's own response cache, 60 s TTL.
+if [[ " $SCENARIOS " == *" cached"* ]]; then
+    mkdir -p "$W/www/cached" "$W/nginx-cache"
+    cp "$W/www/small" "$W/www/big" "$W/www/cached/"
+    cat "$ROOT/perf/cached.ringlb.toml" >> "$W/ringlb.toml"
+    sed -i "s#^http {#&\n    proxy_cache_path $W/nginx-cache levels=1:2 keys_zone=main:16m max_size=256m inactive=10m use_temp_path=off;#" "$W/proxy.nginx.conf"
+    sed -i "s#^        location / {#        include $ROOT/perf/cached.nginx.conf;\n&#" "$W/proxy.nginx.conf"
+    sed -i "s#^frontend fe#cache main\n    total-max-size 256\n    max-object-size 1048576\n    max-age 60\n&\n    acl cached path_beg /cached/\n    http-request set-path %[path,regsub(^/cached,)] if cached\n    http-request cache-use main if cached\n    http-response cache-store main#" "$W/proxy.haproxy.cfg"
+    grep -q keys_zone=main "$W/proxy.nginx.conf" && grep -q "cache-use main" "$W/proxy.haproxy.cfg" \
+        || { echo "could not add the cache to the peer configs" >&2; exit 1; }
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -164,6 +178,8 @@ scenario_args() {
         many) echo "-c 1000 http://127.0.0.1:PORT/small" ;;
         tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
         gateway) echo "-c 64 -H Origin:https://app.example.com http://127.0.0.1:PORT/api/small" ;;
+        cached) echo "-c 64 http://127.0.0.1:PORT/cached/small" ;;
+        cached-big) echo "-c 64 http://127.0.0.1:PORT/cached/big" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }

@@ -173,6 +173,9 @@ pub struct Entry<'a> {
     pub request_id: &'a str,
     pub referer: Option<&'a [u8]>,
     pub user_agent: Option<&'a [u8]>,
+    /// `X-Cache-Status` on a caching route (`HIT`, `MISS`, ...); the
+    /// field is left out of the line otherwise.
+    pub cache: Option<&'static str>,
 }
 
 /// One worker's side: a buffer and a sender. Not shared.
@@ -279,7 +282,8 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u32, u32, u32, u32) {
 /// `client - - [10/Oct/2000:13:55:36 +0000] "GET /a HTTP/1.1" 200 2326
 /// "referer" "agent" rt=0.012 upstream=10.0.0.1:80 attempts=1 rid=...`:
 /// the combined format, then duration in seconds, the backend (`-` if
-/// none), attempts and request id.
+/// none), attempts and request id; then ` cache=HIT` (or another cache
+/// status) on a caching route.
 pub fn format_combined(e: &Entry<'_>, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, _) = civil(e.time);
     let month = MONTHS[(mo as usize).clamp(1, 12) - 1];
@@ -306,6 +310,9 @@ pub fn format_combined(e: &Entry<'_>, out: &mut Vec<u8>) {
     }
     let _ = write!(out, " attempts={} rid=", e.attempts);
     push_escaped(e.request_id.as_bytes(), out);
+    if let Some(cache) = e.cache {
+        let _ = write!(out, " cache={cache}");
+    }
     out.push(b'\n');
 }
 
@@ -320,7 +327,8 @@ fn push_json_str(bytes: &[u8], out: &mut Vec<u8>) {
 /// One JSON object per line: `time` (RFC 3339 UTC, ms), `client`,
 /// `method`, `target`, `version`, `status`, `bytes`, `duration_ms`,
 /// `backend` (null if none), `attempts`, `request_id`, `referer`,
-/// `user_agent` (null if absent).
+/// `user_agent` (null if absent); `cache` (the cache status) on a caching
+/// route only.
 pub fn format_json(e: &Entry<'_>, out: &mut Vec<u8>) {
     let (y, mo, d, h, mi, s, ms) = civil(e.time);
     let _ = write!(
@@ -354,6 +362,9 @@ pub fn format_json(e: &Entry<'_>, out: &mut Vec<u8>) {
             Some(v) => push_json_str(v, out),
             None => out.extend_from_slice(b"null"),
         }
+    }
+    if let Some(cache) = e.cache {
+        let _ = write!(out, ",\"cache\":\"{cache}\"");
     }
     out.extend_from_slice(b"}\n");
 }

@@ -99,6 +99,9 @@ impl Default for Limits {
 type Hook<T> = Box<dyn Fn() -> T + Send + Sync>;
 /// `(upstream name, backend address, drain)`.
 type DrainHook = Box<dyn Fn(&str, &str, bool) -> Result<(), String> + Send + Sync>;
+/// Purges a cache zone by name; `Ok(n)`: entries removed, `Err`: no such
+/// zone.
+pub type PurgeHook = Box<dyn Fn(&str, &crate::cache::Purge) -> Result<u64, String> + Send + Sync>;
 
 /// What the admin endpoints do, provided by the server.
 pub struct AdminHooks {
@@ -115,6 +118,9 @@ pub struct AdminHooks {
     /// config was rejected; the old one keeps running) becomes a 500 with
     /// the message. `None`: reload is not available in this build (501).
     pub reload: Option<Hook<Result<(), String>>>,
+    /// `POST /cache/{zone}/purge?key=URL|prefix=P|all`; `None` when the
+    /// build has no cache (404).
+    pub purge_cache: Option<PurgeHook>,
     /// Where the listener counts what it refused.
     pub counters: Arc<AdminCounters>,
 }
@@ -720,7 +726,7 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let allowed = match segments.as_slice() {
         [""] | ["metrics"] | ["status"] | ["healthz"] => "GET",
-        ["reload"] | ["backends", _, _, "drain" | "enable"] => "POST",
+        ["reload"] | ["backends", _, _, "drain" | "enable"] | ["cache", _, "purge"] => "POST",
         _ => return Reply::text(404, "not found\n"),
     };
     if method != allowed && !(allowed == "GET" && method == "HEAD") {
@@ -759,6 +765,19 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
             Some(Ok(())) => Reply::text(200, "reloaded\n"),
             Some(Err(e)) => Reply::text(500, format!("reload failed: {e}\n")),
         },
+        ["cache", zone, "purge"] => {
+            let Some(purge_cache) = &hooks.purge_cache else {
+                return Reply::text(404, "not found\n");
+            };
+            let query = target.split_once('?').map_or("", |(_, q)| q);
+            match purge_of(query) {
+                Err(e) => Reply::text(400, format!("{e}\n")),
+                Ok(purge) => match purge_cache(zone, &purge) {
+                    Ok(n) => Reply::text(200, format!("{zone}: purged {n} entries\n")),
+                    Err(e) => Reply::text(404, format!("{e}\n")),
+                },
+            }
+        }
         ["backends", upstream, addr, action] => {
             let drain = *action == "drain";
             let done = if drain { "drained" } else { "enabled" };
@@ -768,6 +787,29 @@ fn route(method: &str, target: &str, hooks: &AdminHooks) -> Reply {
             }
         }
         _ => Reply::text(404, "not found\n"),
+    }
+}
+
+/// What a purge's query names: exactly one of `key=URL`, `prefix=P`,
+/// `all`.
+fn purge_of(query: &str) -> Result<crate::cache::Purge, &'static str> {
+    use crate::cache::Purge;
+    const USAGE: &str = "give exactly one of key=URL, prefix=PREFIX or all (e.g. ?prefix=/api/)";
+    let mut params = query.split('&').filter(|p| !p.is_empty());
+    let (Some(param), None) = (params.next(), params.next()) else {
+        return Err(USAGE);
+    };
+    let (name, value) = param.split_once('=').unwrap_or((param, ""));
+    let value = percent_decode(value);
+    match name {
+        "all" if value.is_empty() || value == "true" => Ok(Purge::All),
+        "key" if value.contains("://") => Ok(Purge::Url(value)),
+        "prefix" if value.starts_with('/') => Ok(Purge::PathPrefix(value)),
+        "prefix" if value.contains("://") => Ok(Purge::UrlPrefix(value)),
+        "key" | "prefix" => Err(
+            "key= takes a URL (http://host/path?query); prefix= a URL or a path starting with /",
+        ),
+        _ => Err(USAGE),
     }
 }
 

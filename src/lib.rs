@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod demo;
 pub mod gateway;

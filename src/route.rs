@@ -31,7 +31,8 @@ use ahash::AHashMap;
 use std::sync::Arc;
 
 use crate::config::{
-    Config, ErrorPages, HeaderEdits, HostPattern, Redirect, Rewrite, RouteConfig, RouteMatch,
+    Config, ErrorPages, HeaderEdits, HostPattern, Redirect, Rewrite, RouteCache, RouteConfig,
+    RouteMatch,
 };
 use crate::http::{Headers, RequestHead};
 
@@ -61,6 +62,8 @@ pub struct Route {
     pub https_redirect: bool,
     /// `error_pages` and `intercept_errors`; `None` for a plain route.
     pub error_pages: Option<Arc<ErrorPages>>,
+    /// `cache`; `None` for a route that does not cache.
+    pub cache: Option<Arc<RouteCache>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -108,6 +111,7 @@ impl RouteTable {
                 redirect: r.redirect.clone(),
                 https_redirect: r.https_redirect,
                 error_pages: r.error_pages.clone(),
+                cache: r.cache.clone(),
                 index,
             })
             .collect();

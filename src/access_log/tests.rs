@@ -20,6 +20,7 @@ fn entry() -> Entry<'static> {
         request_id: "0123abcd0001000000000005",
         referer: None,
         user_agent: Some(b"curl/8.0 \\ \x01"),
+        cache: None,
     }
 }
 
@@ -253,4 +254,17 @@ fn request_ids_are_unique_and_hex() {
     let b = std::thread::spawn(request_id).join().unwrap();
     assert_eq!(a.as_str()[..8], b.as_str()[..8]);
     assert_ne!(a.as_str()[8..12], b.as_str()[8..12]);
+}
+
+#[test]
+fn the_cache_status_is_added_on_caching_routes_only() {
+    let cached = Entry {
+        cache: Some("HIT"),
+        ..entry()
+    };
+    assert!(combined(&cached).ends_with(" rid=0123abcd0001000000000005 cache=HIT\n"));
+    let v: serde_json::Value = serde_json::from_str(json(&cached).trim_end()).unwrap();
+    assert_eq!(v["cache"], "HIT");
+    assert!(!combined(&entry()).contains("cache="));
+    assert!(!json(&entry()).contains("\"cache\""));
 }

@@ -19,7 +19,7 @@ fn start() -> Fixture {
 fn start_with(limits: Limits) -> Fixture {
     let draining = Arc::new(AtomicBool::new(false));
     let calls = Arc::new(Mutex::new(Vec::new()));
-    let (c1, c2) = (calls.clone(), calls.clone());
+    let (c1, c2, c3) = (calls.clone(), calls.clone(), calls.clone());
     let hooks = AdminHooks {
         metrics_text: Box::new(|| "# TYPE ringlb_x counter\nringlb_x 1\n".to_owned()),
         status_json: Box::new(|| json!({ "workers": 2 })),
@@ -41,6 +41,14 @@ fn start_with(limits: Limits) -> Fixture {
                 Ok(())
             } else {
                 Err("config.toml:1:1: bad".into())
+            }
+        })),
+        purge_cache: Some(Box::new(move |zone, purge| {
+            c3.lock().unwrap().push(format!("purge {zone} {purge:?}"));
+            if zone == "main" {
+                Ok(3)
+            } else {
+                Err(format!("no cache zone {zone:?}"))
             }
         })),
         counters: Arc::default(),
@@ -222,6 +230,7 @@ fn a_silent_client_does_not_wedge_it_forever_and_panics_are_500() {
         draining: Arc::new(AtomicBool::new(false)),
         set_backend_draining: Box::new(|_, _, _| Ok(())),
         reload: None,
+        purge_cache: None,
         counters: Arc::default(),
     };
     let server = AdminServer::start("127.0.0.1:0".parse().unwrap(), hooks, Guard::open()).unwrap();
@@ -412,4 +421,40 @@ fn status_document() {
     assert_eq!(v["uptime_secs"], 1_090);
     assert_eq!(v["now_unix"], 1_700_000_090u64);
     assert_eq!(v["counters"]["requests"], 2);
+}
+
+#[test]
+fn cache_purge_takes_one_of_key_prefix_or_all() {
+    let f = start();
+    let addr = f.server.local_addr();
+    let (status, _, body) = post(addr, "/cache/main/purge?prefix=/api/");
+    assert_eq!((status, body.as_str()), (200, "main: purged 3 entries\n"));
+    assert_eq!(post(addr, "/cache/main/purge?all").0, 200);
+    assert_eq!(
+        post(addr, "/cache/main/purge?key=http%3A%2F%2Fa%2Fx%3Fy%3D1").0,
+        200
+    );
+    assert_eq!(post(addr, "/cache/main/purge?prefix=https://a/b").0, 200);
+    // Unknown zone, bad or missing parameters, wrong method.
+    assert_eq!(post(addr, "/cache/other/purge?all").0, 404);
+    for bad in ["", "?key=/x", "?prefix=x", "?all&key=http://a/", "?what=1"] {
+        assert_eq!(
+            post(addr, &format!("/cache/main/purge{bad}")).0,
+            400,
+            "{bad}"
+        );
+    }
+    assert_eq!(get(addr, "/cache/main/purge?all").0, 405);
+    let calls = f.calls.lock().unwrap().clone();
+    let purges: Vec<_> = calls.iter().filter(|c| c.starts_with("purge")).collect();
+    assert_eq!(
+        purges,
+        [
+            "purge main PathPrefix(\"/api/\")",
+            "purge main All",
+            "purge main Url(\"http://a/x?y=1\")",
+            "purge main UrlPrefix(\"https://a/b\")",
+            "purge other All",
+        ]
+    );
 }

@@ -20,6 +20,7 @@
 //! Errors name the file, line:column and key path; see [`ConfigError`].
 
 mod admin;
+mod cache;
 mod error;
 mod gateway;
 mod locate;
@@ -41,6 +42,7 @@ use serde::Deserialize;
 pub use crate::gateway::{ErrorPages, HeaderEdits, Redirect, Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
+pub use cache::{parse_size, CacheZoneConfig, RouteCache};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 
 /// Allowed `server.workers`.
@@ -155,6 +157,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[admin]`: the admin HTTP listener; `None` when the section is absent.
     pub admin: Option<AdminConfig>,
+    /// `[cache.zones.NAME]`, sorted by name; routes refer to them by index.
+    pub cache_zones: Vec<CacheZoneConfig>,
     /// The file this was loaded from (for messages and reload).
     pub source_path: PathBuf,
 }
@@ -724,6 +728,8 @@ pub struct RouteConfig {
     pub https_redirect: bool,
     /// `error_pages` and `intercept_errors`; `None` when unset.
     pub error_pages: Option<Arc<ErrorPages>>,
+    /// `cache = { zone, ttl, ... }` (see `crate::cache`); `None` when unset.
+    pub cache: Option<Arc<RouteCache>>,
 }
 
 /// A checked route `host`, lowercased, without port.

@@ -29,6 +29,7 @@ pub(super) struct RawConfig {
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     pub admin: Option<RawAdmin>,
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -233,6 +234,7 @@ pub(super) struct RawRoute {
     pub https_redirect: Option<Spanned<bool>>,
     pub error_pages: Option<Spanned<Vec<Spanned<RawErrorPage>>>>,
     pub intercept_errors: Option<Spanned<Vec<Spanned<u64>>>>,
+    pub cache: Option<Spanned<super::cache::RawRouteCache>>,
 }
 
 /// `redirect = { to, status }`.

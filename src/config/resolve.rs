@@ -161,7 +161,14 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         .iter()
         .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
         .collect::<Result<Vec<_>, _>>()?;
-    let routes = resolve_routes(&cx, &raw.routes, &upstreams, &server.error_pages)?;
+    let cache_zones = super::cache::resolve_zones(&cx, raw.cache.as_ref())?;
+    let routes = resolve_routes(
+        &cx,
+        &raw.routes,
+        &upstreams,
+        &server.error_pages,
+        &cache_zones,
+    )?;
     let admin = raw
         .admin
         .as_ref()
@@ -172,6 +179,7 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         upstreams,
         routes,
         admin,
+        cache_zones,
         source_path: file.to_path_buf(),
     })
 }
@@ -809,6 +817,7 @@ fn resolve_routes(
     raw: &Option<Spanned<Vec<Spanned<RawRoute>>>>,
     upstreams: &[UpstreamConfig],
     server_pages: &ErrorPages,
+    zones: &[super::CacheZoneConfig],
 ) -> Result<Vec<RouteConfig>, ConfigError> {
     let raw_routes = match raw {
         None => return Err(cx.nowhere("routes", Kind::NoRoutes)),
@@ -871,6 +880,7 @@ fn resolve_routes(
         let response_headers = super::gateway::resolve_response_headers(cx, i, route)?;
         let https_redirect = route.https_redirect.as_ref().is_some_and(|b| *b.get_ref());
         let error_pages = super::gateway::resolve_route_pages(cx, i, route, server_pages)?;
+        let cache = super::cache::resolve_route_cache(cx, i, route.cache.as_ref(), zones)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -892,6 +902,7 @@ fn resolve_routes(
             redirect,
             https_redirect,
             error_pages,
+            cache,
         });
     }
     Ok(routes)

@@ -93,6 +93,7 @@ fn example_parses_exactly() {
             redirect: None,
             https_redirect: false,
             error_pages: None,
+            cache: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));

@@ -62,7 +62,7 @@ pub enum OutFraming {
 
 /// What forwarding does with one field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum FieldRole {
+pub(super) enum FieldRole {
     /// Connection, Keep-Alive, Proxy-Connection, TE, Trailer,
     /// Proxy-Authenticate, Proxy-Authorization: never forwarded.
     HopByHop,
@@ -107,7 +107,7 @@ fn named_by_connection(fields: Headers<'_>, name: &[u8]) -> bool {
 
 /// Fields of `fields` that survive the generic rules: end-to-end and not
 /// named by `Connection` (when `connection_names_other` says to look).
-fn end_to_end<'b>(
+pub(super) fn end_to_end<'b>(
     fields: Headers<'b>,
     connection_names_other: bool,
 ) -> impl Iterator<Item = (FieldRole, FieldLine<'b>)> {
@@ -122,7 +122,7 @@ fn end_to_end<'b>(
     })
 }
 
-fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(super) fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -407,7 +407,7 @@ fn put_decimal(n: u64, out: &mut Vec<u8>) {
 }
 
 /// Reason phrases for when the backend sent none.
-fn canonical_reason(status: u16) -> &'static str {
+pub(super) fn canonical_reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
         101 => "Switching Protocols",

@@ -55,6 +55,7 @@ pub mod plan;
 pub mod reply;
 pub mod request;
 pub mod response;
+pub mod stored;
 
 pub use body::{BodyError, BodyFramer, Stepped};
 pub use chunked::{

@@ -314,6 +314,34 @@ impl Conn {
         (Ok(()), buf)
     }
 
+    /// Writes all of `bytes`, a shared buffer (a cached body), without
+    /// copying it: the op holds a reference until it completes.
+    pub async fn write_all_bytes(
+        &self,
+        bytes: bytes::Bytes,
+        deadline: Option<Duration>,
+    ) -> io::Result<()> {
+        let mut bytes = bytes;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            // SAFETY: in-bounds pointer into `bytes`, kept alive by the op.
+            let ptr = unsafe { bytes.as_ptr().add(pos) };
+            let len = (bytes.len() - pos) as u32;
+            let sqe = opcode::Send::new(types::Fd(self.raw_fd()), ptr, len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build();
+            let (res, (b, _fd)) =
+                with_deadline(self.raw_fd(), (bytes, self.fd.clone()), sqe, deadline).await;
+            bytes = b;
+            match res {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => pos += n as usize,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Half- or full-closes the connection. Used to close an idle connection
     /// (and to propagate end of stream through a tunnel) without an op.
     pub fn shutdown(&self, how: std::net::Shutdown) {

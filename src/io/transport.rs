@@ -159,6 +159,19 @@ impl Transport {
         }
     }
 
+    /// Writes the shared `bytes` (a cached body); a plain connection sends
+    /// them without a copy.
+    pub async fn write_bytes(
+        &mut self,
+        bytes: bytes::Bytes,
+        deadline: Option<Duration>,
+    ) -> io::Result<()> {
+        match &mut self.tls {
+            Some(tls) => tls.write(&self.conn, &bytes, deadline).await,
+            None => self.conn.write_all_bytes(bytes, deadline).await,
+        }
+    }
+
     /// Waits until the connection is readable, holding no buffer (see
     /// [`Conn::readable`]).
     pub async fn readable(&self, deadline: Option<Duration>) -> io::Result<()> {

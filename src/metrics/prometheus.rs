@@ -433,3 +433,72 @@ fn health_checks(w: &mut Writer, snapshot: &Snapshot) {
         }
     }
 }
+
+/// The cache zones' families, one series per zone (`{zone}`), appended
+/// to `out`. Zones are shared by every worker, so these are read from the
+/// zones themselves rather than from the worker shards.
+pub fn render_cache(zones: &crate::cache::Zones, out: &mut String) {
+    use crate::cache::Zone;
+    type Read = fn(&Zone) -> u64;
+    const FAMILIES: [(&str, &str, &str, Read); 7] = [
+        (
+            "ringlb_cache_hits_total",
+            "counter",
+            "Requests answered from the cache (fresh, or stale within its bounds).",
+            |z| z.stats.hits.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "ringlb_cache_misses_total",
+            "counter",
+            "Requests of a caching route that went to the backend.",
+            |z| z.stats.misses.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "ringlb_cache_coalesced_total",
+            "counter",
+            "Misses answered by another request's fetch of the same key.",
+            |z| z.stats.coalesced.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        (
+            "ringlb_cache_evictions_total",
+            "counter",
+            "Entries evicted to keep the zone within max_size.",
+            Zone::evictions,
+        ),
+        (
+            "ringlb_cache_invalidations_total",
+            "counter",
+            "Entries removed by a purge.",
+            |z| {
+                z.stats
+                    .invalidations
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            },
+        ),
+        (
+            "ringlb_cache_size_bytes",
+            "gauge",
+            "Bytes held by the zone's entries.",
+            Zone::size_bytes,
+        ),
+        (
+            "ringlb_cache_entries",
+            "gauge",
+            "Entries in the zone (objects, variants and markers).",
+            |z| z.entries() as u64,
+        ),
+    ];
+    if zones.iter().next().is_none() {
+        return;
+    }
+    let mut w = Writer {
+        out: std::mem::take(out),
+    };
+    for (name, kind, help, read) in FAMILIES {
+        w.family(name, kind, help);
+        for zone in zones.iter() {
+            w.sample(name, &[("zone", &zone.name)], read(zone));
+        }
+    }
+    *out = w.out;
+}

@@ -529,3 +529,42 @@ fn grafana_dashboard_uses_only_exported_names() {
     }
     assert!(used > 20);
 }
+
+#[test]
+fn cache_zones_render_one_series_per_zone() {
+    use crate::cache::Zones;
+    use crate::config::CacheZoneConfig;
+    let zone = |name: &str| CacheZoneConfig {
+        name: name.to_owned(),
+        max_size: 1 << 20,
+        max_object: 1 << 16,
+    };
+    let zones = Zones::plan(&[zone("a"), zone("b")], None);
+    zones
+        .get(1)
+        .unwrap()
+        .stats
+        .hits
+        .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+    let mut text = String::new();
+    crate::metrics::prometheus::render_cache(&zones, &mut text);
+    assert!(
+        text.contains("# TYPE ringlb_cache_hits_total counter\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_hits_total{zone=\"a\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_hits_total{zone=\"b\"} 7\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringlb_cache_size_bytes{zone=\"b\"} 0\n"),
+        "{text}"
+    );
+    let mut none = String::from("x\n");
+    crate::metrics::prometheus::render_cache(&Zones::default(), &mut none);
+    assert_eq!(none, "x\n", "no zones, no families");
+}

@@ -15,6 +15,7 @@ use crate::config::ServerConfig;
 use crate::io::Transport;
 use crate::metrics::WorkerMetrics;
 
+use super::cache::BodyCapture;
 use super::client::Client;
 use super::error::ClientFailure;
 
@@ -154,12 +155,19 @@ pub(super) async fn relay_response(
     (up, up_buf): (&mut Transport, &mut Vec<u8>),
     framing: ResponseBody,
     out: OutFraming,
+    mut capture: Option<&mut BodyCapture>,
 ) -> Result<bool, RelayError> {
     let mut framer = BodyFramer::response(framing, out);
+    // The head is in `client.out` before the first body bytes.
+    let mut head_len = client.out.len();
     loop {
         framer
             .step(up_buf, &mut client.out)
             .map_err(|_| RelayError::Upstream)?;
+        if let Some(capture) = capture.as_deref_mut() {
+            capture.feed(&client.out[head_len..]);
+        }
+        head_len = 0;
         if !client.out.is_empty() {
             client
                 .send_out(server.send_timeout)
@@ -178,6 +186,9 @@ pub(super) async fn relay_response(
                 framer
                     .end_of_input(&mut client.out)
                     .map_err(|_| RelayError::Upstream)?;
+                if let Some(capture) = capture.as_deref_mut() {
+                    capture.feed(&client.out);
+                }
                 if !client.out.is_empty() {
                     client
                         .send_out(server.send_timeout)

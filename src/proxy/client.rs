@@ -66,6 +66,8 @@ pub(super) struct RequestInfo {
     pub backend_fields: Option<Box<BackendFields>>,
     /// The route's `response_headers`, rendered but for `$backend`.
     pub response_headers: Option<Box<ResponseEdits>>,
+    /// Set on a caching route for a GET or HEAD (see `cache`).
+    pub cache: Option<Box<super::cache::CacheRequest>>,
 }
 
 /// A route's `response_headers` for one request: the edits, and their
@@ -116,6 +118,9 @@ pub(super) struct Client {
     pub is_head: bool,
     /// The `Location` of the current request's redirect, if it has one.
     pub location: String,
+    /// The cache's state for the request being served on a caching route
+    /// (see `cache`); cleared between requests.
+    pub cache: Option<Box<super::cache::CacheFill>>,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -132,6 +137,8 @@ pub(super) struct Record {
     pub attempts: u32,
     /// `Client::sent` at the first byte of the final response's body.
     pub body_from: u64,
+    /// `X-Cache-Status` of the response, on a caching route.
+    pub cache: Option<&'static str>,
 }
 
 impl Client {
@@ -157,6 +164,7 @@ impl Client {
             route_pages: None,
             is_head: false,
             location: String::new(),
+            cache: None,
         }
     }
 
@@ -177,6 +185,14 @@ impl Client {
             self.buf.reserve(self.buffer_size);
         }
         self.transport.read(&mut self.buf, deadline).await
+    }
+
+    /// Writes shared bytes (a cached body) to the client.
+    pub async fn send_bytes(&mut self, bytes: bytes::Bytes, deadline: Duration) -> io::Result<()> {
+        let len = bytes.len() as u64;
+        self.transport.write_bytes(bytes, Some(deadline)).await?;
+        self.sent += len;
+        Ok(())
     }
 
     /// Writes `self.out` to the client.

@@ -25,9 +25,10 @@ use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Outcome};
 
 use super::body::{Keep, RequestBody};
+use super::cache;
 use super::client::{Client, LogLine, Next, RequestInfo};
 use super::error::UpstreamFailure;
-use super::relay::{self, client_failed, reply_and_close, Attempt, Relayed, Sending};
+use super::relay::{self, client_failed, Attempt, Relayed, Sending};
 use super::worker::{Env, Upstreams};
 
 /// Backends remembered as tried for one request; beyond this many attempts
@@ -109,7 +110,7 @@ pub(super) async fn exchange(
         let now = clock::now_nanos();
         let Some(chosen) = choose(upstreams, info, &tried, attempts, now) else {
             let reply = LocalReply::ServiceUnavailable("no backend available");
-            return reply_and_close(env, client, log, reply).await;
+            return cache::upstream_failed(env, client, info, log, reply).await;
         };
         let Chosen {
             index,
@@ -143,7 +144,7 @@ pub(super) async fn exchange(
                 // it, and another backend would fare no better.
                 drop(attempt);
                 let reply = LocalReply::ServiceUnavailable(kind.reason());
-                return reply_and_close(env, client, log, reply).await;
+                return cache::upstream_failed(env, client, info, log, reply).await;
             }
             acquired => acquired,
         };
@@ -230,7 +231,7 @@ pub(super) async fn exchange(
             continue;
         }
         tracing::warn!(backend = %target.addr, ?failure, "upstream attempt failed");
-        return reply_and_close(env, client, log, failure.reply()).await;
+        return cache::upstream_failed(env, client, info, log, failure.reply()).await;
     }
 }
 

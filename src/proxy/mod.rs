@@ -16,6 +16,8 @@
 //! - `body`, `tunnel`: the I/O loops that move bodies and tunnel bytes;
 //! - `reject_log`: the bounded log line of a request answered locally;
 //! - `relay`: one attempt: send, 1xx, response filters, the response;
+//! - `cache`: the cache stage (answer from a zone, or store what the
+//!   relay sends);
 //! - `exchange`: attempts and retries of one request;
 //! - `session`: the request loop and its stages, top to bottom.
 //!
@@ -24,9 +26,11 @@
 //! becomes a 502/503/504; an upstream connection returns to the pool only
 //! when both bodies ended exactly at their framing and the backend allowed
 //! keep-alive; buffers are bounded by `buffer_size` (bodies) and
-//! `max_head_bytes` (heads); no body is ever held whole.
+//! `max_head_bytes` (heads); no body is held whole, except a copy of one
+//! being stored in a cache zone, bounded by the zone's `max_object`.
 
 mod body;
+mod cache;
 mod client;
 mod error;
 mod exchange;

@@ -16,13 +16,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::http::{
-    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseContext, ResponseInfo, Version,
+    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseBody, ResponseContext,
+    ResponseInfo, Version,
 };
 use crate::upstream::clock;
 use crate::upstream::connector::UpstreamConn;
 use crate::upstream::{Admission, Changes, Outcome};
 
 use super::body::{self, read_more, Keep, RequestBody};
+use super::cache::{self, OnResponse};
 use super::client::{Client, LogLine, Next, RequestInfo};
 use super::error::{ClientFailure, UpstreamFailure};
 use super::filter::ResponseCtx;
@@ -361,6 +363,23 @@ async fn respond(
         client.rec.answered = true;
         return Relayed::Done(next);
     }
+    // The cache: keep a copy, or answer with the stored entry instead.
+    let store = match cache::on_response(client, &head, &up.buf) {
+        OnResponse::Relay => false,
+        OnResponse::Store => true,
+        OnResponse::ServeStored(object, label) => {
+            // A 304 that ends at its head leaves the connection in step.
+            let Upstream { conn, buf } = up;
+            if plan.reuse_upstream
+                && matches!(plan.body, ResponseBody::Empty)
+                && buf.len() == head.head_len
+            {
+                env.connector.release(conn);
+            }
+            env.buffers.give(buf);
+            return Relayed::Done(cache::serve_fill(env, client, info, &object, label).await);
+        }
+    };
 
     // Response filters.
     let set_cookie = attempt.set_cookie.take();
@@ -389,6 +408,21 @@ async fn respond(
             .edits
             .apply_rendered(&mut client.out, &edits.rendered, attempt.backend);
     }
+    if let Some(label) = cache::label(client) {
+        // Before the empty line that ends the head.
+        client.out.truncate(client.out.len() - 2);
+        client.out.extend_from_slice(b"X-Cache-Status: ");
+        client.out.extend_from_slice(label.as_bytes());
+        client.out.extend_from_slice(b"\r\n\r\n");
+        client.rec.cache = Some(label);
+    }
+    // What is stored is what the client gets (after the response filters,
+    // e.g. a compressed variant).
+    let mut capture = if store && !info.is_head {
+        cache::begin_capture(client, set_cookie.as_deref())
+    } else {
+        None
+    };
     client.rec.status = status;
     client.rec.answered = true;
     let head_len = client.out.len();
@@ -421,8 +455,12 @@ async fn respond(
         (&mut conn.transport, &mut buf),
         plan.body,
         plan.out,
+        capture.as_deref_mut(),
     )
     .await;
+    if let Some(capture) = capture {
+        cache::finish_capture(client, capture, outcome.is_ok());
+    }
     // `clean` already says no bytes followed the response.
     env.buffers.give(buf);
     match outcome {

@@ -38,6 +38,7 @@ use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Versi
 use crate::io::Conn;
 use crate::metrics::Method;
 
+use super::cache::{self, Lookup};
 use super::client::{
     Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo, ResponseEdits,
 };
@@ -87,7 +88,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
         // in `fwd`.
-        let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
+        client.cache = None;
+        let mut info = match read_request(worker, client, first, &mut fwd, &mut log).await {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
             Err(reply) => {
@@ -102,9 +104,27 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         first = false;
         worker.metrics.requests.inc();
         worker.metrics.request_started();
+        let env = worker.env();
+        // The cache stage: a hit is answered here.
+        if let Some(req) = info.cache.take() {
+            if let Lookup::Served(next) = cache::lookup(&env, client, &info, req, &mut fwd).await {
+                worker.metrics.request_finished();
+                finish(worker, client, Some(info.upstream), &log, sent_before);
+                match next {
+                    Next::KeepAlive if client.winding_down(worker.is_draining()) => {
+                        return End::KeepClosing
+                    }
+                    Next::KeepAlive => continue,
+                    Next::Close => return End::KeepClosing,
+                    Next::Abort => {
+                        client.transport.shutdown(Shutdown::Both);
+                        return End::Closed;
+                    }
+                }
+            }
+        }
         // 4.-8. Choose backend, send, read response head, response filters,
         // relay body.
-        let env = worker.env();
         // Boxed: the exchange's future is large (retries, connect, TLS,
         // relays), and a connection idle between requests should not carry
         // its space.
@@ -117,6 +137,8 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
             &log,
         ))
         .await;
+        // A fetch this request led ends here, stored or not: its waiters go on.
+        client.cache = None;
         worker.metrics.request_finished();
         // 9. Finish.
         finish(worker, client, Some(info.upstream), &log, sent_before);
@@ -393,6 +415,10 @@ fn on_head(
         return Err(LocalReply::InternalError("route has no upstream"));
     };
     let client_ip = client.transport.peer_addr().ip();
+    let cache = route
+        .cache
+        .as_ref()
+        .and_then(|c| cache::plan(c, &worker.zones, &head, scheme, filtered.target.as_deref()));
     let ctx = ForwardContext {
         client_ip,
         proto: scheme,
@@ -463,6 +489,7 @@ fn on_head(
             .request_key(&head, client_ip),
         backend_fields,
         response_headers,
+        cache,
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);
@@ -558,6 +585,7 @@ fn finish(
         request_id: client.request_id().unwrap_or("-"),
         referer: log.referer.as_deref(),
         user_agent: log.user_agent.as_deref(),
+        cache: rec.cache,
     };
     access.borrow_mut().log(&entry);
 }

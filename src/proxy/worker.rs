@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access_log::WorkerLog;
+use crate::cache::Zones;
 use crate::config::{Config, ServerConfig};
 use crate::http;
 use crate::io::{Closer, Conn, Transport};
@@ -150,6 +151,8 @@ pub(super) struct Env<'w> {
 /// Everything a worker owns for one config generation.
 pub struct Worker {
     pub(super) config: Arc<Config>,
+    /// The cache zones, shared by every worker and kept across reloads.
+    pub(super) zones: Arc<Zones>,
     pub(super) routes: RouteTable,
     pub(super) upstreams: Upstreams,
     pub(super) connector: Connector,
@@ -181,6 +184,7 @@ impl Worker {
         worker_index: usize,
         metrics: Arc<WorkerMetrics>,
         log: Option<WorkerLog>,
+        zones: Arc<Zones>,
     ) -> Worker {
         let mut upstreams = Vec::new();
         let mut slots = Vec::new();
@@ -219,6 +223,7 @@ impl Worker {
             filters: Filters::standard(),
             buffers: Buffers::new(buffer_size),
             config,
+            zones,
             metrics,
             log: log.map(RefCell::new),
             draining: Cell::new(false),

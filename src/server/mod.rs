@@ -13,6 +13,7 @@
 mod listeners;
 mod reload;
 pub mod takeover;
+mod warm;
 
 pub use listeners::Bound;
 pub use reload::{Live, Reloader, States};
@@ -28,6 +29,7 @@ use tokio::sync::{mpsc as tmpsc, watch};
 
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
+use crate::cache::Zones;
 use crate::config::{Config, Overload};
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
@@ -156,6 +158,7 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
 /// the old process stopped accepting.
 pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
+    let zones = Arc::new(Zones::plan(&config.cache_zones, None));
     let mut metrics = Registry::new(Layout::from_config(&config));
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
@@ -204,6 +207,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
         let states = backend_states.clone();
+        let zones = zones.clone();
         let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
         let stopped_accepting = stopped_tx.clone();
@@ -222,6 +226,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                     index,
                     config,
                     states,
+                    zones,
                     tls,
                     metrics: shard,
                     log,
@@ -244,6 +249,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         }
     }
     let listening: Vec<SocketAddr> = bound.iter().map(|b| b.local).collect();
+    let warm_through: Vec<_> = bound.iter().map(|b| (b.local, b.tls.is_some())).collect();
     let health_checkers = health::spawn_checkers(
         config.clone(),
         backend_states.clone(),
@@ -257,6 +263,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         live: Arc::new(Mutex::new(Live {
             config: config.clone(),
             states: backend_states,
+            zones,
             version: 1,
             loaded_at: SystemTime::now(),
             listeners: bound,
@@ -298,6 +305,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         pinned = config.server.pin_workers,
         "ringlb is serving"
     );
+    warm::spawn(config.clone(), warm_through);
     Ok(Server {
         listening,
         metrics,
@@ -484,9 +492,13 @@ fn admin_hooks(
     let counters = Arc::new(AdminCounters::default());
     let metrics_text = {
         let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
+        let live = reloader.live.clone();
         move || {
             let (_, states, ..) = current();
-            metrics::prometheus::render(&snapshot(), &states, &counters.samples())
+            let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
+            let zones = lock(&live).zones.clone();
+            metrics::prometheus::render_cache(&zones, &mut text);
+            text
         }
     };
     let started_at = SystemTime::now();
@@ -537,6 +549,18 @@ fn admin_hooks(
         reload: Some(Box::new({
             let reloader = reloader.clone();
             move || reloader.reload()
+        })),
+        purge_cache: Some(Box::new({
+            let live = reloader.live.clone();
+            move |zone: &str, purge: &crate::cache::Purge| {
+                let zones = lock(&live).zones.clone();
+                let zone = zones
+                    .by_name(zone)
+                    .ok_or_else(|| format!("no cache zone {zone:?}"))?;
+                let removed = zone.purge(purge);
+                tracing::info!(zone = %zone.name, ?purge, removed, "cache purged by the admin API");
+                Ok(removed)
+            }
         })),
         counters,
     }
@@ -602,6 +626,7 @@ struct WorkerParts {
     index: usize,
     config: Arc<Config>,
     states: Arc<States>,
+    zones: Arc<Zones>,
     /// Every upstream's TLS, built once for this config.
     tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
@@ -714,6 +739,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         config,
         states,
+        zones,
         tls,
         metrics,
         log,
@@ -733,6 +759,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         metrics,
         log,
+        zones,
     ));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
@@ -803,6 +830,7 @@ async fn worker_main(parts: WorkerParts) {
                     index,
                     update.metrics,
                     update.log,
+                    update.zones,
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
                 let old = accepting.current.replace(worker);

@@ -32,6 +32,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use super::listeners::{self, Bound, ListenerUpdate};
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::AdminRebind;
+use crate::cache::Zones;
 use crate::config::Config;
 use crate::metrics::{Layout, Registry, WorkerMetrics};
 use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
@@ -45,6 +46,7 @@ pub type States = Vec<Vec<Arc<BackendState>>>;
 pub(super) struct Update {
     pub config: Arc<Config>,
     pub states: Arc<States>,
+    pub zones: Arc<Zones>,
     /// Every upstream's TLS, built once while the reload was planned.
     pub tls: TlsByUpstream,
     pub metrics: Arc<WorkerMetrics>,
@@ -57,6 +59,8 @@ pub(super) struct Update {
 pub struct Live {
     pub config: Arc<Config>,
     pub states: Arc<States>,
+    /// The cache zones (kept by name across reloads).
+    pub zones: Arc<Zones>,
     /// 1 at start, +1 per applied reload.
     pub version: u64,
     pub loaded_at: SystemTime,
@@ -175,11 +179,12 @@ impl Reloader {
     }
 
     fn apply(&self) -> Result<u64, String> {
-        let (old, old_states, version, running) = {
+        let (old, old_states, old_zones, version, running) = {
             let live = lock(&self.live);
             (
                 live.config.clone(),
                 live.states.clone(),
+                live.zones.clone(),
                 live.version,
                 live.listeners.clone(),
             )
@@ -212,6 +217,7 @@ impl Reloader {
             .transpose()?;
         let new = Arc::new(new);
         let states = Arc::new(carry_states(&old, &old_states, &new));
+        let zones = Arc::new(Zones::plan(&new.cache_zones, Some(&old_zones)));
         let (shards, health_shard) = {
             let mut registry = lock(&self.registry);
             registry.next_generation(Layout::from_config(&new));
@@ -237,11 +243,13 @@ impl Reloader {
                 admin.set_guard(crate::admin::Guard::new(after));
             }
         }
+        let warm_through: Vec<_> = bound.iter().map(|b| (b.local, b.tls.is_some())).collect();
         // The admin view first, so it never shows an older config than a
         // worker already serves.
         *lock(&self.live) = Live {
             config: new.clone(),
             states: states.clone(),
+            zones: zones.clone(),
             version: version + 1,
             loaded_at: SystemTime::now(),
             listeners: bound,
@@ -250,12 +258,16 @@ impl Reloader {
             let _ = tx.send(Update {
                 config: new.clone(),
                 states: states.clone(),
+                zones: zones.clone(),
                 tls: upstream_tls.clone(),
                 metrics,
                 log: self.access_log.as_ref().map(|l| l.worker()),
                 listeners,
             });
         }
+        // Warm once every worker has the new config (they take it from
+        // their channel before their next request).
+        super::warm::spawn(new.clone(), warm_through);
         Ok(version + 1)
     }
 }

@@ -208,6 +208,9 @@ pub struct ProxyBuilder {
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
     env: Vec<(String, String)>,
+    /// Raw TOML appended at the end (top-level tables such as
+    /// `[cache.zones.NAME]`).
+    tail: Vec<String>,
 }
 
 impl ProxyBuilder {
@@ -283,6 +286,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Appends raw TOML at the end of the file (a top-level table).
+    pub fn toml(mut self, text: &str) -> Self {
+        self.tail.push(text.to_string());
+        self
+    }
+
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_string(), value.to_string()));
         self
@@ -347,6 +356,9 @@ impl ProxyBuilder {
             for line in &u.extra {
                 writeln!(s, "{line}").unwrap();
             }
+        }
+        for text in &self.tail {
+            writeln!(s, "\n{text}").unwrap();
         }
         s
     }
@@ -430,6 +442,7 @@ impl Proxy {
             upstreams: Vec::new(),
             routes: Vec::new(),
             env: Vec::new(),
+            tail: Vec::new(),
         }
     }
 

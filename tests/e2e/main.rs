@@ -14,6 +14,7 @@ mod access_log;
 mod admin;
 mod admin_safety;
 mod balancing;
+mod cache;
 mod cli;
 mod close_and_log;
 mod config_errors;
