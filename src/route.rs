@@ -30,8 +30,12 @@ use ahash::AHashMap;
 
 use std::sync::Arc;
 
-use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::config::{
+    AccessRules, Config, Cors, HeaderEdits, HostPattern, RateLimit, Rewrite, RouteConfig,
+    RouteMatch,
+};
 use crate::http::{Headers, RequestHead};
+use crate::proxy::filter::Filter;
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
 const MAX_HOST_LEN: usize = 255;
@@ -51,8 +55,25 @@ pub struct Route {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` edits; `None` for a plain route.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `allow`/`deny`, `rate_limit`, `cors`; `None` when unset.
+    pub access: Option<Arc<AccessRules>>,
+    pub rate_limit: Option<Arc<RateLimit>>,
+    pub cors: Option<Arc<Cors>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
+}
+
+impl Route {
+    /// The route's edge filters, in the order they run: access rules (a
+    /// denied client learns nothing more), CORS (a preflight is answered
+    /// before it could count against a limit, and later refusals carry the
+    /// CORS fields), then the rate limit.
+    pub fn edge_filters(&self) -> impl Iterator<Item = &dyn Filter> {
+        let access = self.access.as_deref().map(|f| f as &dyn Filter);
+        let cors = self.cors.as_deref().map(|f| f as &dyn Filter);
+        let rate = self.rate_limit.as_deref().map(|f| f as &dyn Filter);
+        [access, cors, rate].into_iter().flatten()
+    }
 }
 
 /// How specific a route's host is; higher wins on equal prefix length.
@@ -94,6 +115,9 @@ impl RouteTable {
                 matching: r.matching.clone(),
                 rewrite: r.rewrite.clone(),
                 request_headers: r.request_headers.clone(),
+                access: r.access.clone(),
+                rate_limit: r.rate_limit.clone(),
+                cors: r.cors.clone(),
                 index,
             })
             .collect();

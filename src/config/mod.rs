@@ -20,6 +20,7 @@
 //! Errors name the file, line:column and key path; see [`ConfigError`].
 
 mod admin;
+mod edge;
 mod error;
 mod gateway;
 mod locate;
@@ -38,7 +39,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::{HeaderEdits, Rewrite, RouteMatch};
+pub use crate::gateway::{
+    AccessRules, CidrList, Cors, HeaderEdits, RateLimit, Rewrite, RouteMatch,
+};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -254,6 +257,15 @@ pub struct ServerConfig {
     /// its listening sockets to `ringlb run --takeover` (binary upgrade).
     /// Relative to the config file's directory. Absent: no takeover.
     pub upgrade_socket: Option<PathBuf>,
+    /// `trusted_proxies`: CIDR blocks whose `X-Forwarded-For` is believed
+    /// (see `crate::gateway::cidr::client_ip`). From any other peer the
+    /// field is replaced by the peer's address. Default: none (every
+    /// client's `X-Forwarded-For` is replaced). Reloadable.
+    pub trusted_proxies: CidrList,
+    /// `max_connections_per_ip`: open connections one client address may
+    /// hold across all workers and listeners; over it a new connection is
+    /// closed at once. Default: no limit. Reloadable.
+    pub max_connections_per_ip: Option<NonZeroU32>,
 }
 
 /// One `server.listen` entry.
@@ -270,6 +282,13 @@ pub struct ListenConfig {
     /// key matches certificate) when the config is loaded. `None`: plain
     /// HTTP.
     pub tls: Option<TlsListenConfig>,
+    /// `allow`, `deny`: CIDR lists judging the connection's address
+    /// (see `crate::gateway::access`); a denied connection is closed at
+    /// once. `None` when neither is set. Reloadable.
+    pub access: Option<Arc<AccessRules>>,
+    /// `max_connections_per_ip`: as the server's, counted for this
+    /// listener alone. Reloadable.
+    pub max_connections_per_ip: Option<NonZeroU32>,
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
@@ -706,6 +725,14 @@ pub struct RouteConfig {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` (see `crate::gateway::headers`); `None` when unset.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `allow`, `deny`: CIDR lists judging the request's client address
+    /// (after `trusted_proxies`); a denied request gets 403.
+    pub access: Option<Arc<AccessRules>>,
+    /// `rate_limit = { rate, burst, key }` (see
+    /// `crate::gateway::rate_limit`); `None` when unset.
+    pub rate_limit: Option<Arc<RateLimit>>,
+    /// `cors = { ... }` (see `crate::gateway::cors`); `None` when unset.
+    pub cors: Option<Arc<Cors>>,
 }
 
 /// A checked route `host`, lowercased, without port.

@@ -64,6 +64,8 @@ pub(super) struct RawServer {
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
     pub upgrade_socket: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_connections_per_ip: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +92,9 @@ pub(super) enum ListenEntry {
 pub(super) struct RawListenTable {
     pub addr: Spanned<String>,
     pub tls: Option<RawListenTls>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_connections_per_ip: Option<Spanned<u64>>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, ...] }`.
@@ -216,6 +221,31 @@ pub(super) struct RawRoute {
     pub regex_rewrite: Option<Spanned<RawRegexRewrite>>,
     pub host_rewrite: Option<Spanned<String>>,
     pub request_headers: Option<Spanned<RawHeaderEdits>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `rate_limit = { rate = "100/s", burst = 50, key = "client_ip" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `cors = { allow_origins = [...], ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCors {
+    pub allow_origins: Spanned<Vec<Spanned<String>>>,
+    pub allow_methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Spanned<u64>>,
 }
 
 /// `request_headers = { set = { NAME = VALUE }, add = { ... }, remove = [NAME] }`.

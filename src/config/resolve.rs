@@ -86,7 +86,7 @@ impl Cx<'_> {
         }
     }
 
-    fn number(
+    pub(super) fn number(
         &self,
         value: &Option<Spanned<u64>>,
         key: &str,
@@ -221,7 +221,16 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
         .max_request_body
         .as_ref()
         .map_or(DEFAULT_MAX_REQUEST_BODY, |v| *v.get_ref());
+    let trusted_proxies =
+        super::edge::cidr_list(cx, &raw.trusted_proxies, "server.trusted_proxies")?;
+    let max_connections_per_ip = super::edge::connections_per_ip(
+        cx,
+        &raw.max_connections_per_ip,
+        "server.max_connections_per_ip",
+    )?;
     Ok(ServerConfig {
+        trusted_proxies,
+        max_connections_per_ip,
         listen,
         workers: NonZeroUsize::new(to_usize(workers)).unwrap_or(NonZeroUsize::MIN),
         pin_workers: raw.pin_workers.unwrap_or(false),
@@ -347,13 +356,25 @@ fn resolve_listen(
     let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
     for (i, entry) in raw.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (text, span, addr_key, tls) = match entry.get_ref() {
-            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None),
+        let (text, span, addr_key, tls, table) = match entry.get_ref() {
+            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None, None),
             ListenEntry::Table(table) => (
                 table.addr.get_ref().as_str(),
                 table.addr.span(),
                 format!("{key}.addr"),
                 table.tls.as_ref(),
+                Some(table),
+            ),
+        };
+        let (access, max_connections_per_ip) = match table {
+            None => (None, None),
+            Some(t) => (
+                super::edge::access_rules(cx, &t.allow, &t.deny, &key)?,
+                super::edge::connections_per_ip(
+                    cx,
+                    &t.max_connections_per_ip,
+                    &format!("{key}.max_connections_per_ip"),
+                )?,
             ),
         };
         let key = addr_key;
@@ -369,7 +390,12 @@ fn resolve_listen(
         let tls = tls
             .map(|raw| resolve_listen_tls(cx, raw, &format!("server.listen[{i}]")))
             .transpose()?;
-        listen.push(ListenConfig { addr, tls });
+        listen.push(ListenConfig {
+            addr,
+            tls,
+            access,
+            max_connections_per_ip,
+        });
     }
     Ok(listen)
 }
@@ -822,6 +848,20 @@ fn resolve_routes(
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
         let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
         let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
+        let access =
+            super::edge::access_rules(cx, &route.allow, &route.deny, &format!("routes[{i}]"))?;
+        // What names the route's rate-limit cells across reloads.
+        let identity = format!(
+            "{host:?}|{path_prefix}|{:?}|{:?}",
+            route.methods.as_ref().map(|m| m
+                .get_ref()
+                .iter()
+                .map(|x| x.get_ref().clone())
+                .collect::<Vec<_>>()),
+            route.path_regex.as_ref().map(|p| p.get_ref().clone()),
+        );
+        let rate_limit = super::edge::rate_limit(cx, i, &route.rate_limit, identity)?;
+        let cors = super::edge::cors(cx, i, &route.cors)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -839,6 +879,9 @@ fn resolve_routes(
             matching,
             rewrite,
             request_headers,
+            access,
+            rate_limit,
+            cors,
         });
     }
     Ok(routes)

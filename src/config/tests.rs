@@ -60,6 +60,8 @@ fn example_parses_exactly() {
         vec![ListenConfig {
             addr: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
+            access: None,
+            max_connections_per_ip: None,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -88,6 +90,9 @@ fn example_parses_exactly() {
             matching: None,
             rewrite: None,
             request_headers: None,
+            access: None,
+            rate_limit: None,
+            cors: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));

@@ -23,8 +23,16 @@ pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub enum LocalReply {
     /// 400 (RFC 9110 §15.5.1): the request is malformed.
     BadRequest(&'static str),
+    /// 204 (RFC 9110 §15.3.5): answered by the proxy without a body (a
+    /// CORS preflight); the reason is for logs only.
+    NoContent(&'static str),
+    /// 403 (RFC 9110 §15.5.4): the route's access rules refuse the client.
+    Forbidden(&'static str),
     /// 404 (RFC 9110 §15.5.5): no route matches the host and path.
     NotFound,
+    /// 429 (RFC 6585 §4): the route's rate limit is exceeded (the caller
+    /// adds `Retry-After`).
+    TooManyRequests(&'static str),
     /// 408 (RFC 9110 §15.5.9): the request head did not arrive in time.
     RequestTimeout,
     /// 431 (RFC 6585 §5): the head exceeds `Limits`.
@@ -50,7 +58,10 @@ impl LocalReply {
     pub fn status(&self) -> u16 {
         match self {
             LocalReply::BadRequest(_) => 400,
+            LocalReply::NoContent(_) => 204,
+            LocalReply::Forbidden(_) => 403,
             LocalReply::NotFound => 404,
+            LocalReply::TooManyRequests(_) => 429,
             LocalReply::RequestTimeout => 408,
             LocalReply::HeadersTooLarge => 431,
             LocalReply::UriTooLong => 414,
@@ -67,7 +78,10 @@ impl LocalReply {
     pub fn status_text(&self) -> &'static str {
         match self {
             LocalReply::BadRequest(_) => "Bad Request",
+            LocalReply::NoContent(_) => "No Content",
+            LocalReply::Forbidden(_) => "Forbidden",
             LocalReply::NotFound => "Not Found",
+            LocalReply::TooManyRequests(_) => "Too Many Requests",
             LocalReply::RequestTimeout => "Request Timeout",
             LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
             LocalReply::UriTooLong => "URI Too Long",
@@ -84,6 +98,9 @@ impl LocalReply {
     pub fn reason(&self) -> &'static str {
         match self {
             LocalReply::BadRequest(r)
+            | LocalReply::NoContent(r)
+            | LocalReply::Forbidden(r)
+            | LocalReply::TooManyRequests(r)
             | LocalReply::NotImplemented(r)
             | LocalReply::InternalError(r)
             | LocalReply::BadGateway(r)
@@ -104,6 +121,18 @@ impl LocalReply {
     pub fn write(&self, keep_alive: bool, request_id: Option<&str>, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         let (status, text, reason) = (self.status(), self.status_text(), self.reason());
+        if status == 204 {
+            // No body, and no Content-Length (RFC 9110 §8.6).
+            let _ = write!(out, "HTTP/1.1 {status} {text}\r\n");
+            if !keep_alive {
+                out.extend_from_slice(b"Connection: close\r\n");
+            }
+            if let Some(id) = request_id {
+                let _ = write!(out, "X-Request-ID: {id}\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            return out.len() - start;
+        }
         // The body is "<3 digits> <text>: <reason>\n".
         let body_len = 3 + 1 + text.len() + 2 + reason.len() + 1;
         // Writing to a Vec cannot fail.
@@ -191,6 +220,8 @@ mod tests {
             LocalReply::BadGateway("x"),
             LocalReply::ServiceUnavailable("x"),
             LocalReply::GatewayTimeout("x"),
+            LocalReply::Forbidden("x"),
+            LocalReply::TooManyRequests("x"),
         ];
         for reply in replies {
             for keep_alive in [true, false] {
@@ -206,6 +237,17 @@ mod tests {
                 assert_eq!(head.head_len() + n as usize, text.len(), "{reply:?}");
             }
         }
+    }
+
+    #[test]
+    fn no_content_has_no_body_and_no_length() {
+        let text = written(LocalReply::NoContent("preflight"), false);
+        assert_eq!(text, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let head = crate::http::parse_response(text.as_bytes(), &Default::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status(), 204);
+        assert_eq!(head.head_len(), text.len());
     }
 
     #[test]

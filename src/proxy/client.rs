@@ -7,7 +7,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -91,6 +91,14 @@ pub(super) struct Client {
     pub listener_removed: ListenerRemoved,
     /// Whether the current request, body included, was read whole.
     pub request_read: bool,
+    /// The current request's client address (after `trusted_proxies`),
+    /// once its head was routed.
+    pub client_ip: Option<IpAddr>,
+    /// Header lines for a local reply to the current request (a 429's
+    /// `Retry-After`), from the request filters.
+    pub reply_fields: Vec<u8>,
+    /// Header lines for every response to the current request (CORS).
+    pub response_fields: Vec<u8>,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -127,6 +135,9 @@ impl Client {
             request_id: String::new(),
             listener_removed,
             request_read: false,
+            client_ip: None,
+            reply_fields: Vec::new(),
+            response_fields: Vec::new(),
         }
     }
 
@@ -134,6 +145,14 @@ impl Client {
     /// graceful stop began (`draining`), or its listener was removed.
     pub fn winding_down(&self, draining: bool) -> bool {
         draining || self.listener_removed.get()
+    }
+
+    /// The client address for logs: the request's (after
+    /// `trusted_proxies`) with the connection's port, or the connection's.
+    pub fn log_addr(&self) -> SocketAddr {
+        let peer = self.transport.peer_addr();
+        self.client_ip
+            .map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }
 
     /// The request id, if the current request has one yet.
@@ -170,7 +189,14 @@ impl Client {
     ) -> io::Result<()> {
         self.out.clear();
         let id = Some(self.request_id.as_str()).filter(|id| !id.is_empty());
-        let head_len = reply.write(keep_alive, id, &mut self.out);
+        let mut head_len = reply.write(keep_alive, id, &mut self.out);
+        // The filters' fields (CORS, `Retry-After`) go before the head's
+        // final CRLF.
+        for fields in [&self.response_fields, &self.reply_fields] {
+            let at = head_len - 2;
+            self.out.splice(at..at, fields.iter().copied());
+            head_len += fields.len();
+        }
         self.mark_body_start(head_len);
         self.send_out(deadline).await
     }

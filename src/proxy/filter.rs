@@ -14,6 +14,9 @@
 //! that local reply (a response filter's reply replaces the backend's
 //! response, whose connection is then closed).
 
+use std::net::IpAddr;
+
+use crate::gateway::shared::Shared;
 use crate::http::{LocalReply, RequestHead, ResponseInfo};
 
 /// A request after routing, as the request filters see it.
@@ -28,6 +31,47 @@ pub struct RequestCtx<'r, 'b> {
     /// A rewritten target (path and query) to forward instead of the
     /// request's (a route's path rewrite).
     pub target: Option<String>,
+    /// The client's address: the connection's, or the one a trusted
+    /// proxy named in `X-Forwarded-For` (`trusted_proxies`).
+    pub client_ip: IpAddr,
+    /// The route's position in the file (`$route`, metric labels).
+    pub route: usize,
+    /// Now, in nanoseconds of `upstream::clock` (limits take it from here,
+    /// so tests choose the time).
+    pub now: u64,
+    /// The process-wide tables of the edge limits.
+    pub shared: &'r Shared,
+    /// Header lines (each ending in CRLF) for a local reply to this
+    /// request only (`Retry-After` of a 429).
+    pub reply_fields: Vec<u8>,
+    /// Header lines (each ending in CRLF) for every response to this
+    /// request, the backend's or a local reply (CORS).
+    pub response_fields: Vec<u8>,
+}
+
+impl<'r, 'b> RequestCtx<'r, 'b> {
+    /// A context with nothing added yet.
+    pub fn new(
+        head: &'r RequestHead<'b>,
+        upstream: usize,
+        request_id: &'r str,
+        client_ip: IpAddr,
+        shared: &'r Shared,
+    ) -> RequestCtx<'r, 'b> {
+        RequestCtx {
+            head,
+            upstream,
+            request_id,
+            forward_request_id: None,
+            target: None,
+            client_ip,
+            route: 0,
+            now: 0,
+            shared,
+            reply_fields: Vec::new(),
+            response_fields: Vec::new(),
+        }
+    }
 }
 
 /// A final response head, as the response filters see it.

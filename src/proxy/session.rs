@@ -21,7 +21,7 @@
 //! `max_head_bytes`, bodies by `buffer_size` buffers.
 
 use std::io;
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,6 +32,7 @@ use crate::gateway::rewrite::REWRITE_FAILED;
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
 use crate::io::Conn;
 use crate::metrics::Method;
+use crate::upstream::clock;
 
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
@@ -48,7 +49,13 @@ impl Worker {
         conn: Conn,
         tls: Option<Arc<rustls::ServerConfig>>,
         listener_removed: ListenerRemoved,
+        listener: SocketAddr,
     ) {
+        // Dropping `conn` closes it at once; the slots are held (and the
+        // counts kept) until the connection ends.
+        let Some(_slots) = self.admit_connection(conn.peer_addr().ip(), listener) else {
+            return;
+        };
         let Some(mut client) = self.accept_client(conn, tls, listener_removed) else {
             return;
         };
@@ -72,6 +79,9 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
     loop {
         client.rec = Record::default();
         client.request_id.clear();
+        client.reply_fields.clear();
+        client.response_fields.clear();
+        client.client_ip = None;
         client.request_read = false;
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
@@ -320,45 +330,74 @@ fn on_head(
         return Err(LocalReply::NotFound);
     };
     let upstream = route.upstream;
-    // 3. Request filters.
-    let mut filtered = RequestCtx {
-        head: &head,
+    // The client address for rules, keys and logs; the connection's
+    // unless a trusted proxy named another.
+    let peer = client.transport.peer_addr();
+    let trusted = &worker.config.server.trusted_proxies;
+    let client_ip = gateway::cidr::client_ip(
+        peer.ip(),
+        head.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v),
+        trusted,
+    );
+    client.client_ip = Some(client_ip);
+    // 3. Request filters: the worker's, the route's edge filters, then its
+    // rewrite.
+    let mut filtered = RequestCtx::new(
+        &head,
         upstream,
-        request_id: &client.request_id,
-        forward_request_id: None,
-        target: None,
-    };
-    worker.filters.on_request(&mut filtered)?;
-    if let Some(rewrite) = &route.rewrite {
-        rewrite.on_request(&mut filtered).inspect_err(|_| {
-            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
-        })?;
-    }
-    let client_ip = client.transport.peer_addr().ip();
-    let ctx = ForwardContext {
+        &client.request_id,
         client_ip,
+        &worker.shared,
+    );
+    filtered.route = route.index;
+    filtered.now = clock::now_nanos();
+    let outcome = worker.filters.on_request(&mut filtered).and_then(|()| {
+        route
+            .edge_filters()
+            .try_for_each(|f| f.on_request(&mut filtered))
+    });
+    let outcome = outcome.and_then(|()| match &route.rewrite {
+        Some(rewrite) => rewrite.on_request(&mut filtered).inspect_err(|_| {
+            tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
+        }),
+        None => Ok(()),
+    });
+    let RequestCtx {
+        forward_request_id,
+        target,
+        reply_fields,
+        response_fields,
+        ..
+    } = filtered;
+    client.reply_fields = reply_fields;
+    client.response_fields = response_fields;
+    outcome?;
+    let ctx = ForwardContext {
+        client_ip: peer.ip(),
+        keep_client_xff: trusted.contains(peer.ip()),
         proto: if client.transport.is_tls() {
             "https"
         } else {
             "http"
         },
         host_fallback: None,
-        request_id: filtered.forward_request_id,
+        request_id: forward_request_id,
     };
     fwd.clear();
     http::write_request_head(&head, &ctx, fwd);
     if let Some(rewrite) = &route.rewrite {
-        gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
+        gateway::rewrite::splice_head(fwd, target.as_deref(), rewrite.host.as_deref());
     }
     if let Some(edits) = &route.request_headers {
-        let peer = client.transport.peer_addr();
         let request_id = client.request_id.as_str();
         let upstream_name = worker.config.upstreams[upstream].name.as_str();
         let var = |name: &str, out: &mut Vec<u8>| {
             use std::io::Write as _;
             // Writing to a Vec cannot fail.
             let _ = match name {
-                "client_ip" => write!(out, "{}", peer.ip()),
+                "client_ip" => write!(out, "{client_ip}"),
                 "client_port" => write!(out, "{}", peer.port()),
                 "request_id" => write!(out, "{request_id}"),
                 "host" => write!(out, "{}", head.host().unwrap_or("")),
@@ -448,7 +487,7 @@ fn finish(
         time: SystemTime::now()
             .checked_sub(duration)
             .unwrap_or_else(SystemTime::now),
-        client: client.transport.peer_addr(),
+        client: client.log_addr(),
         method: or_dash(b"-", log.method.as_bytes()).unwrap_or(log.method.as_bytes()),
         target: or_dash(b"-", log.target.as_bytes()).unwrap_or(log.target.as_bytes()),
         version: match log.version {

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc as tmpsc, watch};
 use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
 use crate::config::{Config, Overload};
+use crate::gateway::shared::Shared;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
 use crate::proxy::Worker;
@@ -156,6 +157,8 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
 /// the old process stopped accepting.
 pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
+    // Made once per process: a reload keeps every limit's state.
+    let shared = Arc::new(Shared::new());
     let mut metrics = Registry::new(Layout::from_config(&config));
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
@@ -204,6 +207,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         let log = access_log.as_ref().map(|l| l.worker());
         let config = config.clone();
         let states = backend_states.clone();
+        let shared = shared.clone();
         let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
         let stopped_accepting = stopped_tx.clone();
@@ -225,6 +229,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                     tls,
                     metrics: shard,
                     log,
+                    shared,
                     listeners,
                     stop,
                     updates,
@@ -272,7 +277,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
     let draining = Arc::new(AtomicBool::new(false));
     let admin = match (&config.admin, admin_listener) {
         (Some(a), Some(listener)) => {
-            let hooks = admin_hooks(&reloader, &metrics, &draining);
+            let hooks = admin_hooks(&reloader, &metrics, &draining, &shared);
             if a.insecure_no_auth && !admin::is_loopback(a.listen.ip()) {
                 tracing::warn!(
                     listen = %a.listen,
@@ -465,6 +470,7 @@ fn admin_hooks(
     reloader: &Arc<Reloader>,
     registry: &Arc<Mutex<Registry>>,
     draining: &Arc<AtomicBool>,
+    shared: &Arc<Shared>,
 ) -> AdminHooks {
     let live = reloader.live.clone();
     let current = move || {
@@ -484,9 +490,12 @@ fn admin_hooks(
     let counters = Arc::new(AdminCounters::default());
     let metrics_text = {
         let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
+        let shared = shared.clone();
         move || {
             let (_, states, ..) = current();
-            metrics::prometheus::render(&snapshot(), &states, &counters.samples())
+            let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
+            shared.render_metrics(&mut text);
+            text
         }
     };
     let started_at = SystemTime::now();
@@ -606,6 +615,8 @@ struct WorkerParts {
     tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
+    /// The process-wide tables of the edge limits.
+    shared: Arc<Shared>,
     /// This worker's sockets, one per `config.server.listen` entry.
     listeners: Vec<ListenerUpdate>,
     stop: watch::Receiver<Stop>,
@@ -717,6 +728,7 @@ async fn worker_main(parts: WorkerParts) {
         tls,
         metrics,
         log,
+        shared,
         listeners,
         mut stop,
         mut updates,
@@ -733,6 +745,7 @@ async fn worker_main(parts: WorkerParts) {
         index,
         metrics,
         log,
+        shared.clone(),
     ));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
@@ -803,6 +816,7 @@ async fn worker_main(parts: WorkerParts) {
                     index,
                     update.metrics,
                     update.log,
+                    shared.clone(),
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
                 let old = accepting.current.replace(worker);
@@ -898,8 +912,9 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                 let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
+                let configured = endpoint.configured;
                 io::spawn(async move {
-                    worker.serve(conn, tls, removed).await;
+                    worker.serve(conn, tls, removed, configured).await;
                     drop(permit);
                 });
             }
