@@ -99,6 +99,9 @@ pub(super) struct Client {
     pub reply_fields: Vec<u8>,
     /// Header lines for every response to the current request (CORS).
     pub response_fields: Vec<u8>,
+    /// A request filter refused the current request, and nothing of it is
+    /// left to read (no body, keep-alive): its reply need not close.
+    pub refused_whole: bool,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -138,6 +141,7 @@ impl Client {
             client_ip: None,
             reply_fields: Vec::new(),
             response_fields: Vec::new(),
+            refused_whole: false,
         }
     }
 

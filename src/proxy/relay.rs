@@ -438,6 +438,24 @@ pub(super) async fn reply_and_close(
     reply_and_close_now(env, client, reply).await
 }
 
+/// Answers the request with a local reply and keeps the connection (a
+/// request filter refused a request that was read whole).
+pub(super) async fn reply_and_keep_alive(
+    env: &Env<'_>,
+    client: &mut Client,
+    log: &LogLine,
+    reply: LocalReply,
+) -> Next {
+    super::reject_log::log_reply(client, log, &reply);
+    env.metrics.count_status(reply.status());
+    client.rec.status = reply.status();
+    client.rec.answered = false;
+    match client.reply(&reply, true, env.server.send_timeout).await {
+        Ok(()) => Next::KeepAlive,
+        Err(_) => Next::Abort,
+    }
+}
+
 async fn reply_and_close_now(env: &Env<'_>, client: &mut Client, reply: LocalReply) -> Next {
     env.metrics.count_status(reply.status());
     client.rec.status = reply.status();

@@ -37,19 +37,19 @@ use crate::upstream::clock;
 use super::client::{Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo};
 use super::exchange::exchange;
 use super::filter::{Filter, RequestCtx};
-use super::relay::reply_and_close;
+use super::relay::{reply_and_close, reply_and_keep_alive};
 use super::worker::Worker;
 
 impl Worker {
     /// Serves one client connection until it closes; `tls` is the
-    /// listener's TLS config, for a TLS listener, and `listener_removed`
-    /// its listener's flag.
+    /// listener's TLS config, for a TLS listener, `listener` its
+    /// `server.listen` address, and `listener_removed` its listener's flag.
     pub async fn serve(
         self: Rc<Self>,
         conn: Conn,
         tls: Option<Arc<rustls::ServerConfig>>,
-        listener_removed: ListenerRemoved,
         listener: SocketAddr,
+        listener_removed: ListenerRemoved,
     ) {
         // Dropping `conn` closes it at once; the slots are held (and the
         // counts kept) until the connection ends.
@@ -82,6 +82,7 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         client.reply_fields.clear();
         client.response_fields.clear();
         client.client_ip = None;
+        client.refused_whole = false;
         client.request_read = false;
         let sent_before = client.sent;
         // 1.-3. Read head, route, request filters; the forwarded head is
@@ -89,6 +90,19 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         let info = match read_request(worker, client, first, &mut fwd, &mut log).await {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
+            // A filter refused a request with no body, whose head is
+            // consumed: answer and keep the connection.
+            Err(reply) if client.refused_whole && !client.winding_down(worker.is_draining()) => {
+                let next = Box::pin(reply_and_keep_alive(&worker.env(), client, &log, reply)).await;
+                finish(worker, client, None, &log, sent_before);
+                match next {
+                    Next::KeepAlive => {
+                        first = false;
+                        continue;
+                    }
+                    _ => return End::Closed,
+                }
+            }
             Err(reply) => {
                 let next = Box::pin(reply_and_close(&worker.env(), client, &log, reply)).await;
                 finish(worker, client, None, &log, sent_before);
@@ -373,7 +387,21 @@ fn on_head(
     } = filtered;
     client.reply_fields = reply_fields;
     client.response_fields = response_fields;
-    outcome?;
+    if let Err(reply) = outcome {
+        // Nothing of an HTTP/1.1 keep-alive request without a body is left
+        // to read: the connection can stay.
+        if head.body() == BodyKind::Empty
+            && head.keep_alive()
+            && head.version() == Version::Http11
+            && head.upgrade().is_none()
+        {
+            let head_len = head.head_len();
+            client.buf.drain(..head_len);
+            client.request_read = true;
+            client.refused_whole = true;
+        }
+        return Err(reply);
+    }
     let ctx = ForwardContext {
         client_ip: peer.ip(),
         keep_client_xff: trusted.contains(peer.ip()),

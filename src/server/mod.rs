@@ -914,7 +914,7 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                 let removed = endpoint.removed.clone();
                 let configured = endpoint.configured;
                 io::spawn(async move {
-                    worker.serve(conn, tls, removed, configured).await;
+                    worker.serve(conn, tls, configured, removed).await;
                     drop(permit);
                 });
             }

@@ -649,3 +649,56 @@ fn cors_fields_are_on_the_proxys_error_replies() {
         204
     );
 }
+
+/// A filter's refusal of a keep-alive request without a body (a preflight,
+/// a 403, a 429) leaves the connection open; one with a body closes it.
+#[test]
+fn refusals_of_bodyless_requests_keep_the_connection() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .upstream("app", &[backend.addr], &[])
+        .route_with("/api", None, "app", &[CORS])
+        .route_with("/internal", None, "app", &["allow = [\"10.0.0.0/8\"]"])
+        .route_with(
+            "/limited",
+            None,
+            "app",
+            &["rate_limit = { rate = \"1/h\", burst = 1 }"],
+        )
+        .route("/", None, "app")
+        .start();
+    let mut c = proxy.client();
+    let origin = ("Origin", "https://app.example.com");
+    let pre = request(
+        "OPTIONS",
+        "/api/items",
+        &[origin, ("Access-Control-Request-Method", "PUT")],
+        b"",
+    );
+    let r = c.roundtrip(&pre);
+    assert_eq!((r.status, r.closes()), (204, false));
+    // The actual request follows on the same connection.
+    let r = c.roundtrip(&request("PUT", "/api/items", &[origin], b"x"));
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    let r = c.roundtrip(&get("/internal/a"));
+    assert_eq!((r.status, r.closes()), (403, false));
+    assert_eq!(c.roundtrip(&get("/limited")).status, 200);
+    let r = c.roundtrip(&get("/limited"));
+    assert_eq!((r.status, r.closes()), (429, false));
+    assert_eq!(c.roundtrip(&get("/")).status, 200);
+    // Pipelined: the refused request and the next one in one write.
+    let mut two = get("/internal/b");
+    two.extend_from_slice(&get("/"));
+    c.send(&two);
+    assert_eq!(c.read_response().status, 403);
+    assert_eq!(c.read_response().status, 200);
+    // With a body (never read), the refusal closes.
+    let r = c.roundtrip(&request("POST", "/internal/c", &[], b"body"));
+    assert_eq!((r.status, r.closes()), (403, true));
+    c.assert_closed();
+    assert_eq!(backend.proxied_count(), 4);
+}
