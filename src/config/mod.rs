@@ -833,6 +833,15 @@ impl Config {
             if r.rewrite.is_some() {
                 conditions.push_str(" (rewritten)");
             }
+            for (set, note) in [
+                (r.access.is_some(), " (allow/deny)"),
+                (r.rate_limit.is_some(), " (rate limited)"),
+                (r.cors.is_some(), " (cors)"),
+            ] {
+                if set {
+                    conditions.push_str(note);
+                }
+            }
             let _ = writeln!(
                 out,
                 "  host {host} path {}{conditions} -> {upstream}",
