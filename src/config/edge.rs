@@ -13,7 +13,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::gateway::is_token;
-use super::raw::{RawCors, RawRateLimit};
+use super::raw::{RawCors, RawRateLimit, RawRoute};
 use super::resolve::Cx;
 
 use crate::gateway::cors::OriginPattern;
@@ -79,6 +79,32 @@ pub(super) fn connections_per_ip(
     }
     let n = cx.number(raw, key, 0, CONNECTIONS_PER_IP_RANGE)?;
     Ok(NonZeroU32::new(u32::try_from(n).unwrap_or(u32::MAX)))
+}
+
+/// What tells route `route` apart from the others, as text that stays
+/// the same across reloads while the route does: its host, prefix and
+/// conditions (not its position in the file, nor spans).
+pub(super) fn route_identity(host: &str, path_prefix: &str, route: &RawRoute) -> String {
+    let text = |v: &Option<Spanned<String>>| v.as_ref().map(|v| v.get_ref().clone());
+    let methods = route.methods.as_ref().map(|m| {
+        m.get_ref()
+            .iter()
+            .map(|x| x.get_ref().clone())
+            .collect::<Vec<_>>()
+    });
+    let headers = route.headers.as_ref().map(|hs| {
+        hs.get_ref()
+            .iter()
+            .map(|h| {
+                let h = h.get_ref();
+                (h.name.get_ref().clone(), text(&h.value), text(&h.regex))
+            })
+            .collect::<Vec<_>>()
+    });
+    format!(
+        "{host}|{path_prefix}|{methods:?}|{:?}|{headers:?}",
+        text(&route.path_regex)
+    )
 }
 
 /// `rate_limit` of route `i`; `identity` names the route across reloads.

@@ -851,15 +851,7 @@ fn resolve_routes(
         let access =
             super::edge::access_rules(cx, &route.allow, &route.deny, &format!("routes[{i}]"))?;
         // What names the route's rate-limit cells across reloads.
-        let identity = format!(
-            "{host:?}|{path_prefix}|{:?}|{:?}",
-            route.methods.as_ref().map(|m| m
-                .get_ref()
-                .iter()
-                .map(|x| x.get_ref().clone())
-                .collect::<Vec<_>>()),
-            route.path_regex.as_ref().map(|p| p.get_ref().clone()),
-        );
+        let identity = super::edge::route_identity(&format!("{host:?}"), &path_prefix, route);
         let rate_limit = super::edge::rate_limit(cx, i, &route.rate_limit, identity)?;
         let cors = super::edge::cors(cx, i, &route.cors)?;
         if let Some(first) = routes

@@ -200,6 +200,19 @@ fn route_allow_and_deny_answer_403_and_reload() {
         .status
         == 200));
     assert_eq!(from([127, 0, 0, 2], "/internal").status, 403);
+    // A bad block is refused and the running rules stay.
+    rewrite(&proxy, |t| {
+        t.replace("[\"127.0.0.1\"]", "[\"127.0.0.1/8\"]")
+    });
+    let r = admin(&proxy, "POST", "/reload");
+    assert_ne!(r.status, 200, "{}", r.body_str());
+    assert!(
+        r.body_str().contains("routes[0].allow[0]"),
+        "{}",
+        r.body_str()
+    );
+    assert_eq!(from([127, 0, 0, 2], "/internal").status, 403);
+    assert_eq!(from([127, 0, 0, 1], "/internal").status, 200);
 }
 
 #[test]
@@ -514,6 +527,14 @@ fn a_listeners_connection_limit_counts_for_that_listener() {
         metric(&proxy, "ringlb_connections_per_ip_rejected_total"),
         1.0
     );
+    // Reload: two fit now.
+    rewrite(&proxy, |t| {
+        t.replace("max_connections_per_ip = 1", "max_connections_per_ip = 2")
+    });
+    reload_ok(&proxy);
+    let mut one = proxy.client();
+    assert_eq!(one.roundtrip(&get("/")).status, 200);
+    assert!(wait_until(WAIT, || served_from([127, 0, 0, 1], &proxy)));
 }
 
 // ---- CORS ----
