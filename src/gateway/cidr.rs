@@ -146,11 +146,7 @@ pub fn client_ip<'v>(
         .flat_map(|v| v.rsplit(|&b| b == b','))
         .take(MAX_XFF_HOPS);
     for entry in entries {
-        let Some(ip) = std::str::from_utf8(entry).ok().and_then(|s| {
-            s.trim_matches(|c| c == ' ' || c == '\t')
-                .parse::<IpAddr>()
-                .ok()
-        }) else {
+        let Some(ip) = std::str::from_utf8(entry).ok().and_then(parse_hop) else {
             break;
         };
         client = canonical(ip);
@@ -159,6 +155,15 @@ pub fn client_ip<'v>(
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` entry: an address, or an address with a port
+/// (`192.0.2.1:5000`, `[2001:db8::1]:443`) as some proxies write it.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim_matches(|c| c == ' ' || c == '\t');
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
 }
 
 #[cfg(test)]
@@ -243,6 +248,15 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.1"), xff(&["1.1.1.1, junk, 10.0.0.8"]), &trusted),
             ip("10.0.0.8")
+        );
+        // Ports, as some proxies write them, are dropped.
+        assert_eq!(
+            client_ip(
+                ip("10.0.0.1"),
+                xff(&["1.1.1.1:5000, [2001:db8::1]:443"]),
+                &trusted
+            ),
+            ip("2001:db8::1")
         );
         // All trusted: the leftmost.
         assert_eq!(
