@@ -134,7 +134,7 @@ fn apply(c: &mut Criterion) {
                 "client_ip" => out.extend_from_slice(b"203.0.113.7"),
                 _ => out.extend_from_slice(b"0"),
             });
-            black_box((fwd.len(), ctx.response_fields.len()))
+            black_box((fwd.len(), ctx.response_fields.lines.len()))
         })
     });
 }

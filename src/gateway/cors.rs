@@ -18,6 +18,9 @@
 //!   replies (a 429, 502, 503 or 504), so a page can read the error.
 //! - Every response of the route says `Vary: Origin`, allowed or not, so
 //!   a cache never serves one origin's answer to another.
+//! - The backend's own `Access-Control-*` fields are dropped: the route's
+//!   policy answers for CORS (two `Access-Control-Allow-Origin` fields
+//!   would make a browser refuse).
 //! - Origins: an exact origin (`https://app.example.com`, compared ASCII
 //!   case-insensitively), `*`, or a wildcard `*.example.com` (any scheme
 //!   and port, host a subdomain of `example.com`) or
@@ -195,7 +198,8 @@ impl Filter for Cors {
             }
         }
         let preflight = req.head.method() == "OPTIONS" && origin.is_some() && asks_method;
-        self.write_fields(origin, preflight, &mut req.response_fields);
+        self.write_fields(origin, preflight, &mut req.response_fields.lines);
+        req.response_fields.replaces = Some("access-control-");
         if preflight {
             return Err(LocalReply::NoContent(PREFLIGHT));
         }

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use crate::http::{BodyKind, LocalReply, Version};
 use crate::io::Transport;
 
+use super::filter::AddedFields;
+
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so the kernel does not answer with a reset that
 /// would destroy the response in flight (nginx's lingering close).
@@ -97,8 +99,8 @@ pub(super) struct Client {
     /// Header lines for a local reply to the current request (a 429's
     /// `Retry-After`), from the request filters.
     pub reply_fields: Vec<u8>,
-    /// Header lines for every response to the current request (CORS).
-    pub response_fields: Vec<u8>,
+    /// Fields for every response to the current request (CORS).
+    pub response_fields: AddedFields,
     /// A request filter refused the current request, and nothing of it is
     /// left to read (no body, keep-alive): its reply need not close.
     pub refused_whole: bool,
@@ -140,7 +142,7 @@ impl Client {
             request_read: false,
             client_ip: None,
             reply_fields: Vec::new(),
-            response_fields: Vec::new(),
+            response_fields: AddedFields::default(),
             refused_whole: false,
         }
     }
@@ -196,7 +198,7 @@ impl Client {
         let mut head_len = reply.write(keep_alive, id, &mut self.out);
         // The filters' fields (CORS, `Retry-After`) go before the head's
         // final CRLF.
-        for fields in [&self.response_fields, &self.reply_fields] {
+        for fields in [&self.response_fields.lines, &self.reply_fields] {
             let at = head_len - 2;
             self.out.splice(at..at, fields.iter().copied());
             head_len += fields.len();

@@ -369,11 +369,8 @@ async fn respond(
     client.out.clear();
     http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
     if !client.response_fields.is_empty() {
-        // The request filters' fields (CORS) go before the final CRLF.
-        let at = client.out.len() - 2;
-        let fields = std::mem::take(&mut client.response_fields);
-        client.out.splice(at..at, fields.iter().copied());
-        client.response_fields = fields;
+        // The request filters' fields (CORS).
+        client.response_fields.apply_to_head(&mut client.out);
     }
     client.rec.status = status;
     client.rec.answered = true;

@@ -521,12 +521,13 @@ fn a_listeners_connection_limit_counts_for_that_listener() {
     assert_eq!(one.roundtrip(&get("/")).status, 200);
     assert!(!served_from([127, 0, 0, 1], &proxy));
     assert!(served_from([127, 0, 0, 2], &proxy));
-    drop(one);
-    assert!(wait_until(WAIT, || served_from([127, 0, 0, 1], &proxy)));
     assert_eq!(
         metric(&proxy, "ringlb_connections_per_ip_rejected_total"),
         1.0
     );
+    // Polled: until the proxy saw the close, a new one is still refused.
+    drop(one);
+    assert!(wait_until(WAIT, || served_from([127, 0, 0, 1], &proxy)));
     // Reload: two fit now.
     rewrite(&proxy, |t| {
         t.replace("max_connections_per_ip = 1", "max_connections_per_ip = 2")
@@ -722,4 +723,37 @@ fn refusals_of_bodyless_requests_keep_the_connection() {
     assert_eq!((r.status, r.closes()), (403, true));
     c.assert_closed();
     assert_eq!(backend.proxied_count(), 4);
+}
+
+/// On a CORS route the route's policy answers: the backend's own
+/// `Access-Control-*` fields are dropped, its other fields kept.
+#[test]
+fn cors_replaces_the_backends_own_cors_fields() {
+    let backend = Backend::fixed(
+        Resp::new(200)
+            .header("Access-Control-Allow-Origin", "*")
+            .header("access-control-expose-headers", "X-Secret")
+            .header("Vary", "Accept-Encoding")
+            .body("ok"),
+    );
+    let proxy = Proxy::builder()
+        .upstream("app", &[backend.addr], &[])
+        .route_with("/api", None, "app", &[CORS])
+        .route("/", None, "app")
+        .start();
+    let r = ask(&proxy, "/api", &[("Origin", "https://app.example.com")]);
+    assert_eq!(
+        r.headers_named("access-control-allow-origin"),
+        ["https://app.example.com"]
+    );
+    assert_eq!(
+        r.headers_named("access-control-expose-headers"),
+        ["X-Total"]
+    );
+    assert_eq!(r.headers_named("vary"), ["Accept-Encoding", "Origin"]);
+    let r = ask(&proxy, "/api", &[("Origin", "https://evil.example")]);
+    assert!(r.headers_named("access-control-allow-origin").is_empty());
+    // Another route: the backend's fields as they came.
+    let r = ask(&proxy, "/", &[("Origin", "https://evil.example")]);
+    assert_eq!(r.headers_named("access-control-allow-origin"), ["*"]);
 }

@@ -224,7 +224,7 @@ mod edge {
             cors.on_request(&mut ctx),
             Err(LocalReply::NoContent(crate::gateway::cors::PREFLIGHT))
         );
-        let fields = String::from_utf8(ctx.response_fields.clone()).unwrap();
+        let fields = String::from_utf8(ctx.response_fields.lines.clone()).unwrap();
         assert!(
             fields.contains("Access-Control-Allow-Methods: GET, PUT\r\n"),
             "{fields}"
@@ -234,7 +234,7 @@ mod edge {
             request("OPTIONS /x HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example.com\r\n\r\n");
         let mut ctx = request_ctx(&plain, "x");
         assert_eq!(cors.on_request(&mut ctx), Ok(()));
-        let fields = String::from_utf8(ctx.response_fields.clone()).unwrap();
+        let fields = String::from_utf8(ctx.response_fields.lines.clone()).unwrap();
         assert_eq!(
             fields,
             "Vary: Origin\r\nAccess-Control-Allow-Origin: https://app.example.com\r\n"
@@ -242,6 +242,34 @@ mod edge {
         let other = request("GET /x HTTP/1.1\r\nHost: a\r\nOrigin: https://evil.org\r\n\r\n");
         let mut ctx = request_ctx(&other, "x");
         assert_eq!(cors.on_request(&mut ctx), Ok(()));
-        assert_eq!(ctx.response_fields, b"Vary: Origin\r\n");
+        assert_eq!(ctx.response_fields.lines, b"Vary: Origin\r\n");
     }
+}
+
+#[test]
+fn added_fields_replace_the_backends_and_go_last() {
+    let fields = AddedFields {
+        lines: b"Access-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n".to_vec(),
+        replaces: Some("access-control-"),
+    };
+    let mut head =
+        b"HTTP/1.1 200 OK\r\naccess-control-allow-origin: *\r\nVary: Accept-Encoding\r\n\
+ACCESS-CONTROL-MAX-AGE: 5\r\nContent-Length: 0\r\n\r\n"
+            .to_vec();
+    fields.apply_to_head(&mut head);
+    assert_eq!(
+        String::from_utf8(head).unwrap(),
+        "HTTP/1.1 200 OK\r\nVary: Accept-Encoding\r\nContent-Length: 0\r\n\
+         Access-Control-Allow-Origin: https://a.example\r\nVary: Origin\r\n\r\n"
+    );
+    let only_lines = AddedFields {
+        lines: b"X-A: 1\r\n".to_vec(),
+        replaces: None,
+    };
+    let mut head = b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\n\r\n".to_vec();
+    only_lines.apply_to_head(&mut head);
+    assert_eq!(
+        head,
+        b"HTTP/1.1 204 No Content\r\nAccess-Control-Allow-Origin: *\r\nX-A: 1\r\n\r\n"
+    );
 }
