@@ -7,7 +7,7 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle"] [--record]
+#                        [--scenarios "small big close many tls idle gateway"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
@@ -18,7 +18,10 @@
 # per request), many (1,000 connections), tls (keep-alive over TLS; the limit
 # has no TLS), idle (memory: IDLE_CONNS keep-alive connections that each made
 # one request and then sit idle; the RSS growth per connection while they are
-# open, and how much of it remains after they close).
+# open, and how much of it remains after they close), gateway (not in the
+# default set: keep-alive, 12 B through a route with a path rewrite, 3 header
+# changes and CORS, perf/gateway.ringlb.toml against perf/gateway.nginx.conf;
+# ringlb and nginx only).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
@@ -94,6 +97,15 @@ sed -i "s#bind 127.0.0.1:17020#&\n    bind 127.0.0.1:17021 ssl crt $W/haproxy.pe
 grep -q 17011 "$W/proxy.nginx.conf" && grep -q 17021 "$W/proxy.haproxy.cfg" || { echo "could not add TLS listeners to the peer configs" >&2; exit 1; }
 sed "s#@WORKERS@#$WORKERS#g; s#@CERT@#$ROOT/certs/server.pem#g; s#@KEY@#$ROOT/certs/server.key#g" \
     "$ROOT/perf/ringlb.bench.toml" > "$W/ringlb.toml"
+# The gateway scenario's route and location, only when it runs (the other
+# scenarios measure the configs without them).
+case " $SCENARIOS " in
+    *" gateway "*)
+        cat "$ROOT/perf/gateway.ringlb.toml" >> "$W/ringlb.toml"
+        sed -i "s#        location / {#        include $ROOT/perf/gateway.nginx.conf;\n&#" "$W/proxy.nginx.conf"
+        grep -q gateway.nginx.conf "$W/proxy.nginx.conf" || { echo "could not add the gateway location to nginx" >&2; exit 1; }
+        ;;
+esac
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -147,6 +159,7 @@ scenario_args() {
         close) echo "-c 64 -H Connection:close http://127.0.0.1:PORT/small" ;;
         many) echo "-c 1000 http://127.0.0.1:PORT/small" ;;
         tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
+        gateway) echo "-c 64 -H Origin:https://app.example.com -H Cookie:session=1 http://127.0.0.1:PORT/gw/small" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -253,6 +266,8 @@ for round in $(seq "$ROUNDS"); do
         for target in $order; do
             # The origin serves plain HTTP only.
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
+            # The gateway route is configured in ringlb and nginx only.
+            [ "$scenario" = gateway ] && [ "$target" != nginx ] && [[ "$target" != ringlb* ]] && continue
             if [ "$scenario" = idle ]; then
                 [ "$target" = origin ] && continue
                 line=$(run_idle "$target")
@@ -277,6 +292,7 @@ TABLE=$W/table.md
         declare -A RPS=() EFF=()
         for target in $TARGETS; do
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
+            [ "$scenario" = gateway ] && [ "$target" != nginx ] && [[ "$target" != ringlb* ]] && continue
             rps=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $3 }' "$RAW" | median)
             p99=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $4 }' "$RAW" | median)
             read -r reqs errs cpu < <(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { r += $5; e += $6; c += $7 } END { print r + 0, e + 0, c + 0 }' "$RAW")
