@@ -154,6 +154,7 @@ fn forward(c: &mut Criterion) {
     };
     let ctx = ForwardContext {
         client_ip: IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)),
+        keep_client_xff: true,
         proto: "https",
         host_fallback: None,
         request_id: None,

@@ -137,6 +137,11 @@ worker_metrics! {
     accept_errors,
     /// Connections over `max_connections` rejected (`overload = "reject"`).
     overload_rejections,
+    /// Connections closed at once: their address held
+    /// `max_connections_per_ip` already (server or listener).
+    connections_per_ip_rejected,
+    /// Connections closed at once by a listener's `allow`/`deny`.
+    connections_denied,
 }
 
 /// A local resource shortage: the proxy's, not the backend's fault.

@@ -31,10 +31,11 @@ use ahash::AHashMap;
 use std::sync::Arc;
 
 use crate::config::{
-    Config, ErrorPages, HeaderEdits, HostPattern, Redirect, Rewrite, RouteCache, RouteConfig,
-    RouteMatch,
+    AccessRules, Config, Cors, ErrorPages, HeaderEdits, HostPattern, RateLimit, Redirect, Rewrite,
+    RouteCache, RouteConfig, RouteMatch,
 };
 use crate::http::{Headers, RequestHead};
+use crate::proxy::filter::Filter;
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
 const MAX_HOST_LEN: usize = 255;
@@ -64,8 +65,25 @@ pub struct Route {
     pub error_pages: Option<Arc<ErrorPages>>,
     /// `cache`; `None` for a route that does not cache.
     pub cache: Option<Arc<RouteCache>>,
+    /// `allow`/`deny`, `rate_limit`, `cors`; `None` when unset.
+    pub access: Option<Arc<AccessRules>>,
+    pub rate_limit: Option<Arc<RateLimit>>,
+    pub cors: Option<Arc<Cors>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
+}
+
+impl Route {
+    /// The route's edge filters, in the order they run: access rules (a
+    /// denied client learns nothing more), CORS (a preflight is answered
+    /// before it could count against a limit, and later refusals carry the
+    /// CORS fields), then the rate limit.
+    pub fn edge_filters(&self) -> impl Iterator<Item = &dyn Filter> {
+        let access = self.access.as_deref().map(|f| f as &dyn Filter);
+        let cors = self.cors.as_deref().map(|f| f as &dyn Filter);
+        let rate = self.rate_limit.as_deref().map(|f| f as &dyn Filter);
+        [access, cors, rate].into_iter().flatten()
+    }
 }
 
 /// How specific a route's host is; higher wins on equal prefix length.
@@ -112,6 +130,9 @@ impl RouteTable {
                 https_redirect: r.https_redirect,
                 error_pages: r.error_pages.clone(),
                 cache: r.cache.clone(),
+                access: r.access.clone(),
+                rate_limit: r.rate_limit.clone(),
+                cors: r.cors.clone(),
                 index,
             })
             .collect();

@@ -99,7 +99,7 @@ fn header_condition(
 }
 
 /// An RFC 9110 token (method names, field names).
-fn is_token(text: &str) -> bool {
+pub(super) fn is_token(text: &str) -> bool {
     !text.is_empty()
         && text
             .bytes()

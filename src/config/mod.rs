@@ -21,6 +21,7 @@
 
 mod admin;
 mod cache;
+mod edge;
 mod error;
 mod gateway;
 mod locate;
@@ -39,7 +40,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::{ErrorPages, HeaderEdits, Redirect, Rewrite, RouteMatch};
+pub use crate::gateway::{
+    AccessRules, CidrList, Cors, ErrorPages, HeaderEdits, RateLimit, Redirect, Rewrite, RouteMatch,
+};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use cache::{parse_size, CacheZoneConfig, RouteCache};
@@ -263,6 +266,15 @@ pub struct ServerConfig {
     /// `crate::gateway::pages`); a route's own pages come first. Files are
     /// read at load. Empty when unset.
     pub error_pages: Arc<ErrorPages>,
+    /// `trusted_proxies`: CIDR blocks whose `X-Forwarded-For` is believed
+    /// (see `crate::gateway::cidr::client_ip`). From any other peer the
+    /// field is replaced by the peer's address. Default: none (every
+    /// client's `X-Forwarded-For` is replaced). Reloadable.
+    pub trusted_proxies: CidrList,
+    /// `max_connections_per_ip`: open connections one client address may
+    /// hold across all workers and listeners; over it a new connection is
+    /// closed at once. Default: no limit. Reloadable.
+    pub max_connections_per_ip: Option<NonZeroU32>,
 }
 
 /// One `server.listen` entry.
@@ -282,6 +294,13 @@ pub struct ListenConfig {
     /// `https_redirect = true` (plain listeners only): every request is
     /// answered with a 308 to the same host and target on `https://`.
     pub https_redirect: bool,
+    /// `allow`, `deny`: CIDR lists judging the connection's address
+    /// (see `crate::gateway::access`); a denied connection is closed at
+    /// once. `None` when neither is set. Reloadable.
+    pub access: Option<Arc<AccessRules>>,
+    /// `max_connections_per_ip`: as the server's, counted for this
+    /// listener alone. Reloadable.
+    pub max_connections_per_ip: Option<NonZeroU32>,
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
@@ -730,6 +749,14 @@ pub struct RouteConfig {
     pub error_pages: Option<Arc<ErrorPages>>,
     /// `cache = { zone, ttl, ... }` (see `crate::cache`); `None` when unset.
     pub cache: Option<Arc<RouteCache>>,
+    /// `allow`, `deny`: CIDR lists judging the request's client address
+    /// (after `trusted_proxies`); a denied request gets 403.
+    pub access: Option<Arc<AccessRules>>,
+    /// `rate_limit = { rate, burst, key }` (see
+    /// `crate::gateway::rate_limit`); `None` when unset.
+    pub rate_limit: Option<Arc<RateLimit>>,
+    /// `cors = { ... }` (see `crate::gateway::cors`); `None` when unset.
+    pub cors: Option<Arc<Cors>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -837,6 +864,15 @@ impl Config {
             }
             if r.https_redirect {
                 conditions.push_str(" (https_redirect)");
+            }
+            for (set, note) in [
+                (r.access.is_some(), " (allow/deny)"),
+                (r.rate_limit.is_some(), " (rate limited)"),
+                (r.cors.is_some(), " (cors)"),
+            ] {
+                if set {
+                    conditions.push_str(note);
+                }
             }
             let _ = writeln!(
                 out,

@@ -65,6 +65,8 @@ pub(super) struct RawServer {
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
     pub upgrade_socket: Option<Spanned<String>>,
+    pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_connections_per_ip: Option<Spanned<u64>>,
     pub error_pages: Option<Spanned<Vec<Spanned<RawErrorPage>>>>,
 }
 
@@ -94,7 +96,7 @@ pub(super) struct RawAccessLog {
 #[derive(Debug)]
 pub(super) enum ListenEntry {
     Addr(String),
-    Table(RawListenTable),
+    Table(Box<RawListenTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,6 +105,9 @@ pub(super) struct RawListenTable {
     pub addr: Spanned<String>,
     pub tls: Option<RawListenTls>,
     pub https_redirect: Option<Spanned<bool>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub max_connections_per_ip: Option<Spanned<u64>>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, ...] }`.
@@ -135,7 +140,7 @@ impl<'de> Deserialize<'de> for ListenEntry {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListenEntry, A::Error> {
                 RawListenTable::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(ListenEntry::Table)
+                    .map(|t| ListenEntry::Table(Box::new(t)))
             }
         }
         deserializer.deserialize_any(EntryVisitor)
@@ -235,6 +240,31 @@ pub(super) struct RawRoute {
     pub error_pages: Option<Spanned<Vec<Spanned<RawErrorPage>>>>,
     pub intercept_errors: Option<Spanned<Vec<Spanned<u64>>>>,
     pub cache: Option<Spanned<super::cache::RawRouteCache>>,
+    pub allow: Option<Spanned<Vec<Spanned<String>>>>,
+    pub deny: Option<Spanned<Vec<Spanned<String>>>>,
+    pub rate_limit: Option<Spanned<RawRateLimit>>,
+    pub cors: Option<Spanned<RawCors>>,
+}
+
+/// `rate_limit = { rate = "100/s", burst = 50, key = "client_ip" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRateLimit {
+    pub rate: Spanned<String>,
+    pub burst: Option<Spanned<u64>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `cors = { allow_origins = [...], ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCors {
+    pub allow_origins: Spanned<Vec<Spanned<String>>>,
+    pub allow_methods: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub expose_headers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_credentials: Option<Spanned<bool>>,
+    pub max_age: Option<Spanned<u64>>,
 }
 
 /// `redirect = { to, status }`.

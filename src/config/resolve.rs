@@ -20,8 +20,8 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
-    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTable,
-    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTls,
+    RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -86,7 +86,7 @@ impl Cx<'_> {
         }
     }
 
-    fn number(
+    pub(super) fn number(
         &self,
         value: &Option<Spanned<u64>>,
         key: &str,
@@ -229,7 +229,16 @@ fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigEr
         .max_request_body
         .as_ref()
         .map_or(DEFAULT_MAX_REQUEST_BODY, |v| *v.get_ref());
+    let trusted_proxies =
+        super::edge::cidr_list(cx, &raw.trusted_proxies, "server.trusted_proxies")?;
+    let max_connections_per_ip = super::edge::connections_per_ip(
+        cx,
+        &raw.max_connections_per_ip,
+        "server.max_connections_per_ip",
+    )?;
     Ok(ServerConfig {
+        trusted_proxies,
+        max_connections_per_ip,
         listen,
         workers: NonZeroUsize::new(to_usize(workers)).unwrap_or(NonZeroUsize::MIN),
         pin_workers: raw.pin_workers.unwrap_or(false),
@@ -363,13 +372,25 @@ fn resolve_listen(
     let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
     for (i, entry) in raw.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (text, span, addr_key, tls) = match entry.get_ref() {
-            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None),
+        let (text, span, addr_key, tls, table) = match entry.get_ref() {
+            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None, None),
             ListenEntry::Table(table) => (
                 table.addr.get_ref().as_str(),
                 table.addr.span(),
                 format!("{key}.addr"),
                 table.tls.as_ref(),
+                Some(table),
+            ),
+        };
+        let (access, max_connections_per_ip) = match table {
+            None => (None, None),
+            Some(t) => (
+                super::edge::access_rules(cx, &t.allow, &t.deny, &key)?,
+                super::edge::connections_per_ip(
+                    cx,
+                    &t.max_connections_per_ip,
+                    &format!("{key}.max_connections_per_ip"),
+                )?,
             ),
         };
         let key = addr_key;
@@ -383,10 +404,14 @@ fn resolve_listen(
             return Err(cx.at(span, key, Kind::DuplicateAddress { addr }));
         }
         let https_redirect = match entry.get_ref() {
-            ListenEntry::Table(RawListenTable {
-                https_redirect: Some(flag),
-                ..
-            }) if *flag.get_ref() => {
+            ListenEntry::Table(table) => match &table.https_redirect {
+                Some(flag) if *flag.get_ref() => Some(flag),
+                _ => None,
+            },
+            _ => None,
+        };
+        let https_redirect = match https_redirect {
+            Some(flag) => {
                 if tls.is_some() {
                     let kind = Kind::InvalidValue(
                         "https_redirect is for a plain HTTP listener; this one is TLS".to_owned(),
@@ -408,6 +433,8 @@ fn resolve_listen(
             addr,
             tls,
             https_redirect,
+            access,
+            max_connections_per_ip,
         });
     }
     Ok(listen)
@@ -881,6 +908,12 @@ fn resolve_routes(
         let https_redirect = route.https_redirect.as_ref().is_some_and(|b| *b.get_ref());
         let error_pages = super::gateway::resolve_route_pages(cx, i, route, server_pages)?;
         let cache = super::cache::resolve_route_cache(cx, i, route.cache.as_ref(), zones)?;
+        let access =
+            super::edge::access_rules(cx, &route.allow, &route.deny, &format!("routes[{i}]"))?;
+        // What names the route's rate-limit cells across reloads.
+        let identity = super::edge::route_identity(&format!("{host:?}"), &path_prefix, route);
+        let rate_limit = super::edge::rate_limit(cx, i, &route.rate_limit, identity)?;
+        let cors = super::edge::cors(cx, i, &route.cors)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -903,6 +936,9 @@ fn resolve_routes(
             https_redirect,
             error_pages,
             cache,
+            access,
+            rate_limit,
+            cors,
         });
     }
     Ok(routes)

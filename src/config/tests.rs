@@ -61,6 +61,8 @@ fn example_parses_exactly() {
             addr: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
             https_redirect: false,
+            access: None,
+            max_connections_per_ip: None,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -94,6 +96,9 @@ fn example_parses_exactly() {
             https_redirect: false,
             error_pages: None,
             cache: None,
+            access: None,
+            rate_limit: None,
+            cors: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));
@@ -1339,5 +1344,62 @@ fn redirect_routes_have_no_upstream() {
     assert_eq!(
         redirect.location("http", "h", "/a?b").unwrap(),
         "https://h/a"
+    );
+}
+
+/// The edge keys parse into their types with their defaults.
+#[test]
+fn edge_keys_and_defaults() {
+    use crate::gateway::cors::OriginPattern;
+    use crate::gateway::rate_limit::RateKey;
+    let src = r#"
+[server]
+listen = [{ addr = "127.0.0.1:8080", deny = ["192.0.2.0/24"], max_connections_per_ip = 8 }, "127.0.0.1:8081"]
+trusted_proxies = ["10.0.0.0/8", "fd00::/8"]
+max_connections_per_ip = 100
+[upstreams.app]
+backends = [{ addr = "127.0.0.1:9001" }]
+[[routes]]
+upstream = "app"
+allow = ["127.0.0.1"]
+rate_limit = { rate = "10/s" }
+cors = { allow_origins = ["*"] }
+[[routes]]
+path_prefix = "/k"
+upstream = "app"
+rate_limit = { rate = "5/m", burst = 20, key = "header:X-Key" }
+"#;
+    let config = parse(src).unwrap();
+    let s = &config.server;
+    assert_eq!(s.trusted_proxies.0.len(), 2);
+    assert!(s.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
+    assert_eq!(s.max_connections_per_ip.map(|n| n.get()), Some(100));
+    assert_eq!(s.listen[0].max_connections_per_ip.map(|n| n.get()), Some(8));
+    let rules = s.listen[0].access.as_deref().unwrap();
+    assert!(!rules.permits("192.0.2.1".parse().unwrap()));
+    assert!(rules.permits("127.0.0.1".parse().unwrap()));
+    assert_eq!(s.listen[1].access, None);
+    assert_eq!(s.listen[1].max_connections_per_ip, None);
+    let r0 = &config.routes[0];
+    assert!(r0
+        .access
+        .as_deref()
+        .unwrap()
+        .permits("127.0.0.1".parse().unwrap()));
+    let limit = r0.rate_limit.as_deref().unwrap();
+    assert_eq!((limit.interval, limit.burst), (100_000_000, 1));
+    assert_eq!(limit.key, RateKey::ClientIp);
+    let cors = r0.cors.as_deref().unwrap();
+    assert_eq!(cors.allow_origins, [OriginPattern::Any]);
+    assert_eq!(cors.allow_methods, "GET, HEAD, POST");
+    assert_eq!((cors.allow_credentials, cors.max_age), (false, None));
+    let limit = config.routes[1].rate_limit.as_deref().unwrap();
+    assert_eq!((limit.interval, limit.burst), (12_000_000_000, 20));
+    assert_eq!(limit.key, RateKey::Header("x-key".into()));
+    assert_ne!(limit.identity, r0.rate_limit.as_deref().unwrap().identity);
+    let summary = config.summary();
+    assert!(
+        summary.contains("path / (allow/deny) (rate limited) (cors) -> app"),
+        "{summary}"
     );
 }

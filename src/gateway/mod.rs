@@ -6,14 +6,23 @@
 //! sockets and shared by the config (which builds it) and the proxy (which
 //! runs it). A route without gateway keys carries `None` and costs nothing.
 
+pub mod access;
+pub mod cidr;
+pub mod cors;
 pub mod headers;
 pub mod matching;
 pub mod pages;
+pub mod rate_limit;
 pub mod redirect;
 pub mod rewrite;
+pub mod shared;
 
+pub use access::AccessRules;
+pub use cidr::{Cidr, CidrList};
+pub use cors::Cors;
 pub use headers::{BackendFields, HeaderEdits};
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
 pub use pages::{ErrorPage, ErrorPages};
+pub use rate_limit::RateLimit;
 pub use redirect::{HttpsRedirect, Redirect};
 pub use rewrite::{HostRewrite, Rewrite};

@@ -160,15 +160,12 @@ mod tests {
         head: &'r crate::http::RequestHead<'b>,
         scheme: &'r str,
     ) -> RequestCtx<'r, 'b> {
-        RequestCtx {
-            head,
-            upstream: None,
-            request_id: "",
-            forward_request_id: None,
-            target: None,
-            scheme,
-            location: None,
-        }
+        // Leaked: a few tables per test run, and contexts borrow them.
+        let shared: &'static crate::gateway::shared::Shared =
+            Box::leak(Box::new(crate::gateway::shared::Shared::new()));
+        let mut ctx = RequestCtx::new(head, None, "", "192.0.2.1".parse().unwrap(), shared);
+        ctx.scheme = scheme;
+        ctx
     }
 
     fn parsed(raw: &[u8]) -> crate::http::RequestHead<'_> {

@@ -254,6 +254,7 @@ mod tests {
         };
         let ctx = ForwardContext {
             client_ip: "127.0.0.1".parse().unwrap(),
+            keep_client_xff: true,
             proto: "http",
             host_fallback: None,
             request_id: None,

@@ -23,7 +23,11 @@ use super::{BodyKind, RequestHead, ResponseBody, ResponseHead, Version};
 /// What the proxy knows about the client connection.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardContext<'a> {
+    /// The connection's address: the hop `X-Forwarded-For` gains.
     pub client_ip: IpAddr,
+    /// Whether the client's own `X-Forwarded-For` is kept in front of
+    /// `client_ip` (the peer is a trusted proxy); otherwise it is replaced.
+    pub keep_client_xff: bool,
     /// `"http"` or `"https"`: the scheme the client used.
     pub proto: &'a str,
     /// Host to send when the request has none (HTTP/1.0 without Host).
@@ -146,7 +150,7 @@ pub fn write_request_head(head: &RequestHead<'_>, ctx: &ForwardContext<'_>, out:
     for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
         match role {
             FieldRole::EndToEnd => out.extend_from_slice(line.raw),
-            FieldRole::XForwardedFor => client_xff = true,
+            FieldRole::XForwardedFor => client_xff = ctx.keep_client_xff,
             FieldRole::HopByHop
             | FieldRole::ContentLength
             | FieldRole::TransferEncoding

@@ -23,8 +23,16 @@ pub const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 pub enum LocalReply {
     /// 400 (RFC 9110 §15.5.1): the request is malformed.
     BadRequest(&'static str),
+    /// 204 (RFC 9110 §15.3.5): answered by the proxy without a body (a
+    /// CORS preflight); the reason is for logs only.
+    NoContent(&'static str),
+    /// 403 (RFC 9110 §15.5.4): the route's access rules refuse the client.
+    Forbidden(&'static str),
     /// 404 (RFC 9110 §15.5.5): no route matches the host and path.
     NotFound,
+    /// 429 (RFC 6585 §4): the route's rate limit is exceeded (the caller
+    /// adds `Retry-After`).
+    TooManyRequests(&'static str),
     /// 408 (RFC 9110 §15.5.9): the request head did not arrive in time.
     RequestTimeout,
     /// 431 (RFC 6585 §5): the head exceeds `Limits`.
@@ -56,7 +64,10 @@ impl LocalReply {
     pub fn status(&self) -> u16 {
         match self {
             LocalReply::BadRequest(_) => 400,
+            LocalReply::NoContent(_) => 204,
+            LocalReply::Forbidden(_) => 403,
             LocalReply::NotFound => 404,
+            LocalReply::TooManyRequests(_) => 429,
             LocalReply::RequestTimeout => 408,
             LocalReply::HeadersTooLarge => 431,
             LocalReply::UriTooLong => 414,
@@ -74,7 +85,10 @@ impl LocalReply {
     pub fn status_text(&self) -> &'static str {
         match self {
             LocalReply::BadRequest(_) => "Bad Request",
+            LocalReply::NoContent(_) => "No Content",
+            LocalReply::Forbidden(_) => "Forbidden",
             LocalReply::NotFound => "Not Found",
+            LocalReply::TooManyRequests(_) => "Too Many Requests",
             LocalReply::RequestTimeout => "Request Timeout",
             LocalReply::HeadersTooLarge => "Request Header Fields Too Large",
             LocalReply::UriTooLong => "URI Too Long",
@@ -92,6 +106,9 @@ impl LocalReply {
     pub fn reason(&self) -> &'static str {
         match self {
             LocalReply::BadRequest(r)
+            | LocalReply::NoContent(r)
+            | LocalReply::Forbidden(r)
+            | LocalReply::TooManyRequests(r)
             | LocalReply::NotImplemented(r)
             | LocalReply::InternalError(r)
             | LocalReply::BadGateway(r)
@@ -126,6 +143,18 @@ impl LocalReply {
     pub fn write_with(&self, parts: &ReplyParts<'_>, out: &mut Vec<u8>) -> usize {
         let start = out.len();
         let (status, text, reason) = (self.status(), self.status_text(), self.reason());
+        if status == 204 {
+            // No body, and no Content-Length (RFC 9110 §8.6).
+            let _ = write!(out, "HTTP/1.1 {status} {text}\r\n");
+            if !parts.keep_alive {
+                out.extend_from_slice(b"Connection: close\r\n");
+            }
+            if let Some(id) = parts.request_id {
+                let _ = write!(out, "X-Request-ID: {id}\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            return out.len() - start;
+        }
         let (content_type, body_len) = match parts.page {
             Some((content_type, body)) => (content_type, body.len()),
             // The body is "<3 digits> <text>: <reason>\n".
@@ -269,6 +298,8 @@ mod tests {
             LocalReply::GatewayTimeout("x"),
             LocalReply::Redirect(308),
             LocalReply::Intercepted(500),
+            LocalReply::Forbidden("x"),
+            LocalReply::TooManyRequests("x"),
         ];
         for reply in replies {
             for keep_alive in [true, false] {
@@ -333,6 +364,17 @@ mod tests {
         let len = LocalReply::ServiceUnavailable("x").write_with(&head_only, &mut only);
         assert_eq!(only.len(), len);
         assert_eq!(only, out[..head_len]);
+    }
+
+    #[test]
+    fn no_content_has_no_body_and_no_length() {
+        let text = written(LocalReply::NoContent("preflight"), false);
+        assert_eq!(text, "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        let head = crate::http::parse_response(text.as_bytes(), &Default::default(), false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(head.status(), 204);
+        assert_eq!(head.head_len(), text.len());
     }
 
     #[test]

@@ -219,6 +219,18 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
             Total(|t| t.overload_rejections.to_string()),
         ),
         family(
+            "ringlb_connections_per_ip_rejected_total",
+            counter,
+            "Connections closed at once because their client address held max_connections_per_ip already.",
+            Total(|t| t.connections_per_ip_rejected.to_string()),
+        ),
+        family(
+            "ringlb_connections_denied_total",
+            counter,
+            "Connections closed at once by a listener's allow/deny rules.",
+            Total(|t| t.connections_denied.to_string()),
+        ),
+        family(
             "ringlb_accept_errors_total",
             counter,
             "Client accepts that failed (out of fds or memory); the accept loop backs off 50 ms.",

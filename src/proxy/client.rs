@@ -7,8 +7,7 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::Shutdown;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,8 @@ use crate::gateway::pages::{self, ErrorPages};
 use crate::gateway::{BackendFields, HeaderEdits};
 use crate::http::{BodyKind, LocalReply, ReplyParts, Version};
 use crate::io::Transport;
+
+use super::filter::AddedFields;
 
 /// How long a closing connection keeps reading (and discarding) what the
 /// client still sends, so the kernel does not answer with a reset that
@@ -121,6 +122,17 @@ pub(super) struct Client {
     /// The cache's state for the request being served on a caching route
     /// (see `cache`); cleared between requests.
     pub cache: Option<Box<super::cache::CacheFill>>,
+    /// The current request's client address (after `trusted_proxies`),
+    /// once its head was routed.
+    pub client_ip: Option<IpAddr>,
+    /// Header lines for a local reply to the current request (a 429's
+    /// `Retry-After`), from the request filters.
+    pub reply_fields: Vec<u8>,
+    /// Fields for every response to the current request (CORS).
+    pub response_fields: AddedFields,
+    /// A request filter refused the current request, and nothing of it is
+    /// left to read (no body, keep-alive): its reply need not close.
+    pub refused_whole: bool,
 }
 
 /// What one request did, for the metrics and the access log.
@@ -165,6 +177,10 @@ impl Client {
             is_head: false,
             location: String::new(),
             cache: None,
+            client_ip: None,
+            reply_fields: Vec::new(),
+            response_fields: AddedFields::default(),
+            refused_whole: false,
         }
     }
 
@@ -172,6 +188,14 @@ impl Client {
     /// graceful stop began (`draining`), or its listener was removed.
     pub fn winding_down(&self, draining: bool) -> bool {
         draining || self.listener_removed.get()
+    }
+
+    /// The client address for logs: the request's (after
+    /// `trusted_proxies`) with the connection's port, or the connection's.
+    pub fn log_addr(&self) -> SocketAddr {
+        let peer = self.transport.peer_addr();
+        self.client_ip
+            .map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }
 
     /// The request id, if the current request has one yet.
@@ -231,7 +255,14 @@ impl Client {
             location: matches!(reply, LocalReply::Redirect(_)).then_some(self.location.as_str()),
             page: page.map(|p| (p.content_type.as_str(), body.as_slice())),
         };
-        let head_len = reply.write_with(&parts, &mut self.out);
+        let mut head_len = reply.write_with(&parts, &mut self.out);
+        // The filters' fields (CORS, `Retry-After`) go before the head's
+        // final CRLF.
+        for fields in [&self.response_fields.lines, &self.reply_fields] {
+            let at = head_len - 2;
+            self.out.splice(at..at, fields.iter().copied());
+            head_len += fields.len();
+        }
         self.mark_body_start(head_len);
         self.send_out(deadline).await
     }

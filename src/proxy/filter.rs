@@ -14,6 +14,9 @@
 //! that local reply (a response filter's reply replaces the backend's
 //! response, whose connection is then closed).
 
+use std::net::IpAddr;
+
+use crate::gateway::shared::Shared;
 use crate::http::{LocalReply, RequestHead, ResponseInfo};
 
 /// A request after routing, as the request filters see it.
@@ -34,6 +37,91 @@ pub struct RequestCtx<'r, 'b> {
     /// The `Location` of a redirect the filter answers with
     /// (`LocalReply::Redirect`).
     pub location: Option<String>,
+    /// The client's address: the connection's, or the one a trusted
+    /// proxy named in `X-Forwarded-For` (`trusted_proxies`).
+    pub client_ip: IpAddr,
+    /// The route's position in the file (`$route`, metric labels).
+    pub route: usize,
+    /// Now, in nanoseconds of `upstream::clock` (limits take it from here,
+    /// so tests choose the time).
+    pub now: u64,
+    /// The process-wide tables of the edge limits.
+    pub shared: &'r Shared,
+    /// Header lines (each ending in CRLF) for a local reply to this
+    /// request only (`Retry-After` of a 429).
+    pub reply_fields: Vec<u8>,
+    /// Fields for every response to this request, the backend's or a
+    /// local reply (CORS).
+    pub response_fields: AddedFields,
+}
+
+/// Header fields the proxy adds to every response to a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AddedFields {
+    /// Lines, each ending in CRLF.
+    pub lines: Vec<u8>,
+    /// The backend's fields whose names start with this (lowercase,
+    /// compared ASCII case-insensitively) are dropped: the proxy answers
+    /// for them (`access-control-` on a CORS route).
+    pub replaces: Option<&'static str>,
+}
+
+impl AddedFields {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.replaces.is_none()
+    }
+
+    pub fn clear(&mut self) {
+        self.lines.clear();
+        self.replaces = None;
+    }
+
+    /// Applies the fields to a written response head (status line,
+    /// fields, final CRLF): drops the backend's that `replaces` names,
+    /// then puts `lines` before the final CRLF.
+    pub fn apply_to_head(&self, head: &mut Vec<u8>) {
+        if let Some(prefix) = self.replaces {
+            let mut out = Vec::with_capacity(head.len() + self.lines.len());
+            for (i, line) in head.split_inclusive(|&b| b == b'\n').enumerate() {
+                let dropped = i > 0
+                    && line.len() > prefix.len()
+                    && line[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes());
+                if !dropped {
+                    out.extend_from_slice(line);
+                }
+            }
+            *head = out;
+        }
+        let at = head.len().saturating_sub(2);
+        head.splice(at..at, self.lines.iter().copied());
+    }
+}
+
+impl<'r, 'b> RequestCtx<'r, 'b> {
+    /// A context with nothing added yet.
+    pub fn new(
+        head: &'r RequestHead<'b>,
+        upstream: Option<usize>,
+        request_id: &'r str,
+        client_ip: IpAddr,
+        shared: &'r Shared,
+    ) -> RequestCtx<'r, 'b> {
+        RequestCtx {
+            head,
+            upstream,
+            request_id,
+            forward_request_id: None,
+            target: None,
+            scheme: "http",
+            location: None,
+            client_ip,
+            route: 0,
+            now: 0,
+            shared,
+            reply_fields: Vec::new(),
+            response_fields: AddedFields::default(),
+        }
+    }
 }
 
 /// A final response head, as the response filters see it.

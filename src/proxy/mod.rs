@@ -43,4 +43,4 @@ mod worker;
 
 pub use client::ListenerRemoved;
 pub use error::{ClientFailure, UpstreamFailure};
-pub use worker::Worker;
+pub use worker::{ProcessShared, Worker};

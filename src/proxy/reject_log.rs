@@ -60,7 +60,7 @@ pub(super) fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {
         (log.method.clone(), log.target.clone())
     };
     tracing::warn!(
-        client = %client.transport.peer_addr(),
+        client = %client.log_addr(),
         method = %method,
         target = %target,
         status = reply.status(),
@@ -68,6 +68,14 @@ pub(super) fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {
         suppressed,
         "request failed"
     );
+}
+
+/// Logs a connection closed at once by a listener's rules or a
+/// connection limit (bounded per reason, as replies are).
+pub(super) fn log_refused_connection(peer: std::net::IpAddr, reason: &'static str) {
+    if let Some(suppressed) = reply_log_admit(reason) {
+        tracing::warn!(client = %peer, reason, suppressed, "connection refused");
+    }
 }
 
 /// The first two words of the buffered request line, printable ASCII,

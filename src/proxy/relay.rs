@@ -408,6 +408,10 @@ async fn respond(
             .edits
             .apply_rendered(&mut client.out, &edits.rendered, attempt.backend);
     }
+    if !client.response_fields.is_empty() {
+        // The request filters' fields (CORS).
+        client.response_fields.apply_to_head(&mut client.out);
+    }
     if let Some(label) = cache::label(client) {
         // Before the empty line that ends the head.
         client.out.truncate(client.out.len() - 2);
@@ -491,6 +495,32 @@ pub(super) async fn reply_and_close(
         super::reject_log::log_reply(client, log, &reply);
     }
     reply_and_close_now(env, client, reply).await
+}
+
+/// Answers the request with a local reply and keeps the connection (a
+/// request filter refused a request that was read whole).
+pub(super) async fn reply_and_keep_alive(
+    env: &Env<'_>,
+    client: &mut Client,
+    log: &LogLine,
+    reply: LocalReply,
+) -> Next {
+    super::reject_log::log_reply(client, log, &reply);
+    env.metrics.count_status(reply.status());
+    client.rec.status = reply.status();
+    client.rec.answered = false;
+    let sent = client
+        .reply(
+            &reply,
+            &env.server.error_pages,
+            true,
+            env.server.send_timeout,
+        )
+        .await;
+    match sent {
+        Ok(()) => Next::KeepAlive,
+        Err(_) => Next::Abort,
+    }
 }
 
 async fn reply_and_close_now(env: &Env<'_>, client: &mut Client, reply: LocalReply) -> Next {

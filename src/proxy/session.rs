@@ -37,6 +37,7 @@ use crate::gateway::{BackendFields, HostRewrite};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
 use crate::io::Conn;
 use crate::metrics::Method;
+use crate::upstream::clock;
 
 use super::cache::{self, Lookup};
 use super::client::{
@@ -44,7 +45,7 @@ use super::client::{
 };
 use super::exchange::exchange;
 use super::filter::{Filter, RequestCtx};
-use super::relay::reply_and_close;
+use super::relay::{reply_and_close, reply_and_keep_alive};
 use super::worker::Worker;
 
 impl Worker {
@@ -58,6 +59,11 @@ impl Worker {
         listener: SocketAddr,
         listener_removed: ListenerRemoved,
     ) {
+        // Dropping `conn` closes it at once; the slots are held (and the
+        // counts kept) until the connection ends.
+        let Some(_slots) = self.admit_connection(conn.peer_addr().ip(), listener) else {
+            return;
+        };
         let Some(mut client) = self.accept_client(conn, tls, listener, listener_removed) else {
             return;
         };
@@ -81,6 +87,10 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
     loop {
         client.rec = Record::default();
         client.request_id.clear();
+        client.reply_fields.clear();
+        client.response_fields.clear();
+        client.client_ip = None;
+        client.refused_whole = false;
         client.request_read = false;
         client.route_pages = None;
         client.is_head = false;
@@ -92,6 +102,19 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         let mut info = match read_request(worker, client, first, &mut fwd, &mut log).await {
             Ok(Some(info)) => info,
             Ok(None) => return End::Closed,
+            // A filter refused a request with no body, whose head is
+            // consumed: answer and keep the connection.
+            Err(reply) if client.refused_whole && !client.winding_down(worker.is_draining()) => {
+                let next = Box::pin(reply_and_keep_alive(&worker.env(), client, &log, reply)).await;
+                finish(worker, client, None, &log, sent_before);
+                match next {
+                    Next::KeepAlive => {
+                        first = false;
+                        continue;
+                    }
+                    _ => return End::Closed,
+                }
+            }
             Err(reply) => {
                 let next = Box::pin(reply_and_close(&worker.env(), client, &log, reply)).await;
                 finish(worker, client, None, &log, sent_before);
@@ -355,15 +378,10 @@ fn on_head(
             .iter()
             .any(|l| l.https_redirect && l.addr == client.listener)
     {
-        let mut filtered = RequestCtx {
-            head: &head,
-            upstream: None,
-            request_id: &client.request_id,
-            forward_request_id: None,
-            target: None,
-            scheme,
-            location: None,
-        };
+        let peer_ip = client.transport.peer_addr().ip();
+        let mut filtered =
+            RequestCtx::new(&head, None, &client.request_id, peer_ip, &worker.shared);
+        filtered.scheme = scheme;
         let result = gateway::HttpsRedirect.on_request(&mut filtered);
         let location = filtered.location.take();
         return Err(answered_itself(client, location, result));
@@ -379,18 +397,39 @@ fn on_head(
             return Err(LocalReply::PayloadTooLarge);
         }
     }
-    // 3. Request filters: the worker's, then the route's (HTTPS redirect,
-    // path rewrite, redirect, which sees the rewritten path).
-    let mut filtered = RequestCtx {
-        head: &head,
-        upstream: route.upstream,
-        request_id: &client.request_id,
-        forward_request_id: None,
-        target: None,
-        scheme,
-        location: None,
-    };
-    let mut result = worker.filters.on_request(&mut filtered);
+    // The client address for rules, keys and logs; the connection's
+    // unless a trusted proxy named another.
+    let peer = client.transport.peer_addr();
+    let trusted = &worker.config.server.trusted_proxies;
+    let client_ip = gateway::cidr::client_ip(
+        peer.ip(),
+        head.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("x-forwarded-for"))
+            .map(|(_, v)| v),
+        trusted,
+    );
+    client.client_ip = Some(client_ip);
+    // 3. Request filters: the worker's, the route's edge filters (access,
+    // CORS, rate limit), its HTTPS redirect, path rewrite, then redirect
+    // (which sees the rewritten path).
+    let mut filtered = RequestCtx::new(
+        &head,
+        route.upstream,
+        &client.request_id,
+        client_ip,
+        &worker.shared,
+    );
+    filtered.scheme = scheme;
+    filtered.route = route.index;
+    if route.rate_limit.is_some() {
+        // Only limits read the clock; a plain route does not pay for it.
+        filtered.now = clock::now_nanos();
+    }
+    let mut result = worker.filters.on_request(&mut filtered).and_then(|()| {
+        route
+            .edge_filters()
+            .try_for_each(|f| f.on_request(&mut filtered))
+    });
     if result.is_ok() && route.https_redirect {
         result = gateway::HttpsRedirect.on_request(&mut filtered);
     }
@@ -406,24 +445,45 @@ fn on_head(
             }
         });
     }
+    let RequestCtx {
+        forward_request_id,
+        target,
+        reply_fields,
+        response_fields,
+        location,
+        ..
+    } = filtered;
+    client.reply_fields = reply_fields;
+    client.response_fields = response_fields;
     if result.is_err() {
-        let location = filtered.location.take();
+        // Nothing of an HTTP/1.1 keep-alive request without a body is left
+        // to read: the connection can stay.
+        if head.body() == BodyKind::Empty
+            && head.keep_alive()
+            && head.version() == Version::Http11
+            && head.upgrade().is_none()
+        {
+            let head_len = head.head_len();
+            client.buf.drain(..head_len);
+            client.request_read = true;
+            client.refused_whole = true;
+        }
         return Err(answered_itself(client, location, result));
     }
     // A route without upstream has a redirect, which answered above.
     let Some(upstream) = route.upstream else {
         return Err(LocalReply::InternalError("route has no upstream"));
     };
-    let client_ip = client.transport.peer_addr().ip();
     let cache = route
         .cache
         .as_ref()
-        .and_then(|c| cache::plan(c, &worker.zones, &head, scheme, filtered.target.as_deref()));
+        .and_then(|c| cache::plan(c, &worker.zones, &head, scheme, target.as_deref()));
     let ctx = ForwardContext {
-        client_ip,
+        client_ip: peer.ip(),
+        keep_client_xff: trusted.contains(peer.ip()),
         proto: scheme,
         host_fallback: None,
-        request_id: filtered.forward_request_id,
+        request_id: forward_request_id,
     };
     fwd.clear();
     http::write_request_head(&head, &ctx, fwd);
@@ -434,24 +494,19 @@ fn on_head(
     };
     if let Some(rewrite) = &route.rewrite {
         let host = rewrite.host.as_ref();
-        gateway::rewrite::splice_head(
-            fwd,
-            filtered.target.as_deref(),
-            host.and_then(HostRewrite::name),
-        );
+        gateway::rewrite::splice_head(fwd, target.as_deref(), host.and_then(HostRewrite::name));
         if host == Some(&HostRewrite::Backend) {
             gateway::rewrite::remove_host(fwd);
             backend_fields.host = true;
         }
     }
-    let peer = client.transport.peer_addr();
     let request_id = client.request_id.as_str();
     let upstream_name = worker.config.upstreams[upstream].name.as_str();
     let var = |name: &str, out: &mut Vec<u8>| {
         use std::io::Write as _;
         // Writing to a Vec cannot fail.
         let _ = match name {
-            "client_ip" => write!(out, "{}", peer.ip()),
+            "client_ip" => write!(out, "{client_ip}"),
             "client_port" => write!(out, "{}", peer.port()),
             "request_id" => write!(out, "{request_id}"),
             "host" => write!(out, "{}", head.host().unwrap_or("")),
@@ -569,7 +624,7 @@ fn finish(
         time: SystemTime::now()
             .checked_sub(duration)
             .unwrap_or_else(SystemTime::now),
-        client: client.transport.peer_addr(),
+        client: client.log_addr(),
         method: or_dash(b"-", log.method.as_bytes()).unwrap_or(log.method.as_bytes()),
         target: or_dash(b"-", log.target.as_bytes()).unwrap_or(log.target.as_bytes()),
         version: match log.version {

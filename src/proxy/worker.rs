@@ -9,6 +9,7 @@
 //! in flight finishes on the generation it started on.
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use crate::access_log::WorkerLog;
 use crate::cache::Zones;
 use crate::config::{Config, ServerConfig};
+use crate::gateway::shared::{ConnGuard, Shared};
 use crate::http;
 use crate::io::{Closer, Conn, Transport};
 use crate::metrics::WorkerMetrics;
@@ -27,6 +29,7 @@ use crate::upstream::{clock, Backend, BackendState};
 
 use super::client::{Client, ListenerRemoved};
 use super::filter::Filters;
+use super::reject_log::log_refused_connection;
 
 /// Spare relay buffers a worker keeps (at `buffer_size` each, 16 MiB at
 /// the defaults).
@@ -160,6 +163,9 @@ pub struct Worker {
     pub(super) buffers: Buffers,
     pub(super) limits: http::Limits,
     pub metrics: Arc<WorkerMetrics>,
+    /// The process-wide tables of the edge limits (same for every worker
+    /// and generation).
+    pub(super) shared: Arc<Shared>,
     /// This worker's access log buffer, when `server.access_log` is set.
     pub(super) log: Option<RefCell<WorkerLog>>,
     /// A graceful stop began: no keep-alive, no waiting for new requests.
@@ -173,6 +179,13 @@ pub struct Worker {
     idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
 }
 
+/// What every worker of the process shares besides the backends' states:
+/// the edge limits' tables (kept across reloads) and the cache zones.
+pub struct ProcessShared {
+    pub zones: Arc<Zones>,
+    pub shared: Arc<Shared>,
+}
+
 impl Worker {
     /// `backend_states[u][b]` is the shared state of backend `b` of
     /// upstream `u`; every worker gets the same `Arc`s. `tls` is every
@@ -184,8 +197,9 @@ impl Worker {
         worker_index: usize,
         metrics: Arc<WorkerMetrics>,
         log: Option<WorkerLog>,
-        zones: Arc<Zones>,
+        process: ProcessShared,
     ) -> Worker {
+        let ProcessShared { zones, shared } = process;
         let mut upstreams = Vec::new();
         let mut slots = Vec::new();
         for (u, up) in config.upstreams.iter().enumerate() {
@@ -225,6 +239,7 @@ impl Worker {
             config,
             zones,
             metrics,
+            shared,
             log: log.map(RefCell::new),
             draining: Cell::new(false),
             successor: RefCell::new(None),
@@ -363,6 +378,48 @@ impl Worker {
         let evicted = self.connector.evict_idle();
         self.metrics.pool_stale.add(evicted as u64);
         self.buffers.sweep()
+    }
+
+    /// Whether a new connection from `peer` on `listener` may be served:
+    /// the listener's `allow`/`deny`, then `max_connections_per_ip` of the
+    /// server and of the listener. The slots taken are given back when
+    /// the returned guards drop (when the connection ends); `None`: close
+    /// it at once (counted and logged).
+    pub(super) fn admit_connection(
+        &self,
+        peer: IpAddr,
+        listener: SocketAddr,
+    ) -> Option<[Option<ConnGuard>; 2]> {
+        let server = &self.config.server;
+        let listen = server.listen.iter().find(|l| l.addr == listener);
+        if listen
+            .and_then(|l| l.access.as_deref())
+            .is_some_and(|rules| !rules.permits(peer))
+        {
+            self.metrics.connections_denied.inc();
+            log_refused_connection(peer, "client address denied by the listener's access rules");
+            return None;
+        }
+        let limits = [
+            (None, server.max_connections_per_ip),
+            (
+                Some(listener),
+                listen.and_then(|l| l.max_connections_per_ip),
+            ),
+        ];
+        let mut slots = [None, None];
+        for (slot, (scope, limit)) in slots.iter_mut().zip(limits) {
+            let Some(limit) = limit else { continue };
+            match self.shared.acquire_conn(scope, peer, limit.get()) {
+                Some(guard) => *slot = Some(guard),
+                None => {
+                    self.metrics.connections_per_ip_rejected.inc();
+                    log_refused_connection(peer, "client address at max_connections_per_ip");
+                    return None;
+                }
+            }
+        }
+        Some(slots)
     }
 
     /// A new client connection: counted, and with its transport (TLS on a

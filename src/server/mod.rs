@@ -31,9 +31,10 @@ use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::{self, AdminCounters, AdminHooks, AdminServer, Guard, StatusInfo};
 use crate::cache::Zones;
 use crate::config::{Config, Overload};
+use crate::gateway::shared::Shared;
 use crate::io::{self, Listener};
 use crate::metrics::{self, Layout, Registry, WorkerMetrics};
-use crate::proxy::Worker;
+use crate::proxy::{ProcessShared, Worker};
 use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
 use crate::upstream::health;
 use listeners::ListenerUpdate;
@@ -159,6 +160,8 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
 pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
     let zones = Arc::new(Zones::plan(&config.cache_zones, None));
+    // Made once per process: a reload keeps every limit's state.
+    let shared = Arc::new(Shared::new());
     let mut metrics = Registry::new(Layout::from_config(&config));
     let workers = config.server.workers.get();
     // Every socket and TLS config is made here, before any thread starts.
@@ -208,6 +211,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         let config = config.clone();
         let states = backend_states.clone();
         let zones = zones.clone();
+        let shared = shared.clone();
         let tls = upstream_tls.clone();
         let ready = ready_tx.clone();
         let stopped_accepting = stopped_tx.clone();
@@ -230,6 +234,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                     tls,
                     metrics: shard,
                     log,
+                    shared,
                     listeners,
                     stop,
                     updates,
@@ -279,7 +284,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
     let draining = Arc::new(AtomicBool::new(false));
     let admin = match (&config.admin, admin_listener) {
         (Some(a), Some(listener)) => {
-            let hooks = admin_hooks(&reloader, &metrics, &draining);
+            let hooks = admin_hooks(&reloader, &metrics, &draining, &shared);
             if a.insecure_no_auth && !admin::is_loopback(a.listen.ip()) {
                 tracing::warn!(
                     listen = %a.listen,
@@ -473,6 +478,7 @@ fn admin_hooks(
     reloader: &Arc<Reloader>,
     registry: &Arc<Mutex<Registry>>,
     draining: &Arc<AtomicBool>,
+    shared: &Arc<Shared>,
 ) -> AdminHooks {
     let live = reloader.live.clone();
     let current = move || {
@@ -493,9 +499,11 @@ fn admin_hooks(
     let metrics_text = {
         let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
         let live = reloader.live.clone();
+        let shared = shared.clone();
         move || {
             let (_, states, ..) = current();
             let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
+            shared.render_metrics(&mut text);
             let zones = lock(&live).zones.clone();
             metrics::prometheus::render_cache(&zones, &mut text);
             text
@@ -631,6 +639,8 @@ struct WorkerParts {
     tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
     log: Option<WorkerLog>,
+    /// The process-wide tables of the edge limits.
+    shared: Arc<Shared>,
     /// This worker's sockets, one per `config.server.listen` entry.
     listeners: Vec<ListenerUpdate>,
     stop: watch::Receiver<Stop>,
@@ -743,6 +753,7 @@ async fn worker_main(parts: WorkerParts) {
         tls,
         metrics,
         log,
+        shared,
         listeners,
         mut stop,
         mut updates,
@@ -759,7 +770,10 @@ async fn worker_main(parts: WorkerParts) {
         index,
         metrics,
         log,
-        zones,
+        ProcessShared {
+            zones,
+            shared: shared.clone(),
+        },
     ));
     let generations: Rc<RefCell<Vec<Weak<Worker>>>> =
         Rc::new(RefCell::new(vec![Rc::downgrade(&first)]));
@@ -830,7 +844,10 @@ async fn worker_main(parts: WorkerParts) {
                     index,
                     update.metrics,
                     update.log,
-                    update.zones,
+                    ProcessShared {
+                        zones: update.zones,
+                        shared: shared.clone(),
+                    },
                 ));
                 generations.borrow_mut().push(Rc::downgrade(&worker));
                 let old = accepting.current.replace(worker);

@@ -204,6 +204,8 @@ pub struct ProxyBuilder {
     admin_lines: Vec<String>,
     /// The `tls = { ... }` table of a second, TLS listener on a free port.
     tls: Option<String>,
+    /// More `key = value` pairs of the plain listener's table.
+    listen_options: Option<String>,
     server: Vec<String>,
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
@@ -241,6 +243,13 @@ impl ProxyBuilder {
     pub fn tls_listener(mut self, table: &str) -> Self {
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
         self.tls = Some(table.replace("CERTS", &certs.display().to_string()));
+        self
+    }
+
+    /// Writes the plain listener as a table, `{ addr = "...", OPTIONS }`
+    /// (e.g. `allow = [...]`); not together with a TLS listener.
+    pub fn listen_options(mut self, options: &str) -> Self {
+        self.listen_options = Some(options.to_string());
         self
     }
 
@@ -301,7 +310,10 @@ impl ProxyBuilder {
     pub fn config_text(&self, port: u16) -> String {
         let mut s = String::new();
         writeln!(s, "[server]").unwrap();
-        writeln!(s, "listen = [\"127.0.0.1:{port}\"]").unwrap();
+        match &self.listen_options {
+            None => writeln!(s, "listen = [\"127.0.0.1:{port}\"]").unwrap(),
+            Some(o) => writeln!(s, "listen = [{{ addr = \"127.0.0.1:{port}\", {o} }}]").unwrap(),
+        }
         writeln!(s, "workers = {}", self.workers).unwrap();
         writeln!(s, "pin_workers = false").unwrap();
         for line in &self.server {
@@ -438,6 +450,7 @@ impl Proxy {
             admin: false,
             admin_lines: Vec::new(),
             tls: None,
+            listen_options: None,
             server: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),

@@ -170,7 +170,12 @@ fn hop_by_hop_headers_are_removed() {
 #[test]
 fn x_forwarded_headers_are_added() {
     let backend = Backend::echo();
-    let proxy = Proxy::simple(&[backend.addr]);
+    // The client (127.0.0.1) is a trusted proxy: its X-Forwarded-For is
+    // kept and appended to (see `edge` for an untrusted one's, replaced).
+    let proxy = Proxy::builder()
+        .server("trusted_proxies = [\"127.0.0.0/8\"]")
+        .upstream("app", &[backend.addr], &[])
+        .start();
     let resp = proxy.client().roundtrip(&request(
         "GET",
         "/",

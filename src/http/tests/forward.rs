@@ -13,6 +13,7 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 fn ctx() -> ForwardContext<'static> {
     ForwardContext {
         client_ip: CLIENT,
+        keep_client_xff: true,
         proto: "https",
         host_fallback: None,
         request_id: None,
@@ -125,6 +126,7 @@ fn absolute_form_becomes_origin_form() {
 fn http10_client_without_host_gets_fallback() {
     let ctx = ForwardContext {
         client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
+        keep_client_xff: true,
         proto: "http",
         host_fallback: Some("default.example"),
         request_id: None,
@@ -475,4 +477,27 @@ fn response_gets_cookie_and_request_id_unless_it_has_one() {
         "HTTP/1.1 200 OK\r\nx-request-id: theirs\r\nContent-Length: 0\r\n\
          Connection: close\r\nSet-Cookie: lb=00ff; Path=/\r\n\r\n"
     );
+}
+
+#[test]
+fn an_untrusted_peers_x_forwarded_for_is_replaced() {
+    let raw =
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6\r\nx-forwarded-for: 7.7.7.7\r\n\r\n";
+    let kept = forward_request(raw, &ctx());
+    assert!(
+        kept.contains(&format!(
+            "\r\nX-Forwarded-For: 6.6.6.6, 7.7.7.7, {CLIENT}\r\n"
+        )),
+        "{kept:?}"
+    );
+    let ctx = ForwardContext {
+        keep_client_xff: false,
+        ..ctx()
+    };
+    let replaced = forward_request(raw, &ctx);
+    assert!(
+        replaced.contains(&format!("\r\nX-Forwarded-For: {CLIENT}\r\n")),
+        "{replaced:?}"
+    );
+    assert!(!replaced.contains("6.6.6.6") && !replaced.contains("7.7.7.7"));
 }
