@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod gateway;
 pub mod http;
 pub mod io;
