@@ -18,6 +18,7 @@ mod cli;
 mod close_and_log;
 mod config_errors;
 mod continue100;
+mod discovery;
 mod errors;
 mod framing;
 mod gateway;
