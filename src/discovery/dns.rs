@@ -95,8 +95,14 @@ pub async fn resolve(config: &DiscoveryConfig) -> Result<Found, String> {
                 .await
                 .map_err(|e| format!("{} SRV: {e}", config.dns))?;
             let mut valid_until = answer.as_lookup().valid_until();
+            // Sorted before the cut, so every host keeps the same records.
+            let mut records: Vec<_> = answer.iter().collect();
+            records.sort_by_key(|r| (r.priority(), r.target().to_ascii(), r.port()));
+            if records.len() > MAX_SRV_TARGETS {
+                tracing::warn!(name = %config.dns, records = records.len(), kept = MAX_SRV_TARGETS, "SRV answer too large; the first by priority and name are used");
+            }
             let mut targets = Vec::new();
-            for srv in answer.iter().take(MAX_SRV_TARGETS) {
+            for srv in records.into_iter().take(MAX_SRV_TARGETS) {
                 let target = srv.target().to_ascii();
                 let addrs = match resolver.lookup_ip(srv.target().clone()).await {
                     Ok(ips) => {

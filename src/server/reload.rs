@@ -66,7 +66,7 @@ pub(super) struct Update {
 pub struct Live {
     pub config: Arc<Config>,
     pub states: Arc<States>,
-    /// 1 at start, +1 per applied reload.
+    /// 1 at start, +1 per applied reload or discovered change.
     pub version: u64,
     pub loaded_at: SystemTime,
     /// The public listeners, in `server.listen` order.
