@@ -560,3 +560,59 @@ fn a_reload_changes_the_name_and_keeps_static_backends_besides() {
     assert!(r.body_str().contains("cannot resolve"), "{}", r.body_str());
     assert_eq!(discovered(&proxy, "app"), set_of(&[(&b, 1)]));
 }
+
+#[test]
+fn a_backend_that_stays_keeps_its_drain_pool_and_counters_across_a_change() {
+    let (a, b, c) = (
+        Backend::named("a"),
+        Backend::named("b"),
+        Backend::named("c"),
+    );
+    let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test c.ringlb.test")];
+    let srv = |t, b: &Backend| Srv {
+        target: t,
+        port: b.addr.port(),
+        weight: 1,
+    };
+    let mut dns = Dnsmasq::start(&hosts, &[srv("a", &a), srv("b", &b)], 300);
+    let discovery = discovery_line(
+        &dns,
+        &format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\""),
+    );
+    let proxy = Proxy::builder()
+        .admin()
+        .workers(1)
+        .upstream("app", &[] as &[SocketAddr], &[&discovery])
+        .start();
+    let drain = format!("/backends/app/{}/drain", a.addr);
+    assert_eq!(crate::admin::admin(&proxy, "POST", &drain).status, 200);
+    let seen = served_by(&proxy, 4);
+    assert_eq!(seen.get("b"), Some(&4), "{seen:?}");
+    let b_connections = b.connections();
+    let backend = |name: &Backend| {
+        let status = status(&proxy);
+        status["upstreams"][0]["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["addr"] == name.addr.to_string())
+            .cloned()
+            .expect("the backend in /status")
+    };
+    let b_requests = backend(&b)["requests"].as_u64().unwrap();
+    assert!(b_requests >= 4);
+
+    dns.set_srv(&[srv("a", &a), srv("b", &b), srv("c", &c)]);
+    converge(&proxy, "app", &set_of(&[(&a, 1), (&b, 1), (&c, 1)]));
+    // `a` is still drained, `b`'s counters carry on.
+    assert_eq!(backend(&a)["draining"], true);
+    assert!(backend(&b)["requests"].as_u64().unwrap() >= b_requests);
+    let seen = served_by(&proxy, 4);
+    assert_eq!(
+        (seen.get("b"), seen.get("c")),
+        (Some(&2), Some(&2)),
+        "{seen:?}"
+    );
+    // `b`'s pooled connection moved to the new config: no new connect.
+    assert_eq!(b.connections(), b_connections);
+}
