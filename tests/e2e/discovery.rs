@@ -4,7 +4,8 @@
 //! answer keeps the last set and is counted; a TTL shorter than `interval`
 //! brings the next question sooner; two proxies converge on one set; the
 //! start refuses an unresolvable name unless `allow_empty`; `check`
-//! resolves only with `--resolve`; a reload changes the name.
+//! resolves only with `--resolve`; a reload changes the name; a backend
+//! that stays keeps its drain state, pooled connection and counters.
 //!
 //! dnsmasq rereads `--addn-hosts` on SIGHUP but not `--srv-host` (a config
 //! option), so A/AAAA changes are a SIGHUP and SRV changes a restart on the
