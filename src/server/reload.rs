@@ -147,6 +147,10 @@ pub fn with_discovery(
                 .then(|| (config.discovered(o).to_vec(), statuses.get(&name).cloned()))
         });
         let mut status = DiscoveryStatus::new(&discovery);
+        // The failures counter is per upstream name: it never goes back.
+        status.failures = old
+            .and_then(|(_, statuses)| statuses.get(&name))
+            .map_or(0, |s| s.failures);
         let found = match kept {
             Some((found, before)) => {
                 status = before.unwrap_or(status);
