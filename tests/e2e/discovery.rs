@@ -460,7 +460,11 @@ fn write_config(dir: &Path, discovery: &str) -> PathBuf {
 
 #[test]
 fn an_unresolvable_name_stops_the_start_and_check_resolves_only_when_asked() {
-    let dns = Dnsmasq::start(&[("127.0.0.2", "app.ringlb.test")], &[], 0);
+    let dns = Dnsmasq::start(
+        &[("127.0.0.2", "app.ringlb.test"), ("::1", "app.ringlb.test")],
+        &[],
+        0,
+    );
     let dir = TempDir::new();
     let missing = discovery_line(&dns, &format!("dns = \"missing.{ZONE}\", port = 80"));
     let config = write_config(dir.path(), &missing);
@@ -493,7 +497,11 @@ fn an_unresolvable_name_stops_the_start_and_check_resolves_only_when_asked() {
     );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("127.0.0.2:80 weight 1"), "{text}");
+    // A and AAAA records alike.
+    assert!(
+        text.contains("127.0.0.2:80 weight 1, [::1]:80 weight 1"),
+        "{text}"
+    );
 }
 
 #[test]
