@@ -1,6 +1,7 @@
 //! Service discovery by DNS against a real `dnsmasq` on a loopback port:
 //! records added, removed and re-weighted under keep-alive load lose no
-//! request; SRV weights drive `weighted_round_robin`; a failing or empty
+//! request; SRV weights drive `weighted_round_robin`; a Consul-style
+//! `NAME.service.consul` is asked for SRV; a failing or empty
 //! answer keeps the last set and is counted; a TTL shorter than `interval`
 //! brings the next question sooner; two proxies converge on one set; the
 //! start refuses an unresolvable name unless `allow_empty`; `check`
@@ -40,7 +41,7 @@ fn dnsmasq_path() -> PathBuf {
         .expect("dnsmasq is not installed (apt-get install dnsmasq; .ci/run does)")
 }
 
-/// One SRV record: `_http._tcp.ZONE` → `target.ZONE:port`.
+/// One SRV record: [`Dnsmasq::srv_name`] → `target.ZONE:port`.
 #[derive(Clone, Copy)]
 struct Srv<'a> {
     target: &'a str,
@@ -53,16 +54,24 @@ struct Dnsmasq {
     dir: TempDir,
     port: u16,
     ttl: u32,
+    /// The name the SRV records are served under.
+    srv_name: String,
     child: Option<Child>,
 }
 
 impl Dnsmasq {
     /// Serves `hosts` (`(ip, names)` lines) and `srv`, with record TTL `ttl`.
     fn start(hosts: &[(&str, &str)], srv: &[Srv<'_>], ttl: u32) -> Dnsmasq {
+        Dnsmasq::start_srv_as(&format!("_http._tcp.{ZONE}"), hosts, srv, ttl)
+    }
+
+    /// Like [`start`](Self::start), the SRV records under `srv_name`.
+    fn start_srv_as(srv_name: &str, hosts: &[(&str, &str)], srv: &[Srv<'_>], ttl: u32) -> Dnsmasq {
         let mut d = Dnsmasq {
             dir: TempDir::new(),
             port: free_port(),
             ttl,
+            srv_name: srv_name.to_string(),
             child: None,
         };
         d.write_hosts(hosts);
@@ -92,8 +101,8 @@ impl Dnsmasq {
             .iter()
             .map(|s| {
                 format!(
-                    "srv-host=_http._tcp.{ZONE},{}.{ZONE},{},0,{}\n",
-                    s.target, s.port, s.weight
+                    "srv-host={},{}.{ZONE},{},0,{}\n",
+                    self.srv_name, s.target, s.port, s.weight
                 )
             })
             .collect();
@@ -320,6 +329,38 @@ fn srv_weights_drive_weighted_round_robin() {
     let seen = served_by(&proxy, 40);
     assert_eq!(seen.get("a"), Some(&10), "{seen:?}");
     assert_eq!(seen.get("b"), Some(&30), "{seen:?}");
+}
+
+#[test]
+fn a_consul_style_service_name_is_asked_for_srv() {
+    let (a, b) = (Backend::named("a"), Backend::named("b"));
+    let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test")];
+    let srv = [
+        Srv {
+            target: "a",
+            port: a.addr.port(),
+            weight: 1,
+        },
+        Srv {
+            target: "b",
+            port: b.addr.port(),
+            weight: 1,
+        },
+    ];
+    // As Consul's DNS interface serves a service: SRV at NAME.service.consul.
+    let dns = Dnsmasq::start_srv_as("web.service.consul", &hosts, &srv, 0);
+    let discovery = discovery_line(&dns, "dns = \"web.service.consul\"");
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("web", &[] as &[SocketAddr], &[&discovery])
+        .start();
+    assert_eq!(discovered(&proxy, "web"), set_of(&[(&a, 1), (&b, 1)]));
+    let seen = served_by(&proxy, 4);
+    assert_eq!(
+        (seen.get("a"), seen.get("b")),
+        (Some(&2), Some(&2)),
+        "{seen:?}"
+    );
 }
 
 #[test]
