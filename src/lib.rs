@@ -11,6 +11,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod gateway;
 pub mod http;
 pub mod io;

@@ -35,6 +35,10 @@ enum Command {
     Check {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Also resolve each upstream's `discovery` name now and print the
+        /// set found (without it, discovery keys are checked, not resolved).
+        #[arg(long)]
+        resolve: bool,
     },
     /// Start three demo backends, the proxy in front of them and the admin
     /// listener (status page and metrics).
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
     match (cli.command, cli.config) {
         (Some(Command::Run { config, takeover }), _) => run(&config, takeover),
         (None, Some(config)) => run(&config, false),
-        (Some(Command::Check { config }), _) => check(&config),
+        (Some(Command::Check { config, resolve }), _) => check(&config, resolve),
         (Some(Command::Demo { listen, admin }), _) => match ringlb::demo::config(listen, admin) {
             Ok(config) => serve(Arc::new(config), true, false),
             Err(e) => {
@@ -86,15 +90,59 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, resolve: bool) -> ExitCode {
     match load(path) {
         Ok(config) => {
+            if resolve && !check_discovery(&config) {
+                return ExitCode::FAILURE;
+            }
             println!("{}: ok", path.display());
             println!("{}", config.summary());
             ExitCode::SUCCESS
         }
         Err(code) => code,
     }
+}
+
+/// `check --resolve`: resolves every discovery name now and prints what it
+/// found; false if one does not resolve and has no `allow_empty`.
+fn check_discovery(config: &Config) -> bool {
+    let mut ok = true;
+    for u in &config.upstreams {
+        let Some(d) = &u.discovery else { continue };
+        match ringlb::discovery::dns::resolve_blocking(d) {
+            Ok(found) => {
+                let list: Vec<String> = found
+                    .backends
+                    .iter()
+                    .map(|b| format!("{} weight {}", b.addr, b.weight))
+                    .collect();
+                println!(
+                    "upstreams.{}.discovery: {}: {}",
+                    u.name,
+                    d.source(),
+                    list.join(", ")
+                );
+            }
+            Err(e) if d.allow_empty => {
+                println!(
+                    "upstreams.{}.discovery: {} (allow_empty): {e}",
+                    u.name,
+                    d.source()
+                );
+            }
+            Err(e) => {
+                eprintln!(
+                    "{}: upstreams.{}.discovery: cannot resolve {:?}: {e}",
+                    config.source_path.display(),
+                    u.name,
+                    d.dns
+                );
+                ok = false;
+            }
+        }
+    }
+    ok
 }
 
 fn run(path: &std::path::Path, takeover: bool) -> ExitCode {

@@ -10,8 +10,9 @@
 //! / [`Config::load`]; the structs are `#[non_exhaustive]` so code outside the
 //! crate cannot build one by hand):
 //! - at least one listen address, no duplicates;
-//! - at least one upstream; each has at least one backend, no duplicate
-//!   backend addresses, weights in [`WEIGHT_RANGE`];
+//! - at least one upstream; each has at least one backend (or `discovery`,
+//!   whose set may be empty only with `allow_empty`), no duplicate backend
+//!   addresses, weights in [`WEIGHT_RANGE`];
 //! - at least one route; each `RouteConfig::upstream` is a valid index into
 //!   `Config::upstreams`; no two routes share host and path prefix;
 //! - every number is inside its documented range and every timeout is
@@ -146,6 +147,16 @@ pub const DEFAULT_RETRY_BUDGET: f64 = 0.2;
 pub const DEFAULT_RETRY_BUFFER: usize = 64 * 1024;
 /// Allowed `upstreams.NAME.retry.retry_buffer`: 0 to 16 MiB.
 pub const RETRY_BUFFER_RANGE: RangeInclusive<u64> = 0..=16 * 1024 * 1024;
+
+/// Default `upstreams.NAME.discovery.interval`.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
+/// Default `upstreams.NAME.discovery.min_interval`.
+pub const DEFAULT_DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Most `upstreams.NAME.discovery.resolvers`.
+pub const MAX_DISCOVERY_RESOLVERS: usize = 8;
+/// Most backends one discovery answer contributes; the rest are dropped
+/// (and logged), so a runaway record set cannot grow the tables unbounded.
+pub const MAX_DISCOVERED_BACKENDS: usize = 256;
 
 /// A checked, resolved config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -309,10 +320,18 @@ pub struct ListenConfig {
 pub struct UpstreamConfig {
     /// The table name, `NAME` in `[upstreams.NAME]`.
     pub name: String,
-    /// `backends`: required, non-empty list of `{ addr = "ip:port", weight = 1 }`.
-    /// `addr` is a socket address; `"localhost:port"` is also accepted and
-    /// resolved once at load time (IPv4 preferred). No duplicate addresses.
+    /// `backends`: list of `{ addr = "ip:port", weight = 1 }`, required and
+    /// non-empty unless `discovery` is set. `addr` is a socket address;
+    /// `"localhost:port"` is also accepted and resolved once at load time
+    /// (IPv4 preferred). No duplicate addresses. At run time this is the
+    /// whole set: the file's `static_backends` first, then the discovered
+    /// ones (see [`Config::with_discovered`]).
     pub backends: Vec<BackendConfig>,
+    /// How many of `backends`, from the front, the file lists.
+    pub static_backends: usize,
+    /// `discovery = { dns = "...", ... }`: backends from DNS. `None`: only
+    /// the file's.
+    pub discovery: Option<DiscoveryConfig>,
     /// `strategy`: how backends are picked. Default `"round_robin"`.
     pub strategy: Strategy,
     /// `connect_timeout`: TCP connect to a backend. Default `"3s"`.
@@ -363,6 +382,55 @@ pub struct UpstreamConfig {
     /// plain HTTP (`tls_ca`/`tls_server_name` without `tls = true` is an
     /// error).
     pub tls: Option<UpstreamTlsConfig>,
+}
+
+/// `upstreams.NAME.discovery`: where an upstream learns backends from DNS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DiscoveryConfig {
+    /// `dns`: the name to resolve, e.g. `"app.internal"`, or an SRV name
+    /// such as `"_http._tcp.app.internal"` / `"web.service.consul"`.
+    pub dns: String,
+    /// A/AAAA at `port`, or SRV (no `port`).
+    pub records: DiscoveryRecords,
+    /// `interval`: time between resolutions. Default `"5s"`.
+    pub interval: Duration,
+    /// `min_interval`: the shortest time between resolutions, however
+    /// short the records' TTL. Default `"1s"`; at most `interval`.
+    pub min_interval: Duration,
+    /// `resolvers`: `"ip:port"` (or `"ip"`, port 53) name servers, at most
+    /// [`MAX_DISCOVERY_RESOLVERS`]. Empty: the system's (`/etc/resolv.conf`).
+    pub resolvers: Vec<SocketAddr>,
+    /// `allow_empty`: start (or reload) even when the name does not
+    /// resolve; the upstream answers 503 until it does. Default `false`.
+    pub allow_empty: bool,
+}
+
+/// Which records a discovery name is resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryRecords {
+    /// `port` given: the name's A and AAAA records, each at `port`, weight 1.
+    Address { port: NonZeroU16 },
+    /// No `port`: the name's SRV records; each target's addresses at the
+    /// record's port with the record's weight (clamped to
+    /// [`WEIGHT_RANGE`]); only the records of the lowest priority.
+    Srv,
+}
+
+impl DiscoveryConfig {
+    /// What `/status` shows as the set's source.
+    pub fn source(&self) -> String {
+        let kind = match self.records {
+            DiscoveryRecords::Address { port } => format!("dns A/AAAA {}:{port}", self.dns),
+            DiscoveryRecords::Srv => format!("dns SRV {}", self.dns),
+        };
+        if self.resolvers.is_empty() {
+            format!("{kind} via the system resolver")
+        } else {
+            let list: Vec<String> = self.resolvers.iter().map(|r| r.to_string()).collect();
+            format!("{kind} via {}", list.join(", "))
+        }
+    }
 }
 
 /// `hash_key` of a `consistent_hash` upstream.
@@ -660,6 +728,17 @@ pub struct BackendConfig {
     pub down: bool,
 }
 
+impl BackendConfig {
+    /// A backend found by discovery: never `down`; `weight` 0 counts as 1.
+    pub fn discovered(addr: SocketAddr, weight: u16) -> BackendConfig {
+        BackendConfig {
+            addr,
+            weight: NonZeroU16::new(weight).unwrap_or(NonZeroU16::MIN),
+            down: false,
+        }
+    }
+}
+
 /// `strategy` of an upstream. Unknown names are rejected, listing these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -792,6 +871,29 @@ impl fmt::Display for HostPattern {
 }
 
 impl Config {
+    /// This config with upstream `u`'s discovered backends replaced by
+    /// `found` (those whose address the file already lists are left out:
+    /// the file's entry wins).
+    pub fn with_discovered(&self, u: usize, found: &[BackendConfig]) -> Config {
+        let mut config = self.clone();
+        if let Some(up) = config.upstreams.get_mut(u) {
+            up.backends.truncate(up.static_backends);
+            for b in found.iter().take(MAX_DISCOVERED_BACKENDS) {
+                if !up.backends.iter().any(|s| s.addr == b.addr) {
+                    up.backends.push(*b);
+                }
+            }
+        }
+        config
+    }
+
+    /// Upstream `u`'s discovered backends (those after the file's).
+    pub fn discovered(&self, u: usize) -> &[BackendConfig] {
+        self.upstreams.get(u).map_or(&[], |up| {
+            &up.backends[up.static_backends.min(up.backends.len())..]
+        })
+    }
+
     /// Parses and checks `src`; `path` is used only in error messages and
     /// kept as [`Config::source_path`].
     pub fn from_toml_str(src: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -837,6 +939,16 @@ impl Config {
             for b in &u.backends {
                 let down = if b.down { " (down)" } else { "" };
                 let _ = writeln!(out, "    {} weight {}{down}", b.addr, b.weight);
+            }
+            if let Some(d) = &u.discovery {
+                let _ = writeln!(
+                    out,
+                    "    discovery: {} every {} (at least {} apart){}",
+                    d.source(),
+                    humantime::format_duration(d.interval),
+                    humantime::format_duration(d.min_interval),
+                    if d.allow_empty { ", may be empty" } else { "" }
+                );
             }
         }
         let _ = writeln!(out, "routes:");

@@ -150,7 +150,10 @@ impl<'de> Deserialize<'de> for ListenEntry {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
-    pub backends: Spanned<Vec<Spanned<RawBackend>>>,
+    /// Optional in serde so that an upstream with `discovery` may leave it
+    /// out; without `discovery` its absence is reported by the resolver.
+    pub backends: Option<Spanned<Vec<Spanned<RawBackend>>>>,
+    pub discovery: Option<RawDiscovery>,
     pub strategy: Option<Spanned<Strategy>>,
     pub connect_timeout: Option<Spanned<HumanDuration>>,
     pub response_timeout: Option<Spanned<HumanDuration>>,
@@ -167,6 +170,17 @@ pub(super) struct RawUpstream {
     pub tls: Option<Spanned<bool>>,
     pub tls_ca: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiscovery {
+    pub dns: Option<Spanned<String>>,
+    pub port: Option<Spanned<u64>>,
+    pub interval: Option<Spanned<HumanDuration>>,
+    pub min_interval: Option<Spanned<HumanDuration>>,
+    pub resolvers: Option<Spanned<Vec<Spanned<String>>>>,
+    pub allow_empty: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

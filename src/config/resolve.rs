@@ -20,8 +20,8 @@ use toml::Spanned;
 use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
-    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTls,
-    RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawDiscovery, RawHealth,
+    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -159,7 +159,7 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
     let upstreams = raw
         .upstreams
         .iter()
-        .map(|(name, raw)| resolve_upstream(&cx, name.get_ref(), raw))
+        .map(|(name, raw)| resolve_upstream(&cx, name, raw))
         .collect::<Result<Vec<_>, _>>()?;
     let cache_zones = super::cache::resolve_zones(&cx, raw.cache.as_ref())?;
     let routes = resolve_routes(
@@ -442,16 +442,33 @@ fn resolve_listen(
 
 fn resolve_upstream(
     cx: &Cx<'_>,
-    name: &str,
+    spanned_name: &Spanned<String>,
     raw: &RawUpstream,
 ) -> Result<UpstreamConfig, ConfigError> {
+    let name = spanned_name.get_ref().as_str();
     let prefix = format!("upstreams.{}", quote_key(name));
-    if raw.backends.get_ref().is_empty() {
-        let key = format!("{prefix}.backends");
-        return Err(cx.at(raw.backends.span(), key, Kind::EmptyBackends));
-    }
-    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw.backends.get_ref().len());
-    for (i, backend) in raw.backends.get_ref().iter().enumerate() {
+    let discovery = raw
+        .discovery
+        .as_ref()
+        .map(|d| resolve_discovery(cx, spanned_name.span(), &format!("{prefix}.discovery"), d))
+        .transpose()?;
+    let no_backends = Vec::new();
+    let raw_backends = match &raw.backends {
+        Some(list) if list.get_ref().is_empty() && discovery.is_none() => {
+            let key = format!("{prefix}.backends");
+            return Err(cx.at(list.span(), key, Kind::EmptyBackends));
+        }
+        Some(list) => list.get_ref(),
+        None if discovery.is_some() => &no_backends,
+        None => {
+            let kind = Kind::MissingKey(
+                "missing backends (need a list of { addr = \"ip:port\" }, or discovery)".to_owned(),
+            );
+            return Err(cx.at(spanned_name.span(), format!("{prefix}.backends"), kind));
+        }
+    };
+    let mut backends: Vec<BackendConfig> = Vec::with_capacity(raw_backends.len());
+    for (i, backend) in raw_backends.iter().enumerate() {
         let backend = backend.get_ref();
         let key = format!("{prefix}.backends[{i}].addr");
         let addr = backend_addr(backend.addr.get_ref())
@@ -527,7 +544,9 @@ fn resolve_upstream(
     let tls = resolve_upstream_tls(cx, raw, &prefix)?;
     Ok(UpstreamConfig {
         name: name.to_owned(),
+        static_backends: backends.len(),
         backends,
+        discovery,
         strategy,
         hash_key,
         sticky_cookie,
@@ -558,6 +577,96 @@ fn resolve_upstream(
             DEFAULT_IDLE_TIMEOUT,
         )?,
         tls,
+    })
+}
+
+/// `discovery = { dns, port, interval, min_interval, resolvers, allow_empty }`.
+/// Nothing is resolved here (`ringlb check --resolve` and the start do).
+fn resolve_discovery(
+    cx: &Cx<'_>,
+    upstream_span: Range<usize>,
+    key: &str,
+    raw: &RawDiscovery,
+) -> Result<DiscoveryConfig, ConfigError> {
+    let Some(dns) = &raw.dns else {
+        let kind = Kind::MissingKey("discovery needs dns = \"NAME\"".to_owned());
+        return Err(cx.at(upstream_span, format!("{key}.dns"), kind));
+    };
+    let name = dns.get_ref().strip_suffix('.').unwrap_or(dns.get_ref());
+    if !valid_host_name(name) || name.parse::<IpAddr>().is_ok() {
+        let message = format!("invalid dns {:?}: expected a DNS name", dns.get_ref());
+        return Err(cx.invalid(dns.span(), &format!("{key}.dns"), message));
+    }
+    let records = match &raw.port {
+        None => DiscoveryRecords::Srv,
+        Some(port) => {
+            let value = cx.number(&raw.port, &format!("{key}.port"), 0, 1..=65_535)?;
+            if name.starts_with('_') {
+                let message = format!(
+                    "{name:?} is an SRV name, whose records carry their ports: leave port out"
+                );
+                return Err(cx.invalid(port.span(), &format!("{key}.port"), message));
+            }
+            let port = u16::try_from(value).ok().and_then(NonZeroU16::new);
+            DiscoveryRecords::Address {
+                port: port.unwrap_or(NonZeroU16::MIN),
+            }
+        }
+    };
+    let interval = cx.timeout(
+        &raw.interval,
+        &format!("{key}.interval"),
+        DEFAULT_DISCOVERY_INTERVAL,
+    )?;
+    let min_interval = cx.timeout(
+        &raw.min_interval,
+        &format!("{key}.min_interval"),
+        DEFAULT_DISCOVERY_MIN_INTERVAL.min(interval),
+    )?;
+    if let (Some(m), true) = (&raw.min_interval, min_interval > interval) {
+        let message = format!(
+            "min_interval {} is longer than interval {}",
+            humantime::format_duration(min_interval),
+            humantime::format_duration(interval)
+        );
+        return Err(cx.invalid(m.span(), &format!("{key}.min_interval"), message));
+    }
+    let mut resolvers = Vec::new();
+    if let Some(list) = &raw.resolvers {
+        if list.get_ref().len() > MAX_DISCOVERY_RESOLVERS {
+            let message = format!(
+                "{} resolvers, at most {MAX_DISCOVERY_RESOLVERS}",
+                list.get_ref().len()
+            );
+            return Err(cx.invalid(list.span(), &format!("{key}.resolvers"), message));
+        }
+        for (i, r) in list.get_ref().iter().enumerate() {
+            let text = r.get_ref();
+            let addr = text
+                .parse::<SocketAddr>()
+                .ok()
+                .or_else(|| {
+                    text.parse::<IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                })
+                .filter(|a| a.port() != 0);
+            let Some(addr) = addr else {
+                let kind = Kind::InvalidAddress {
+                    value: text.clone(),
+                };
+                return Err(cx.at(r.span(), format!("{key}.resolvers[{i}]"), kind));
+            };
+            resolvers.push(addr);
+        }
+    }
+    Ok(DiscoveryConfig {
+        dns: name.to_owned(),
+        records,
+        interval,
+        min_interval,
+        resolvers,
+        allow_empty: raw.allow_empty.unwrap_or(false),
     })
 }
 

@@ -1403,3 +1403,121 @@ rate_limit = { rate = "5/m", burst = 20, key = "header:X-Key" }
         "{summary}"
     );
 }
+
+/// `[upstreams.app]` with these lines and no `backends` (line 6 is the
+/// first of `lines`).
+fn discovery_only(lines: &str) -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\n[[routes]]\nupstream = \"app\"\n\
+         [upstreams.app]\n{lines}\n"
+    )
+}
+
+#[test]
+fn discovery_exactly_as_documented() {
+    let src = discovery_only(
+        r#"discovery = { dns = "app.internal", port = 8080, interval = "10s", min_interval = "2s", resolvers = ["127.0.0.1:8600", "10.0.0.2"], allow_empty = true }"#,
+    );
+    let config = parse(&src).unwrap();
+    let app = &config.upstreams[0];
+    assert!(app.backends.is_empty());
+    assert_eq!(app.static_backends, 0);
+    let d = app.discovery.as_ref().unwrap();
+    assert_eq!(d.dns, "app.internal");
+    assert_eq!(
+        d.records,
+        DiscoveryRecords::Address {
+            port: NonZeroU16::new(8080).unwrap()
+        }
+    );
+    assert_eq!(d.interval, Duration::from_secs(10));
+    assert_eq!(d.min_interval, Duration::from_secs(2));
+    assert_eq!(
+        d.resolvers,
+        vec![
+            "127.0.0.1:8600".parse::<SocketAddr>().unwrap(),
+            "10.0.0.2:53".parse().unwrap()
+        ]
+    );
+    assert!(d.allow_empty);
+
+    // SRV without port; defaults; a trailing dot is dropped.
+    let config = parse(&discovery_only(
+        r#"discovery = { dns = "web.service.consul." }"#,
+    ))
+    .unwrap();
+    let d = config.upstreams[0].discovery.as_ref().unwrap();
+    assert_eq!(d.dns, "web.service.consul");
+    assert_eq!(d.records, DiscoveryRecords::Srv);
+    assert_eq!(d.interval, DEFAULT_DISCOVERY_INTERVAL);
+    assert_eq!(d.min_interval, DEFAULT_DISCOVERY_MIN_INTERVAL);
+    assert!(d.resolvers.is_empty() && !d.allow_empty);
+    // Static backends besides discovery.
+    let src = with("", r#"discovery = { dns = "app.internal", port = 80 }"#);
+    let config = parse(&src).unwrap();
+    assert_eq!(config.upstreams[0].static_backends, 1);
+}
+
+#[test]
+fn error_discovery_keys() {
+    let cases = [
+        (
+            "",
+            "config.toml:5:12: upstreams.app.backends: ",
+            "missing backends (need a list of { addr = \"ip:port\" }, or discovery)",
+        ),
+        (
+            "discovery = { port = 80 }",
+            "config.toml:5:12: upstreams.app.discovery.dns: ",
+            "discovery needs dns",
+        ),
+        (
+            r#"discovery = { dns = "not a name", port = 80 }"#,
+            "config.toml:6:21: upstreams.app.discovery.dns: ",
+            "invalid dns \"not a name\"",
+        ),
+        (
+            r#"discovery = { dns = "10.0.0.1", port = 80 }"#,
+            "config.toml:6:21: upstreams.app.discovery.dns: ",
+            "expected a DNS name",
+        ),
+        (
+            r#"discovery = { dns = "_http._tcp.app", port = 80 }"#,
+            "config.toml:6:46: upstreams.app.discovery.port: ",
+            "is an SRV name, whose records carry their ports",
+        ),
+        (
+            r#"discovery = { dns = "app", port = 0 }"#,
+            "config.toml:6:35: upstreams.app.discovery.port: ",
+            "0 is out of range, expected 1..=65535",
+        ),
+        (
+            r#"discovery = { dns = "app", interval = "1s", min_interval = "2s" }"#,
+            "config.toml:6:60: upstreams.app.discovery.min_interval: ",
+            "min_interval 2s is longer than interval 1s",
+        ),
+        (
+            r#"discovery = { dns = "app", interval = "0s" }"#,
+            "config.toml:6:39: upstreams.app.discovery.interval: ",
+            "greater than zero",
+        ),
+        (
+            r#"discovery = { dns = "app", resolvers = ["dns.example:53"] }"#,
+            "config.toml:6:41: upstreams.app.discovery.resolvers[0]: ",
+            "invalid socket address \"dns.example:53\"",
+        ),
+        (
+            r#"discovery = { dns = "app", resolvers = ["1.1.1.1","1.1.1.2","1.1.1.3","1.1.1.4","1.1.1.5","1.1.1.6","1.1.1.7","1.1.1.8","1.1.1.9"] }"#,
+            "config.toml:6:40: upstreams.app.discovery.resolvers: ",
+            "9 resolvers, at most 8",
+        ),
+        (
+            r#"discovery = { dns = "app", srv = true }"#,
+            "config.toml:6:",
+            "unknown field `srv`",
+        ),
+    ];
+    for (lines, prefix, detail) in cases {
+        assert_rejected(&discovery_only(lines), prefix, detail);
+    }
+}

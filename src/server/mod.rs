@@ -94,6 +94,9 @@ pub enum StartError {
     /// An upstream's TLS client config (its `tls_ca` or name) failed.
     UpstreamTls(String),
     UpgradeSocket(std::io::Error),
+    /// An upstream's discovery name does not resolve (and `allow_empty`
+    /// is not set).
+    Discovery(String),
     WorkerDied,
 }
 
@@ -112,6 +115,7 @@ impl std::fmt::Display for StartError {
             }
             StartError::UpstreamTls(e) => write!(f, "TLS to upstream: {e}"),
             StartError::UpgradeSocket(e) => write!(f, "server.upgrade_socket: {e}"),
+            StartError::Discovery(e) => f.write_str(e),
             StartError::WorkerDied => write!(f, "a worker exited during start-up"),
         }
     }
@@ -158,6 +162,11 @@ pub fn start(config: Arc<Config>) -> Result<Server, StartError> {
 /// what is used is taken out of `handover`; the caller drops the rest once
 /// the old process stopped accepting.
 pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server, StartError> {
+    // Discovered backends first: they are part of the config every worker
+    // starts with.
+    let (config, discovery_statuses) =
+        reload::with_discovery(None, (*config).clone()).map_err(StartError::Discovery)?;
+    let config = Arc::new(config);
     let backend_states: Arc<States> = Arc::new(reload::initial_states(&config));
     let zones = Arc::new(Zones::plan(&config.cache_zones, None));
     // Made once per process: a reload keeps every limit's state.
@@ -280,7 +289,9 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
         admin: std::sync::OnceLock::new(),
         events,
         one_at_a_time: Mutex::new(()),
+        discovery: Mutex::new(reload::DiscoveryState::new(discovery_statuses)),
     });
+    reloader.restart_discovery();
     let draining = Arc::new(AtomicBool::new(false));
     let admin = match (&config.admin, admin_listener) {
         (Some(a), Some(listener)) => {
@@ -500,18 +511,28 @@ fn admin_hooks(
         let (snapshot, current, counters) = (snapshot.clone(), current.clone(), counters.clone());
         let live = reloader.live.clone();
         let shared = shared.clone();
+        let reloader = reloader.clone();
         move || {
             let (_, states, ..) = current();
             let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
             shared.render_metrics(&mut text);
             let zones = lock(&live).zones.clone();
             metrics::prometheus::render_cache(&zones, &mut text);
+            let statuses = reloader.discovery_statuses();
+            if !statuses.is_empty() {
+                text.push_str(&crate::discovery::render_metrics(
+                    statuses
+                        .iter()
+                        .map(|(name, status)| (name.as_str(), status)),
+                ));
+            }
             text
         }
     };
     let started_at = SystemTime::now();
     let status_json = {
         let (current, draining) = (current.clone(), draining.clone());
+        let reloader = reloader.clone();
         move || {
             let (config, states, version, loaded_at, listening) = current();
             let info = StatusInfo {
@@ -523,7 +544,9 @@ fn admin_hooks(
                 started_at,
                 now: SystemTime::now(),
             };
-            admin::status_json(&config, info, &snapshot(), &states)
+            let mut status = admin::status_json(&config, info, &snapshot(), &states);
+            add_discovery(&mut status, &config, &reloader.discovery_statuses());
+            status
         }
     };
     let set_backend_draining = {
@@ -571,6 +594,50 @@ fn admin_hooks(
             }
         })),
         counters,
+    }
+}
+
+/// Adds `discovery` (source, last refresh, failures, the discovered set)
+/// to each upstream of a `/status` answer whose upstream has discovery.
+fn add_discovery(
+    status: &mut serde_json::Value,
+    config: &Config,
+    statuses: &std::collections::BTreeMap<String, crate::discovery::DiscoveryStatus>,
+) {
+    let Some(upstreams) = status
+        .get_mut("upstreams")
+        .and_then(serde_json::Value::as_array_mut)
+    else {
+        return;
+    };
+    for (u, entry) in upstreams.iter_mut().enumerate() {
+        let Some(name) = config.upstreams.get(u).map(|up| up.name.as_str()) else {
+            continue;
+        };
+        let Some(s) = statuses.get(name) else {
+            continue;
+        };
+        let unix = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        };
+        let found: Vec<serde_json::Value> = config
+            .discovered(u)
+            .iter()
+            .map(|b| serde_json::json!({ "addr": b.addr.to_string(), "weight": b.weight.get() }))
+            .collect();
+        if let Some(object) = entry.as_object_mut() {
+            object.insert(
+                "discovery".into(),
+                serde_json::json!({
+                    "source": s.source,
+                    "last_refresh_unix": s.refreshed_at.map(unix),
+                    "failures": s.failures,
+                    "last_error": s.last_error,
+                    "backends": found,
+                }),
+            );
+        }
     }
 }
 

@@ -23,7 +23,14 @@
 //! - Metrics continue: a changed layout starts a new registry generation
 //!   whose series carry on under the same names (see `metrics`).
 //! - One reload at a time (a mutex, on the reload path only).
+//! - Discovery (see `discovery`) changes an upstream's backend set through
+//!   the same path ([`Reloader::apply_discovered`]): the running config
+//!   with the new set, installed as a reload installs a file. A file
+//!   reload keeps each upstream's discovered set while its `discovery`
+//!   table is unchanged, and resolves a new or changed one before anything
+//!   changes (refused if it does not resolve, unless `allow_empty`).
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -34,6 +41,8 @@ use crate::access_log::{AccessLog, WorkerLog};
 use crate::admin::AdminRebind;
 use crate::cache::Zones;
 use crate::config::Config;
+use crate::discovery::dns::{self, Discoverers};
+use crate::discovery::{DiscoveryStatus, Found};
 use crate::metrics::{Layout, Registry, WorkerMetrics};
 use crate::upstream::connector::{TlsByUpstream, UpstreamTls};
 use crate::upstream::health::{self, Checkers};
@@ -61,7 +70,7 @@ pub struct Live {
     pub states: Arc<States>,
     /// The cache zones (kept by name across reloads).
     pub zones: Arc<Zones>,
-    /// 1 at start, +1 per applied reload.
+    /// 1 at start, +1 per applied reload or discovered change.
     pub version: u64,
     pub loaded_at: SystemTime,
     /// The public listeners, in `server.listen` order.
@@ -97,6 +106,85 @@ pub struct Reloader {
     /// Counts reloads; written only under `one_at_a_time`.
     pub(super) events: Arc<WorkerMetrics>,
     pub(super) one_at_a_time: Mutex<()>,
+    /// The discoverers and what they found; locked by discovery, reloads
+    /// and `/status`, never on the request path.
+    pub(super) discovery: Mutex<DiscoveryState>,
+}
+
+/// The running discoverers and each upstream's discovery status.
+#[derive(Default)]
+pub(super) struct DiscoveryState {
+    /// +1 each time the discoverers are restarted (a file reload): answers
+    /// of an older generation are ignored.
+    generation: u64,
+    discoverers: Option<Discoverers>,
+    /// By upstream name, for each upstream with discovery.
+    statuses: BTreeMap<String, DiscoveryStatus>,
+}
+
+impl DiscoveryState {
+    /// Before the discoverers start: the statuses of the start's answers.
+    pub(super) fn new(statuses: BTreeMap<String, DiscoveryStatus>) -> DiscoveryState {
+        DiscoveryState {
+            statuses,
+            ..DiscoveryState::default()
+        }
+    }
+}
+
+/// `new` with each upstream's discovered set: kept from `old` where its
+/// `discovery` is unchanged, else resolved now. Unresolvable is an error
+/// unless `allow_empty`. Also returns the discovery statuses for `new`.
+pub fn with_discovery(
+    old: Option<(&Config, &BTreeMap<String, DiscoveryStatus>)>,
+    mut new: Config,
+) -> Result<(Config, BTreeMap<String, DiscoveryStatus>), String> {
+    let mut statuses = BTreeMap::new();
+    for u in 0..new.upstreams.len() {
+        let Some(discovery) = new.upstreams[u].discovery.clone() else {
+            continue;
+        };
+        let name = new.upstreams[u].name.clone();
+        let kept = old.and_then(|(config, statuses)| {
+            let o = config.upstreams.iter().position(|o| o.name == name)?;
+            (config.upstreams[o].discovery.as_ref() == Some(&discovery))
+                .then(|| (config.discovered(o).to_vec(), statuses.get(&name).cloned()))
+        });
+        let mut status = DiscoveryStatus::new(&discovery);
+        // The failures counter is per upstream name: it never goes back.
+        status.failures = old
+            .and_then(|(_, statuses)| statuses.get(&name))
+            .map_or(0, |s| s.failures);
+        let found = match kept {
+            Some((found, before)) => {
+                status = before.unwrap_or(status);
+                found
+            }
+            None => match dns::resolve_blocking(&discovery) {
+                Ok(Found { backends, ttl }) => {
+                    status.refreshed_at = Some(SystemTime::now());
+                    status.ttl = ttl;
+                    backends
+                }
+                Err(e) if discovery.allow_empty => {
+                    tracing::warn!(upstream = %name, error = %e, "discovery found nothing; allow_empty: starting with no discovered backends");
+                    status.failures += 1;
+                    status.last_error = Some(e);
+                    Vec::new()
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "upstreams.{name}.discovery: cannot resolve {:?}: {e} \
+                         (set allow_empty = true to start without it)",
+                        discovery.dns
+                    ))
+                }
+            },
+        };
+        new = new.with_discovered(u, &found);
+        statuses.insert(name, status);
+    }
+    Ok((new, statuses))
 }
 
 /// Locks, ignoring poison: every value behind these mutexes stays valid.
@@ -161,7 +249,7 @@ fn carry_states(old: &Config, old_states: &States, new: &Config) -> States {
 impl Reloader {
     /// Reloads the config file; `Err` says why it was refused (the running
     /// config stays).
-    pub fn reload(&self) -> Result<(), String> {
+    pub fn reload(self: &Arc<Self>) -> Result<(), String> {
         let _one = lock(&self.one_at_a_time);
         if let Err(e) = crate::notify::reloading() {
             tracing::debug!(error = %e, "sd_notify RELOADING failed");
@@ -178,18 +266,38 @@ impl Reloader {
         result.map(|_| ())
     }
 
-    fn apply(&self) -> Result<u64, String> {
-        let (old, old_states, old_zones, version, running) = {
+    fn apply(self: &Arc<Self>) -> Result<u64, String> {
+        let (old, old_states, version, running) = {
             let live = lock(&self.live);
             (
                 live.config.clone(),
                 live.states.clone(),
-                live.zones.clone(),
                 live.version,
                 live.listeners.clone(),
             )
         };
         let new = Config::load(&old.source_path).map_err(|e| e.to_string())?;
+        let old_statuses = lock(&self.discovery).statuses.clone();
+        let (new, statuses) = with_discovery(Some((&old, &old_statuses)), new)?;
+        let version = self.install(old, old_states, version, running, new)?;
+        {
+            let mut discovery = lock(&self.discovery);
+            discovery.statuses = statuses;
+        }
+        self.restart_discovery();
+        Ok(version)
+    }
+
+    /// Makes `new` the running config: everything that can fail first,
+    /// then the admin view, then one message per worker.
+    fn install(
+        &self,
+        old: Arc<Config>,
+        old_states: Arc<States>,
+        version: u64,
+        running: Vec<Bound>,
+        new: Config,
+    ) -> Result<u64, String> {
         let fixed = restart_only_changes(&old, &new);
         if !fixed.is_empty() {
             return Err(format!(
@@ -217,6 +325,7 @@ impl Reloader {
             .transpose()?;
         let new = Arc::new(new);
         let states = Arc::new(carry_states(&old, &old_states, &new));
+        let old_zones = lock(&self.live).zones.clone();
         let zones = Arc::new(Zones::plan(&new.cache_zones, Some(&old_zones)));
         let (shards, health_shard) = {
             let mut registry = lock(&self.registry);
@@ -269,5 +378,100 @@ impl Reloader {
         // their channel before their next request).
         super::warm::spawn(new.clone(), warm_through);
         Ok(version + 1)
+    }
+
+    /// (Re)starts the discoverers for the running config; answers of the
+    /// ones before are ignored from now on.
+    pub(super) fn restart_discovery(self: &Arc<Self>) {
+        let config = lock(&self.live).config.clone();
+        let mut discovery = lock(&self.discovery);
+        discovery.generation += 1;
+        let generation = discovery.generation;
+        if let Some(old) = discovery.discoverers.take() {
+            old.stop();
+        }
+        let reloader = Arc::downgrade(self);
+        let apply: dns::Apply = Arc::new(move |generation, upstream: &str, answer| {
+            if let Some(reloader) = reloader.upgrade() {
+                reloader.apply_discovered(generation, upstream, answer);
+            }
+        });
+        // The first question follows the last answer's TTL, as every later one.
+        let first_waits = discovery
+            .statuses
+            .iter()
+            .map(|(name, s)| (name.clone(), s.ttl))
+            .collect();
+        match dns::spawn(&config, generation, apply, &first_waits) {
+            Ok(discoverers) => discovery.discoverers = discoverers,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the discovery thread; discovered sets stay as they are")
+            }
+        }
+    }
+
+    /// One discovery answer for `upstream`: a changed set is installed as
+    /// a reload installs a file; a failed or empty one keeps the last good
+    /// set and is counted.
+    fn apply_discovered(&self, generation: u64, upstream: &str, answer: Result<Found, String>) {
+        let _one = lock(&self.one_at_a_time);
+        {
+            let mut discovery = lock(&self.discovery);
+            if discovery.generation != generation {
+                return;
+            }
+            let Some(status) = discovery.statuses.get_mut(upstream) else {
+                return;
+            };
+            match &answer {
+                Err(e) => {
+                    status.failures += 1;
+                    status.last_error = Some(e.clone());
+                    tracing::warn!(upstream, error = %e, "discovery failed; the last good set stays");
+                    return;
+                }
+                Ok(found) => {
+                    status.refreshed_at = Some(SystemTime::now());
+                    status.ttl = found.ttl;
+                    status.last_error = None;
+                }
+            }
+        }
+        let Ok(found) = answer else { return };
+        let (old, old_states, version, running) = {
+            let live = lock(&self.live);
+            (
+                live.config.clone(),
+                live.states.clone(),
+                live.version,
+                live.listeners.clone(),
+            )
+        };
+        let Some(u) = old.upstreams.iter().position(|u| u.name == upstream) else {
+            return;
+        };
+        let new = old.with_discovered(u, &found.backends);
+        if new.upstreams[u].backends == old.upstreams[u].backends {
+            return;
+        }
+        let before = old.discovered(u).len();
+        let after = new.discovered(u).len();
+        match self.install(old, old_states, version, running, new) {
+            Ok(version) => tracing::info!(
+                upstream,
+                before,
+                after,
+                version,
+                "discovered backends changed"
+            ),
+            Err(e) => {
+                tracing::warn!(upstream, error = %e, "discovered backends changed but could not be applied; the last set stays")
+            }
+        }
+    }
+
+    /// Each upstream's discovery status, by name.
+    pub fn discovery_statuses(&self) -> BTreeMap<String, DiscoveryStatus> {
+        lock(&self.discovery).statuses.clone()
     }
 }

@@ -277,11 +277,27 @@ impl Backend {
         Backend::fixed(resp)
     }
 
+    /// Like [`named`](Self::named), listening on `addr` (another loopback
+    /// address, for backends that DNS A records name at one port).
+    pub fn named_at(name: &str, addr: SocketAddr) -> Backend {
+        let resp = Resp::new(200).header("X-Backend", name).body(name);
+        let listener = TcpListener::bind(addr).expect("bind backend");
+        Backend::on(listener, Options::default(), move |_| resp.clone().into())
+    }
+
     pub fn with_options(
         opts: Options,
         handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
     ) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Backend::on(listener, opts, handler)
+    }
+
+    fn on(
+        listener: TcpListener,
+        opts: Options,
+        handler: impl Fn(&Request) -> Reply + Send + Sync + 'static,
+    ) -> Backend {
         let addr = listener.local_addr().unwrap();
         let backend = Backend {
             addr,

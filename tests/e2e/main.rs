@@ -19,6 +19,7 @@ mod cli;
 mod close_and_log;
 mod config_errors;
 mod continue100;
+mod discovery;
 mod edge;
 mod errors;
 mod framing;

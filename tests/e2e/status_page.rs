@@ -81,7 +81,7 @@ fn run_chromium(profile: &Path, args: &[&str]) -> String {
 
 /// The page at `url` after its scripts ran: two refreshes of virtual time
 /// (Chromium waits for the page's fetches within the budget).
-fn render(profile: &Path, url: &str) -> String {
+pub fn render(profile: &Path, url: &str) -> String {
     run_chromium(profile, &["--virtual-time-budget=5000", "--dump-dom", url])
 }
 
