@@ -105,6 +105,41 @@ pub(super) fn plan(
     }))
 }
 
+/// `PURGE` on a caching route: from a peer in `trusted_proxies`, removes
+/// the entry of the request's URL (its variants and key extras too) and
+/// answers 204; from anyone else, 403. `None` for any other method.
+pub(super) fn purge_request(
+    route: &RouteCache,
+    zones: &Zones,
+    head: &RequestHead<'_>,
+    scheme: &str,
+    rewritten: Option<&str>,
+    trusted_peer: bool,
+) -> Option<LocalReply> {
+    if head.method() != "PURGE" {
+        return None;
+    }
+    if !trusted_peer {
+        return Some(LocalReply::Forbidden(
+            "PURGE is allowed from trusted_proxies only",
+        ));
+    }
+    let zone = zones.get(route.zone)?;
+    let parts = KeyParts {
+        method: CacheMethod::Get,
+        scheme,
+        host: head.host().unwrap_or(""),
+        target: rewritten.unwrap_or_else(|| origin_form(head.target())),
+    };
+    let Some(key) = primary_key(&parts, std::iter::empty(), &Default::default()) else {
+        return Some(LocalReply::BadRequest("target too long for a cache key"));
+    };
+    let url = String::from_utf8_lossy(&key[4..]).into_owned();
+    let removed = zone.purge(&crate::cache::Purge::Url(url));
+    tracing::info!(zone = %zone.name, removed, "cache purged by a PURGE request");
+    Some(LocalReply::NoContent("purged"))
+}
+
 /// The path and query of a target in origin or absolute form.
 fn origin_form(target: &str) -> &str {
     match target.find("://") {

@@ -474,6 +474,20 @@ fn on_head(
     let Some(upstream) = route.upstream else {
         return Err(LocalReply::InternalError("route has no upstream"));
     };
+    if let Some(c) = &route.cache {
+        let trusted_peer = trusted.contains(peer.ip());
+        let purge = cache::purge_request(
+            c,
+            &worker.zones,
+            &head,
+            scheme,
+            target.as_deref(),
+            trusted_peer,
+        );
+        if let Some(reply) = purge {
+            return Err(reply);
+        }
+    }
     let cache = route
         .cache
         .as_ref()

@@ -461,3 +461,27 @@ fn concurrent_requests_for_an_expired_entry_make_one_backend_request() {
     }
     assert_eq!(backend.proxied_count(), 2, "the first fill and one refresh");
 }
+
+#[test]
+fn purge_method_from_trusted_proxies_only() {
+    let backend = counting(&[("Cache-Control", "max-age=600")]);
+    let purge = |proxy: &Proxy| {
+        proxy
+            .client()
+            .roundtrip(&request("PURGE", "/p?q=1", &[], b""))
+    };
+    let untrusted = caching_proxy(&backend, "");
+    get(&untrusted, "/p?q=1", &[]);
+    assert_eq!(purge(&untrusted).status, 403);
+    assert_eq!(cache_status(&get(&untrusted, "/p?q=1", &[])), "HIT");
+
+    let trusted = caching_builder(&backend, "")
+        .server("trusted_proxies = [\"127.0.0.0/8\"]")
+        .start();
+    get(&trusted, "/p?q=1", &[]);
+    assert_eq!(cache_status(&get(&trusted, "/p?q=1", &[])), "HIT");
+    assert_eq!(purge(&trusted).status, 204);
+    assert_eq!(cache_status(&get(&trusted, "/p?q=1", &[])), "MISS");
+    // The backend never saw a PURGE.
+    assert!(backend.proxied().iter().all(|r| r.method == "GET"));
+}
