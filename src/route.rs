@@ -30,7 +30,7 @@ use ahash::AHashMap;
 
 use std::sync::Arc;
 
-use crate::config::{Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
+use crate::config::{Compress, Config, HeaderEdits, HostPattern, Rewrite, RouteConfig, RouteMatch};
 use crate::http::{Headers, RequestHead};
 
 /// Longest host name we look up (RFC 1035 limit plus IPv6 brackets).
@@ -51,6 +51,8 @@ pub struct Route {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` edits; `None` for a plain route.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `compress` policy; `None` when the route does not compress.
+    pub compress: Option<Arc<Compress>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -94,6 +96,7 @@ impl RouteTable {
                 matching: r.matching.clone(),
                 rewrite: r.rewrite.clone(),
                 request_headers: r.request_headers.clone(),
+                compress: r.compress.clone(),
                 index,
             })
             .collect();

@@ -60,6 +60,8 @@ fuzz_target!(|data: &[u8]| {
                         client_version: client,
                         request_id: Some("fuzz-id"),
                         set_cookie: None,
+                        content_coding: None,
+                        vary: None,
                     };
                     write_response_head(&head, &ctx, &mut out);
                     let limits = Limits {

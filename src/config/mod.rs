@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::gateway::{HeaderEdits, Rewrite, RouteMatch};
+pub use crate::gateway::{Compress, HeaderEdits, Rewrite, RouteMatch};
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use error::{ConfigError, ConfigErrorKind, Location};
@@ -706,6 +706,8 @@ pub struct RouteConfig {
     pub rewrite: Option<Arc<Rewrite>>,
     /// `request_headers` (see `crate::gateway::headers`); `None` when unset.
     pub request_headers: Option<Arc<HeaderEdits>>,
+    /// `compress` (see `crate::gateway::compress`); `None` when unset.
+    pub compress: Option<Arc<Compress>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -805,6 +807,10 @@ impl Config {
             }
             if r.rewrite.is_some() {
                 conditions.push_str(" (rewritten)");
+            }
+            if let Some(c) = &r.compress {
+                let names: Vec<&str> = c.algorithms.iter().map(|(c, _)| c.token()).collect();
+                let _ = write!(conditions, " (compress {})", names.join(","));
             }
             let _ = writeln!(
                 out,

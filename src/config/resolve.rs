@@ -822,6 +822,7 @@ fn resolve_routes(
         let matching = super::gateway::resolve_route_match(cx, i, route)?;
         let rewrite = super::gateway::resolve_rewrite(cx, i, route)?;
         let request_headers = super::gateway::resolve_request_headers(cx, i, route)?;
+        let compress = super::gateway::resolve_compress(cx, i, route)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -839,6 +840,7 @@ fn resolve_routes(
             matching,
             rewrite,
             request_headers,
+            compress,
         });
     }
     Ok(routes)

@@ -88,6 +88,7 @@ fn example_parses_exactly() {
             matching: None,
             rewrite: None,
             request_headers: None,
+            compress: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));

@@ -5,11 +5,15 @@
 //! load plus a pure function of a request head, so it is tested without
 //! sockets and shared by the config (which builds it) and the proxy (which
 //! runs it). A route without gateway keys carries `None` and costs nothing.
+//! `compress` (issue 13) adds streaming pieces too: an encoder and a
+//! compressed body framer, both sans-IO.
 
+pub mod compress;
 pub mod headers;
 pub mod matching;
 pub mod rewrite;
 
+pub use compress::Compress;
 pub use headers::HeaderEdits;
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};
 pub use rewrite::Rewrite;

@@ -9,9 +9,11 @@ use std::cell::Cell;
 use std::io;
 use std::net::Shutdown;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::http::{BodyKind, LocalReply, Version};
+use crate::gateway::Compress;
+use crate::http::{BodyKind, Coding, LocalReply, Version};
 use crate::io::Transport;
 
 /// How long a closing connection keeps reading (and discarding) what the
@@ -58,6 +60,9 @@ pub(super) struct RequestInfo {
     /// The request had no Host (HTTP/1.0): each attempt gives it the
     /// backend's, as the upstream request is HTTP/1.1.
     pub needs_host: bool,
+    /// The route's `compress` policy and the coding this request
+    /// negotiated (`None`: it accepts none of the route's).
+    pub compress: Option<(Arc<Compress>, Option<Coding>)>,
 }
 
 /// A request's method and target, copied for the log line of a failure

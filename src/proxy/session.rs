@@ -385,6 +385,10 @@ fn on_head(
             .picker
             .request_key(&head, client_ip),
         needs_host: head.host().is_none(),
+        compress: route
+            .compress
+            .as_ref()
+            .map(|c| (Arc::clone(c), c.negotiate(&head))),
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);

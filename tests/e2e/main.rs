@@ -16,6 +16,7 @@ mod admin_safety;
 mod balancing;
 mod cli;
 mod close_and_log;
+mod compress;
 mod config_errors;
 mod continue100;
 mod errors;
