@@ -82,10 +82,17 @@ impl CompressedBody {
         self.data.clear();
         let stepped = self.framer.step(buf, &mut self.data)?;
         encoder.write(&self.data, &mut self.produced)?;
+        let took_data = !self.data.is_empty();
+        self.data.clear();
+        // The framer moves a whole buffer by swapping it into `data`: give
+        // the relay its (pooled, full-size) buffer back.
+        if buf.is_empty() && buf.capacity() < self.data.capacity() {
+            std::mem::swap(buf, &mut self.data);
+        }
         if self.framer.is_done() {
             self.finish(out)?;
         } else {
-            if self.flush_each_step && !self.data.is_empty() {
+            if self.flush_each_step && took_data {
                 encoder.flush(&mut self.produced)?;
             }
             self.emit(out);
@@ -271,6 +278,21 @@ mod tests {
     fn empty_length_body() {
         let (out, _) = run(ResponseBody::Length(0), Coding::Br, true, b"", 1);
         assert_eq!(decode(Coding::Br, &unframe(true, &out)), b"");
+    }
+
+    /// The relay's buffer stays with the relay (it goes back to the
+    /// worker's pool), though the framer moves whole buffers by swapping.
+    #[test]
+    fn relay_buffer_is_kept() {
+        for body in [ResponseBody::Length(3000), ResponseBody::CloseDelimited] {
+            let mut c = CompressedBody::new(body, Encoder::new(Coding::Gzip, 5).unwrap(), true);
+            let mut buf = Vec::with_capacity(16 * 1024);
+            buf.extend_from_slice(&body_text(1000));
+            let mut out = Vec::new();
+            c.step(&mut buf, &mut out).unwrap();
+            assert!(buf.is_empty());
+            assert!(buf.capacity() >= 16 * 1024, "{body:?}: {}", buf.capacity());
+        }
     }
 
     /// A streaming (chunked) body is flushed at each step, so what arrived

@@ -7,8 +7,8 @@
 //!
 //! Invariants: every call appends only what the coding produced so far to
 //! `out` and keeps nothing else between calls beyond the compressor's own
-//! state (bounded by its window, see [`BROTLI_WINDOW_BITS`] and the zstd
-//! level's window), so memory does not grow with the body. The libraries
+//! state (bounded by its window, see [`BROTLI_WINDOW_BITS`] and
+//! [`ZSTD_WINDOW_LOG`]), so memory does not grow with the body. The libraries
 //! write into a `Vec`, which cannot fail; an error would be a library
 //! fault, reported as [`EncodeError`], never a panic.
 
@@ -19,6 +19,11 @@ use crate::http::Coding;
 /// The brotli window: 2^19 = 512 KiB (nginx's brotli module default).
 /// The library's default, 2^22, would hold 4 MiB per response in flight.
 pub const BROTLI_WINDOW_BITS: u32 = 19;
+
+/// The zstd window: 2^19 = 512 KiB. Level 3 would use 2 MiB, and higher
+/// levels more (browsers decode at most 8 MiB); with this cap a stream at
+/// level 3 holds about 1.3 MiB.
+pub const ZSTD_WINDOW_LOG: u32 = 19;
 
 /// The brotli writer's output buffer.
 const BROTLI_BUFFER: usize = 4096;
@@ -78,7 +83,9 @@ impl Encoder {
             ))),
             Coding::Zstd => {
                 let level = i32::try_from(level).map_err(|_| EncodeError)?;
-                Inner::Zstd(zstd::stream::write::Encoder::new(Vec::new(), level)?)
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), level)?;
+                e.window_log(ZSTD_WINDOW_LOG)?;
+                Inner::Zstd(e)
             }
         };
         Ok(Encoder { inner })
