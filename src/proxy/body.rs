@@ -169,6 +169,15 @@ impl ResponseFramer {
         }
     }
 
+    /// Whether the head goes out before any body bytes are ready: not for
+    /// a compressed body that holds its output (it goes with the first).
+    fn sends_head_alone(&self) -> bool {
+        match self {
+            ResponseFramer::Plain(_) => true,
+            ResponseFramer::Compressed(c) => c.streams(),
+        }
+    }
+
     fn end_of_input(&mut self, out: &mut Vec<u8>) -> Result<(), RelayError> {
         match self {
             ResponseFramer::Plain(f) => f.end_of_input(out).map_err(|_| RelayError::Upstream),
@@ -195,9 +204,12 @@ pub(super) async fn relay_response(
     (up, up_buf): (&mut Transport, &mut Vec<u8>),
     mut framer: ResponseFramer,
 ) -> Result<bool, RelayError> {
+    let head_alone = framer.sends_head_alone();
     loop {
+        let before = client.out.len();
         framer.step(up_buf, &mut client.out)?;
-        if !client.out.is_empty() {
+        let ready = head_alone || client.out.len() > before || framer.is_done();
+        if ready && !client.out.is_empty() {
             client
                 .send_out(server.send_timeout)
                 .await

@@ -16,6 +16,12 @@ use crate::http::{write_chunk, BodyError, BodyFramer, ResponseBody, Stepped, LAS
 
 use super::encoder::{EncodeError, Encoder};
 
+/// Compressed output of a body that is not streaming (it has a
+/// `Content-Length`) is held until this much is ready, or the body ends:
+/// fewer, larger writes to the client (a 64 KiB JSON response goes out in
+/// one write with its head instead of four or five).
+pub const HOLD_OUTPUT: usize = 16 * 1024;
+
 /// Why a compressed relay stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompressError {
@@ -72,6 +78,13 @@ impl CompressedBody {
         self.encoder.is_none()
     }
 
+    /// The backend may be streaming (chunked or close-delimited): each
+    /// step's output goes out at once, and the head need not wait for it.
+    /// Otherwise output is held up to [`HOLD_OUTPUT`] bytes.
+    pub fn streams(&self) -> bool {
+        self.flush_each_step
+    }
+
     /// Compresses the body bytes at the front of `buf` and appends the
     /// framed output to `out`, leaving bytes after the body's end in `buf`.
     /// At the body's end the stream is finished (trailer, last chunk).
@@ -95,7 +108,9 @@ impl CompressedBody {
             if self.flush_each_step && took_data {
                 encoder.flush(&mut self.produced)?;
             }
-            self.emit(out);
+            if self.flush_each_step || self.produced.len() >= HOLD_OUTPUT {
+                self.emit(out);
+            }
         }
         Ok(stepped)
     }
@@ -278,6 +293,31 @@ mod tests {
     fn empty_length_body() {
         let (out, _) = run(ResponseBody::Length(0), Coding::Br, true, b"", 1);
         assert_eq!(decode(Coding::Br, &unframe(true, &out)), b"");
+    }
+
+    /// A Content-Length body's output is held (up to `HOLD_OUTPUT`) and
+    /// goes out whole at the end; a chunked one's goes out at each step.
+    #[test]
+    fn output_is_held_unless_streaming() {
+        let data = body_text(40_000);
+        let mut c = CompressedBody::new(
+            ResponseBody::Length(data.len() as u64),
+            Encoder::new(Coding::Gzip, 5).unwrap(),
+            true,
+        );
+        assert!(!c.streams());
+        let mut out = Vec::new();
+        c.step(&mut data[..20_000].to_vec(), &mut out).unwrap();
+        assert!(out.is_empty(), "held: {} bytes out", out.len());
+        c.step(&mut data[20_000..].to_vec(), &mut out).unwrap();
+        assert!(c.is_done());
+        assert_eq!(decode(Coding::Gzip, &unframe(true, &out)), data);
+        let c = CompressedBody::new(
+            ResponseBody::Chunked,
+            Encoder::new(Coding::Gzip, 5).unwrap(),
+            true,
+        );
+        assert!(c.streams());
     }
 
     /// The relay's buffer stays with the relay (it goes back to the
