@@ -197,6 +197,8 @@ fn head_to_client(buf: &[u8], limits: &Limits, out: &mut Vec<u8>) -> usize {
         client_version: Version::Http11,
         request_id: Some("0123456789abcdef01234567"),
         set_cookie: None,
+        content_coding: None,
+        vary: None,
     };
     out.clear();
     write_response_head(&info.head(buf), &ctx, out);

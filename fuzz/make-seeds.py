@@ -102,6 +102,11 @@ def main() -> None:
     configs += [m.group(1).encode() for m in re.finditer(r"```toml\n([\s\S]*?)```", readme)]
     write("config", configs)
 
+    # Accept-Encoding values: the string literals of the negotiation tests
+    # (a seed's lines are separate fields).
+    accept = [s for s in literals(http / "accept_encoding.rs") if s and len(s) < 200]
+    write("accept_encoding", accept + [b"gzip;q=0.5\nbr, *;q=0\nidentity;q=0"])
+
     # roundtrip reads structured input through `arbitrary`: any bytes are a
     # request, so a few fixed pseudo-random buffers of different lengths.
     rng = random.Random(9112)

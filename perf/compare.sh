@@ -7,7 +7,7 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle gateway cached cached-big"] [--record]
+#                        [--scenarios "small big close many tls idle gzip gateway cached cached-big"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
@@ -25,7 +25,13 @@
 # is asked for, so the other scenarios run with the features off),
 # cached and cached-big (keep-alive, 12 B and 64 KiB, through a response
 # cache with a 60 s TTL: ringlb's cache, nginx's proxy_cache, HAProxy's
-# cache; the limit has no cache and forwards every request).
+# cache; the limit has no cache and forwards every request),
+# gzip (keep-alive, a
+# 64 KiB JSON body compressed by the proxy with gzip at level 5, for clients
+# sending Accept-Encoding: gzip: ringlb `compress` on a /gz/ route, nginx
+# `gzip on` with `gzip_comp_level 5`, HAProxy `compression algo gzip`, whose
+# libslz has no levels (about zlib's level 1); the origin and the limit
+# cannot compress and sit it out).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
@@ -37,7 +43,7 @@ BENCH=${BENCH_CONFIGS:-$ROOT/../shared/bench}
 ROUNDS=3
 DURATION=10
 WORKERS=$(nproc)
-SCENARIOS="small big close many tls idle"
+SCENARIOS="small big close many tls idle gzip"
 RECORD=0
 WRK_THREADS=${WRK_THREADS:-2}
 
@@ -77,6 +83,19 @@ chmod 755 "$W"
 mkdir -p "$W/www" "$W/logs"
 printf 'hello world\n' > "$W/www/small"                 # 12 bytes
 head -c 65536 /dev/zero | tr '\0' 'x' > "$W/www/big"   # 64 KiB
+# The gzip scenario's body: 64 KiB of API-like JSON (served as text/plain:
+# the origin has no MIME map), the same records as benches/compress.rs.
+mkdir -p "$W/www/gz"
+python3 - "$W/www/gz/json" <<'PY'
+import sys
+parts, i, size = ["["], 0, 1
+while size < 64 * 1024 - 200:
+    rec = ('{"id":%d,"name":"user-%x","email":"user%d@example.com","score":%d,"active":%s,"tags":["t%d","t%d"]},'
+           % (i, (i * 0x9E3779B9) % 2**64, i, (i * 7919) % 1000, "true" if i % 3 == 0 else "false", i % 17, i % 5))
+    parts.append(rec); size += len(rec); i += 1
+parts.append("{}]")
+open(sys.argv[1], "w").write("".join(parts))
+PY
 
 PIDS=()
 cleanup() {
@@ -99,6 +118,12 @@ cat "$CERT" "$KEY" > "$W/haproxy.pem"
 sed -i "s#listen 127.0.0.1:17010 reuseport backlog=4096;#&\n        listen 127.0.0.1:17011 ssl reuseport backlog=4096;\n        ssl_certificate $CERT;\n        ssl_certificate_key $KEY;#" "$W/proxy.nginx.conf"
 sed -i "s#bind 127.0.0.1:17020#&\n    bind 127.0.0.1:17021 ssl crt $W/haproxy.pem alpn http/1.1#" "$W/proxy.haproxy.cfg"
 grep -q 17011 "$W/proxy.nginx.conf" && grep -q 17021 "$W/proxy.haproxy.cfg" || { echo "could not add TLS listeners to the peer configs" >&2; exit 1; }
+# The gzip scenario: compression on /gz/ only, so the other scenarios run
+# exactly the reference configs' paths.
+sed -i 's#^\( *\)location / {.*}$#&\n\1location /gz/ { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; gzip on; gzip_comp_level 5; gzip_types text/plain; gzip_min_length 1024; gzip_proxied any; gzip_vary on; }#' "$W/proxy.nginx.conf"
+sed -i 's#^\( *\)default_backend origin$#\1use_backend origin_gz if { path_beg /gz/ }\n&#' "$W/proxy.haproxy.cfg"
+printf 'backend origin_gz\n    filter compression\n    compression algo gzip\n    compression type text/plain\n    server o1 127.0.0.1:17001\n' >> "$W/proxy.haproxy.cfg"
+grep -q 'location /gz/' "$W/proxy.nginx.conf" && grep -q 'use_backend origin_gz' "$W/proxy.haproxy.cfg" || { echo "could not add the gzip location to the peer configs" >&2; exit 1; }
 sed "s#@WORKERS@#$WORKERS#g; s#@CERT@#$ROOT/certs/server.pem#g; s#@KEY@#$ROOT/certs/server.key#g" \
     "$ROOT/perf/ringlb.bench.toml" > "$W/ringlb.toml"
 # The gateway scenario: the same work in each proxy's own terms (the
@@ -124,6 +149,14 @@ if [[ " $SCENARIOS " == *" cached"* ]]; then
     grep -q keys_zone=main "$W/proxy.nginx.conf" && grep -q "cache-use main" "$W/proxy.haproxy.cfg" \
         || { echo "could not add the cache to the peer configs" >&2; exit 1; }
 fi
+cat >> "$W/ringlb.toml" <<'TOML'
+
+# The gzip scenario (added by compare.sh): as nginx's location /gz/.
+[[routes]]
+path_prefix = "/gz/"
+upstream = "origin"
+compress = { algorithms = ["gzip"], types = ["text/plain"], min_length = 1024, level = { gzip = 5 } }
+TOML
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -149,6 +182,12 @@ for also in ${RINGLB_ALSO:-}; do
     port=$((port + 1))
 done
 
+printf 'wrk.headers["Accept-Encoding"] = "gzip"\n' > "$W/accept-gzip.lua"
+printf 'wrk.headers["Origin"] = "https://app.example.com"\n' > "$W/origin.lua"
+printf 'wrk.headers["Connection"] = "close"\n' > "$W/connection-close.lua"
+# The origin and the limit cannot compress: they sit the gzip scenario out.
+gzip_sits_out() { [ "$1" = origin ] || [ "$1" = limit ]; }
+
 for t in $TARGETS; do
     for _ in $(seq 50); do
         curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/small" && break
@@ -156,6 +195,15 @@ for t in $TARGETS; do
     done
     curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/small" || { echo "$t did not come up" >&2; exit 1; }
 done
+# The gzip scenario measures compression only if every proxy compresses.
+if [[ " $SCENARIOS " == *" gzip "* ]]; then
+    for t in $TARGETS; do
+        gzip_sits_out "$t" && continue
+        curl -fs -H 'Accept-Encoding: gzip' -D - -o "$W/gz.out" "http://127.0.0.1:${PORT[$t]}/gz/json" \
+            | grep -qi '^content-encoding: gzip' && gzip -t < "$W/gz.out" \
+            || { echo "$t does not answer /gz/json with gzip" >&2; exit 1; }
+    done
+fi
 
 TICKS=$(getconf CLK_TCK)
 # CPU ticks (user+system) of a process and its children (nginx workers).
@@ -174,12 +222,15 @@ scenario_args() {
     case "$1" in
         small) echo "-c 64 http://127.0.0.1:PORT/small" ;;
         big) echo "-c 64 http://127.0.0.1:PORT/big" ;;
-        close) echo "-c 64 -H Connection:close http://127.0.0.1:PORT/small" ;;
         many) echo "-c 1000 http://127.0.0.1:PORT/small" ;;
         tls) echo "-c 64 https://127.0.0.1:TLSPORT/small" ;;
-        gateway) echo "-c 64 -H Origin:https://app.example.com http://127.0.0.1:PORT/api/small" ;;
+        # wrk drops a -H header without a space after the colon, and these
+        # arguments are split at spaces: headers come from scripts.
+        close) echo "-c 64 -s $W/connection-close.lua http://127.0.0.1:PORT/small" ;;
+        gateway) echo "-c 64 -s $W/origin.lua http://127.0.0.1:PORT/api/small" ;;
         cached) echo "-c 64 http://127.0.0.1:PORT/cached/small" ;;
         cached-big) echo "-c 64 http://127.0.0.1:PORT/cached/big" ;;
+        gzip) echo "-c 64 -s $W/accept-gzip.lua http://127.0.0.1:PORT/gz/json" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -250,7 +301,7 @@ run_idle() {
         printf "%.0f %d %d %d %d %d\n", per, b, d, a, o, n - o }'
 }
 
-# One wrk run; prints "rps p99_ms requests errors cpu_seconds".
+# One wrk run; prints "rps p99_ms requests errors cpu_seconds bytes_per_request".
 run_wrk() {
     local target=$1 scenario=$2 args before after out
     args=$(scenario_args "$scenario" | sed "s/TLSPORT/${TLS_PORT[$target]}/; s/PORT/${PORT[$target]}/")
@@ -270,7 +321,11 @@ run_wrk() {
         /Requests\/sec/ { rps = $2 }
         /Socket errors/ { gsub(/,/, ""); errs += $4 + $6 + $8 + $10 }
         /Non-2xx or 3xx/ { errs += $5 }
-        END { printf "%s %.2f %s %d %.2f\n", rps, p99, reqs, errs, cpu / ticks }'
+        /^Transfer\/sec/ {
+            v = $2; u = v; sub(/^[0-9.]+/, "", u); v += 0
+            xfer = v * (u == "KB" ? 1024 : u == "MB" ? 1048576 : u == "GB" ? 1073741824 : 1)
+        }
+        END { printf "%s %.2f %s %d %.2f %.0f\n", rps, p99, reqs, errs, cpu / ticks, (rps > 0) ? xfer / rps : 0 }'
 }
 
 median() { sort -g | awk '{v[NR] = $1} END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -286,11 +341,17 @@ for round in $(seq "$ROUNDS"); do
         for target in $order; do
             # The origin serves plain HTTP only.
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
+            [ "$scenario" = gzip ] && gzip_sits_out "$target" && continue
             if [ "$scenario" = idle ]; then
                 [ "$target" = origin ] && continue
                 line=$(run_idle "$target")
             else
                 line=$(run_wrk "$target" "$scenario")
+                # Compressed, the 64 KiB body is about 12 KiB on the wire.
+                if [ "$scenario" = gzip ] && [ "$(echo "$line" | awk '{print ($6 > 32768)}')" = 1 ]; then
+                    echo "$target sent $(echo "$line" | awk '{print $6}') bytes per gzip request: not compressed" >&2
+                    exit 1
+                fi
             fi
             echo "$scenario $target $line" >> "$RAW"
             echo "  round $round $scenario $target: $line" >&2
@@ -310,6 +371,7 @@ TABLE=$W/table.md
         declare -A RPS=() EFF=()
         for target in $TARGETS; do
             [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
+            [ "$scenario" = gzip ] && gzip_sits_out "$target" && continue
             rps=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $3 }' "$RAW" | median)
             p99=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $4 }' "$RAW" | median)
             read -r reqs errs cpu < <(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { r += $5; e += $6; c += $7 } END { print r + 0, e + 0, c + 0 }' "$RAW")

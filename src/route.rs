@@ -31,8 +31,8 @@ use ahash::AHashMap;
 use std::sync::Arc;
 
 use crate::config::{
-    AccessRules, Config, Cors, ErrorPages, HeaderEdits, HostPattern, RateLimit, Redirect, Rewrite,
-    RouteCache, RouteConfig, RouteMatch,
+    AccessRules, Compress, Config, Cors, ErrorPages, HeaderEdits, HostPattern, RateLimit, Redirect,
+    Rewrite, RouteCache, RouteConfig, RouteMatch,
 };
 use crate::http::{Headers, RequestHead};
 use crate::proxy::filter::Filter;
@@ -69,6 +69,8 @@ pub struct Route {
     pub access: Option<Arc<AccessRules>>,
     pub rate_limit: Option<Arc<RateLimit>>,
     pub cors: Option<Arc<Cors>>,
+    /// `compress` policy; `None` when the route does not compress.
+    pub compress: Option<Arc<Compress>>,
     /// Position in the file (`routes[index]`), for logs.
     pub index: usize,
 }
@@ -133,6 +135,7 @@ impl RouteTable {
                 access: r.access.clone(),
                 rate_limit: r.rate_limit.clone(),
                 cors: r.cors.clone(),
+                compress: r.compress.clone(),
                 index,
             })
             .collect();

@@ -1,6 +1,7 @@
 //! Any bytes as a response head, answering a HEAD request or not: parsing
 //! never panics, and a complete head can be rewritten for the client with
-//! every relay framing; relayed as-is it parses back to the same framing.
+//! every relay framing; relayed as-is it parses back to the same framing,
+//! compressed (`Recoded`) to chunked for HTTP/1.1 and until close for 1.0.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -9,10 +10,11 @@ use ringlb::http::{
     Version, MAX_HEADERS_CAP,
 };
 
-const FRAMINGS: [OutFraming; 3] = [
+const FRAMINGS: [OutFraming; 4] = [
     OutFraming::AsIs,
     OutFraming::ChunkEncoded,
     OutFraming::Dechunked,
+    OutFraming::Recoded,
 ];
 
 /// The combinations the proxy chooses (`http::plan_response`): chunk-encoding
@@ -24,6 +26,8 @@ fn proxy_may_use(framing: OutFraming, body: ResponseBody, client: Version) -> bo
         OutFraming::AsIs => !(body == ResponseBody::Chunked && client == Version::Http10),
         OutFraming::ChunkEncoded => body == ResponseBody::CloseDelimited,
         OutFraming::Dechunked => body == ResponseBody::Chunked,
+        // Compression: any body but none.
+        OutFraming::Recoded => body != ResponseBody::Empty,
     }
 }
 
@@ -52,6 +56,7 @@ fuzz_target!(|data: &[u8]| {
                 if !proxy_may_use(framing, head.body(), client) {
                     continue;
                 }
+                let recoded = framing == OutFraming::Recoded;
                 for keep_alive in [false, true] {
                     let mut out = Vec::new();
                     let ctx = ResponseContext {
@@ -60,6 +65,8 @@ fuzz_target!(|data: &[u8]| {
                         client_version: client,
                         request_id: Some("fuzz-id"),
                         set_cookie: None,
+                        content_coding: recoded.then_some("gzip"),
+                        vary: recoded.then_some("Accept-Encoding"),
                     };
                     write_response_head(&head, &ctx, &mut out);
                     let limits = Limits {
@@ -77,6 +84,18 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(again.status(), head.status());
                     if framing == OutFraming::AsIs {
                         assert_eq!(again.body(), head.body());
+                    }
+                    if recoded {
+                        // Chunked to 1.1, until close to 1.0, whatever came.
+                        let want = match client {
+                            Version::Http11 => ResponseBody::Chunked,
+                            Version::Http10 => ResponseBody::CloseDelimited,
+                        };
+                        assert_eq!(again.body(), want);
+                        let coded = again.headers().filter(|(n, _)| {
+                            n.eq_ignore_ascii_case("content-encoding")
+                        });
+                        assert!(coded.count() >= 1);
                     }
                 }
             }

@@ -10,14 +10,16 @@ use super::raw::{RawErrorPage, RawHeaderEdits, RawHeaderMatch, RawRoute};
 use super::resolve::Cx;
 use std::sync::Arc;
 
+use crate::gateway::compress::{Level, MediaRange};
 use crate::gateway::headers::{Template, FORBIDDEN, HEADER_VARIABLES};
 use crate::gateway::pages::{MAX_PAGE_BYTES, PAGE_STATUSES, PAGE_VARIABLES};
 use crate::gateway::redirect::{REDIRECT_STATUSES, REDIRECT_VARIABLES};
 use crate::gateway::rewrite::valid_path_piece;
 use crate::gateway::{
-    ErrorPage, ErrorPages, HeaderCondition, HeaderEdits, HeaderTest, HostRewrite, Pattern,
-    Redirect, Rewrite, RouteMatch,
+    Compress, ErrorPage, ErrorPages, HeaderCondition, HeaderEdits, HeaderTest, HostRewrite,
+    Pattern, Redirect, Rewrite, RouteMatch,
 };
+use crate::http::Coding;
 
 /// Most `methods` or `headers` entries on one route (bounded work per request).
 const MAX_CONDITIONS: usize = 32;
@@ -486,4 +488,118 @@ pub(super) fn resolve_route_pages(
         }
     }
     Ok((!pages.is_empty()).then(|| Arc::new(pages)))
+}
+
+/// Most `types` entries of one `compress` (bounded work per response).
+const MAX_COMPRESS_TYPES: usize = 64;
+
+/// `compress` of route `i`; `None` when unset.
+pub(super) fn resolve_compress(
+    cx: &Cx<'_>,
+    i: usize,
+    route: &RawRoute,
+) -> Result<Option<Arc<Compress>>, ConfigError> {
+    let Some(raw) = &route.compress else {
+        return Ok(None);
+    };
+    let key = format!("routes[{i}].compress");
+    let mut codings = Vec::new();
+    match &raw.algorithms {
+        None => codings.extend(Compress::DEFAULT_ALGORITHMS),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                let kind = Kind::InvalidValue(
+                    "give at least one of \"br\", \"gzip\", \"deflate\", \"zstd\" (leave `compress` out for none)"
+                        .to_owned(),
+                );
+                return Err(cx.at(list.span(), format!("{key}.algorithms"), kind));
+            }
+            for (j, name) in list.get_ref().iter().enumerate() {
+                let at = format!("{key}.algorithms[{j}]");
+                let Some(coding) = Coding::from_token(name.get_ref().as_bytes())
+                    .filter(|c| c.token() == name.get_ref())
+                else {
+                    let kind = Kind::InvalidValue(format!(
+                        "unknown algorithm {:?}; give \"br\", \"gzip\", \"deflate\" or \"zstd\"",
+                        name.get_ref()
+                    ));
+                    return Err(cx.at(name.span(), at, kind));
+                };
+                if codings.contains(&coding) {
+                    let kind = Kind::InvalidValue(format!("{:?} is listed twice", name.get_ref()));
+                    return Err(cx.at(name.span(), at, kind));
+                }
+                codings.push(coding);
+            }
+        }
+    }
+    let mut algorithms: Vec<(Coding, u32)> = codings
+        .iter()
+        .map(|&c| (c, Level::default_for(c)))
+        .collect();
+    if let Some(levels) = &raw.level {
+        let given = [
+            (Coding::Br, &levels.br),
+            (Coding::Gzip, &levels.gzip),
+            (Coding::Deflate, &levels.deflate),
+            (Coding::Zstd, &levels.zstd),
+        ];
+        for (coding, level) in given {
+            let Some(level) = level else { continue };
+            let at = format!("{key}.level.{}", coding.token());
+            let range = Level::range(coding);
+            let Some(slot) = algorithms.iter_mut().find(|(c, _)| *c == coding) else {
+                let kind = Kind::InvalidValue(format!(
+                    "a level for {}, which is not in `algorithms`",
+                    coding.token()
+                ));
+                return Err(cx.at(level.span(), at, kind));
+            };
+            match u32::try_from(*level.get_ref()) {
+                Ok(l) if range.contains(&l) => slot.1 = l,
+                _ => {
+                    let kind = Kind::InvalidValue(format!(
+                        "{} levels are {} to {}, not {}",
+                        coding.token(),
+                        range.start(),
+                        range.end(),
+                        level.get_ref()
+                    ));
+                    return Err(cx.at(level.span(), at, kind));
+                }
+            }
+        }
+    }
+    let mut types = Vec::new();
+    match &raw.types {
+        None => types.extend(
+            Compress::DEFAULT_TYPES
+                .iter()
+                .filter_map(|t| MediaRange::parse(t)),
+        ),
+        Some(list) => {
+            let n = list.get_ref().len();
+            if n == 0 || n > MAX_COMPRESS_TYPES {
+                let kind = Kind::InvalidValue(format!(
+                    "give 1 to {MAX_COMPRESS_TYPES} media types (leave the key out for the defaults)"
+                ));
+                return Err(cx.at(list.span(), format!("{key}.types"), kind));
+            }
+            for (j, t) in list.get_ref().iter().enumerate() {
+                let Some(range) = MediaRange::parse(t.get_ref()) else {
+                    let kind = Kind::InvalidValue(format!(
+                        "{:?} is not a media type such as \"text/html\", \"text/*\" or \"*/*\" (no parameters)",
+                        t.get_ref()
+                    ));
+                    return Err(cx.at(t.span(), format!("{key}.types[{j}]"), kind));
+                };
+                types.push(range);
+            }
+        }
+    }
+    let min_length = raw
+        .min_length
+        .as_ref()
+        .map_or(Compress::DEFAULT_MIN_LENGTH, |m| *m.get_ref());
+    Ok(Some(Arc::new(Compress::new(algorithms, min_length, types))))
 }

@@ -42,7 +42,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::gateway::{
-    AccessRules, CidrList, Cors, ErrorPages, HeaderEdits, RateLimit, Redirect, Rewrite, RouteMatch,
+    AccessRules, CidrList, Compress, Cors, ErrorPages, HeaderEdits, RateLimit, Redirect, Rewrite,
+    RouteMatch,
 };
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
@@ -836,6 +837,8 @@ pub struct RouteConfig {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// `cors = { ... }` (see `crate::gateway::cors`); `None` when unset.
     pub cors: Option<Arc<Cors>>,
+    /// `compress` (see `crate::gateway::compress`); `None` when unset.
+    pub compress: Option<Arc<Compress>>,
 }
 
 /// A checked route `host`, lowercased, without port.
@@ -985,6 +988,10 @@ impl Config {
                 if set {
                     conditions.push_str(note);
                 }
+            }
+            if let Some(c) = &r.compress {
+                let names: Vec<&str> = c.algorithms.iter().map(|(c, _)| c.token()).collect();
+                let _ = write!(conditions, " (compress {})", names.join(","));
             }
             let _ = writeln!(
                 out,

@@ -258,6 +258,28 @@ pub(super) struct RawRoute {
     pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     pub rate_limit: Option<Spanned<RawRateLimit>>,
     pub cors: Option<Spanned<RawCors>>,
+    /// Not `Spanned`: it may be written as a `[routes.compress]` table.
+    pub compress: Option<RawCompress>,
+}
+
+/// `compress = { algorithms, min_length, types, level = { gzip = 5 } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompress {
+    pub algorithms: Option<Spanned<Vec<Spanned<String>>>>,
+    pub min_length: Option<Spanned<u64>>,
+    pub types: Option<Spanned<Vec<Spanned<String>>>>,
+    pub level: Option<RawCompressLevels>,
+}
+
+/// `level = { br = 4, gzip = 5, deflate = 5, zstd = 3 }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCompressLevels {
+    pub br: Option<Spanned<i64>>,
+    pub gzip: Option<Spanned<i64>>,
+    pub deflate: Option<Spanned<i64>>,
+    pub zstd: Option<Spanned<i64>>,
 }
 
 /// `rate_limit = { rate = "100/s", burst = 50, key = "client_ip" }`.

@@ -1023,6 +1023,7 @@ fn resolve_routes(
         let identity = super::edge::route_identity(&format!("{host:?}"), &path_prefix, route);
         let rate_limit = super::edge::rate_limit(cx, i, &route.rate_limit, identity)?;
         let cors = super::edge::cors(cx, i, &route.cors)?;
+        let compress = super::gateway::resolve_compress(cx, i, route)?;
         if let Some(first) = routes
             .iter()
             .position(|r| r.host == host && r.path_prefix == path_prefix && r.matching == matching)
@@ -1048,6 +1049,7 @@ fn resolve_routes(
             access,
             rate_limit,
             cors,
+            compress,
         });
     }
     Ok(routes)

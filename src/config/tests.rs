@@ -99,6 +99,7 @@ fn example_parses_exactly() {
             access: None,
             rate_limit: None,
             cors: None,
+            compress: None,
         }]
     );
     assert_eq!(config.source_path, Path::new(FILE));

@@ -5,9 +5,12 @@
 //! load plus a pure function of a request head, so it is tested without
 //! sockets and shared by the config (which builds it) and the proxy (which
 //! runs it). A route without gateway keys carries `None` and costs nothing.
+//! `compress` (issue 13) adds streaming pieces too: an encoder and a
+//! compressed body framer, both sans-IO.
 
 pub mod access;
 pub mod cidr;
+pub mod compress;
 pub mod cors;
 pub mod headers;
 pub mod matching;
@@ -19,6 +22,7 @@ pub mod shared;
 
 pub use access::AccessRules;
 pub use cidr::{Cidr, CidrList};
+pub use compress::Compress;
 pub use cors::Cors;
 pub use headers::{BackendFields, HeaderEdits};
 pub use matching::{HeaderCondition, HeaderTest, Pattern, RouteMatch};

@@ -82,8 +82,21 @@ impl BodyFramer {
             OutFraming::AsIs => true,
             OutFraming::ChunkEncoded => matches!(state, State::UntilClose),
             OutFraming::Dechunked => matches!(state, State::Chunked(_)),
+            // A re-coded body goes through `BodyFramer::data` and its coder.
+            OutFraming::Recoded => false,
         });
         BodyFramer { state, out }
+    }
+
+    /// A response body framed as `body`, yielding only its data (no chunk
+    /// lines, no trailers): the input of a transformation such as
+    /// compression, which frames its own output.
+    pub fn data(body: ResponseBody) -> BodyFramer {
+        let mut framer = BodyFramer::response(body, OutFraming::AsIs);
+        if matches!(framer.state, State::Chunked(_)) {
+            framer.out = OutFraming::Dechunked;
+        }
+        framer
     }
 
     /// The framed end was reached.

@@ -50,6 +50,13 @@ pub struct ResponseContext<'a> {
     pub request_id: Option<&'a str>,
     /// A `Set-Cookie` value to add (the sticky-cookie balancer's).
     pub set_cookie: Option<&'a str>,
+    /// The `Content-Encoding` the proxy applies to the body (with
+    /// `framing` [`OutFraming::Recoded`]): added to the head, and a strong
+    /// `ETag` is weakened (the bytes differ from the backend's).
+    pub content_coding: Option<&'a str>,
+    /// A field name to add to `Vary` (merged into one line with the
+    /// backend's, unless it lists the name or `*` already).
+    pub vary: Option<&'a str>,
 }
 
 /// How the proxy relays the response body, which decides its framing fields.
@@ -62,6 +69,10 @@ pub enum OutFraming {
     /// A chunked body stripped to its data for an HTTP/1.0 client; the
     /// client connection closes after it.
     Dechunked,
+    /// The body's data transformed by the proxy (compressed), so its length
+    /// is known only at its end: chunk-encoded to an HTTP/1.1 client, ended
+    /// by close to an HTTP/1.0 client. Any framing in, never `Empty`.
+    Recoded,
 }
 
 /// What forwarding does with one field.
@@ -283,6 +294,11 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
     let mut transfer_encoding = false;
     for (role, line) in end_to_end(head.headers(), head.connection_names_other_fields()) {
         let keep = match role {
+            FieldRole::EndToEnd if ctx.vary.is_some() && eq_ci(line.name, b"vary") => false,
+            FieldRole::EndToEnd if ctx.content_coding.is_some() && eq_ci(line.name, b"etag") => {
+                put_weak_etag(line.value, out);
+                false
+            }
             FieldRole::EndToEnd
             | FieldRole::Host
             | FieldRole::XForwardedFor
@@ -304,8 +320,24 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
         }
     }
     if framing_fields_allowed {
-        write_response_framing(head, out_framing, content_length, transfer_encoding, out);
+        write_response_framing(
+            head,
+            (out_framing, client_version),
+            content_length,
+            transfer_encoding,
+            out,
+        );
     }
+    if let Some(coding) = ctx.content_coding {
+        put_field(out, b"Content-Encoding", coding.as_bytes());
+    }
+    if let Some(name) = ctx.vary {
+        put_vary(head.headers(), name, out);
+    }
+    debug_assert!(
+        ctx.content_coding.is_none() || out_framing == OutFraming::Recoded,
+        "a content coding changes the body's length"
+    );
     debug_assert!(
         !(out_framing == OutFraming::AsIs
             && head.body() == ResponseBody::Chunked
@@ -319,6 +351,7 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
             OutFraming::AsIs => true,
             OutFraming::ChunkEncoded => head.body() == ResponseBody::CloseDelimited,
             OutFraming::Dechunked => head.body() == ResponseBody::Chunked,
+            OutFraming::Recoded => head.body() != ResponseBody::Empty,
         },
         "{out_framing:?} does not fit a {:?} body",
         head.body()
@@ -341,6 +374,44 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
     out.extend_from_slice(b"\r\n");
 }
 
+/// `ETag: W/"x"` for the backend's `value`: a strong tag (`"x"`) is
+/// weakened, a weak one kept. RFC 9110 §8.8.3: the compressed bytes are
+/// not the ones the tag names, yet the representation is the same, so a
+/// weak comparison (`If-None-Match`) at the backend still matches.
+fn put_weak_etag(value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ETag: ");
+    if value.first() == Some(&b'"') {
+        out.extend_from_slice(b"W/");
+    }
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One `Vary` line: the backend's `Vary` values, then `name` unless they
+/// list it (any case) or `*` already.
+fn put_vary(fields: Headers<'_>, name: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Vary: ");
+    let mut first = true;
+    let mut listed = false;
+    for (_, value) in fields.filter(|(n, _)| n.eq_ignore_ascii_case("vary")) {
+        for element in list_elements(value).filter(|e| !e.is_empty()) {
+            listed |= element == b"*" || eq_ci(element, name.as_bytes());
+            if !first {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(element);
+            first = false;
+        }
+    }
+    if !listed {
+        if !first {
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(name.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// The framing fields of a response head, each as at most one line in
 /// canonical form, so that no parser downstream can read them differently:
 /// - `Content-Length` is the decimal of the length the proxy framed the body
@@ -349,13 +420,22 @@ pub fn write_response_head(head: &ResponseHead<'_>, ctx: &ResponseContext<'_>, o
 /// - `Transfer-Encoding` lines are folded into one, with `chunked` appended
 ///   when the proxy chunk-encodes a close-delimited body, and dropped when it
 ///   de-chunks for an HTTP/1.0 client.
+/// - A body the proxy re-codes has no `Content-Length`; it is
+///   `Transfer-Encoding: chunked` to an HTTP/1.1 client and has no framing
+///   field to an HTTP/1.0 one (it ends by close).
 fn write_response_framing(
     head: &ResponseHead<'_>,
-    out_framing: OutFraming,
+    (out_framing, client_version): (OutFraming, Version),
     content_length: ContentLengthField,
     transfer_encoding: bool,
     out: &mut Vec<u8>,
 ) {
+    if out_framing == OutFraming::Recoded {
+        if client_version == Version::Http11 {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        return;
+    }
     let length = match (head.body(), content_length) {
         (ResponseBody::Length(n), _) => Some(n),
         (ResponseBody::Empty, ContentLengthField::Valid(n)) => Some(n),

@@ -22,6 +22,8 @@
 //! - [`chunked`]: streaming chunked decoder and encoder helpers.
 //! - [`body`]: the one body framer both relays drive.
 //! - [`plan`]: a final response's framing and keep-alive decision.
+//! - [`accept_encoding`]: the `Accept-Encoding` negotiation (RFC 9110
+//!   §12.5.3), for response compression.
 //! - [`forward`]: head rewrite for forwarding (hop-by-hop, `X-Forwarded-*`,
 //!   the request id and cookie the proxy adds).
 //! - [`reply`]: every locally generated response, one enum.
@@ -46,6 +48,7 @@
 //!   and empty extensions (`5;\r\n`) are errors (hyper accepts them): we
 //!   forward chunk lines verbatim, so we only pass on unambiguous ones.
 
+pub mod accept_encoding;
 pub mod body;
 pub mod chunked;
 pub mod forward;
@@ -57,6 +60,7 @@ pub mod request;
 pub mod response;
 pub mod stored;
 
+pub use accept_encoding::{AcceptEncoding, Coding};
 pub use body::{BodyError, BodyFramer, Stepped};
 pub use chunked::{
     write_chunk, write_chunk_header, ChunkedDecoder, ChunkedError, ChunkedLimits, Decoded,
@@ -66,8 +70,8 @@ pub use forward::{
     put_after_request_line, put_backend_host, write_request_head, write_response_head,
     ForwardContext, OutFraming, ResponseContext,
 };
-pub(crate) use headers::trim_ows;
 pub use headers::Headers;
+pub(crate) use headers::{eq_ci, is_tchar, list_elements, trim_ows};
 pub use httparse::Status;
 pub use plan::{plan_response, ClientSide, PlanError, ResponsePlan};
 pub use reply::{LocalReply, ReplyParts, CONTINUE_100};

@@ -96,3 +96,19 @@ pub fn plan_response(resp: &ResponseInfo, client: ClientSide) -> Result<Response
         tunnel,
     })
 }
+
+impl ResponsePlan {
+    /// This plan for a body the proxy re-codes (compresses), whose length
+    /// is then known only at its end: chunk-encoded to an HTTP/1.1 client,
+    /// so the client connection may stay open as planned; ended by close to
+    /// an HTTP/1.0 client, so it does not. The upstream side is unchanged:
+    /// the backend's body is still read to its own framed end.
+    pub fn recoded(self, client: ClientSide) -> ResponsePlan {
+        debug_assert!(self.body != ResponseBody::Empty && !self.tunnel);
+        ResponsePlan {
+            out: OutFraming::Recoded,
+            keep_alive: self.keep_alive && client.version == Version::Http11,
+            ..self
+        }
+    }
+}

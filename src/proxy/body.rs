@@ -4,9 +4,12 @@
 //! for byte, chunked bodies validated by the decoder and passed through
 //! raw. Response bodies are passed through, de-chunked for an HTTP/1.0
 //! client, or chunk-encoded when the backend delimits by close and the
-//! client speaks HTTP/1.1 (so the client connection can stay open).
+//! client speaks HTTP/1.1 (so the client connection can stay open); or
+//! compressed (`gateway::compress::CompressedBody`), between the read and
+//! the write, on this worker's thread.
 
-use crate::http::{BodyFramer, BodyKind, LocalReply, OutFraming, ResponseBody};
+use crate::gateway::compress::{CompressError, CompressedBody};
+use crate::http::{BodyFramer, BodyKind, LocalReply};
 
 use std::io;
 use std::time::Duration;
@@ -144,8 +147,55 @@ impl Keep {
     }
 }
 
-/// Relays a response body framed as `framing` from `up` to the client,
-/// after the head already in `client.out`, re-framed as `out`.
+/// How a response body goes to the client: re-framed, or compressed.
+pub(super) enum ResponseFramer {
+    Plain(BodyFramer),
+    Compressed(Box<CompressedBody>),
+}
+
+impl ResponseFramer {
+    fn step(&mut self, buf: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<(), RelayError> {
+        match self {
+            ResponseFramer::Plain(f) => {
+                f.step(buf, out).map(drop).map_err(|_| RelayError::Upstream)
+            }
+            ResponseFramer::Compressed(c) => c.step(buf, out).map(drop).map_err(compress_error),
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            ResponseFramer::Plain(f) => f.is_done(),
+            ResponseFramer::Compressed(c) => c.is_done(),
+        }
+    }
+
+    /// Whether the head goes out before any body bytes are ready: not for
+    /// a compressed body that holds its output (it goes with the first).
+    fn sends_head_alone(&self) -> bool {
+        match self {
+            ResponseFramer::Plain(_) => true,
+            ResponseFramer::Compressed(c) => c.streams(),
+        }
+    }
+
+    fn end_of_input(&mut self, out: &mut Vec<u8>) -> Result<(), RelayError> {
+        match self {
+            ResponseFramer::Plain(f) => f.end_of_input(out).map_err(|_| RelayError::Upstream),
+            ResponseFramer::Compressed(c) => c.end_of_input(out).map_err(compress_error),
+        }
+    }
+}
+
+fn compress_error(e: CompressError) -> RelayError {
+    if let CompressError::Encode(e) = e {
+        tracing::warn!("{}", e.reason());
+    }
+    RelayError::Upstream
+}
+
+/// Relays a response body from `up` to the client through `framer`, after
+/// the head already in `client.out`.
 /// `Ok(true)`: the body ended exactly at its framing, so the upstream
 /// connection may be reused.
 pub(super) async fn relay_response(
@@ -153,22 +203,19 @@ pub(super) async fn relay_response(
     metrics: &WorkerMetrics,
     client: &mut Client,
     (up, up_buf): (&mut Transport, &mut Vec<u8>),
-    framing: ResponseBody,
-    out: OutFraming,
+    mut framer: ResponseFramer,
     mut capture: Option<&mut BodyCapture>,
 ) -> Result<bool, RelayError> {
-    let mut framer = BodyFramer::response(framing, out);
-    // The head is in `client.out` before the first body bytes.
-    let mut head_len = client.out.len();
+    let head_alone = framer.sends_head_alone();
     loop {
-        framer
-            .step(up_buf, &mut client.out)
-            .map_err(|_| RelayError::Upstream)?;
+        // The head, and bytes held back, are in `client.out` before these.
+        let before = client.out.len();
+        framer.step(up_buf, &mut client.out)?;
         if let Some(capture) = capture.as_deref_mut() {
-            capture.feed(&client.out[head_len..]);
+            capture.feed(&client.out[before..]);
         }
-        head_len = 0;
-        if !client.out.is_empty() {
+        let ready = head_alone || client.out.len() > before || framer.is_done();
+        if ready && !client.out.is_empty() {
             client
                 .send_out(server.send_timeout)
                 .await
@@ -183,11 +230,10 @@ pub(super) async fn relay_response(
             Ok(0) => {
                 // Only a close-delimited body may end here; it leaves the
                 // connection unusable.
-                framer
-                    .end_of_input(&mut client.out)
-                    .map_err(|_| RelayError::Upstream)?;
+                let before = client.out.len();
+                framer.end_of_input(&mut client.out)?;
                 if let Some(capture) = capture.as_deref_mut() {
-                    capture.feed(&client.out);
+                    capture.feed(&client.out[before..]);
                 }
                 if !client.out.is_empty() {
                     client

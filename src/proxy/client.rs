@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::gateway::pages::{self, ErrorPages};
-use crate::gateway::{BackendFields, HeaderEdits};
-use crate::http::{BodyKind, LocalReply, ReplyParts, Version};
+use crate::gateway::{BackendFields, Compress, HeaderEdits};
+use crate::http::{BodyKind, Coding, LocalReply, ReplyParts, Version};
 use crate::io::Transport;
 
 use super::filter::AddedFields;
@@ -69,6 +69,9 @@ pub(super) struct RequestInfo {
     pub response_headers: Option<Box<ResponseEdits>>,
     /// Set on a caching route for a GET or HEAD (see `cache`).
     pub cache: Option<Box<super::cache::CacheRequest>>,
+    /// The route's `compress` policy and the coding this request
+    /// negotiated (`None`: it accepts none of the route's).
+    pub compress: Option<(Arc<Compress>, Option<Coding>)>,
 }
 
 /// A route's `response_headers` for one request: the edits, and their

@@ -15,15 +15,16 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::gateway::compress::{CompressedBody, Decision, Encoder, VARY_ACCEPT_ENCODING};
 use crate::http::{
-    self, BodyKind, ClientSide, LocalReply, OutFraming, ResponseBody, ResponseContext,
-    ResponseInfo, Version,
+    self, BodyFramer, BodyKind, ClientSide, LocalReply, OutFraming, ResponseBody, ResponseContext,
+    ResponseInfo, ResponsePlan, Version,
 };
 use crate::upstream::clock;
 use crate::upstream::connector::UpstreamConn;
 use crate::upstream::{Admission, Changes, Outcome};
 
-use super::body::{self, read_more, Keep, RequestBody};
+use super::body::{self, read_more, Keep, RequestBody, ResponseFramer};
 use super::cache::{self, OnResponse};
 use super::client::{Client, LogLine, Next, RequestInfo};
 use super::error::{ClientFailure, UpstreamFailure};
@@ -304,6 +305,8 @@ async fn forward_informational(
             client_version: info.version,
             request_id: None,
             set_cookie: None,
+            content_coding: None,
+            vary: None,
         };
         http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
     }
@@ -380,6 +383,9 @@ async fn respond(
             return Relayed::Done(cache::serve_fill(env, client, info, &object, label).await);
         }
     };
+    // Compression (the route's `compress`): decided on the head, applied
+    // by the body relay.
+    let (plan, compress) = compression(info, &head.head(&up.buf), plan, side);
 
     // Response filters.
     let set_cookie = attempt.set_cookie.take();
@@ -400,6 +406,8 @@ async fn respond(
         client_version: info.version,
         request_id: filtered.echo_request_id,
         set_cookie: filtered.set_cookie,
+        content_coding: compress.coding.map(http::Coding::token),
+        vary: compress.vary.then_some(VARY_ACCEPT_ENCODING),
     };
     client.out.clear();
     http::write_response_head(&head.head(&up.buf), &ctx, &mut client.out);
@@ -452,13 +460,20 @@ async fn respond(
     }
 
     let Upstream { mut conn, mut buf } = up;
+    let framer = match compress.encoder {
+        Some(encoder) => ResponseFramer::Compressed(Box::new(CompressedBody::new(
+            plan.body,
+            encoder,
+            info.version == Version::Http11,
+        ))),
+        None => ResponseFramer::Plain(BodyFramer::response(plan.body, plan.out)),
+    };
     let outcome = body::relay_response(
         server,
         env.metrics,
         client,
         (&mut conn.transport, &mut buf),
-        plan.body,
-        plan.out,
+        framer,
         capture.as_deref_mut(),
     )
     .await;
@@ -479,6 +494,60 @@ async fn respond(
             })
         }
         Err(body::RelayError::Client | body::RelayError::Upstream) => Relayed::Done(Next::Abort),
+    }
+}
+
+/// What the route's `compress` made of one response.
+#[derive(Default)]
+struct Compression {
+    /// The coding applied (its encoder is in `encoder`).
+    coding: Option<http::Coding>,
+    encoder: Option<Encoder>,
+    /// Add `Vary: Accept-Encoding`.
+    vary: bool,
+}
+
+/// Decides compression for the final response `head` (see
+/// `gateway::compress`) and re-plans its framing when compressed.
+fn compression(
+    info: &RequestInfo,
+    head: &http::ResponseHead<'_>,
+    plan: ResponsePlan,
+    side: ClientSide,
+) -> (ResponsePlan, Compression) {
+    let Some((policy, chosen)) = &info.compress else {
+        return (plan, Compression::default());
+    };
+    match policy.decide(head, *chosen) {
+        Decision::Leave(_) => (plan, Compression::default()),
+        Decision::Vary => (
+            plan,
+            Compression {
+                vary: true,
+                ..Compression::default()
+            },
+        ),
+        Decision::Compress(coding, level) => match Encoder::new(coding, level) {
+            Ok(encoder) => (
+                plan.recoded(side),
+                Compression {
+                    coding: Some(coding),
+                    encoder: Some(encoder),
+                    vary: true,
+                },
+            ),
+            Err(e) => {
+                // A library fault: relay the response as it came.
+                tracing::warn!(coding = coding.token(), "{}", e.reason());
+                (
+                    plan,
+                    Compression {
+                        vary: true,
+                        ..Compression::default()
+                    },
+                )
+            }
+        },
     }
 }
 

@@ -559,6 +559,10 @@ fn on_head(
         backend_fields,
         response_headers,
         cache,
+        compress: route
+            .compress
+            .as_ref()
+            .map(|c| (Arc::clone(c), c.negotiate(&head))),
     };
     let head_len = head.head_len();
     client.buf.drain(..head_len);

@@ -17,6 +17,7 @@ mod balancing;
 mod cache;
 mod cli;
 mod close_and_log;
+mod compress;
 mod config_errors;
 mod continue100;
 mod discovery;

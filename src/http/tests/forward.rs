@@ -52,6 +52,8 @@ fn forward_response(input: &str, framing: OutFraming, keep_alive: bool, client: 
         client_version: client,
         request_id: None,
         set_cookie: None,
+        content_coding: None,
+        vary: None,
     };
     write_response_head(&head, &ctx, &mut out);
     assert!(matches!(
@@ -462,6 +464,8 @@ fn response_gets_cookie_and_request_id_unless_it_has_one() {
             client_version: Version::Http11,
             request_id: Some("id-1"),
             set_cookie: Some("lb=00ff; Path=/"),
+            content_coding: None,
+            vary: None,
         };
         let mut out = Vec::new();
         write_response_head(&head, &ctx, &mut out);
@@ -500,4 +504,90 @@ fn an_untrusted_peers_x_forwarded_for_is_replaced() {
         "{replaced:?}"
     );
     assert!(!replaced.contains("6.6.6.6") && !replaced.contains("7.7.7.7"));
+}
+
+/// A compressed response's head: the coding added, `Content-Length` and the
+/// backend's framing dropped, chunked to HTTP/1.1 and nothing to HTTP/1.0,
+/// a strong `ETag` weakened, `Vary` merged into one line.
+#[test]
+fn recoded_response_head() {
+    let write = |input: &str, client: Version, coding: Option<&str>| {
+        let input = input.replace('\n', "\r\n");
+        let Ok(Status::Complete(head)) =
+            parse_response(input.as_bytes(), &Limits::default(), false)
+        else {
+            panic!("{input:?} does not parse");
+        };
+        let ctx = ResponseContext {
+            framing: if coding.is_some() {
+                OutFraming::Recoded
+            } else {
+                OutFraming::AsIs
+            },
+            keep_alive: client == Version::Http11,
+            client_version: client,
+            request_id: None,
+            set_cookie: None,
+            content_coding: coding,
+            vary: Some("Accept-Encoding"),
+        };
+        let mut out = Vec::new();
+        write_response_head(&head, &ctx, &mut out);
+        let Ok(Status::Complete(again)) = parse_response(&out, &Limits::default(), false) else {
+            panic!("{:?} does not parse", String::from_utf8_lossy(&out));
+        };
+        assert_eq!(again.head_len(), out.len());
+        String::from_utf8(out).unwrap().replace("\r\n", "\n")
+    };
+    let cases: &[(&str, &str, Version, Option<&str>, &str)] = &[
+        (
+            "length body to 1.1",
+            "HTTP/1.1 200 OK\nContent-Type: text/plain\nContent-Length: 5000\nETag: \"v1\"\n\n",
+            Version::Http11,
+            Some("gzip"),
+            "HTTP/1.1 200 OK\nContent-Type: text/plain\nETag: W/\"v1\"\n\
+             Transfer-Encoding: chunked\nContent-Encoding: gzip\nVary: Accept-Encoding\n\n",
+        ),
+        (
+            "chunked body to 1.0",
+            "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nETag: W/\"weak\"\nVary: Origin\n\n",
+            Version::Http10,
+            Some("br"),
+            "HTTP/1.1 200 OK\nETag: W/\"weak\"\nContent-Encoding: br\n\
+             Vary: Origin, Accept-Encoding\nConnection: close\n\n",
+        ),
+        (
+            "two Vary lines merged",
+            "HTTP/1.1 200 OK\nVary: Origin\nContent-Length: 5000\nvary: Cookie, \n\n",
+            Version::Http11,
+            Some("zstd"),
+            "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nContent-Encoding: zstd\n\
+             Vary: Origin, Cookie, Accept-Encoding\n\n",
+        ),
+        (
+            "Vary lists it already",
+            "HTTP/1.1 200 OK\nVary: accept-encoding\nContent-Length: 5000\n\n",
+            Version::Http11,
+            Some("gzip"),
+            "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nContent-Encoding: gzip\n\
+             Vary: accept-encoding\n\n",
+        ),
+        (
+            "Vary star",
+            "HTTP/1.1 200 OK\nVary: *\nContent-Length: 5000\n\n",
+            Version::Http11,
+            Some("gzip"),
+            "HTTP/1.1 200 OK\nTransfer-Encoding: chunked\nContent-Encoding: gzip\nVary: *\n\n",
+        ),
+        (
+            "not compressed: Vary only, ETag and length kept",
+            "HTTP/1.1 200 OK\nContent-Length: 5000\nETag: \"v1\"\n\n",
+            Version::Http11,
+            None,
+            "HTTP/1.1 200 OK\nETag: \"v1\"\nContent-Length: 5000\nVary: Accept-Encoding\n\n",
+        ),
+    ];
+    for (name, input, client, coding, want) in cases {
+        assert_eq!(write(input, *client, *coding), *want, "case {name:?}");
+    }
 }

@@ -150,3 +150,53 @@ fn info_lends_the_head_back() {
     assert_eq!(head.info().head(raw), head);
     assert!(!head.has_request_id());
 }
+
+/// A compressed body: chunked to HTTP/1.1 (the connection stays as
+/// planned), until close to HTTP/1.0; the upstream side unchanged.
+#[test]
+fn recoded_plans() {
+    use OutFraming::Recoded;
+    use ResponseBody::*;
+    let cases: &[(&str, &str, ClientSide, ResponsePlan)] = &[
+        (
+            "length to 1.1",
+            LEN,
+            client(V11, true, false, true),
+            plan(Length(5), Recoded, true, true),
+        ),
+        (
+            "chunked to 1.1",
+            CHUNKED,
+            client(V11, true, false, true),
+            plan(Chunked, Recoded, true, true),
+        ),
+        (
+            "close-delimited to 1.1",
+            CLOSE,
+            client(V11, true, false, true),
+            plan(CloseDelimited, Recoded, true, false),
+        ),
+        (
+            "length to 1.0 keep-alive: ends by close",
+            LEN,
+            client(V10, true, false, true),
+            plan(Length(5), Recoded, false, true),
+        ),
+        (
+            "chunked to 1.0",
+            CHUNKED,
+            client(V10, true, false, true),
+            plan(Chunked, Recoded, false, true),
+        ),
+        (
+            "client asked to close",
+            LEN,
+            client(V11, false, false, true),
+            plan(Length(5), Recoded, false, true),
+        ),
+    ];
+    for (name, head, side, want) in cases {
+        let planned = plan_response(&info(head), *side).unwrap();
+        assert_eq!(planned.recoded(*side), *want, "case {name:?}");
+    }
+}
