@@ -270,6 +270,31 @@ pub struct ListenConfig {
     /// key matches certificate) when the config is loaded. `None`: plain
     /// HTTP.
     pub tls: Option<TlsListenConfig>,
+    /// `proxy_protocol = { accept = true, trusted = [...], timeout = "3s" }`:
+    /// every connection starts with a PROXY protocol v1 or v2 header from
+    /// an L4 balancer in `trusted`, whose source address is the client's.
+    /// `None`: no header is expected.
+    pub proxy_protocol: Option<ProxyProtocolAccept>,
+}
+
+/// Default `proxy_protocol.timeout`: how long the header may take to arrive.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A listener's `proxy_protocol` table with `accept = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocolAccept {
+    /// `trusted`: the networks the L4 tier connects from; required and
+    /// non-empty. A connection from elsewhere is closed unread.
+    pub trusted: Vec<IpNet>,
+    /// `timeout`: the header's read deadline (slowloris). Default 3 s.
+    pub timeout: Duration,
+}
+
+impl ProxyProtocolAccept {
+    /// Whether `peer` may send a header.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(peer))
+    }
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
@@ -766,9 +791,19 @@ impl Config {
         let listen: Vec<String> = s
             .listen
             .iter()
-            .map(|l| match &l.tls {
-                None => l.addr.to_string(),
-                Some(tls) => format!("{} (tls, {} certificates)", l.addr, 1 + tls.sni.len()),
+            .map(|l| {
+                let mut notes = Vec::new();
+                if let Some(tls) = &l.tls {
+                    notes.push(format!("tls, {} certificates", 1 + tls.sni.len()));
+                }
+                if let Some(proxy) = &l.proxy_protocol {
+                    let trusted: Vec<String> = proxy.trusted.iter().map(ToString::to_string).collect();
+                    notes.push(format!("proxy_protocol from {}", trusted.join(" ")));
+                }
+                match notes.is_empty() {
+                    true => l.addr.to_string(),
+                    false => format!("{} ({})", l.addr, notes.join("; ")),
+                }
             })
             .collect();
         let _ = writeln!(out, "listen: {}", listen.join(", "));

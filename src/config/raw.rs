@@ -90,6 +90,16 @@ pub(super) enum ListenEntry {
 pub(super) struct RawListenTable {
     pub addr: Spanned<String>,
     pub tls: Option<RawListenTls>,
+    pub proxy_protocol: Option<RawProxyProtocol>,
+}
+
+/// `proxy_protocol = { accept = true, trusted = ["10.0.0.0/8"], timeout = "3s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxyProtocol {
+    pub accept: Spanned<bool>,
+    pub trusted: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, ...] }`.

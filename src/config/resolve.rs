@@ -21,7 +21,7 @@ use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
     HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawHealth, RawListenTls,
-    RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    RawProxyProtocol, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -347,14 +347,19 @@ fn resolve_listen(
     let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
     for (i, entry) in raw.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (text, span, addr_key, tls) = match entry.get_ref() {
-            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None),
+        let (text, span, addr_key, tls, proxy) = match entry.get_ref() {
+            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None, None),
             ListenEntry::Table(table) => (
                 table.addr.get_ref().as_str(),
                 table.addr.span(),
                 format!("{key}.addr"),
                 table.tls.as_ref(),
+                table.proxy_protocol.as_ref(),
             ),
+        };
+        let proxy_protocol = match proxy {
+            Some(raw) => resolve_proxy_accept(cx, raw, &format!("{key}.proxy_protocol"))?,
+            None => None,
         };
         let key = addr_key;
         let addr: SocketAddr = text.parse().map_err(|_| {
@@ -369,9 +374,51 @@ fn resolve_listen(
         let tls = tls
             .map(|raw| resolve_listen_tls(cx, raw, &format!("server.listen[{i}]")))
             .transpose()?;
-        listen.push(ListenConfig { addr, tls });
+        listen.push(ListenConfig {
+            addr,
+            tls,
+            proxy_protocol,
+        });
     }
     Ok(listen)
+}
+
+/// A listener's `proxy_protocol` table: `None` when `accept = false`.
+/// `trusted` is required with `accept = true`: a header from anyone would
+/// let any client choose its own address.
+fn resolve_proxy_accept(
+    cx: &Cx<'_>,
+    raw: &RawProxyProtocol,
+    key: &str,
+) -> Result<Option<ProxyProtocolAccept>, ConfigError> {
+    let timeout = cx.timeout(
+        &raw.timeout,
+        &format!("{key}.timeout"),
+        DEFAULT_PROXY_HEADER_TIMEOUT,
+    )?;
+    let trusted = match &raw.trusted {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                IpNet::parse(net.get_ref())
+                    .map_err(|message| cx.invalid(net.span(), &format!("{key}.trusted[{i}]"), message))
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if !*raw.accept.get_ref() {
+        return Ok(None);
+    }
+    if trusted.is_empty() {
+        let span = raw.trusted.as_ref().map_or(raw.accept.span(), |t| t.span());
+        let message = "proxy_protocol with accept = true needs a non-empty `trusted` list \
+            (the networks of the L4 balancers; \"0.0.0.0/0\" and \"::/0\" trust every source)"
+            .to_owned();
+        return Err(cx.invalid(span, &format!("{key}.trusted"), message));
+    }
+    Ok(Some(ProxyProtocolAccept { trusted, timeout }))
 }
 
 fn resolve_upstream(

@@ -60,6 +60,7 @@ fn example_parses_exactly() {
         vec![ListenConfig {
             addr: "127.0.0.1:8080".parse().unwrap(),
             tls: None,
+            proxy_protocol: None,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -290,6 +291,63 @@ fn error_bad_duration() {
         "config.toml:3:16: server.head_timeout: ",
         "unknown time unit",
     );
+}
+
+#[test]
+fn listen_proxy_protocol_accept() {
+    let src = r#"[server]
+listen = ["127.0.0.1:1", { addr = "127.0.0.1:2", proxy_protocol = { accept = true, trusted = ["10.0.0.0/8", "::1"], timeout = "1s" } }, { addr = "127.0.0.1:3", proxy_protocol = { accept = false } }]
+[[routes]]
+upstream = "a"
+[upstreams.a]
+backends = [{ addr = "10.0.0.1:80" }]
+"#;
+    let config = parse(src).unwrap();
+    let listen = &config.server.listen;
+    assert_eq!(listen[0].proxy_protocol, None);
+    let accept = listen[1].proxy_protocol.as_ref().unwrap();
+    assert_eq!(accept.timeout, std::time::Duration::from_secs(1));
+    assert!(accept.trusts("10.1.2.3".parse().unwrap()));
+    assert!(accept.trusts("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(accept.trusts("::1".parse().unwrap()));
+    assert!(!accept.trusts("127.0.0.1".parse().unwrap()));
+    assert_eq!(listen[2].proxy_protocol, None);
+    let default = parse(&src.replace(", timeout = \"1s\"", "")).unwrap();
+    assert_eq!(
+        default.server.listen[1].proxy_protocol.as_ref().unwrap().timeout,
+        DEFAULT_PROXY_HEADER_TIMEOUT
+    );
+}
+
+#[test]
+fn error_proxy_protocol_without_trusted_or_with_a_bad_network() {
+    let src = |table: &str| {
+        format!(
+            "[server]\nlisten = [{{ addr = \"127.0.0.1:2\", proxy_protocol = {table} }}]\n\
+             [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ addr = \"10.0.0.1:80\" }}]\n"
+        )
+    };
+    assert_rejected(
+        &src("{ accept = true }"),
+        "config.toml:2:63: server.listen[0].proxy_protocol.trusted: ",
+        "needs a non-empty `trusted` list",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [] }"),
+        "config.toml:2:79: server.listen[0].proxy_protocol.trusted: ",
+        "needs a non-empty",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [\"10.0.0.1/8\"] }"),
+        "config.toml:2:80: server.listen[0].proxy_protocol.trusted[0]: ",
+        "host bits",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [\"10.0.0.0/8\"], timeout = \"0s\" }"),
+        "config.toml:2:",
+        "server.listen[0].proxy_protocol.timeout",
+    );
+    assert_rejected(&src("{ acept = true }"), "config.toml:2:", "acept");
 }
 
 #[test]
