@@ -797,7 +797,8 @@ impl Config {
                     notes.push(format!("tls, {} certificates", 1 + tls.sni.len()));
                 }
                 if let Some(proxy) = &l.proxy_protocol {
-                    let trusted: Vec<String> = proxy.trusted.iter().map(ToString::to_string).collect();
+                    let trusted: Vec<String> =
+                        proxy.trusted.iter().map(ToString::to_string).collect();
                     notes.push(format!("proxy_protocol from {}", trusted.join(" ")));
                 }
                 match notes.is_empty() {

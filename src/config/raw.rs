@@ -82,7 +82,7 @@ pub(super) struct RawAccessLog {
 #[derive(Debug)]
 pub(super) enum ListenEntry {
     Addr(String),
-    Table(RawListenTable),
+    Table(Box<RawListenTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,7 +132,7 @@ impl<'de> Deserialize<'de> for ListenEntry {
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ListenEntry, A::Error> {
                 RawListenTable::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(ListenEntry::Table)
+                    .map(|table| ListenEntry::Table(Box::new(table)))
             }
         }
         deserializer.deserialize_any(EntryVisitor)

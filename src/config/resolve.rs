@@ -403,8 +403,9 @@ fn resolve_proxy_accept(
             .iter()
             .enumerate()
             .map(|(i, net)| {
-                IpNet::parse(net.get_ref())
-                    .map_err(|message| cx.invalid(net.span(), &format!("{key}.trusted[{i}]"), message))
+                IpNet::parse(net.get_ref()).map_err(|message| {
+                    cx.invalid(net.span(), &format!("{key}.trusted[{i}]"), message)
+                })
             })
             .collect::<Result<Vec<_>, _>>()?,
     };

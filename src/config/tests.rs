@@ -314,7 +314,11 @@ backends = [{ addr = "10.0.0.1:80" }]
     assert_eq!(listen[2].proxy_protocol, None);
     let default = parse(&src.replace(", timeout = \"1s\"", "")).unwrap();
     assert_eq!(
-        default.server.listen[1].proxy_protocol.as_ref().unwrap().timeout,
+        default.server.listen[1]
+            .proxy_protocol
+            .as_ref()
+            .unwrap()
+            .timeout,
         DEFAULT_PROXY_HEADER_TIMEOUT
     );
 }

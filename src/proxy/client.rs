@@ -76,6 +76,10 @@ pub(super) struct LogLine {
 /// The client side of a connection: its transport and buffers.
 pub(super) struct Client {
     pub transport: Transport,
+    /// The client's address: the peer's, or the source a PROXY protocol
+    /// header gave. The one value every use of "the client address" reads
+    /// (X-Forwarded-For, the access log, ip_hash, consistent_hash).
+    pub client_addr: std::net::SocketAddr,
     /// Bytes read from the client and not yet consumed.
     pub buf: Vec<u8>,
     /// Scratch for outgoing heads and bodies.
@@ -112,6 +116,7 @@ pub(super) struct Record {
 impl Client {
     pub fn new(
         transport: Transport,
+        client_addr: std::net::SocketAddr,
         buf: Vec<u8>,
         out: Vec<u8>,
         buffer_size: usize,
@@ -119,6 +124,7 @@ impl Client {
     ) -> Client {
         Client {
             transport,
+            client_addr,
             buf,
             out,
             buffer_size,

@@ -17,6 +17,8 @@
 //! - `reject_log`: the bounded log line of a request answered locally;
 //! - `relay`: one attempt: send, 1xx, response filters, the response;
 //! - `exchange`: attempts and retries of one request;
+//! - `proxy_header`: a listener's PROXY protocol header, before the first
+//!   request (and before a TLS handshake);
 //! - `session`: the request loop and its stages, top to bottom.
 //!
 //! Invariants: a response head goes to the client only once the whole
@@ -31,6 +33,7 @@ mod client;
 mod error;
 mod exchange;
 pub mod filter;
+mod proxy_header;
 mod reject_log;
 mod relay;
 mod session;

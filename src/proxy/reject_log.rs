@@ -60,7 +60,7 @@ pub(super) fn log_reply(client: &Client, log: &LogLine, reply: &LocalReply) {
         (log.method.clone(), log.target.clone())
     };
     tracing::warn!(
-        client = %client.transport.peer_addr(),
+        client = %client.client_addr,
         method = %method,
         target = %target,
         status = reply.status(),

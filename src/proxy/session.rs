@@ -40,16 +40,18 @@ use super::relay::reply_and_close;
 use super::worker::Worker;
 
 impl Worker {
-    /// Serves one client connection until it closes; `tls` is the
+    /// Serves one client connection until it closes; `client_addr` is
+    /// the client's address (the peer's, or a PROXY header's), `tls` the
     /// listener's TLS config, for a TLS listener, and `listener_removed`
     /// its listener's flag.
     pub async fn serve(
         self: Rc<Self>,
         conn: Conn,
+        client_addr: std::net::SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         listener_removed: ListenerRemoved,
     ) {
-        let Some(mut client) = self.accept_client(conn, tls, listener_removed) else {
+        let Some(mut client) = self.accept_client(conn, client_addr, tls, listener_removed) else {
             return;
         };
         let mut worker = self;
@@ -334,7 +336,7 @@ fn on_head(
             tracing::warn!(route = route.index, path = head.path(), "{REWRITE_FAILED}");
         })?;
     }
-    let client_ip = client.transport.peer_addr().ip();
+    let client_ip = client.client_addr.ip();
     let ctx = ForwardContext {
         client_ip,
         proto: if client.transport.is_tls() {
@@ -351,7 +353,7 @@ fn on_head(
         gateway::rewrite::splice_head(fwd, filtered.target.as_deref(), rewrite.host.as_deref());
     }
     if let Some(edits) = &route.request_headers {
-        let peer = client.transport.peer_addr();
+        let peer = client.client_addr;
         let request_id = client.request_id.as_str();
         let upstream_name = worker.config.upstreams[upstream].name.as_str();
         let var = |name: &str, out: &mut Vec<u8>| {
@@ -448,7 +450,7 @@ fn finish(
         time: SystemTime::now()
             .checked_sub(duration)
             .unwrap_or_else(SystemTime::now),
-        client: client.transport.peer_addr(),
+        client: client.client_addr,
         method: or_dash(b"-", log.method.as_bytes()).unwrap_or(log.method.as_bytes()),
         target: or_dash(b"-", log.target.as_bytes()).unwrap_or(log.target.as_bytes()),
         version: match log.version {

@@ -34,6 +34,9 @@ const MAX_SPARE_BUFFERS: usize = 1024;
 /// Roughly what an ended connection gives back (its task and state).
 const CONNECTION_BYTES: usize = 2048;
 
+/// Lines a second a worker logs for refused PROXY protocol headers.
+const PROXY_WARNINGS_PER_SECOND: u32 = 3;
+
 /// One upstream as a worker sees it.
 pub(super) struct UpstreamRt {
     pub name: String,
@@ -168,6 +171,8 @@ pub struct Worker {
     /// removed flag (their read ends when the stop begins, or when a
     /// reload removes their listener).
     idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
+    /// Lines a second for refused PROXY headers (the metric counts all).
+    proxy_log: RefCell<crate::server::LogBudget>,
 }
 
 impl Worker {
@@ -224,7 +229,12 @@ impl Worker {
             draining: Cell::new(false),
             successor: RefCell::new(None),
             idle: RefCell::new(slab::Slab::new()),
+            proxy_log: RefCell::new(crate::server::LogBudget::new(PROXY_WARNINGS_PER_SECOND)),
         }
+    }
+
+    pub(super) fn proxy_log_budget(&self) -> RefMut<'_, crate::server::LogBudget> {
+        self.proxy_log.borrow_mut()
     }
 
     /// The config this worker was built from.
@@ -365,6 +375,7 @@ impl Worker {
     pub(super) fn accept_client(
         &self,
         conn: Conn,
+        client_addr: std::net::SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         listener_removed: ListenerRemoved,
     ) -> Option<Client> {
@@ -386,6 +397,7 @@ impl Worker {
         // buffers instead of copying.
         Some(Client::new(
             transport,
+            client_addr,
             self.buffers.take(),
             self.buffers.take(),
             buffer_size,

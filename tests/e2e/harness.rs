@@ -204,6 +204,8 @@ pub struct ProxyBuilder {
     admin_lines: Vec<String>,
     /// The `tls = { ... }` table of a second, TLS listener on a free port.
     tls: Option<String>,
+    /// More `key = value` fields of the main listener's table form.
+    listen_fields: Option<String>,
     server: Vec<String>,
     upstreams: Vec<UpstreamSpec>,
     routes: Vec<RouteSpec>,
@@ -238,6 +240,13 @@ impl ProxyBuilder {
     pub fn tls_listener(mut self, table: &str) -> Self {
         let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
         self.tls = Some(table.replace("CERTS", &certs.display().to_string()));
+        self
+    }
+
+    /// Writes the main listener in its table form with these more fields
+    /// (`proxy_protocol = { ... }`).
+    pub fn listen_fields(mut self, fields: &str) -> Self {
+        self.listen_fields = Some(fields.to_string());
         self
     }
 
@@ -292,7 +301,12 @@ impl ProxyBuilder {
     pub fn config_text(&self, port: u16) -> String {
         let mut s = String::new();
         writeln!(s, "[server]").unwrap();
-        writeln!(s, "listen = [\"127.0.0.1:{port}\"]").unwrap();
+        match &self.listen_fields {
+            None => writeln!(s, "listen = [\"127.0.0.1:{port}\"]").unwrap(),
+            Some(fields) => {
+                writeln!(s, "listen = [{{ addr = \"127.0.0.1:{port}\", {fields} }}]").unwrap()
+            }
+        }
         writeln!(s, "workers = {}", self.workers).unwrap();
         writeln!(s, "pin_workers = false").unwrap();
         for line in &self.server {
@@ -423,6 +437,7 @@ impl Proxy {
             admin: false,
             admin_lines: Vec::new(),
             tls: None,
+            listen_fields: None,
             server: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
