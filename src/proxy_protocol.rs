@@ -120,6 +120,11 @@ fn parse_v1(buf: &[u8]) -> Result<Option<Header>, Error> {
         }
         return Ok(None);
     };
+    // Checked before the CR's partner, so a prefix and the whole line
+    // agree (a bare LF is refused as soon as it is seen).
+    if window[..cr].contains(&b'\n') {
+        return Err(Error::V1("bare LF"));
+    }
     match window.get(cr + 1) {
         None => return Ok(None),
         Some(b'\n') => {}

@@ -69,6 +69,9 @@ fn malformed_v1_headers_are_refused_with_a_reason() {
             String::from_utf8_lossy(input)
         );
     }
+    // Fuzz (proxy_header): a bare LF before the CR, after UNKNOWN, was
+    // accepted whole but refused as a prefix.
+    assert_eq!(parse(b"PROXY UNKNOWN a\nb\r\n"), Err(Error::V1("bare LF")));
     let long = [b"PROXY UNKNOWN ".as_slice(), &[b'a'; 100]].concat();
     assert_eq!(parse(&long), Err(Error::V1("no CRLF within 107 bytes")));
 }
