@@ -301,6 +301,11 @@ impl ProxyProtocolAccept {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UpstreamConfig {
+    /// `send_proxy_protocol`: `"v1"` or `"v2"`: each new connection to a
+    /// backend starts with a PROXY header carrying the client's address and
+    /// the address it connected to. Such connections are not pooled (the
+    /// header is per connection, the client per request). Default none.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// The table name, `NAME` in `[upstreams.NAME]`.
     pub name: String,
     /// `backends`: required, non-empty list of `{ addr = "ip:port", weight = 1 }`.
@@ -396,6 +401,9 @@ impl Default for StickyCookieConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HealthConfig {
+    /// The upstream's `send_proxy_protocol`, copied here: a check starts
+    /// with a header too (v2 LOCAL, v1 UNKNOWN), as its backends expect one.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// `type`: `"http"` (a GET whose status must be in `expect_status`) or
     /// `"tcp"` (a connect must succeed). Default `"http"`.
     pub kind: CheckKind,

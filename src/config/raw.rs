@@ -159,6 +159,7 @@ pub(super) struct RawUpstream {
     pub tls: Option<Spanned<bool>>,
     pub tls_ca: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

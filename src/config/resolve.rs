@@ -492,11 +492,30 @@ fn resolve_upstream(
         DEFAULT_PASSIVE_FALL.into(),
         PASSIVE_FALL_RANGE,
     )?;
+    let send_proxy_protocol = match &raw.send_proxy_protocol {
+        None => None,
+        Some(v) => match v.get_ref().as_str() {
+            "v1" => Some(crate::proxy_protocol::Version::V1),
+            "v2" => Some(crate::proxy_protocol::Version::V2),
+            other => {
+                let message = format!("expected \"v1\" or \"v2\", found {other:?}");
+                return Err(cx.invalid(
+                    v.span(),
+                    &format!("{prefix}.send_proxy_protocol"),
+                    message,
+                ));
+            }
+        },
+    };
     let health = raw
         .health
         .as_ref()
         .map(|h| resolve_health(cx, &format!("{prefix}.health"), h))
-        .transpose()?;
+        .transpose()?
+        .map(|h| HealthConfig {
+            send_proxy_protocol,
+            ..h
+        });
     let breaker = raw
         .breaker
         .as_ref()
@@ -508,6 +527,7 @@ fn resolve_upstream(
     };
     let tls = resolve_upstream_tls(cx, raw, &prefix)?;
     Ok(UpstreamConfig {
+        send_proxy_protocol,
         name: name.to_owned(),
         backends,
         strategy,
@@ -625,6 +645,7 @@ fn resolve_health(cx: &Cx<'_>, key: &str, raw: &RawHealth) -> Result<HealthConfi
         })?,
     };
     Ok(HealthConfig {
+        send_proxy_protocol: None,
         kind: raw.kind.unwrap_or_default(),
         path,
         interval: cx.timeout(

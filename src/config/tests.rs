@@ -355,6 +355,29 @@ fn error_proxy_protocol_without_trusted_or_with_a_bad_network() {
 }
 
 #[test]
+fn send_proxy_protocol_values() {
+    let v2 = parse(&with("", "send_proxy_protocol = \"v2\"\nhealth = {}")).unwrap();
+    let up = &v2.upstreams[0];
+    assert_eq!(
+        up.send_proxy_protocol,
+        Some(crate::proxy_protocol::Version::V2)
+    );
+    assert_eq!(
+        up.health.as_ref().unwrap().send_proxy_protocol,
+        Some(crate::proxy_protocol::Version::V2)
+    );
+    assert_eq!(
+        parse(&with("", "")).unwrap().upstreams[0].send_proxy_protocol,
+        None
+    );
+    assert_rejected(
+        &with("", "send_proxy_protocol = \"v3\""),
+        "config.toml:8:23: upstreams.app.send_proxy_protocol: ",
+        "expected \"v1\" or \"v2\"",
+    );
+}
+
+#[test]
 fn error_zero_duration() {
     assert_rejected(
         &with("", "connect_timeout = \"0s\""),

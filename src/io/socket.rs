@@ -231,6 +231,15 @@ impl Conn {
         self.peer
     }
 
+    /// The local address of the connection (what a client connected to);
+    /// `None` if the socket cannot say (it was reset).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        socket2::SockRef::from(&*self.fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -50,6 +50,8 @@ pub(super) struct UpstreamRt {
     pub retry: RetryPolicy,
     /// This worker's retry budget for the upstream (core-local).
     pub budget: RetryBudget,
+    /// `send_proxy_protocol`.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// A worker's upstreams (balancing state, retry budgets) and its retry
@@ -207,6 +209,7 @@ impl Worker {
                 response_timeout: up.response_timeout,
                 retry: RetryPolicy::new(&up.retry),
                 budget: RetryBudget::new(up.retry.budget.get(), clock::now_nanos()),
+                send_proxy: up.send_proxy_protocol,
             });
         }
         let buffer_size = config.server.buffer_size;

@@ -270,3 +270,156 @@ fn a_reload_turns_proxy_protocol_off_and_on() {
                 == ["192.0.2.2"]
     }));
 }
+
+/// A backend that expects a PROXY header on each connection, then answers
+/// HTTP/1.1 requests on it with `200 ok`; it records each connection's
+/// header (`None` when the header was malformed).
+struct ProxyBackend {
+    addr: SocketAddr,
+    headers: Arc<std::sync::Mutex<Vec<Option<ringlb::proxy_protocol::Header>>>>,
+}
+
+impl ProxyBackend {
+    fn start() -> ProxyBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let headers = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = headers.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let seen = seen.clone();
+                thread::spawn(move || serve_after_header(stream, &seen));
+            }
+        });
+        ProxyBackend { addr, headers }
+    }
+
+    fn headers(&self) -> Vec<Option<ringlb::proxy_protocol::Header>> {
+        self.headers.lock().unwrap().clone()
+    }
+}
+
+fn serve_after_header(
+    mut stream: TcpStream,
+    seen: &std::sync::Mutex<Vec<Option<ringlb::proxy_protocol::Header>>>,
+) {
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let header = loop {
+        match ringlb::proxy_protocol::parse(&buf) {
+            Ok(Some(header)) => break header,
+            Ok(None) => {}
+            Err(_) => {
+                seen.lock().unwrap().push(None);
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    buf.drain(..header.len);
+    seen.lock().unwrap().push(Some(header));
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            if stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[test]
+fn send_proxy_protocol_v2_opens_one_connection_per_request_with_the_client_address() {
+    let backend = ProxyBackend::start();
+    let proxy = Proxy::builder()
+        .listen_fields(ACCEPT_LOOPBACK)
+        .upstream(
+            "app",
+            &[backend.addr],
+            &[
+                "send_proxy_protocol = \"v2\"",
+                "health = { type = \"tcp\", interval = \"200ms\" }",
+            ],
+        )
+        .start();
+    let mut c = client_with(&proxy, &v1("192.0.2.9", 4321));
+    assert_eq!(c.roundtrip(&get("/a")).status, 200);
+    assert_eq!(c.roundtrip(&get("/b")).status, 200);
+    // The TCP health checks send a v2 LOCAL header.
+    assert!(wait_until(WAIT, || backend
+        .headers()
+        .iter()
+        .any(|h| h.as_ref().is_some_and(|h| h.addresses.is_none()))));
+    let headers = backend.headers();
+    assert!(
+        headers.iter().all(Option::is_some),
+        "a malformed header: {headers:?}"
+    );
+    let from_client: Vec<(SocketAddr, SocketAddr)> = headers
+        .iter()
+        .flatten()
+        .filter_map(|h| h.addresses)
+        .collect();
+    let want = ("192.0.2.9:4321".parse().unwrap(), proxy.addr);
+    assert_eq!(from_client, [want, want], "one new connection per request");
+    assert!(headers
+        .iter()
+        .flatten()
+        .all(|h| h.version == ringlb::proxy_protocol::Version::V2));
+}
+
+#[test]
+fn send_proxy_protocol_v1_carries_the_peer_address() {
+    let backend = ProxyBackend::start();
+    let proxy = Proxy::builder()
+        .upstream("app", &[backend.addr], &["send_proxy_protocol = \"v1\""])
+        .start();
+    let mut c = proxy.client();
+    assert_eq!(c.roundtrip(&get("/")).status, 200);
+    let headers = backend.headers();
+    let header = headers
+        .iter()
+        .flatten()
+        .find(|h| h.addresses.is_some())
+        .expect("a header");
+    assert_eq!(header.version, ringlb::proxy_protocol::Version::V1);
+    let (source, destination) = header.addresses.unwrap();
+    assert_eq!(source.ip().to_string(), "127.0.0.1");
+    assert_eq!(destination, proxy.addr);
+}
+
+#[test]
+fn a_reload_changes_send_proxy_protocol() {
+    let backend = ProxyBackend::start();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &["send_proxy_protocol = \"v1\""])
+        .start();
+    assert_eq!(proxy.client().roundtrip(&get("/")).status, 200);
+    rewrite(&proxy, |t| {
+        t.replace(
+            "send_proxy_protocol = \"v1\"",
+            "send_proxy_protocol = \"v2\"",
+        )
+    });
+    assert_eq!(admin(&proxy, "POST", "/reload").status, 200);
+    assert!(wait_until(WAIT, || {
+        try_get(&proxy, b"", "/") == Some(200)
+            && backend.headers().last().is_some_and(|h| {
+                h.as_ref()
+                    .is_some_and(|h| h.version == ringlb::proxy_protocol::Version::V2)
+            })
+    }));
+}
