@@ -163,7 +163,7 @@ fn untrusted_malformed_truncated_and_slow_headers_are_closed_and_counted() {
     ];
     for bytes in cases {
         let mut s = TcpStream::connect(proxy.addr).unwrap();
-        s.write_all(bytes).unwrap();
+        let _ = s.write_all(bytes);
         assert_eq!(
             read_until_closed(&mut s),
             b"",
@@ -196,8 +196,9 @@ fn a_peer_outside_trusted_is_closed_unread() {
         .start();
     let before = rejections(&proxy, "untrusted");
     let mut s = TcpStream::connect(proxy.addr).unwrap();
-    s.write_all(&v1("192.0.2.7", 1)).unwrap();
-    s.write_all(&get("/")).unwrap();
+    // The proxy may close before the bytes are all written: ignore a
+    // failed write, what matters is that nothing is answered.
+    let _ = s.write_all(&[v1("192.0.2.7", 1), get("/")].concat());
     assert_eq!(read_until_closed(&mut s), b"");
     assert!(wait_until(WAIT, || rejections(&proxy, "untrusted") > before));
     assert_eq!(backend.request_count(), 0);
