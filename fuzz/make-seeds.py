@@ -106,6 +106,19 @@ def main() -> None:
     # (a seed's lines are separate fields).
     accept = [s for s in literals(http / "accept_encoding.rs") if s and len(s) < 200]
     write("accept_encoding", accept + [b"gzip;q=0.5\nbr, *;q=0\nidentity;q=0"])
+    # PROXY headers: the v1 lines of the parser's tests, and v2 headers
+    # (PROXY over IPv4 and IPv6 with TLVs, LOCAL), each with a request after.
+    v1 = [s for s in literals(ROOT / "src" / "proxy_protocol" / "tests.rs") if s.startswith(b"PROXY")]
+    sig = b"\r\n\r\n\x00\r\nQUIT\n"
+    tlv = b"\x02\x00\x05a.com\x04\x00\x00"
+    v4 = bytes([203, 0, 113, 9, 10, 0, 0, 1, 0x0F, 0xA0, 0, 80])
+    v6 = bytes(range(16)) + bytes(15) + b"\x01" + b"\x9c\x40\x01\xbb"
+    v2 = [
+        sig + b"\x21\x11" + (len(v4) + len(tlv)).to_bytes(2, "big") + v4 + tlv,
+        sig + b"\x21\x21" + len(v6).to_bytes(2, "big") + v6,
+        sig + b"\x20\x00\x00\x00",
+    ]
+    write("proxy_header", [h + b"GET / HTTP/1.1\r\n\r\n" for h in v1 + v2])
 
     # roundtrip reads structured input through `arbitrary`: any bytes are a
     # request, so a few fixed pseudo-random buffers of different lengths.

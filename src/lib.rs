@@ -18,6 +18,7 @@ pub mod io;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod route;
 pub mod server;
 pub mod tls;

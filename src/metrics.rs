@@ -142,6 +142,14 @@ worker_metrics! {
     connections_per_ip_rejected,
     /// Connections closed at once by a listener's `allow`/`deny`.
     connections_denied,
+    /// PROXY protocol headers accepted on `proxy_protocol` listeners.
+    proxy_protocol_headers,
+    /// Connections closed unread: the peer is not in `trusted`.
+    proxy_protocol_untrusted,
+    /// Connections closed: a malformed or truncated PROXY header.
+    proxy_protocol_malformed,
+    /// Connections closed: no complete PROXY header within the timeout.
+    proxy_protocol_timeouts,
 }
 
 /// A local resource shortage: the proxy's, not the backend's fault.

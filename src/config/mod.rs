@@ -313,12 +313,42 @@ pub struct ListenConfig {
     /// `max_connections_per_ip`: as the server's, counted for this
     /// listener alone. Reloadable.
     pub max_connections_per_ip: Option<NonZeroU32>,
+    /// `proxy_protocol = { accept = true, trusted = [...], timeout = "3s" }`:
+    /// every connection starts with a PROXY protocol v1 or v2 header from
+    /// an L4 balancer in `trusted`, whose source address is the client's.
+    /// `None`: no header is expected.
+    pub proxy_protocol: Option<ProxyProtocolAccept>,
+}
+
+/// Default `proxy_protocol.timeout`: how long the header may take to arrive.
+pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A listener's `proxy_protocol` table with `accept = true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocolAccept {
+    /// `trusted`: the networks the L4 tier connects from; required and
+    /// non-empty. A connection from elsewhere is closed unread.
+    pub trusted: Vec<IpNet>,
+    /// `timeout`: the header's read deadline (slowloris). Default 3 s.
+    pub timeout: Duration,
+}
+
+impl ProxyProtocolAccept {
+    /// Whether `peer` may send a header.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(peer))
+    }
 }
 
 /// `[upstreams.NAME]`: a named group of backends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UpstreamConfig {
+    /// `send_proxy_protocol`: `"v1"` or `"v2"`: each new connection to a
+    /// backend starts with a PROXY header carrying the client's address and
+    /// the address it connected to. Such connections are not pooled (the
+    /// header is per connection, the client per request). Default none.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// The table name, `NAME` in `[upstreams.NAME]`.
     pub name: String,
     /// `backends`: list of `{ addr = "ip:port", weight = 1 }`, required and
@@ -471,6 +501,9 @@ impl Default for StickyCookieConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HealthConfig {
+    /// The upstream's `send_proxy_protocol`, copied here: a check starts
+    /// with a header too (v2 LOCAL, v1 UNKNOWN), as its backends expect one.
+    pub send_proxy_protocol: Option<crate::proxy_protocol::Version>,
     /// `type`: `"http"` (a GET whose status must be in `expect_status`) or
     /// `"tcp"` (a connect must succeed). Default `"http"`.
     pub kind: CheckKind,
@@ -922,10 +955,23 @@ impl Config {
         let listen: Vec<String> = s
             .listen
             .iter()
-            .map(|l| match &l.tls {
-                None if l.https_redirect => format!("{} (https_redirect)", l.addr),
-                None => l.addr.to_string(),
-                Some(tls) => format!("{} (tls, {} certificates)", l.addr, 1 + tls.sni.len()),
+            .map(|l| {
+                let mut notes = Vec::new();
+                if let Some(tls) = &l.tls {
+                    notes.push(format!("tls, {} certificates", 1 + tls.sni.len()));
+                }
+                if l.https_redirect {
+                    notes.push("https_redirect".to_owned());
+                }
+                if let Some(proxy) = &l.proxy_protocol {
+                    let trusted: Vec<String> =
+                        proxy.trusted.iter().map(ToString::to_string).collect();
+                    notes.push(format!("proxy_protocol from {}", trusted.join(" ")));
+                }
+                match notes.is_empty() {
+                    true => l.addr.to_string(),
+                    false => format!("{} ({})", l.addr, notes.join("; ")),
+                }
             })
             .collect();
         let _ = writeln!(out, "listen: {}", listen.join(", "));

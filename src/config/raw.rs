@@ -108,6 +108,16 @@ pub(super) struct RawListenTable {
     pub allow: Option<Spanned<Vec<Spanned<String>>>>,
     pub deny: Option<Spanned<Vec<Spanned<String>>>>,
     pub max_connections_per_ip: Option<Spanned<u64>>,
+    pub proxy_protocol: Option<RawProxyProtocol>,
+}
+
+/// `proxy_protocol = { accept = true, trusted = ["10.0.0.0/8"], timeout = "3s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProxyProtocol {
+    pub accept: Spanned<bool>,
+    pub trusted: Option<Spanned<Vec<Spanned<String>>>>,
+    pub timeout: Option<Spanned<HumanDuration>>,
 }
 
 /// `tls = { cert, key, sni = [{ cert, key }, ...] }`.
@@ -170,6 +180,7 @@ pub(super) struct RawUpstream {
     pub tls: Option<Spanned<bool>>,
     pub tls_ca: Option<Spanned<String>>,
     pub tls_server_name: Option<Spanned<String>>,
+    pub send_proxy_protocol: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

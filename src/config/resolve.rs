@@ -21,7 +21,7 @@ use super::error::{ConfigError, ConfigErrorKind as Kind};
 use super::locate::{key_path_at, line_col, quote_key};
 use super::raw::{
     HumanDuration, ListenEntry, RawAccessLog, RawBreaker, RawConfig, RawDiscovery, RawHealth,
-    RawListenTls, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
+    RawListenTls, RawProxyProtocol, RawRetry, RawRoute, RawServer, RawStickyCookie, RawUpstream,
 };
 use super::*;
 
@@ -393,6 +393,10 @@ fn resolve_listen(
                 )?,
             ),
         };
+        let proxy_protocol = match table.and_then(|t| t.proxy_protocol.as_ref()) {
+            Some(raw) => resolve_proxy_accept(cx, raw, &format!("{key}.proxy_protocol"))?,
+            None => None,
+        };
         let key = addr_key;
         let addr: SocketAddr = text.parse().map_err(|_| {
             let kind = Kind::InvalidAddress {
@@ -435,9 +439,49 @@ fn resolve_listen(
             https_redirect,
             access,
             max_connections_per_ip,
+            proxy_protocol,
         });
     }
     Ok(listen)
+}
+
+/// A listener's `proxy_protocol` table: `None` when `accept = false`.
+/// `trusted` is required with `accept = true`: a header from anyone would
+/// let any client choose its own address.
+fn resolve_proxy_accept(
+    cx: &Cx<'_>,
+    raw: &RawProxyProtocol,
+    key: &str,
+) -> Result<Option<ProxyProtocolAccept>, ConfigError> {
+    let timeout = cx.timeout(
+        &raw.timeout,
+        &format!("{key}.timeout"),
+        DEFAULT_PROXY_HEADER_TIMEOUT,
+    )?;
+    let trusted = match &raw.trusted {
+        None => Vec::new(),
+        Some(list) => list
+            .get_ref()
+            .iter()
+            .enumerate()
+            .map(|(i, net)| {
+                IpNet::parse(net.get_ref()).map_err(|message| {
+                    cx.invalid(net.span(), &format!("{key}.trusted[{i}]"), message)
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if !*raw.accept.get_ref() {
+        return Ok(None);
+    }
+    if trusted.is_empty() {
+        let span = raw.trusted.as_ref().map_or(raw.accept.span(), |t| t.span());
+        let message = "proxy_protocol with accept = true needs a non-empty `trusted` list \
+            (the networks of the L4 balancers; \"0.0.0.0/0\" and \"::/0\" trust every source)"
+            .to_owned();
+        return Err(cx.invalid(span, &format!("{key}.trusted"), message));
+    }
+    Ok(Some(ProxyProtocolAccept { trusted, timeout }))
 }
 
 fn resolve_upstream(
@@ -527,11 +571,30 @@ fn resolve_upstream(
         DEFAULT_PASSIVE_FALL.into(),
         PASSIVE_FALL_RANGE,
     )?;
+    let send_proxy_protocol = match &raw.send_proxy_protocol {
+        None => None,
+        Some(v) => match v.get_ref().as_str() {
+            "v1" => Some(crate::proxy_protocol::Version::V1),
+            "v2" => Some(crate::proxy_protocol::Version::V2),
+            other => {
+                let message = format!("expected \"v1\" or \"v2\", found {other:?}");
+                return Err(cx.invalid(
+                    v.span(),
+                    &format!("{prefix}.send_proxy_protocol"),
+                    message,
+                ));
+            }
+        },
+    };
     let health = raw
         .health
         .as_ref()
         .map(|h| resolve_health(cx, &format!("{prefix}.health"), h))
-        .transpose()?;
+        .transpose()?
+        .map(|h| HealthConfig {
+            send_proxy_protocol,
+            ..h
+        });
     let breaker = raw
         .breaker
         .as_ref()
@@ -543,6 +606,7 @@ fn resolve_upstream(
     };
     let tls = resolve_upstream_tls(cx, raw, &prefix)?;
     Ok(UpstreamConfig {
+        send_proxy_protocol,
         name: name.to_owned(),
         static_backends: backends.len(),
         backends,
@@ -752,6 +816,7 @@ fn resolve_health(cx: &Cx<'_>, key: &str, raw: &RawHealth) -> Result<HealthConfi
         })?,
     };
     Ok(HealthConfig {
+        send_proxy_protocol: None,
         kind: raw.kind.unwrap_or_default(),
         path,
         interval: cx.timeout(

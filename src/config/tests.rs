@@ -63,6 +63,7 @@ fn example_parses_exactly() {
             https_redirect: false,
             access: None,
             max_connections_per_ip: None,
+            proxy_protocol: None,
         }]
     );
     assert_eq!(s.workers.get(), 2);
@@ -301,6 +302,90 @@ fn error_bad_duration() {
         &with("head_timeout = \"5 parsecs\"", ""),
         "config.toml:3:16: server.head_timeout: ",
         "unknown time unit",
+    );
+}
+
+#[test]
+fn listen_proxy_protocol_accept() {
+    let src = r#"[server]
+listen = ["127.0.0.1:1", { addr = "127.0.0.1:2", proxy_protocol = { accept = true, trusted = ["10.0.0.0/8", "::1"], timeout = "1s" } }, { addr = "127.0.0.1:3", proxy_protocol = { accept = false } }]
+[[routes]]
+upstream = "a"
+[upstreams.a]
+backends = [{ addr = "10.0.0.1:80" }]
+"#;
+    let config = parse(src).unwrap();
+    let listen = &config.server.listen;
+    assert_eq!(listen[0].proxy_protocol, None);
+    let accept = listen[1].proxy_protocol.as_ref().unwrap();
+    assert_eq!(accept.timeout, std::time::Duration::from_secs(1));
+    assert!(accept.trusts("10.1.2.3".parse().unwrap()));
+    assert!(accept.trusts("::ffff:10.1.2.3".parse().unwrap()));
+    assert!(accept.trusts("::1".parse().unwrap()));
+    assert!(!accept.trusts("127.0.0.1".parse().unwrap()));
+    assert_eq!(listen[2].proxy_protocol, None);
+    let default = parse(&src.replace(", timeout = \"1s\"", "")).unwrap();
+    assert_eq!(
+        default.server.listen[1]
+            .proxy_protocol
+            .as_ref()
+            .unwrap()
+            .timeout,
+        DEFAULT_PROXY_HEADER_TIMEOUT
+    );
+}
+
+#[test]
+fn error_proxy_protocol_without_trusted_or_with_a_bad_network() {
+    let src = |table: &str| {
+        format!(
+            "[server]\nlisten = [{{ addr = \"127.0.0.1:2\", proxy_protocol = {table} }}]\n\
+             [[routes]]\nupstream = \"a\"\n[upstreams.a]\nbackends = [{{ addr = \"10.0.0.1:80\" }}]\n"
+        )
+    };
+    assert_rejected(
+        &src("{ accept = true }"),
+        "config.toml:2:63: server.listen[0].proxy_protocol.trusted: ",
+        "needs a non-empty `trusted` list",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [] }"),
+        "config.toml:2:79: server.listen[0].proxy_protocol.trusted: ",
+        "needs a non-empty",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [\"10.0.0.1/8\"] }"),
+        "config.toml:2:80: server.listen[0].proxy_protocol.trusted[0]: ",
+        "host bits",
+    );
+    assert_rejected(
+        &src("{ accept = true, trusted = [\"10.0.0.0/8\"], timeout = \"0s\" }"),
+        "config.toml:2:",
+        "server.listen[0].proxy_protocol.timeout",
+    );
+    assert_rejected(&src("{ acept = true }"), "config.toml:2:", "acept");
+}
+
+#[test]
+fn send_proxy_protocol_values() {
+    let v2 = parse(&with("", "send_proxy_protocol = \"v2\"\nhealth = {}")).unwrap();
+    let up = &v2.upstreams[0];
+    assert_eq!(
+        up.send_proxy_protocol,
+        Some(crate::proxy_protocol::Version::V2)
+    );
+    assert_eq!(
+        up.health.as_ref().unwrap().send_proxy_protocol,
+        Some(crate::proxy_protocol::Version::V2)
+    );
+    assert_eq!(
+        parse(&with("", "")).unwrap().upstreams[0].send_proxy_protocol,
+        None
+    );
+    assert_rejected(
+        &with("", "send_proxy_protocol = \"v3\""),
+        "config.toml:8:23: upstreams.app.send_proxy_protocol: ",
+        "expected \"v1\" or \"v2\"",
     );
 }
 

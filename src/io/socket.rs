@@ -231,6 +231,15 @@ impl Conn {
         self.peer
     }
 
+    /// The local address of the connection (what a client connected to);
+    /// `None` if the socket cannot say (it was reset).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        socket2::SockRef::from(&*self.fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
@@ -262,6 +271,65 @@ impl Conn {
         // stable data owns until completion.
         let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
         let sqe = opcode::Recv::new(types::Fd(self.raw_fd()), ptr, spare as u32).build();
+        let (res, (mut buf, _fd)) =
+            with_deadline(self.raw_fd(), (buf, self.fd.clone()), sqe, deadline).await;
+        match res {
+            Ok(n) => {
+                // SAFETY: the kernel initialised `n` bytes after `len`.
+                unsafe { buf.set_len(buf.len() + n as usize) };
+                (Ok(n as usize), buf)
+            }
+            Err(e) => (Err(e), buf),
+        }
+    }
+
+    /// Copies up to `limit` bytes waiting on the socket into `buf`
+    /// (appending) without consuming them (`MSG_PEEK`), waiting at most
+    /// `deadline` for the first. `Ok(0)` is end of stream. A reader that
+    /// must not take bytes past a boundary (a PROXY header in front of a
+    /// TLS ClientHello) looks first, then [`Conn::consume`]s exactly.
+    pub async fn peek(
+        &self,
+        buf: Vec<u8>,
+        limit: usize,
+        deadline: Option<Duration>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        self.recv(buf, limit, libc::MSG_PEEK, deadline).await
+    }
+
+    /// Takes exactly `n` bytes off the socket, discarding them: bytes
+    /// already seen by [`Conn::peek`], so they are there.
+    pub async fn consume(&self, n: usize, deadline: Option<Duration>) -> io::Result<()> {
+        let mut left = n;
+        let mut scratch = Vec::with_capacity(n);
+        while left > 0 {
+            scratch.clear();
+            let (res, buf) = self.recv(scratch, left, 0, deadline).await;
+            scratch = buf;
+            match res? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                got => left -= got,
+            }
+        }
+        Ok(())
+    }
+
+    /// A `recv` with `flags` of at most `limit` bytes into `buf` (appending).
+    async fn recv(
+        &self,
+        mut buf: Vec<u8>,
+        limit: usize,
+        flags: i32,
+        deadline: Option<Duration>,
+    ) -> (io::Result<usize>, Vec<u8>) {
+        buf.reserve(limit);
+        // SAFETY: the pointer is into `buf`'s spare capacity (at least
+        // `limit` bytes), which the op's stable data owns until completion.
+        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
+        let len = u32::try_from(limit).unwrap_or(u32::MAX);
+        let sqe = opcode::Recv::new(types::Fd(self.raw_fd()), ptr, len)
+            .flags(flags)
+            .build();
         let (res, (mut buf, _fd)) =
             with_deadline(self.raw_fd(), (buf, self.fd.clone()), sqe, deadline).await;
         match res {

@@ -231,6 +231,18 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
             Total(|t| t.connections_denied.to_string()),
         ),
         family(
+            "ringlb_proxy_protocol_headers_total",
+            counter,
+            "PROXY protocol headers accepted on proxy_protocol listeners.",
+            Total(|t| t.proxy_protocol_headers.to_string()),
+        ),
+        family(
+            "ringlb_proxy_protocol_rejections_total",
+            counter,
+            "Connections closed before their PROXY protocol header was accepted, by reason (untrusted, malformed, timeout).",
+            Labelled(proxy_protocol_rejections),
+        ),
+        family(
             "ringlb_accept_errors_total",
             counter,
             "Client accepts that failed (out of fds or memory); the accept loop backs off 50 ms.",
@@ -424,6 +436,21 @@ fn local_errors(w: &mut Writer, snapshot: &Snapshot) {
             LocalShortage::Eaddrnotavail => t.local_errors_eaddrnotavail,
         };
         w.sample("ringlb_local_errors_total", &[("kind", kind.label())], n);
+    }
+}
+
+fn proxy_protocol_rejections(w: &mut Writer, snapshot: &Snapshot) {
+    let t = &snapshot.totals;
+    for (reason, n) in [
+        ("untrusted", t.proxy_protocol_untrusted),
+        ("malformed", t.proxy_protocol_malformed),
+        ("timeout", t.proxy_protocol_timeouts),
+    ] {
+        w.sample(
+            "ringlb_proxy_protocol_rejections_total",
+            &[("reason", reason)],
+            n,
+        );
     }
 }
 

@@ -98,6 +98,10 @@ pub(super) struct LogLine {
 /// The client side of a connection: its transport and buffers.
 pub(super) struct Client {
     pub transport: Transport,
+    /// The client's address: the peer's, or the source a PROXY protocol
+    /// header gave. The one value every use of "the client address" reads
+    /// (X-Forwarded-For, the access log, ip_hash, consistent_hash).
+    pub client_addr: std::net::SocketAddr,
     /// Bytes read from the client and not yet consumed.
     pub buf: Vec<u8>,
     /// Scratch for outgoing heads and bodies.
@@ -159,6 +163,7 @@ pub(super) struct Record {
 impl Client {
     pub fn new(
         transport: Transport,
+        client_addr: std::net::SocketAddr,
         buf: Vec<u8>,
         out: Vec<u8>,
         buffer_size: usize,
@@ -167,6 +172,7 @@ impl Client {
     ) -> Client {
         Client {
             transport,
+            client_addr,
             buf,
             out,
             buffer_size,
@@ -196,7 +202,7 @@ impl Client {
     /// The client address for logs: the request's (after
     /// `trusted_proxies`) with the connection's port, or the connection's.
     pub fn log_addr(&self) -> SocketAddr {
-        let peer = self.transport.peer_addr();
+        let peer = self.client_addr;
         self.client_ip
             .map_or(peer, |ip| SocketAddr::new(ip, peer.port()))
     }

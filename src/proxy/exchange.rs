@@ -125,6 +125,12 @@ pub(super) async fn exchange(
             backend_lines_len =
                 http::put_after_request_line(fwd, backend_lines_len, &backend_lines);
         }
+        let mut target = target;
+        if let Some(version) = upstreams.get(info.upstream).send_proxy {
+            let client_addr = client.client_addr;
+            let destination = client.transport.conn().local_addr().unwrap_or(client_addr);
+            target.send_proxy = Some((version, client_addr, destination));
+        }
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
         client.rec.backend = Some(index);
         client.rec.attempts = attempts;
@@ -283,6 +289,8 @@ fn choose(
             slot: up.first_slot + index,
             addr: backend.addr,
             connect_timeout: up.connect_timeout,
+            // Filled in by the caller, which has the client.
+            send_proxy: None,
         },
         response_timeout: up.response_timeout,
         set_cookie,

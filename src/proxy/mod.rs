@@ -19,6 +19,8 @@
 //! - `cache`: the cache stage (answer from a zone, or store what the
 //!   relay sends);
 //! - `exchange`: attempts and retries of one request;
+//! - `proxy_header`: a listener's PROXY protocol header, before the first
+//!   request (and before a TLS handshake);
 //! - `session`: the request loop and its stages, top to bottom.
 //!
 //! Invariants: a response head goes to the client only once the whole
@@ -35,6 +37,7 @@ mod client;
 mod error;
 mod exchange;
 pub mod filter;
+mod proxy_header;
 mod reject_log;
 mod relay;
 mod session;

@@ -49,22 +49,26 @@ use super::relay::{reply_and_close, reply_and_keep_alive};
 use super::worker::Worker;
 
 impl Worker {
-    /// Serves one client connection until it closes; `tls` is the
+    /// Serves one client connection until it closes; `client_addr` is
+    /// the client's address (the peer's, or a PROXY header's), `tls` the
     /// listener's TLS config, for a TLS listener, `listener` its
     /// `server.listen` address, and `listener_removed` its listener's flag.
     pub async fn serve(
         self: Rc<Self>,
         conn: Conn,
+        client_addr: std::net::SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         listener: SocketAddr,
         listener_removed: ListenerRemoved,
     ) {
         // Dropping `conn` closes it at once; the slots are held (and the
         // counts kept) until the connection ends.
-        let Some(_slots) = self.admit_connection(conn.peer_addr().ip(), listener) else {
+        let Some(_slots) = self.admit_connection(client_addr.ip(), listener) else {
             return;
         };
-        let Some(mut client) = self.accept_client(conn, tls, listener, listener_removed) else {
+        let Some(mut client) =
+            self.accept_client(conn, client_addr, tls, listener, listener_removed)
+        else {
             return;
         };
         let mut worker = self;
@@ -378,7 +382,7 @@ fn on_head(
             .iter()
             .any(|l| l.https_redirect && l.addr == client.listener)
     {
-        let peer_ip = client.transport.peer_addr().ip();
+        let peer_ip = client.client_addr.ip();
         let mut filtered =
             RequestCtx::new(&head, None, &client.request_id, peer_ip, &worker.shared);
         filtered.scheme = scheme;
@@ -399,7 +403,7 @@ fn on_head(
     }
     // The client address for rules, keys and logs; the connection's
     // unless a trusted proxy named another.
-    let peer = client.transport.peer_addr();
+    let peer = client.client_addr;
     let trusted = &worker.config.server.trusted_proxies;
     let client_ip = gateway::cidr::client_ip(
         peer.ip(),

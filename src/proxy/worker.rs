@@ -38,6 +38,9 @@ const MAX_SPARE_BUFFERS: usize = 1024;
 /// Roughly what an ended connection gives back (its task and state).
 const CONNECTION_BYTES: usize = 2048;
 
+/// Lines a second a worker logs for refused PROXY protocol headers.
+const PROXY_WARNINGS_PER_SECOND: u32 = 3;
+
 /// One upstream as a worker sees it.
 pub(super) struct UpstreamRt {
     pub name: String,
@@ -51,6 +54,8 @@ pub(super) struct UpstreamRt {
     pub retry: RetryPolicy,
     /// This worker's retry budget for the upstream (core-local).
     pub budget: RetryBudget,
+    /// `send_proxy_protocol`.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// A worker's upstreams (balancing state, retry budgets) and its retry
@@ -177,6 +182,8 @@ pub struct Worker {
     /// removed flag (their read ends when the stop begins, or when a
     /// reload removes their listener).
     idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
+    /// Lines a second for refused PROXY headers (the metric counts all).
+    proxy_log: RefCell<crate::server::LogBudget>,
 }
 
 /// What every worker of the process shares besides the backends' states:
@@ -220,6 +227,7 @@ impl Worker {
                 response_timeout: up.response_timeout,
                 retry: RetryPolicy::new(&up.retry),
                 budget: RetryBudget::new(up.retry.budget.get(), clock::now_nanos()),
+                send_proxy: up.send_proxy_protocol,
             });
         }
         let buffer_size = config.server.buffer_size;
@@ -244,7 +252,12 @@ impl Worker {
             draining: Cell::new(false),
             successor: RefCell::new(None),
             idle: RefCell::new(slab::Slab::new()),
+            proxy_log: RefCell::new(crate::server::LogBudget::new(PROXY_WARNINGS_PER_SECOND)),
         }
+    }
+
+    pub(super) fn proxy_log_budget(&self) -> RefMut<'_, crate::server::LogBudget> {
+        self.proxy_log.borrow_mut()
     }
 
     /// The config this worker was built from.
@@ -427,6 +440,7 @@ impl Worker {
     pub(super) fn accept_client(
         &self,
         conn: Conn,
+        client_addr: std::net::SocketAddr,
         tls: Option<Arc<rustls::ServerConfig>>,
         listener: std::net::SocketAddr,
         listener_removed: ListenerRemoved,
@@ -449,6 +463,7 @@ impl Worker {
         // buffers instead of copying.
         Some(Client::new(
             transport,
+            client_addr,
             self.buffers.take(),
             self.buffers.take(),
             buffer_size,

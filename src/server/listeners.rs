@@ -45,6 +45,8 @@ pub(super) struct ListenerUpdate {
     /// workers); empty for one it keeps.
     pub sockets: Vec<BoundSocket>,
     pub tls: Option<Arc<ServerConfig>>,
+    /// `proxy_protocol` with `accept = true`.
+    pub proxy_protocol: Option<Arc<crate::config::ProxyProtocolAccept>>,
     pub backlog: u32,
 }
 
@@ -110,6 +112,7 @@ pub(super) fn plan(
                 configured: addr,
                 sockets,
                 tls: tls.clone(),
+                proxy_protocol: listen.proxy_protocol.clone().map(Arc::new),
                 backlog,
             });
         }

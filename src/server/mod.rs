@@ -744,6 +744,8 @@ struct Endpoint {
     /// Read at each accept: a reload swaps it, and each connection keeps
     /// the one it was accepted with.
     tls: RefCell<Option<Arc<rustls::ServerConfig>>>,
+    /// `proxy_protocol` accept settings, read at each accept like `tls`.
+    proxy_protocol: RefCell<Option<Arc<crate::config::ProxyProtocolAccept>>>,
     /// Set when a reload removes this listener; its connections see it
     /// and drain.
     removed: Rc<Cell<bool>>,
@@ -772,6 +774,7 @@ fn apply_listeners(
         match kept {
             Some((endpoint, tasks)) => {
                 *endpoint.tls.borrow_mut() = update.tls;
+                *endpoint.proxy_protocol.borrow_mut() = update.proxy_protocol;
                 for listener in &endpoint.listeners {
                     if let Err(e) = listener.set_backlog(update.backlog) {
                         tracing::warn!(listener = %endpoint.configured, error = %e, "cannot change the backlog");
@@ -787,6 +790,7 @@ fn apply_listeners(
                     configured: update.configured,
                     listeners: update.sockets.into_iter().map(Listener::adopt).collect(),
                     tls: RefCell::new(update.tls),
+                    proxy_protocol: RefCell::new(update.proxy_protocol),
                     removed: Rc::new(Cell::new(false)),
                 });
                 let tasks = (0..endpoint.listeners.len())
@@ -1011,8 +1015,18 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
                 let configured = endpoint.configured;
+                let proxy_protocol = endpoint.proxy_protocol.borrow().clone();
                 io::spawn(async move {
-                    worker.serve(conn, tls, configured, removed).await;
+                    // The PROXY header comes first, before a TLS handshake.
+                    let client_addr = match proxy_protocol {
+                        None => Some(conn.peer_addr()),
+                        Some(accept) => worker.accept_proxy_header(&conn, &accept).await,
+                    };
+                    if let Some(client_addr) = client_addr {
+                        worker
+                            .serve(conn, client_addr, tls, configured, removed)
+                            .await;
+                    }
                     drop(permit);
                 });
             }

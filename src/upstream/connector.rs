@@ -13,6 +13,7 @@
 //! file that cannot be loaded refuses the reload instead of failing
 //! connections later.
 
+use crate::proxy_protocol::{self, Version};
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
@@ -65,14 +66,25 @@ impl UpstreamTls {
 
 /// Connects to `addr` within `timeout`, TLS handshake included when `tls`
 /// is given. The one way to reach a backend, for requests and checks.
+///
+/// `preamble` (a PROXY protocol header) is written first, before a TLS
+/// handshake, within the same timeout.
 pub async fn connect_to(
     addr: SocketAddr,
     tls: Option<&UpstreamTls>,
     timeout: Duration,
     buffer_size: usize,
+    preamble: &[u8],
 ) -> io::Result<Transport> {
     let started = Instant::now();
     let conn = connect(addr, timeout).await?;
+    if !preamble.is_empty() {
+        let left = timeout.saturating_sub(started.elapsed());
+        let (written, _) = conn
+            .write_all(preamble.to_vec(), 0..preamble.len(), Some(left))
+            .await;
+        written?;
+    }
     match tls {
         None => Ok(Transport::plain(conn)),
         Some(tls) => {
@@ -103,6 +115,10 @@ pub struct Target {
     pub slot: usize,
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
+    /// With `send_proxy_protocol`: the header's version and the client's
+    /// and the address it connected to. Such a connection is new for
+    /// each request and never pooled.
+    pub send_proxy: Option<(Version, SocketAddr, SocketAddr)>,
 }
 
 /// A connection to a backend, in use. Dropping it closes it; a clean one
@@ -111,6 +127,9 @@ pub struct UpstreamConn {
     pub transport: Transport,
     /// Taken from the pool (rather than connected for this request).
     pub reused: bool,
+    /// Whether it may go back to the pool (not if it began with a PROXY
+    /// header for one client).
+    poolable: bool,
     slot: usize,
     /// Keeps the connection counted as open until dropped.
     open: OpenGuard,
@@ -167,13 +186,17 @@ impl Connector {
 
     /// A connection to `target`: a pooled one if alive, else a new one.
     pub async fn acquire(&self, target: &Target) -> Result<UpstreamConn, ConnectError> {
-        let checkout = self.pool.borrow_mut().checkout(target.slot, Instant::now());
+        let checkout = match target.send_proxy {
+            None => self.pool.borrow_mut().checkout(target.slot, Instant::now()),
+            Some(_) => Checkout::Miss { stale: 0 },
+        };
         let stale = match checkout {
             Checkout::Hit(Idle { transport, open }) => {
                 self.metrics.pool_hits.inc();
                 return Ok(UpstreamConn {
                     transport,
                     reused: true,
+                    poolable: true,
                     slot: target.slot,
                     open,
                 });
@@ -183,8 +206,23 @@ impl Connector {
         self.metrics.pool_stale.add(stale as u64);
         self.metrics.pool_misses.inc();
         let tls = self.tls.get(target.upstream).and_then(Option::as_ref);
-        let connected =
-            connect_to(target.addr, tls, target.connect_timeout, self.buffer_size).await;
+        let mut preamble = Vec::new();
+        if let Some((version, client, destination)) = target.send_proxy {
+            match version {
+                Version::V1 => proxy_protocol::encode_v1(client, destination, &mut preamble),
+                Version::V2 => {
+                    proxy_protocol::encode_v2(Some((client, destination)), &mut preamble)
+                }
+            }
+        }
+        let connected = connect_to(
+            target.addr,
+            tls,
+            target.connect_timeout,
+            self.buffer_size,
+            &preamble,
+        )
+        .await;
         let shortage = connected
             .as_ref()
             .err()
@@ -202,6 +240,7 @@ impl Connector {
             Ok(transport) => Ok(UpstreamConn {
                 transport,
                 reused: false,
+                poolable: target.send_proxy.is_none(),
                 slot: target.slot,
                 open: OpenGuard {
                     metrics: self.metrics.clone(),
@@ -225,8 +264,13 @@ impl Connector {
             transport,
             slot,
             open,
+            poolable,
             ..
         } = conn;
+        if !poolable {
+            transport.shutdown(std::net::Shutdown::Both);
+            return;
+        }
         self.pool
             .borrow_mut()
             .checkin(slot, Idle { transport, open }, Instant::now());

@@ -19,6 +19,7 @@
 //! against a timer. Only the wait between checks is a `tokio::time::sleep`,
 //! raced against the stop signal, which cancels no IO.
 
+use crate::proxy_protocol::{self, Version};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -277,7 +278,16 @@ async fn check_once(
         CheckKind::Tcp => None,
         CheckKind::Http => tls,
     };
-    let mut transport = match connect_to(addr, tls, config.timeout, CHECK_BUFFER).await {
+    // A backend that expects a PROXY header gets one on checks too: v2
+    // LOCAL (the proxy's own connection), or v1 UNKNOWN.
+    let mut preamble = Vec::new();
+    match config.send_proxy_protocol {
+        None => {}
+        Some(Version::V1) => preamble.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        Some(Version::V2) => proxy_protocol::encode_v2(None, &mut preamble),
+    }
+    let connected = connect_to(addr, tls, config.timeout, CHECK_BUFFER, &preamble).await;
+    let mut transport = match connected {
         Ok(transport) => transport,
         // A failed handshake (the TCP connect never fails this way).
         Err(e) if e.kind() == io::ErrorKind::InvalidData => return CheckResult::Malformed,

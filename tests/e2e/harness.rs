@@ -253,6 +253,12 @@ impl ProxyBuilder {
         self
     }
 
+    /// Like [`listen_options`](Self::listen_options) (the PROXY protocol
+    /// tests' name for it).
+    pub fn listen_fields(self, fields: &str) -> Self {
+        self.listen_options(fields)
+    }
+
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
         self

@@ -32,6 +32,7 @@ mod packaging;
 mod pipelining;
 mod pool;
 mod proxy_basic;
+mod proxy_protocol;
 mod reload;
 mod reload_listeners;
 mod resilience;
