@@ -518,3 +518,53 @@ fn a_large_body_streams_in_bounded_memory() {
     );
     server.join().unwrap();
 }
+
+/// With a cache on the route, each coding is stored as its own variant
+/// (the compressed response varies on `Accept-Encoding`): a hit is the
+/// stored compressed bytes, not compressed again, and decodes whole.
+#[test]
+fn the_cache_stores_one_compressed_variant_per_coding() {
+    let backend = Backend::start(|_: &Request| {
+        Resp::new(200)
+            .header("Content-Type", "application/json")
+            .header("Cache-Control", "max-age=600")
+            .body(json())
+            .into()
+    });
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .route_with("/", None, "app", &[ALL, "cache = { zone = \"main\" }"])
+        .toml("[cache.zones.main]\nmax_size = \"16MiB\"")
+        .start();
+    let original = json();
+    for coding in ["gzip", "br", "zstd"] {
+        let mut bodies = Vec::new();
+        for want in ["MISS", "HIT", "HIT"] {
+            let resp = proxy.client().roundtrip(&request(
+                "GET",
+                "/doc",
+                &[("Accept-Encoding", coding)],
+                b"",
+            ));
+            assert_eq!(resp.header("x-cache-status"), Some(want), "{coding}");
+            assert_eq!(
+                resp.header("content-encoding"),
+                Some(coding),
+                "{coding} {want}"
+            );
+            assert!(vary_lists_accept_encoding(&resp), "{coding} {want}");
+            assert_eq!(decode(coding, &resp.body), original, "{coding} {want}");
+            bodies.push(resp.body);
+        }
+        // The hits are the stored bytes of the miss.
+        assert_eq!(bodies[1], bodies[0], "{coding}");
+        assert_eq!(bodies[2], bodies[0], "{coding}");
+    }
+    // A client without Accept-Encoding gets the plain variant.
+    let plain = proxy.client().roundtrip(&request("GET", "/doc", &[], b""));
+    assert_eq!(plain.header("content-encoding"), None);
+    assert_eq!(plain.body, original);
+    // One backend request per variant: three codings and the plain one.
+    assert_eq!(backend.proxied_count(), 4);
+}
