@@ -29,9 +29,16 @@ fuzz_target!(|data: &[u8]| {
         assert!(!name.is_empty());
         assert_eq!(value.trim_ascii(), value);
     }
-    for host_fallback in [None, Some("fallback.example")] {
+    // Both a trusted peer's X-Forwarded-For (kept, appended to) and an
+    // untrusted one's (replaced).
+    for (host_fallback, keep_client_xff) in [
+        (None, true),
+        (Some("fallback.example"), true),
+        (Some("fallback.example"), false),
+    ] {
         let ctx = ForwardContext {
             client_ip: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            keep_client_xff,
             proto: "https",
             host_fallback,
             request_id: None,

@@ -361,10 +361,37 @@ impl Conn {
         range: std::ops::Range<usize>,
         deadline: Option<Duration>,
     ) -> (io::Result<()>, Vec<u8>) {
+        self.send_all(buf, range, deadline).await
+    }
+
+    /// Writes all of `bytes`, a shared buffer (a cached body), without
+    /// copying it: the op holds a reference until it completes.
+    pub async fn write_all_bytes(
+        &self,
+        bytes: bytes::Bytes,
+        deadline: Option<Duration>,
+    ) -> io::Result<()> {
+        let len = bytes.len();
+        self.send_all(bytes, 0..len, deadline).await.0
+    }
+
+    /// Sends `buf[range]`, one `send` op after another until all went
+    /// out; `buf` is any owned buffer whose bytes stay put when it moves
+    /// (a `Vec`'s or a `Bytes`'s heap), handed back at the end.
+    async fn send_all<B>(
+        &self,
+        buf: B,
+        range: std::ops::Range<usize>,
+        deadline: Option<Duration>,
+    ) -> (io::Result<()>, B)
+    where
+        B: std::ops::Deref<Target = [u8]> + Unpin + 'static,
+    {
         let mut buf = buf;
         let mut pos = range.start;
         while pos < range.end {
-            // SAFETY: in-bounds pointer into `buf`, kept alive by the op.
+            // SAFETY: in-bounds pointer into `buf`'s heap bytes, kept alive
+            // (and unmoved) by the op, which owns `buf` until completion.
             let ptr = unsafe { buf.as_ptr().add(pos) };
             let len = (range.end - pos) as u32;
             let sqe = opcode::Send::new(types::Fd(self.raw_fd()), ptr, len)
@@ -380,34 +407,6 @@ impl Conn {
             }
         }
         (Ok(()), buf)
-    }
-
-    /// Writes all of `bytes`, a shared buffer (a cached body), without
-    /// copying it: the op holds a reference until it completes.
-    pub async fn write_all_bytes(
-        &self,
-        bytes: bytes::Bytes,
-        deadline: Option<Duration>,
-    ) -> io::Result<()> {
-        let mut bytes = bytes;
-        let mut pos = 0;
-        while pos < bytes.len() {
-            // SAFETY: in-bounds pointer into `bytes`, kept alive by the op.
-            let ptr = unsafe { bytes.as_ptr().add(pos) };
-            let len = (bytes.len() - pos) as u32;
-            let sqe = opcode::Send::new(types::Fd(self.raw_fd()), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
-                .build();
-            let (res, (b, _fd)) =
-                with_deadline(self.raw_fd(), (bytes, self.fd.clone()), sqe, deadline).await;
-            bytes = b;
-            match res {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => pos += n as usize,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Half- or full-closes the connection. Used to close an idle connection

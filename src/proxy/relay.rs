@@ -575,24 +575,21 @@ pub(super) async fn reply_and_keep_alive(
     reply: LocalReply,
 ) -> Next {
     super::reject_log::log_reply(client, log, &reply);
-    env.metrics.count_status(reply.status());
-    client.rec.status = reply.status();
-    client.rec.answered = false;
-    let sent = client
-        .reply(
-            &reply,
-            &env.server.error_pages,
-            true,
-            env.server.send_timeout,
-        )
-        .await;
-    match sent {
-        Ok(()) => Next::KeepAlive,
-        Err(_) => Next::Abort,
-    }
+    reply_now(env, client, reply, true).await
 }
 
 async fn reply_and_close_now(env: &Env<'_>, client: &mut Client, reply: LocalReply) -> Next {
+    reply_now(env, client, reply, false).await
+}
+
+/// Sends a local reply; `Next::KeepAlive` or `Next::Close` as asked once
+/// it went out, `Next::Abort` when it could not.
+async fn reply_now(
+    env: &Env<'_>,
+    client: &mut Client,
+    reply: LocalReply,
+    keep_alive: bool,
+) -> Next {
     env.metrics.count_status(reply.status());
     client.rec.status = reply.status();
     client.rec.answered = false;
@@ -600,13 +597,14 @@ async fn reply_and_close_now(env: &Env<'_>, client: &mut Client, reply: LocalRep
         .reply(
             &reply,
             &env.server.error_pages,
-            false,
+            keep_alive,
             env.server.send_timeout,
         )
         .await;
-    match sent {
-        Ok(()) => Next::Close,
-        Err(_) => Next::Abort,
+    match (sent, keep_alive) {
+        (Ok(()), true) => Next::KeepAlive,
+        (Ok(()), false) => Next::Close,
+        (Err(_), _) => Next::Abort,
     }
 }
 

@@ -133,39 +133,35 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         worker.metrics.request_started();
         let env = worker.env();
         // The cache stage: a hit is answered here.
-        if let Some(req) = info.cache.take() {
-            if let Lookup::Served(next) = cache::lookup(&env, client, &info, req, &mut fwd).await {
-                worker.metrics.request_finished();
-                finish(worker, client, Some(info.upstream), &log, sent_before);
-                match next {
-                    Next::KeepAlive if client.winding_down(worker.is_draining()) => {
-                        return End::KeepClosing
-                    }
-                    Next::KeepAlive => continue,
-                    Next::Close => return End::KeepClosing,
-                    Next::Abort => {
-                        client.transport.shutdown(Shutdown::Both);
-                        return End::Closed;
-                    }
-                }
+        let served = match info.cache.take() {
+            Some(req) => match cache::lookup(&env, client, &info, req, &mut fwd).await {
+                Lookup::Served(next) => Some(next),
+                Lookup::Fetch => None,
+            },
+            None => None,
+        };
+        let next = match served {
+            Some(next) => next,
+            None => {
+                // 4.-8. Choose backend, send, read response head, response
+                // filters, relay body. Boxed: the exchange's future is large
+                // (retries, connect, TLS, relays), and a connection idle
+                // between requests should not carry its space.
+                let next = Box::pin(exchange(
+                    &env,
+                    &worker.upstreams,
+                    client,
+                    &info,
+                    &mut fwd,
+                    &log,
+                ))
+                .await;
+                // A fetch this request led ends here, stored or not: its
+                // waiters go on.
+                client.cache = None;
+                next
             }
-        }
-        // 4.-8. Choose backend, send, read response head, response filters,
-        // relay body.
-        // Boxed: the exchange's future is large (retries, connect, TLS,
-        // relays), and a connection idle between requests should not carry
-        // its space.
-        let next = Box::pin(exchange(
-            &env,
-            &worker.upstreams,
-            client,
-            &info,
-            &mut fwd,
-            &log,
-        ))
-        .await;
-        // A fetch this request led ends here, stored or not: its waiters go on.
-        client.cache = None;
+        };
         worker.metrics.request_finished();
         // 9. Finish.
         finish(worker, client, Some(info.upstream), &log, sent_before);
