@@ -649,14 +649,20 @@ fn a_backend_that_stays_keeps_its_drain_pool_and_counters_across_a_change() {
             .cloned()
             .expect("the backend in /status")
     };
-    let b_requests = backend(&b)["requests"].as_u64().unwrap();
-    assert!(b_requests >= 4);
+    // A worker counts a request after its response went out: wait for it.
+    let count = |name: &Backend| backend(name)["requests"].as_u64().unwrap();
+    assert!(
+        wait_until(WAIT, || count(&b) >= 4),
+        "b counted {} requests",
+        count(&b)
+    );
+    let b_requests = count(&b);
 
     dns.set_srv(&[srv("a", &a), srv("b", &b), srv("c", &c)]);
     converge(&proxy, "app", &set_of(&[(&a, 1), (&b, 1), (&c, 1)]));
     // `a` is still drained, `b`'s counters carry on.
     assert_eq!(backend(&a)["draining"], true);
-    assert!(backend(&b)["requests"].as_u64().unwrap() >= b_requests);
+    assert!(count(&b) >= b_requests);
     let seen = served_by(&proxy, 4);
     assert_eq!(
         (seen.get("b"), seen.get("c")),
