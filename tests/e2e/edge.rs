@@ -12,7 +12,7 @@ use std::time::Instant;
 use crate::admin::{admin, metric};
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Headers, Response, Wire};
-use crate::harness::{run_bin, strip_ansi, wait_until, Proxy, Refused, TempDir, WAIT};
+use crate::harness::{check_rejects, wait_until, Proxy, Refused, TempDir, WAIT};
 use crate::reload::rewrite;
 
 /// A client connected to `to` from `from` (any port).
@@ -55,19 +55,7 @@ fn echoed(resp: &Response, name: &str) -> String {
 fn check_errors(base: &str, cases: &[(&str, &str)]) {
     let dir = TempDir::new();
     for (line, want) in cases {
-        let path = dir.write("bad.toml", &base.replace("LINE", line));
-        let p = path.to_str().unwrap();
-        let out = run_bin(&["check", "--config", p], &[]);
-        let text = strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
-        assert!(
-            text.contains(&format!("{p}{want}")),
-            "{line}: want {want:?} in:\n{text}"
-        );
+        check_rejects(&dir, &base.replace("LINE", line), want);
     }
 }
 

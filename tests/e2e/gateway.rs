@@ -5,7 +5,7 @@
 use crate::admin::admin;
 use crate::backend::{Backend, Reply};
 use crate::client::{get, request};
-use crate::harness::{run_bin, strip_ansi, wait_until, Proxy, TempDir, WAIT};
+use crate::harness::{check_rejects, run_bin, wait_until, Proxy, TempDir, WAIT};
 use crate::reload::rewrite;
 
 fn named(name: &'static str) -> Backend {
@@ -155,19 +155,7 @@ fn check_reports_bad_route_conditions() {
         ),
         ("headers = [{ nam = \"X\" }]", ":7:"),
     ] {
-        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
-        let p = path.to_str().unwrap();
-        let out = run_bin(&["check", "--config", p], &[]);
-        let text = strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
-        assert!(
-            text.contains(&format!("{p}{want}")),
-            "{line}: want {want:?} in:\n{text}"
-        );
+        check_rejects(&dir, &format!("{base}{line}\n"), want);
     }
     let good = dir.write(
         "good.toml",
@@ -298,19 +286,7 @@ fn check_reports_bad_rewrites() {
         ),
         ("host_rewrite = \"a b\"", ":7:16: routes[0].host_rewrite: "),
     ] {
-        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
-        let p = path.to_str().unwrap();
-        let out = run_bin(&["check", "--config", p], &[]);
-        let text = strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
-        assert!(
-            text.contains(&format!("{p}{want}")),
-            "{line}: want {want:?} in:\n{text}"
-        );
+        check_rejects(&dir, &format!("{base}{line}\n"), want);
     }
 }
 
@@ -376,16 +352,7 @@ fn check_reports_bad_request_headers() {
             "routes[0].request_headers.set.X-B: unknown variable $backends",
         ),
     ] {
-        let path = dir.write("bad.toml", &format!("{base}{line}\n"));
-        let p = path.to_str().unwrap();
-        let out = run_bin(&["check", "--config", p], &[]);
-        let text = strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        assert_eq!(out.status.code(), Some(1), "{line}: {text}");
-        assert!(text.contains(&format!("{p}:7:")), "{line}: no line 7 in:\n{text}");
+        let text = check_rejects(&dir, &format!("{base}{line}\n"), ":7:");
         assert!(text.contains(want), "{line}: want {want:?} in:\n{text}");
     }
 }

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use crate::admin::admin;
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Headers, Response};
-use crate::harness::{run_bin, strip_ansi, wait_until, Proxy, TempDir, WAIT};
+use crate::harness::{check_rejects, run_bin, wait_until, Proxy, TempDir, WAIT};
 use crate::reload::rewrite;
 
 /// Retries only, three attempts, no backoff, a budget that never refuses.
@@ -34,19 +34,7 @@ fn reload_refused(proxy: &Proxy, key: &str) {
 
 /// `ringlb check` on `text` fails naming `want` (file:line:col: key: ...).
 fn check_fails(dir: &TempDir, text: &str, want: &str) {
-    let path = dir.write("bad.toml", text);
-    let p = path.to_str().unwrap();
-    let out = run_bin(&["check", "--config", p], &[]);
-    let all = strip_ansi(&format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ));
-    assert_eq!(out.status.code(), Some(1), "{text}\n{all}");
-    assert!(
-        all.contains(&format!("{p}{want}")),
-        "want {p}{want:?} in:\n{all}\nfor:\n{text}"
-    );
+    check_rejects(dir, text, want);
 }
 
 const BASE: &str = "[server]\nlisten = [\"127.0.0.1:1\"]\n[upstreams.app]\n\

@@ -800,6 +800,25 @@ pub fn strip_ansi(text: &str) -> String {
 
 /// Runs the binary to completion with `args` (and extra env) and returns its
 /// output; fails if it does not exit within [`WAIT`].
+/// Runs `ringlb check` on `text`, written to `dir/bad.toml`: it must exit 1
+/// and name `{path}{want}` (file:line:col: key: ...). Returns its output.
+pub fn check_rejects(dir: &TempDir, text: &str, want: &str) -> String {
+    let path = dir.write("bad.toml", text);
+    let p = path.to_str().unwrap();
+    let out = run_bin(&["check", "--config", p], &[]);
+    let all = strip_ansi(&format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ));
+    assert_eq!(out.status.code(), Some(1), "{text}\n{all}");
+    assert!(
+        all.contains(&format!("{p}{want}")),
+        "want {p}{want:?} in:\n{all}\nfor:\n{text}"
+    );
+    all
+}
+
 pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = TempDir::new();
     let out_path = dir.path().join("stdout");
