@@ -312,23 +312,7 @@ pub(super) fn resolve_admin(
             auth
         }
     };
-    let allow = match &raw.allow {
-        None => Vec::new(),
-        Some(list) => list
-            .get_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, net)| {
-                IpNet::parse(net.get_ref()).map_err(|message| {
-                    cx.at(
-                        net.span(),
-                        format!("admin.allow[{i}]"),
-                        Kind::InvalidValue(message),
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let allow = ip_nets(cx, raw.allow.as_ref(), "admin.allow")?;
     let hosts = match &raw.hosts {
         None => Vec::new(),
         Some(list) => list
@@ -387,6 +371,31 @@ pub(super) fn resolve_admin(
         hosts,
         insecure_no_auth,
     })
+}
+
+/// A list of networks (`"10.0.0.0/8"`, or one address), each error at
+/// `key[i]`; empty when the key is absent.
+pub(super) fn ip_nets(
+    cx: &Cx<'_>,
+    list: Option<&Spanned<Vec<Spanned<String>>>>,
+    key: &str,
+) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    list.get_ref()
+        .iter()
+        .enumerate()
+        .map(|(i, net)| {
+            IpNet::parse(net.get_ref()).map_err(|message| {
+                cx.at(
+                    net.span(),
+                    format!("{key}[{i}]"),
+                    Kind::InvalidValue(message),
+                )
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

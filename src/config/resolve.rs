@@ -458,19 +458,7 @@ fn resolve_proxy_accept(
         &format!("{key}.timeout"),
         DEFAULT_PROXY_HEADER_TIMEOUT,
     )?;
-    let trusted = match &raw.trusted {
-        None => Vec::new(),
-        Some(list) => list
-            .get_ref()
-            .iter()
-            .enumerate()
-            .map(|(i, net)| {
-                IpNet::parse(net.get_ref()).map_err(|message| {
-                    cx.invalid(net.span(), &format!("{key}.trusted[{i}]"), message)
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let trusted = super::admin::ip_nets(cx, raw.trusted.as_ref(), &format!("{key}.trusted"))?;
     if !*raw.accept.get_ref() {
         return Ok(None);
     }
