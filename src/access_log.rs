@@ -178,6 +178,30 @@ pub struct Entry<'a> {
     pub cache: Option<&'static str>,
 }
 
+/// What one `[[tcp]]` session's line says.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpEntry<'a> {
+    /// When the connection was accepted.
+    pub time: SystemTime,
+    pub client: SocketAddr,
+    /// The listener's `name`.
+    pub listener: &'a str,
+    /// The upstream chosen (`None`: none, e.g. no SNI route).
+    pub upstream: Option<&'a str>,
+    /// The backend connected to, if any.
+    pub backend: Option<SocketAddr>,
+    /// `ok`, or why the session was refused (`crate::tcp::SessionEnd`).
+    pub status: &'static str,
+    /// Payload bytes written to the client, and read from it.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub duration: Duration,
+    /// Connect attempts made.
+    pub attempts: u32,
+    /// The ClientHello's server name, on a listener with `sni_routes`.
+    pub sni: Option<&'a str>,
+}
+
 /// One worker's side: a buffer and a sender. Not shared.
 pub struct WorkerLog {
     tx: SyncSender<Msg>,
@@ -194,6 +218,19 @@ impl WorkerLog {
         match self.format {
             AccessLogFormat::Combined => format_combined(entry, &mut self.buf),
             AccessLogFormat::Json => format_json(entry, &mut self.buf),
+        }
+        self.lines += 1;
+        self.oldest.get_or_insert_with(Instant::now);
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Formats one `[[tcp]]` session's line into the buffer.
+    pub fn log_tcp(&mut self, entry: &TcpEntry<'_>) {
+        match self.format {
+            AccessLogFormat::Combined => format_tcp_combined(entry, &mut self.buf),
+            AccessLogFormat::Json => format_tcp_json(entry, &mut self.buf),
         }
         self.lines += 1;
         self.oldest.get_or_insert_with(Instant::now);
@@ -314,6 +351,79 @@ pub fn format_combined(e: &Entry<'_>, out: &mut Vec<u8>) {
         let _ = write!(out, " cache={cache}");
     }
     out.push(b'\n');
+}
+
+/// `client - - [10/Oct/2000:13:55:36 +0000] "TCP listener" ok 1234 567
+/// rt=1.204 upstream=10.0.0.1:5432 attempts=1 sni=-`: a `[[tcp]]` session
+/// in the combined format's shape: the listener's name, how it ended,
+/// bytes sent to the client and received from it (nginx stream's order),
+/// duration in seconds, the backend (`-` if none), connect attempts and
+/// the SNI server name (`-` without `sni_routes` or without a name).
+pub fn format_tcp_combined(e: &TcpEntry<'_>, out: &mut Vec<u8>) {
+    let (y, mo, d, h, mi, s, _) = civil(e.time);
+    let month = MONTHS[(mo as usize).clamp(1, 12) - 1];
+    let _ = write!(
+        out,
+        "{} - - [{d:02}/{month}/{y}:{h:02}:{mi:02}:{s:02} +0000] \"TCP ",
+        e.client.ip()
+    );
+    push_escaped(e.listener.as_bytes(), out);
+    let _ = write!(
+        out,
+        "\" {} {} {} rt={:.3} upstream=",
+        e.status,
+        e.bytes_sent,
+        e.bytes_received,
+        e.duration.as_secs_f64()
+    );
+    match e.backend {
+        Some(b) => {
+            let _ = write!(out, "{b}");
+        }
+        None => out.push(b'-'),
+    }
+    let _ = write!(out, " attempts={} sni=", e.attempts);
+    push_escaped(e.sni.unwrap_or("-").as_bytes(), out);
+    out.push(b'\n');
+}
+
+/// A `[[tcp]]` session as one JSON object: `time`, `client`, `protocol`
+/// (`"tcp"`), `listener`, `upstream`, `backend`, `status`, `bytes_sent`,
+/// `bytes_received`, `duration_ms`, `attempts`, `sni` (null when absent).
+pub fn format_tcp_json(e: &TcpEntry<'_>, out: &mut Vec<u8>) {
+    let (y, mo, d, h, mi, s, ms) = civil(e.time);
+    let _ = write!(
+        out,
+        "{{\"time\":\"{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z\",\"client\":\"{}\",\"protocol\":\"tcp\",\"listener\":",
+        e.client
+    );
+    push_json_str(e.listener.as_bytes(), out);
+    out.extend_from_slice(b",\"upstream\":");
+    match e.upstream {
+        Some(u) => push_json_str(u.as_bytes(), out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"backend\":");
+    match e.backend {
+        Some(b) => {
+            let _ = write!(out, "\"{b}\"");
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+    let _ = write!(
+        out,
+        ",\"status\":\"{}\",\"bytes_sent\":{},\"bytes_received\":{},\"duration_ms\":{:.3},\"attempts\":{},\"sni\":",
+        e.status,
+        e.bytes_sent,
+        e.bytes_received,
+        e.duration.as_secs_f64() * 1000.0,
+        e.attempts
+    );
+    match e.sni {
+        Some(name) => push_json_str(name.as_bytes(), out),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 /// A JSON string; invalid UTF-8 is replaced (U+FFFD), control characters

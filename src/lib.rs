@@ -21,5 +21,6 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod route;
 pub mod server;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;

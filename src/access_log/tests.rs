@@ -268,3 +268,63 @@ fn the_cache_status_is_added_on_caching_routes_only() {
     assert!(!combined(&entry()).contains("cache="));
     assert!(!json(&entry()).contains("\"cache\""));
 }
+
+fn tcp_entry() -> TcpEntry<'static> {
+    TcpEntry {
+        time: UNIX_EPOCH + Duration::from_millis(971_186_136_789),
+        client: "192.0.2.7:51234".parse().unwrap(),
+        listener: "pg \"main\"",
+        upstream: Some("db"),
+        backend: Some("10.0.0.1:5432".parse().unwrap()),
+        status: "ok",
+        bytes_sent: 1234,
+        bytes_received: 567,
+        duration: Duration::from_millis(1204),
+        attempts: 2,
+        sni: Some("db.example.com"),
+    }
+}
+
+#[test]
+fn tcp_sessions_in_both_formats() {
+    let mut out = Vec::new();
+    format_tcp_combined(&tcp_entry(), &mut out);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "192.0.2.7 - - [10/Oct/2000:13:55:36 +0000] \"TCP pg \\x22main\\x22\" ok 1234 567 \
+         rt=1.204 upstream=10.0.0.1:5432 attempts=2 sni=db.example.com\n"
+    );
+    let refused = TcpEntry {
+        upstream: None,
+        backend: None,
+        status: "no_sni_route",
+        sni: None,
+        attempts: 0,
+        ..tcp_entry()
+    };
+    let mut out = Vec::new();
+    format_tcp_combined(&refused, &mut out);
+    let line = String::from_utf8(out).unwrap();
+    assert!(
+        line.ends_with("\" no_sni_route 1234 567 rt=1.204 upstream=- attempts=0 sni=-\n"),
+        "{line}"
+    );
+
+    let mut out = Vec::new();
+    format_tcp_json(&tcp_entry(), &mut out);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["protocol"], "tcp");
+    assert_eq!(v["listener"], "pg \"main\"");
+    assert_eq!(v["upstream"], "db");
+    assert_eq!(v["backend"], "10.0.0.1:5432");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["bytes_sent"], 1234);
+    assert_eq!(v["bytes_received"], 567);
+    assert_eq!(v["duration_ms"], 1204.0);
+    assert_eq!(v["attempts"], 2);
+    assert_eq!(v["sni"], "db.example.com");
+    let mut out = Vec::new();
+    format_tcp_json(&refused, &mut out);
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["upstream"].is_null() && v["backend"].is_null() && v["sni"].is_null());
+}

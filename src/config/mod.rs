@@ -28,6 +28,7 @@ mod gateway;
 mod locate;
 mod raw;
 mod resolve;
+mod tcp;
 #[cfg(test)]
 mod tests;
 
@@ -49,6 +50,7 @@ pub use crate::tls::{CertKeyPaths, TlsListenConfig};
 pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
 pub use cache::{parse_size, CacheZoneConfig, RouteCache};
 pub use error::{ConfigError, ConfigErrorKind, Location};
+pub use tcp::{TcpConfig, DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT};
 
 /// Allowed `server.workers`.
 pub const WORKERS_RANGE: RangeInclusive<u64> = 1..=1024;
@@ -168,8 +170,11 @@ pub struct Config {
     /// `[upstreams.NAME]`, sorted by name; the index is the upstream id used
     /// by [`RouteConfig::upstream`].
     pub upstreams: Vec<UpstreamConfig>,
-    /// `[[routes]]`, in file order.
+    /// `[[routes]]`, in file order (empty in a config of `[[tcp]]`
+    /// listeners alone).
     pub routes: Vec<RouteConfig>,
+    /// `[[tcp]]`: the L4 listeners, in file order.
+    pub tcp: Vec<TcpConfig>,
     /// `[admin]`: the admin HTTP listener; `None` when the section is absent.
     pub admin: Option<AdminConfig>,
     /// `[cache.zones.NAME]`, sorted by name; routes refer to them by index.

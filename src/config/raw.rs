@@ -30,6 +30,7 @@ pub(super) struct RawConfig {
     pub routes: Option<Spanned<Vec<Spanned<RawRoute>>>>,
     pub admin: Option<RawAdmin>,
     pub cache: Option<super::cache::RawCache>,
+    pub tcp: Option<Spanned<Vec<Spanned<super::tcp::RawTcp>>>>,
 }
 
 #[derive(Debug, Deserialize)]

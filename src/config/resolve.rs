@@ -109,7 +109,7 @@ impl Cx<'_> {
         }
     }
 
-    fn timeout(
+    pub(super) fn timeout(
         &self,
         value: &Option<Spanned<HumanDuration>>,
         key: &str,
@@ -152,7 +152,9 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         let kind = Kind::MissingKey("missing [server] table".to_owned());
         return Err(cx.nowhere("server", kind));
     };
-    let server = resolve_server(&cx, raw_server)?;
+    // A config of [[tcp]] listeners alone has no HTTP listener and no routes.
+    let has_tcp = raw.tcp.as_ref().is_some_and(|t| !t.get_ref().is_empty());
+    let server = resolve_server(&cx, raw_server, has_tcp)?;
     if raw.upstreams.is_empty() {
         return Err(cx.nowhere("upstreams", Kind::NoUpstreams));
     }
@@ -162,30 +164,48 @@ pub(super) fn resolve(raw: RawConfig, src: &str, file: &Path) -> Result<Config, 
         .map(|(name, raw)| resolve_upstream(&cx, name, raw))
         .collect::<Result<Vec<_>, _>>()?;
     let cache_zones = super::cache::resolve_zones(&cx, raw.cache.as_ref())?;
-    let routes = resolve_routes(
-        &cx,
-        &raw.routes,
-        &upstreams,
-        &server.error_pages,
-        &cache_zones,
-    )?;
+    let routes = if server.listen.is_empty() && raw.routes.is_none() {
+        Vec::new()
+    } else {
+        resolve_routes(
+            &cx,
+            &raw.routes,
+            &upstreams,
+            &server.error_pages,
+            &cache_zones,
+        )?
+    };
+    let tcp = super::tcp::resolve_tcp(&cx, raw.tcp.as_ref(), &upstreams, &server.listen)?;
+    let every_listener: Vec<ListenConfig> = server
+        .listen
+        .iter()
+        .chain(tcp.iter().map(|t| &t.listen))
+        .cloned()
+        .collect();
     let admin = raw
         .admin
         .as_ref()
-        .map(|a| super::admin::resolve_admin(&cx, a, &server.listen))
+        .map(|a| super::admin::resolve_admin(&cx, a, &every_listener))
         .transpose()?;
     Ok(Config {
         server,
         upstreams,
         routes,
+        tcp,
         admin,
         cache_zones,
         source_path: file.to_path_buf(),
     })
 }
 
-fn resolve_server(cx: &Cx<'_>, raw: &RawServer) -> Result<ServerConfig, ConfigError> {
-    let listen = resolve_listen(cx, &raw.listen)?;
+/// `no_http`: the config has `[[tcp]]` listeners, so `server.listen` may
+/// be empty.
+fn resolve_server(
+    cx: &Cx<'_>,
+    raw: &RawServer,
+    no_http: bool,
+) -> Result<ServerConfig, ConfigError> {
+    let listen = resolve_listen(cx, &raw.listen, no_http)?;
     let default_workers = std::thread::available_parallelism()
         .map_or(1, NonZeroUsize::get)
         .min(to_usize(*WORKERS_RANGE.end()));
@@ -365,84 +385,89 @@ fn resolve_listen_tls(
 fn resolve_listen(
     cx: &Cx<'_>,
     raw: &Spanned<Vec<Spanned<ListenEntry>>>,
+    allow_empty: bool,
 ) -> Result<Vec<ListenConfig>, ConfigError> {
-    if raw.get_ref().is_empty() {
+    if raw.get_ref().is_empty() && !allow_empty {
         return Err(cx.at(raw.span(), "server.listen", Kind::NoListen));
     }
     let mut listen: Vec<ListenConfig> = Vec::with_capacity(raw.get_ref().len());
     for (i, entry) in raw.get_ref().iter().enumerate() {
         let key = format!("server.listen[{i}]");
-        let (text, span, addr_key, tls, table) = match entry.get_ref() {
-            ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.clone(), None, None),
-            ListenEntry::Table(table) => (
-                table.addr.get_ref().as_str(),
-                table.addr.span(),
-                format!("{key}.addr"),
-                table.tls.as_ref(),
-                Some(table),
-            ),
-        };
-        let (access, max_connections_per_ip) = match table {
-            None => (None, None),
-            Some(t) => (
-                super::edge::access_rules(cx, &t.allow, &t.deny, &key)?,
-                super::edge::connections_per_ip(
-                    cx,
-                    &t.max_connections_per_ip,
-                    &format!("{key}.max_connections_per_ip"),
-                )?,
-            ),
-        };
-        let proxy_protocol = match table.and_then(|t| t.proxy_protocol.as_ref()) {
-            Some(raw) => resolve_proxy_accept(cx, raw, &format!("{key}.proxy_protocol"))?,
-            None => None,
-        };
-        let key = addr_key;
-        let addr: SocketAddr = text.parse().map_err(|_| {
-            let kind = Kind::InvalidAddress {
-                value: text.to_owned(),
+        let resolved = resolve_listen_entry(cx, entry, &key)?;
+        if listen.iter().any(|l| l.addr == resolved.addr) {
+            let (span, key) = match entry.get_ref() {
+                ListenEntry::Addr(_) => (entry.span(), key),
+                ListenEntry::Table(t) => (t.addr.span(), format!("{key}.addr")),
             };
-            cx.at(span.clone(), key.clone(), kind)
-        })?;
-        if listen.iter().any(|l| l.addr == addr) {
+            let addr = resolved.addr;
             return Err(cx.at(span, key, Kind::DuplicateAddress { addr }));
         }
-        let https_redirect = match entry.get_ref() {
-            ListenEntry::Table(table) => match &table.https_redirect {
-                Some(flag) if *flag.get_ref() => Some(flag),
-                _ => None,
-            },
-            _ => None,
-        };
-        let https_redirect = match https_redirect {
-            Some(flag) => {
-                if tls.is_some() {
-                    let kind = Kind::InvalidValue(
-                        "https_redirect is for a plain HTTP listener; this one is TLS".to_owned(),
-                    );
-                    return Err(cx.at(
-                        flag.span(),
-                        format!("server.listen[{i}].https_redirect"),
-                        kind,
-                    ));
-                }
-                true
-            }
-            _ => false,
-        };
-        let tls = tls
-            .map(|raw| resolve_listen_tls(cx, raw, &format!("server.listen[{i}]")))
-            .transpose()?;
-        listen.push(ListenConfig {
-            addr,
-            tls,
-            https_redirect,
-            access,
-            max_connections_per_ip,
-            proxy_protocol,
-        });
+        listen.push(resolved);
     }
     Ok(listen)
+}
+
+/// One listen entry, `"ip:port"` or a table, at `key` (`server.listen[i]`
+/// or `tcp[i].listen`).
+pub(super) fn resolve_listen_entry(
+    cx: &Cx<'_>,
+    entry: &Spanned<ListenEntry>,
+    key: &str,
+) -> Result<ListenConfig, ConfigError> {
+    let (text, span, addr_key, tls, table) = match entry.get_ref() {
+        ListenEntry::Addr(text) => (text.as_str(), entry.span(), key.to_owned(), None, None),
+        ListenEntry::Table(table) => (
+            table.addr.get_ref().as_str(),
+            table.addr.span(),
+            format!("{key}.addr"),
+            table.tls.as_ref(),
+            Some(table),
+        ),
+    };
+    let (access, max_connections_per_ip) = match table {
+        None => (None, None),
+        Some(t) => (
+            super::edge::access_rules(cx, &t.allow, &t.deny, key)?,
+            super::edge::connections_per_ip(
+                cx,
+                &t.max_connections_per_ip,
+                &format!("{key}.max_connections_per_ip"),
+            )?,
+        ),
+    };
+    let proxy_protocol = match table.and_then(|t| t.proxy_protocol.as_ref()) {
+        Some(raw) => resolve_proxy_accept(cx, raw, &format!("{key}.proxy_protocol"))?,
+        None => None,
+    };
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        let kind = Kind::InvalidAddress {
+            value: text.to_owned(),
+        };
+        cx.at(span.clone(), addr_key.clone(), kind)
+    })?;
+    let https_redirect = match table.and_then(|t| t.https_redirect.as_ref()) {
+        Some(flag) if *flag.get_ref() => {
+            if tls.is_some() {
+                let kind = Kind::InvalidValue(
+                    "https_redirect is for a plain HTTP listener; this one is TLS".to_owned(),
+                );
+                return Err(cx.at(flag.span(), format!("{key}.https_redirect"), kind));
+            }
+            true
+        }
+        _ => false,
+    };
+    let tls = tls
+        .map(|raw| resolve_listen_tls(cx, raw, key))
+        .transpose()?;
+    Ok(ListenConfig {
+        addr,
+        tls,
+        https_redirect,
+        access,
+        max_connections_per_ip,
+        proxy_protocol,
+    })
 }
 
 /// A listener's `proxy_protocol` table: `None` when `accept = false`.

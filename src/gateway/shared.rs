@@ -38,6 +38,9 @@ pub struct Shared {
     rate: OnceLock<Box<[AtomicU64]>>,
     conns: OnceLock<Box<[AtomicU32]>>,
     rate_limited: OnceLock<Box<[AtomicU64]>>,
+    /// The `[[tcp]]` listeners' counters (also process-wide, kept across
+    /// reloads by listener name).
+    pub tcp: crate::tcp::stats::TcpStats,
 }
 
 impl Default for Shared {
@@ -57,6 +60,7 @@ impl Shared {
             rate: OnceLock::new(),
             conns: OnceLock::new(),
             rate_limited: OnceLock::new(),
+            tcp: crate::tcp::stats::TcpStats::default(),
         }
     }
 

@@ -21,7 +21,9 @@
 //! - `exchange`: attempts and retries of one request;
 //! - `proxy_header`: a listener's PROXY protocol header, before the first
 //!   request (and before a TLS handshake);
-//! - `session`: the request loop and its stages, top to bottom.
+//! - `session`: the request loop and its stages, top to bottom;
+//! - `tcp`: a `[[tcp]]` listener's session (SNI, connect with retries,
+//!   the relay of `tunnel`), beside the HTTP pipeline.
 //!
 //! Invariants: a response head goes to the client only once the whole
 //! upstream head is valid, so every upstream failure before that point
@@ -41,6 +43,7 @@ mod proxy_header;
 mod reject_log;
 mod relay;
 mod session;
+mod tcp;
 mod tunnel;
 mod worker;
 

@@ -62,7 +62,7 @@ impl Attempt {
     }
 }
 
-fn log_changes(backend: SocketAddr, changes: Changes) {
+pub(super) fn log_changes(backend: SocketAddr, changes: Changes) {
     if !changes.is_empty() {
         tracing::warn!(%backend, "backend state changed: {changes}");
     }

@@ -1,19 +1,27 @@
-//! The byte tunnel after a `101 Switching Protocols`.
+//! The byte tunnel after a `101 Switching Protocols`, and the relay of a
+//! `[[tcp]]` session (`relay`).
 //!
 //! Two pumps run side by side on the same task. End of stream in one
 //! direction is passed on as a half-close (after a TLS close_notify on a
-//! TLS side), so protocols that half-close still work; an error or idle
-//! timeout in either direction shuts both sockets down, which completes
-//! the other pump's pending read.
+//! TLS side), so protocols that half-close still work; an error in either
+//! direction shuts both sockets down, which completes the other pump's
+//! pending read. The idle timeout is the session's, not an op's: a third
+//! future watches the time of the last byte either way, and only when
+//! neither direction moved for that long does it shut both sockets down.
+//! So a stream that flows one way (a download, server push) is never cut
+//! because the other way is quiet, and no op carries a kernel deadline
+//! (a deadline's cancel would take every op on that descriptor, the other
+//! pump's write included).
 //!
 //! Either side may be TLS: its session sits in a `RefCell` shared by the
 //! two pumps (one decrypts what it reads, the other encrypts what it
 //! writes); no borrow is held across an op, and only the writing pump
 //! writes to a socket, so records never interleave.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::Shutdown;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use crate::io::{Conn, Tls, Transport};
 use crate::metrics::WorkerMetrics;
@@ -21,9 +29,82 @@ use crate::metrics::WorkerMetrics;
 use super::client::Client;
 
 /// One end of the tunnel.
-struct Side<'a> {
-    conn: &'a Conn,
-    tls: Option<&'a RefCell<Box<Tls>>>,
+pub(super) struct Side<'a> {
+    pub conn: &'a Conn,
+    pub tls: Option<&'a RefCell<Box<Tls>>>,
+}
+
+/// What a relay shares between its pumps and its idle watch.
+pub(super) struct Flow<'a> {
+    /// When the last byte moved either way.
+    last: Cell<Instant>,
+    /// Live byte counters to add each direction's payload to as it moves
+    /// (client to upstream, upstream to client), if any.
+    counters: Option<(&'a AtomicU64, &'a AtomicU64)>,
+}
+
+impl<'a> Flow<'a> {
+    pub fn new(counters: Option<(&'a AtomicU64, &'a AtomicU64)>) -> Flow<'a> {
+        Flow {
+            last: Cell::new(Instant::now()),
+            counters,
+        }
+    }
+
+    fn moved(&self, toward_upstream: bool, bytes: usize) {
+        self.last.set(Instant::now());
+        if let Some((up, down)) = self.counters {
+            let counter = if toward_upstream { up } else { down };
+            counter.fetch_add(bytes as u64, Relaxed);
+        }
+    }
+}
+
+/// Relays `client` and `upstream` both ways until both directions ended,
+/// or neither moved a byte for `idle`; the leftovers are what each side
+/// sent before the relay began (they go first). Returns the payload
+/// bytes delivered to the upstream and to the client.
+pub(super) async fn relay(
+    client: Side<'_>,
+    upstream: Side<'_>,
+    leftovers: (Vec<u8>, Vec<u8>),
+    size: usize,
+    idle: Duration,
+    flow: &Flow<'_>,
+) -> (u64, u64) {
+    let (client_conn, upstream_conn) = (client.conn, upstream.conn);
+    let client_again = Side {
+        conn: client.conn,
+        tls: client.tls,
+    };
+    let upstream_again = Side {
+        conn: upstream.conn,
+        tls: upstream.tls,
+    };
+    let to_upstream = pump(client, upstream, leftovers.0, size, flow, true);
+    let to_client = pump(upstream_again, client_again, leftovers.1, size, flow, false);
+    let both = async { tokio::join!(to_upstream, to_client) };
+    tokio::pin!(both);
+    tokio::select! {
+        biased;
+        done = &mut both => done,
+        () = idle_watch(flow, idle, [client_conn, upstream_conn]) => both.await,
+    }
+}
+
+/// Returns once neither direction moved for `idle`, having shut both
+/// sockets down (which ends the pumps' pending ops).
+async fn idle_watch(flow: &Flow<'_>, idle: Duration, conns: [&Conn; 2]) {
+    loop {
+        let quiet = flow.last.get().elapsed();
+        if quiet >= idle {
+            for conn in conns {
+                conn.shutdown(Shutdown::Both);
+            }
+            return;
+        }
+        tokio::time::sleep(idle - quiet).await;
+    }
 }
 
 /// Runs the tunnel between `client` and `upstream` until both directions
@@ -43,29 +124,24 @@ pub(super) async fn run(
     let client_tls = client.transport.take_tls().map(RefCell::new);
     let upstream_tls = upstream_tls.map(RefCell::new);
     let client_conn = client.transport.conn();
-    let client_side = || Side {
+    let client_side = Side {
         conn: client_conn,
         tls: client_tls.as_ref(),
     };
-    let upstream_side = || Side {
+    let upstream_side = Side {
         conn: &upstream,
         tls: upstream_tls.as_ref(),
     };
-    let to_upstream = pump(
-        client_side(),
-        upstream_side(),
-        client_leftover,
+    let flow = Flow::new(None);
+    let (up, down) = relay(
+        client_side,
+        upstream_side,
+        (client_leftover, upstream_leftover),
         size,
         timeout,
-    );
-    let to_client = pump(
-        upstream_side(),
-        client_side(),
-        upstream_leftover,
-        size,
-        timeout,
-    );
-    let (up, down) = tokio::join!(to_upstream, to_client);
+        &flow,
+    )
+    .await;
     upstream.shutdown(Shutdown::Both);
     client_conn.shutdown(Shutdown::Both);
     // Counted once the tunnel ends, like the access log line it goes into;
@@ -87,7 +163,8 @@ async fn pump(
     to: Side<'_>,
     mut buf: Vec<u8>,
     size: usize,
-    timeout: Duration,
+    flow: &Flow<'_>,
+    toward_upstream: bool,
 ) -> u64 {
     let mut delivered = 0u64;
     buf.reserve(size.saturating_sub(buf.len()));
@@ -98,7 +175,7 @@ async fn pump(
             let res = match to.tls {
                 None => {
                     let len = buf.len();
-                    let (res, back) = to.conn.write_all(buf, 0..len, Some(timeout)).await;
+                    let (res, back) = to.conn.write_all(buf, 0..len, None).await;
                     buf = back;
                     res
                 }
@@ -109,7 +186,7 @@ async fn pump(
                         Err(e) => Err(e),
                         Ok(()) => {
                             let len = out.len();
-                            let (res, back) = to.conn.write_all(out, 0..len, Some(timeout)).await;
+                            let (res, back) = to.conn.write_all(out, 0..len, None).await;
                             out = back;
                             res
                         }
@@ -119,18 +196,19 @@ async fn pump(
             if res.is_err() {
                 break;
             }
+            flow.moved(toward_upstream, buf.len());
             delivered += buf.len() as u64;
             buf.clear();
         }
         let read = match from.tls {
             None => {
-                let (res, back) = from.conn.read(buf, Some(timeout)).await;
+                let (res, back) = from.conn.read(buf, None).await;
                 buf = back;
                 res.map(|n| (n, n == 0))
             }
             Some(tls) => {
                 cipher.clear();
-                let (res, back) = from.conn.read(cipher, Some(timeout)).await;
+                let (res, back) = from.conn.read(cipher, None).await;
                 cipher = back;
                 match res {
                     Ok(n) => tls.borrow_mut().decrypt(&cipher[..n], &mut buf),
@@ -145,19 +223,20 @@ async fn pump(
                     let len = buf.len();
                     let data = std::mem::take(&mut buf);
                     let (res, _) = match to.tls {
-                        None => to.conn.write_all(data, 0..len, Some(timeout)).await,
+                        None => to.conn.write_all(data, 0..len, None).await,
                         Some(tls) => {
                             out.clear();
                             let _ = tls.borrow_mut().encrypt(&data, &mut out);
                             let len = out.len();
                             to.conn
-                                .write_all(std::mem::take(&mut out), 0..len, Some(timeout))
+                                .write_all(std::mem::take(&mut out), 0..len, None)
                                 .await
                         }
                     };
                     if res.is_err() {
                         break;
                     }
+                    flow.moved(toward_upstream, len);
                     delivered += len as u64;
                 }
                 if let Some(tls) = to.tls {
@@ -166,7 +245,7 @@ async fn pump(
                     let len = out.len();
                     let _ = to
                         .conn
-                        .write_all(std::mem::take(&mut out), 0..len, Some(timeout))
+                        .write_all(std::mem::take(&mut out), 0..len, None)
                         .await;
                 }
                 to.conn.shutdown(Shutdown::Write);

@@ -58,6 +58,14 @@ pub(super) struct UpstreamRt {
     pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
+/// One `[[tcp]]` listener as a worker sees it (same index as
+/// `Config::tcp`): its counters, shared by every worker and generation.
+pub(super) struct TcpRt {
+    pub stats: Arc<crate::tcp::stats::ListenerStats>,
+    /// Sessions relayed, per upstream index this listener may choose.
+    pub connections: Vec<(usize, Arc<std::sync::atomic::AtomicU64>)>,
+}
+
 /// A worker's upstreams (balancing state, retry budgets) and its retry
 /// jitter: what the exchange works on, and no more of the worker.
 pub(super) struct Upstreams {
@@ -163,6 +171,8 @@ pub struct Worker {
     pub(super) zones: Arc<Zones>,
     pub(super) routes: RouteTable,
     pub(super) upstreams: Upstreams,
+    /// The `[[tcp]]` listeners, in config order.
+    pub(super) tcp: Vec<TcpRt>,
     pub(super) connector: Connector,
     pub(super) filters: Filters,
     pub(super) buffers: Buffers,
@@ -230,8 +240,28 @@ impl Worker {
                 send_proxy: up.send_proxy_protocol,
             });
         }
+        let tcp = config
+            .tcp
+            .iter()
+            .map(|t| {
+                let stats = shared.tcp.listener(&t.name);
+                let mut chosen: Vec<usize> = t
+                    .upstream
+                    .into_iter()
+                    .chain(t.sni_routes.upstreams())
+                    .collect();
+                chosen.sort_unstable();
+                chosen.dedup();
+                let connections = chosen
+                    .into_iter()
+                    .map(|u| (u, stats.connections(&config.upstreams[u].name)))
+                    .collect();
+                TcpRt { stats, connections }
+            })
+            .collect();
         let buffer_size = config.server.buffer_size;
         Worker {
+            tcp,
             routes: RouteTable::from_config(&config),
             limits: http::Limits {
                 max_head_bytes: config.server.max_head_bytes,
@@ -404,7 +434,11 @@ impl Worker {
         listener: SocketAddr,
     ) -> Option<[Option<ConnGuard>; 2]> {
         let server = &self.config.server;
-        let listen = server.listen.iter().find(|l| l.addr == listener);
+        let listen = server
+            .listen
+            .iter()
+            .chain(self.config.tcp.iter().map(|t| &t.listen))
+            .find(|l| l.addr == listener);
         if listen
             .and_then(|l| l.access.as_deref())
             .is_some_and(|rules| !rules.permits(peer))

@@ -67,9 +67,16 @@ pub(super) fn plan(
     handed: &mut Vec<Handed>,
 ) -> Result<(Vec<Bound>, Vec<Vec<ListenerUpdate>>), StartError> {
     let backlog = config.server.backlog.get();
-    let mut bound = Vec::with_capacity(config.server.listen.len());
+    let mut bound = Vec::with_capacity(config.server.listen.len() + config.tcp.len());
     let mut per_worker: Vec<Vec<ListenerUpdate>> = (0..workers).map(|_| Vec::new()).collect();
-    for listen in &config.server.listen {
+    // HTTP and `[[tcp]]` listeners alike: the accept loop asks the
+    // config which one an address is, at each accept.
+    let every_listener = config
+        .server
+        .listen
+        .iter()
+        .chain(config.tcp.iter().map(|t| &t.listen));
+    for listen in every_listener {
         let addr = listen.addr;
         let kept = running.iter().find(|b| b.configured == addr);
         let tls = match (&listen.tls, kept.and_then(|k| k.tls.as_ref())) {

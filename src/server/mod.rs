@@ -516,6 +516,7 @@ fn admin_hooks(
             let (_, states, ..) = current();
             let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
             shared.render_metrics(&mut text);
+            shared.tcp.render(&mut text);
             let zones = lock(&live).zones.clone();
             metrics::prometheus::render_cache(&zones, &mut text);
             let statuses = reloader.discovery_statuses();
@@ -1006,12 +1007,18 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
         }
         match listener.accept_within(accepting.poll).await {
             Ok(conn) => {
+                let worker = accepting.current.borrow().clone();
+                // A `[[tcp]]` listener, as the newest config says.
+                let tcp = worker
+                    .config()
+                    .tcp
+                    .iter()
+                    .position(|t| t.listen.addr == endpoint.configured);
                 let Some(permit) = permit else {
-                    let tls = endpoint.tls.borrow().is_some();
-                    reject_over_limit(conn, tls, &accepting);
+                    let answer = endpoint.tls.borrow().is_none() && tcp.is_none();
+                    reject_over_limit(conn, answer, &accepting);
                     continue;
                 };
-                let worker = accepting.current.borrow().clone();
                 let tls = endpoint.tls.borrow().clone();
                 let removed = endpoint.removed.clone();
                 let configured = endpoint.configured;
@@ -1022,10 +1029,16 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                         None => Some(conn.peer_addr()),
                         Some(accept) => worker.accept_proxy_header(&conn, &accept).await,
                     };
-                    if let Some(client_addr) = client_addr {
-                        worker
-                            .serve(conn, client_addr, tls, configured, removed)
-                            .await;
+                    match (client_addr, tcp) {
+                        (None, _) => {}
+                        (Some(client_addr), Some(index)) => {
+                            worker.serve_tcp(conn, client_addr, configured, index).await;
+                        }
+                        (Some(client_addr), None) => {
+                            worker
+                                .serve(conn, client_addr, tls, configured, removed)
+                                .await;
+                        }
                     }
                     drop(permit);
                 });
@@ -1063,15 +1076,16 @@ const OVERLOADED_503: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
     Content-Type: text/plain\r\nContent-Length: 51\r\nConnection: close\r\n\r\n\
     503 Service Unavailable: proxy at max_connections\r\n";
 
-/// Answers a connection over the limit: 503 and close for plain HTTP, a
-/// close for TLS (no handshake is spent on it). Bounded: at most
-/// [`MAX_CONCURRENT_REJECTIONS`] at once, each within about 2 s.
-fn reject_over_limit(conn: io::Conn, tls: bool, accepting: &Accepting) {
+/// Answers a connection over the limit: 503 and close for plain HTTP
+/// (`answer`), a close for TLS (no handshake is spent on it) and for a
+/// `[[tcp]]` listener (its protocol is not ours to answer in). Bounded: at
+/// most [`MAX_CONCURRENT_REJECTIONS`] at once, each within about 2 s.
+fn reject_over_limit(conn: io::Conn, answer: bool, accepting: &Accepting) {
     accepting.current.borrow().metrics.overload_rejections.inc();
     let Ok(budget) = accepting.rejecting.clone().try_acquire_owned() else {
         return;
     };
-    if tls {
+    if !answer {
         return;
     }
     io::spawn(async move {

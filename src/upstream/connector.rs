@@ -205,6 +205,13 @@ impl Connector {
         };
         self.metrics.pool_stale.add(stale as u64);
         self.metrics.pool_misses.inc();
+        self.connect_new(target).await
+    }
+
+    /// A new connection to `target`, never from the pool (a `[[tcp]]`
+    /// session's, or a pool miss): connect, the PROXY header, the TLS
+    /// handshake, all within `connect_timeout`.
+    pub async fn connect_new(&self, target: &Target) -> Result<UpstreamConn, ConnectError> {
         let tls = self.tls.get(target.upstream).and_then(Option::as_ref);
         let mut preamble = Vec::new();
         if let Some((version, client, destination)) = target.send_proxy {

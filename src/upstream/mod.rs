@@ -532,6 +532,24 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// [`Admission::finish`], but the backend keeps counting one more in
+    /// flight until the returned guard drops: a `[[tcp]]` session is judged
+    /// by its connect (health, breaker, probe slot given back at once) and
+    /// then stays open for `least_connections` to see.
+    pub fn finish_holding(
+        self,
+        outcome: Outcome,
+        latency: Duration,
+        now: u64,
+    ) -> (Changes, InFlightGuard) {
+        // Taken before `finish`'s drop gives the admission's count back.
+        self.state.in_flight.fetch_add(1, Relaxed);
+        let guard = InFlightGuard(self.state.clone());
+        (self.finish(outcome, latency, now), guard)
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Relaxed);

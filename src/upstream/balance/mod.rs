@@ -222,6 +222,16 @@ impl Picker {
         request_key(&self.key, head, client_ip)
     }
 
+    /// The key of a connection from `client_ip` without a request (a
+    /// `[[tcp]]` session): `ip_hash` and `consistent_hash` hash the client
+    /// address, whatever `hash_key` says; other strategies take none.
+    pub fn connection_key(&self, client_ip: IpAddr) -> Option<u64> {
+        match self.key {
+            KeyRule::Hash(_) | KeyRule::ClientIp => Some(hash::ip_key(client_ip)),
+            KeyRule::None | KeyRule::Cookie(_) => None,
+        }
+    }
+
     /// [`pick_and_admit`] with this upstream's balancer and panic mode;
     /// the pick carries the sticky cookie to set, if any.
     pub fn pick_and_admit(
