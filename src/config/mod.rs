@@ -155,6 +155,8 @@ pub const RETRY_BUFFER_RANGE: RangeInclusive<u64> = 0..=16 * 1024 * 1024;
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5);
 /// Default `upstreams.NAME.discovery.min_interval`.
 pub const DEFAULT_DISCOVERY_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The longest `server.drain_delay`.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(300);
 /// Most `upstreams.NAME.discovery.resolvers`.
 pub const MAX_DISCOVERY_RESOLVERS: usize = 8;
 /// Most backends one discovery answer contributes; the rest are dropped
@@ -271,6 +273,11 @@ pub struct ServerConfig {
     /// requests may take to finish before the process exits anyway.
     /// Default `"30s"`.
     pub shutdown_timeout: Duration,
+    /// `drain_delay`: on SIGTERM or SIGQUIT, how long `/healthz` answers
+    /// 503 while the listeners still accept, before the stop proper, so
+    /// a balancer in front takes the host out before any connection is
+    /// refused (HAProxy's `grace`). Default 0: stop accepting at once.
+    pub drain_delay: Duration,
     /// `access_log`: `{ path = "...", format = "combined" | "json" }`.
     /// Absent: no access log.
     pub access_log: Option<AccessLogConfig>,

@@ -64,6 +64,7 @@ pub(super) struct RawServer {
     pub tunnel_timeout: Option<Spanned<HumanDuration>>,
     pub send_timeout: Option<Spanned<HumanDuration>>,
     pub shutdown_timeout: Option<Spanned<HumanDuration>>,
+    pub drain_delay: Option<Spanned<HumanDuration>>,
     pub access_log: Option<RawAccessLog>,
     pub upgrade_socket: Option<Spanned<String>>,
     pub trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,

@@ -300,6 +300,14 @@ fn resolve_server(
             "server.shutdown_timeout",
             DEFAULT_SHUTDOWN_TIMEOUT,
         )?,
+        drain_delay: match &raw.drain_delay {
+            None => Duration::ZERO,
+            Some(d) if d.get_ref().0 <= MAX_DRAIN_DELAY => d.get_ref().0,
+            Some(d) => {
+                let message = format!("at most {}", humantime::format_duration(MAX_DRAIN_DELAY));
+                return Err(cx.invalid(d.span(), "server.drain_delay", message));
+            }
+        },
         access_log: raw
             .access_log
             .as_ref()

@@ -92,7 +92,7 @@ pub(super) fn resolve_tcp(
         let key = format!("tcp[{i}]");
         let table = entry.get_ref();
         let listen_key = format!("{key}.listen");
-        let listen = super::resolve::resolve_listen_entry(cx, &table.listen, &listen_key)?;
+        // Before the entry is resolved: a `tls` table's files are read then.
         if let ListenEntry::Table(t) = table.listen.get_ref() {
             let refused = t
                 .tls
@@ -116,6 +116,7 @@ pub(super) fn resolve_tcp(
                 ));
             }
         }
+        let listen = super::resolve::resolve_listen_entry(cx, &table.listen, &listen_key)?;
         let taken = http_listen
             .iter()
             .chain(out.iter().map(|t| &t.listen))

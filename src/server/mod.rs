@@ -453,7 +453,20 @@ impl Server {
             tracing::debug!(error = %e, "sd_notify STOPPING failed");
         }
         // The running config's: a reload may have changed it.
-        let shutdown_timeout = lock(&self.reloader.live).config.server.shutdown_timeout;
+        let (shutdown_timeout, drain_delay) = {
+            let live = lock(&self.reloader.live);
+            (
+                live.config.server.shutdown_timeout,
+                live.config.server.drain_delay,
+            )
+        };
+        // After a takeover the new process accepts: nothing to wait for.
+        if !drain_delay.is_zero() && !self.handed_over() {
+            // `/healthz` says 503 already; the listeners still accept until
+            // the balancer in front has seen it.
+            tracing::info!(delay = ?drain_delay, "draining: /healthz answers 503; still accepting for drain_delay");
+            std::thread::sleep(drain_delay);
+        }
         tracing::info!(timeout = ?shutdown_timeout, "draining: no new connections");
         // After a handover the workers already stopped accepting (and must
         // not shut the shared sockets down now).

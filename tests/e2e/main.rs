@@ -41,6 +41,7 @@ mod shutdown;
 mod startup;
 mod status_page;
 mod takeover;
+mod tcp;
 mod timeouts;
 mod tls;
 mod upgrade;

@@ -6,7 +6,7 @@
 use std::fs;
 use std::net::TcpStream;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::admin::admin;
 use crate::backend::{Backend, Reply, Resp};
@@ -57,7 +57,6 @@ fn sigterm_finishes_in_flight_requests_closes_idle_ones_and_exits_zero() {
     assert!(wait_until(WAIT, || backend.request_count() >= 9));
 
     proxy.signal("TERM");
-    let signalled = Instant::now();
     assert!(
         wait_until(Duration::from_secs(2), || admin(&proxy, "GET", "/healthz")
             .status
@@ -72,10 +71,11 @@ fn sigterm_finishes_in_flight_requests_closes_idle_ones_and_exits_zero() {
     );
     // The idle connection is closed without a response.
     idle.assert_closed();
+    // ...before the requests in flight (800 ms at the backend) finished:
+    // it was not left to wait for them.
     assert!(
-        signalled.elapsed() < Duration::from_millis(700),
-        "idle connection closed only after {:?}",
-        signalled.elapsed()
+        clients.iter().all(|c| !c.is_finished()),
+        "the idle connection closed only after the in-flight requests"
     );
 
     for c in clients {
@@ -123,17 +123,12 @@ fn sigquit_stops_waiting_at_shutdown_timeout() {
         c.wire.read_to_eof().map(|rest| rest.len())
     });
     assert!(wait_until(WAIT, || backend.request_count() >= 1));
-    let signalled = Instant::now();
     proxy.signal("QUIT");
     let status = proxy.wait_for_exit();
     assert_eq!(status.code(), Some(0), "{status}\n{}", proxy.stderr());
-    assert!(
-        signalled.elapsed() < Duration::from_secs(4),
-        "exit took {:?} with shutdown_timeout = 300ms",
-        signalled.elapsed()
-    );
-    // The cut request's connection ends with the process.
-    let _ = client.join().unwrap();
+    // The cut request's connection ends with the process, before the
+    // backend (6 s) answered: no response reached the client.
+    assert_eq!(client.join().unwrap().ok(), Some(0));
     assert!(proxy.stderr().contains("shutdown_timeout reached"));
 }
 
@@ -148,9 +143,34 @@ fn sigint_still_exits_at_once() {
         c.wire.read_to_eof().map(|rest| rest.len())
     });
     assert!(wait_until(WAIT, || backend.request_count() >= 1));
-    let signalled = Instant::now();
     proxy.signal("INT");
     assert_eq!(proxy.wait_for_exit().code(), Some(0));
-    assert!(signalled.elapsed() < Duration::from_secs(2));
-    let _ = client.join().unwrap();
+    // Cut at once: the backend (6 s) had not answered.
+    assert_eq!(client.join().unwrap().ok(), Some(0));
+}
+
+#[test]
+fn drain_delay_keeps_accepting_while_healthz_says_503() {
+    let backend = slow_backend(Duration::from_millis(10));
+    let proxy = Proxy::builder()
+        .admin()
+        .server("drain_delay = \"3s\"")
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    proxy.signal("TERM");
+    assert!(
+        wait_until(WAIT, || admin(&proxy, "GET", "/healthz").status == 503),
+        "/healthz did not turn 503"
+    );
+    // The balancer in front is told; new connections are still served.
+    let r = Client::connect(proxy.addr).roundtrip(&get("/fast"));
+    assert_eq!(r.status, 200);
+    assert!(proxy.try_status().is_none());
+    // Then the stop proper.
+    assert!(
+        wait_until(WAIT, || TcpStream::connect(proxy.addr).is_err()),
+        "still accepting after the drain delay"
+    );
+    assert_eq!(proxy.wait_for_exit().code(), Some(0));
+    assert!(proxy.stderr().contains("still accepting for drain_delay"));
 }
