@@ -1057,6 +1057,34 @@ impl Config {
                 r.path_prefix
             );
         }
+        if !self.tcp.is_empty() {
+            let _ = writeln!(out, "tcp:");
+        }
+        for t in &self.tcp {
+            let upstream = t.upstream.map_or("-", |u| self.upstreams[u].name.as_str());
+            let sni = if t.sni_routes.is_empty() {
+                String::new()
+            } else {
+                let routes: Vec<String> = t
+                    .sni_routes
+                    .upstreams()
+                    .map(|u| self.upstreams[u].name.clone())
+                    .collect();
+                format!(" (sni_routes to {})", routes.join(","))
+            };
+            let proxy = if t.listen.proxy_protocol.is_some() {
+                " (proxy_protocol)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                out,
+                "  {} {}{proxy}{sni} -> {upstream}, idle {}",
+                t.name,
+                t.listen.addr,
+                humantime::format_duration(t.idle_timeout)
+            );
+        }
         if let Some(log) = &s.access_log {
             let format = match log.format {
                 AccessLogFormat::Combined => "combined",
