@@ -935,6 +935,16 @@ pub fn status_json<B: BackendView>(
             "local": info.listening.get(i).map(|a| a.to_string()),
             "tls": l.tls.is_some(),
         })).collect::<Vec<_>>(),
+        // `listening` holds the HTTP listeners' addresses, then these.
+        "tcp": config.tcp.iter().enumerate().map(|(i, t)| json!({
+            "name": t.name,
+            "addr": t.listen.addr.to_string(),
+            "local": info.listening.get(config.server.listen.len() + i).map(|a| a.to_string()),
+            "upstream": t.upstream.map(|u| config.upstreams[u].name.clone()),
+            "sni_routes": t.sni_routes.upstreams().count(),
+            "proxy_protocol": t.listen.proxy_protocol.is_some(),
+            "idle_timeout_secs": t.idle_timeout.as_secs_f64(),
+        })).collect::<Vec<_>>(),
         "upstreams": upstreams,
         "counters": {
             "connections_accepted": t.connections_accepted,

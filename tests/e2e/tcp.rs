@@ -558,6 +558,11 @@ fn a_reload_adds_and_removes_tcp_listeners_and_open_sessions_drain() {
     open.write_all(b"old\n").unwrap();
     open.read_exact(&mut line).unwrap();
     assert_eq!(&line, b"old\n");
+    let status = crate::admin::status(&proxy);
+    assert_eq!(status["tcp"].as_array().map(Vec::len), Some(1), "{status}");
+    assert_eq!(status["tcp"][0]["name"], "two");
+    assert_eq!(status["tcp"][0]["local"], second.to_string());
+    assert_eq!(status["tcp"][0]["upstream"], "app");
     let text = metrics_text(&proxy);
     assert!(
         text.contains("ringlb_tcp_connections_open{listener=\"one\"} 1"),
