@@ -128,76 +128,56 @@ impl TcpStats {
         if all.is_empty() {
             return;
         }
-        let label = |value: &str| {
-            let mut s = String::new();
-            escape_label(value, &mut s);
-            s
-        };
-        family(
-            out,
-            "ringlb_tcp_connections_total",
-            "counter",
-            "TCP sessions relayed to a backend, by [[tcp]] listener and upstream.",
-        );
-        for l in &all {
-            let listener = label(&l.name);
-            for (upstream, count) in lock(&l.connections).iter() {
-                let _ = writeln!(
-                    out,
-                    "ringlb_tcp_connections_total{{listener=\"{listener}\",upstream=\"{}\"}} {}",
-                    label(upstream),
-                    count.load(Relaxed)
-                );
-            }
-        }
-        family(
-            out,
-            "ringlb_tcp_refused_total",
-            "counter",
-            "TCP sessions closed without a backend, by listener and reason.",
-        );
-        for l in &all {
-            let listener = label(&l.name);
-            for end in SessionEnd::REFUSALS {
-                let _ = writeln!(
-                    out,
-                    "ringlb_tcp_refused_total{{listener=\"{listener}\",reason=\"{}\"}} {}",
-                    end.as_str(),
-                    l.refused(end)
-                );
-            }
-        }
-        family(
-            out,
-            "ringlb_tcp_connections_open",
-            "gauge",
-            "TCP sessions open now, by listener.",
-        );
-        for l in &all {
-            let _ = writeln!(
-                out,
-                "ringlb_tcp_connections_open{{listener=\"{}\"}} {}",
-                label(&l.name),
-                l.open.load(Relaxed)
-            );
-        }
-        family(
-            out,
-            "ringlb_tcp_bytes_total",
-            "counter",
-            "Payload bytes relayed by [[tcp]] listeners: direction from_client (to the backend) or to_client.",
-        );
-        for l in &all {
-            let listener = label(&l.name);
-            for (direction, value) in [
-                ("from_client", &l.from_clients),
-                ("to_client", &l.to_clients),
-            ] {
-                let _ = writeln!(
-                    out,
-                    "ringlb_tcp_bytes_total{{listener=\"{listener}\",direction=\"{direction}\"}} {}",
-                    value.load(Relaxed)
-                );
+        // (name, type, help, each listener's samples as (more labels, value))
+        type Samples = fn(&ListenerStats) -> Vec<(String, u64)>;
+        let families: [(&str, &str, &str, Samples); 4] = [
+            (
+                "ringlb_tcp_connections_total",
+                "counter",
+                "TCP sessions relayed to a backend, by [[tcp]] listener and upstream.",
+                |l| {
+                    let all = lock(&l.connections);
+                    all.iter()
+                        .map(|(up, n)| (format!(",upstream=\"{}\"", label(up)), n.load(Relaxed)))
+                        .collect()
+                },
+            ),
+            (
+                "ringlb_tcp_refused_total",
+                "counter",
+                "TCP sessions closed without a backend, by listener and reason.",
+                |l| {
+                    SessionEnd::REFUSALS
+                        .iter()
+                        .map(|end| (format!(",reason=\"{}\"", end.as_str()), l.refused(*end)))
+                        .collect()
+                },
+            ),
+            (
+                "ringlb_tcp_connections_open",
+                "gauge",
+                "TCP sessions open now, by listener.",
+                |l| vec![(String::new(), l.open.load(Relaxed))],
+            ),
+            (
+                "ringlb_tcp_bytes_total",
+                "counter",
+                "Payload bytes relayed by [[tcp]] listeners: direction from_client (to the backend) or to_client.",
+                |l| {
+                    vec![
+                        (",direction=\"from_client\"".into(), l.from_clients.load(Relaxed)),
+                        (",direction=\"to_client\"".into(), l.to_clients.load(Relaxed)),
+                    ]
+                },
+            ),
+        ];
+        for (name, kind, help, samples) in families {
+            family(out, name, kind, help);
+            for l in &all {
+                let listener = label(&l.name);
+                for (more, value) in samples(l) {
+                    let _ = writeln!(out, "{name}{{listener=\"{listener}\"{more}}} {value}");
+                }
             }
         }
         family(
@@ -230,6 +210,13 @@ impl TcpStats {
             );
         }
     }
+}
+
+/// An escaped label value.
+fn label(value: &str) -> String {
+    let mut s = String::new();
+    escape_label(value, &mut s);
+    s
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -803,20 +803,27 @@ pub fn strip_ansi(text: &str) -> String {
 /// Runs `ringlb check` on `text`, written to `dir/bad.toml`: it must exit 1
 /// and name `{path}{want}` (file:line:col: key: ...). Returns its output.
 pub fn check_rejects(dir: &TempDir, text: &str, want: &str) -> String {
+    let (p, all) = check_fails(dir, text);
+    assert!(
+        all.contains(&format!("{p}{want}")),
+        "want {p}{want:?} in:\n{all}\nfor:\n{text}"
+    );
+    all
+}
+
+/// Runs `ringlb check` on `text`, written to `dir/bad.toml`, and asserts
+/// that it exits 1; returns the file's path and the output.
+pub fn check_fails(dir: &TempDir, text: &str) -> (String, String) {
     let path = dir.write("bad.toml", text);
-    let p = path.to_str().unwrap();
-    let out = run_bin(&["check", "--config", p], &[]);
+    let p = path.to_str().unwrap().to_string();
+    let out = run_bin(&["check", "--config", &p], &[]);
     let all = strip_ansi(&format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     ));
     assert_eq!(out.status.code(), Some(1), "{text}\n{all}");
-    assert!(
-        all.contains(&format!("{p}{want}")),
-        "want {p}{want:?} in:\n{all}\nfor:\n{text}"
-    );
-    all
+    (p, all)
 }
 
 pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::admin::{admin, parse_prometheus};
-use crate::harness::{free_port, wait_until, Proxy, ProxyBuilder, TempDir, WAIT};
+use crate::harness::{check_fails, free_port, wait_until, Proxy, ProxyBuilder, TempDir, WAIT};
 use crate::reload::rewrite;
 
 /// A raw TCP server on loopback: each connection handled by `handle` on
@@ -670,18 +670,10 @@ fn check_names_the_key_of_a_bad_tcp_table() {
         ),
         ("[[tcp]]\nlisten = \"127.0.0.1:18081\"\nupstream = \"app\"\nport = 1", "tcp", "port"),
     ] {
-        let text = format!("{base}{tcp}\n");
-        let path = dir.write("bad.toml", &text);
-        let out = crate::harness::run_bin(&["check", "--config", path.to_str().unwrap()], &[]);
-        let all = crate::harness::strip_ansi(&format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-        assert_eq!(out.status.code(), Some(1), "{text}\n{all}");
+        let (path, all) = check_fails(&dir, &format!("{base}{tcp}\n"));
         let line = all
             .lines()
-            .find(|l| l.starts_with(path.to_str().unwrap()))
+            .find(|l| l.starts_with(&path))
             .unwrap_or_else(|| panic!("no line naming the file in:\n{all}"));
         // file:line:col: key: message
         let after_location = line.splitn(4, ':').nth(3).unwrap_or("");
