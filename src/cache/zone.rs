@@ -216,46 +216,49 @@ impl Zone {
     {
         let mut waited = false;
         loop {
-            let found = match self.store.get(primary) {
-                Some(Slot::Object(o)) => Found::Object(o),
+            // The key whose fetch a miss leads or waits for: the primary
+            // key, or a `Vary` variant's key (each variant is coalesced on
+            // its own).
+            let missing: Vec<u8> = match self.store.get(primary) {
+                Some(Slot::Object(o)) => return self.found(Found::Object(o), waited),
                 Some(Slot::Vary(vary)) => match variant_key(primary, &vary, headers.clone()) {
                     Some(vk) => match self.store.get(&vk[..]) {
-                        Some(Slot::Object(o)) => Found::Object(o),
-                        // This variant is fetched and stored beside the
-                        // others, without coalescing.
-                        _ => Found::Pass,
+                        Some(Slot::Object(o)) => return self.found(Found::Object(o), waited),
+                        _ => vk,
                     },
-                    None => Found::Pass,
+                    None => return Found::Pass,
                 },
-                Some(Slot::Pass(until)) if Instant::now() < until => Found::Pass,
-                Some(Slot::Pass(_)) | None => {
-                    if waited {
-                        // The leader gave up without storing (or a pass
-                        // ran out): fetch it ourselves, without leading, so
-                        // that waiters do not queue one after another.
+                Some(Slot::Pass(until)) if Instant::now() < until => return Found::Pass,
+                Some(Slot::Pass(_)) | None => primary.to_vec(),
+            };
+            if waited {
+                // The leader gave up without storing (or a pass ran out):
+                // fetch it ourselves, without leading, so that waiters do
+                // not queue one after another.
+                return Found::Pass;
+            }
+            match self.lead_or_join(&missing) {
+                Ok(leader) => return Found::Lead(leader),
+                Err(notified) => {
+                    waited = true;
+                    // The wait is in memory, not an io_uring op, so
+                    // dropping it at the bound loses nothing.
+                    #[allow(clippy::disallowed_methods)]
+                    let woke = tokio::time::timeout(wait, notified).await;
+                    if woke.is_err() {
                         return Found::Pass;
                     }
-                    match self.lead_or_join(primary) {
-                        Ok(leader) => return Found::Lead(leader),
-                        Err(notified) => {
-                            waited = true;
-                            // The wait is in memory, not an io_uring op, so
-                            // dropping it at the bound loses nothing.
-                            #[allow(clippy::disallowed_methods)]
-                            let woke = tokio::time::timeout(wait, notified).await;
-                            if woke.is_err() {
-                                return Found::Pass;
-                            }
-                            continue;
-                        }
-                    }
                 }
-            };
-            if waited && matches!(found, Found::Object(_)) {
-                self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
             }
-            return found;
         }
+    }
+
+    /// `found`, counted as coalesced when the request waited for it.
+    fn found(&self, found: Found, waited: bool) -> Found {
+        if waited && matches!(found, Found::Object(_)) {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+        }
+        found
     }
 
     /// Waits up to `wait` for the fetch of `key` that another request
@@ -343,10 +346,14 @@ impl Zone {
     }
 
     /// Marks `primary` as not storable for [`PASS_FOR`], releasing the
-    /// requests that wait for it.
+    /// requests that wait for it. A `Vary` variant's leader only releases
+    /// its waiters: the key's marker and its other variants stay.
     pub fn pass(&self, leader: Option<Leader>, primary: &[u8]) {
-        self.store
-            .insert(primary.to_vec(), Slot::Pass(Instant::now() + PASS_FOR));
+        let variant = leader.as_ref().is_some_and(|l| l.key != primary);
+        if !variant {
+            self.store
+                .insert(primary.to_vec(), Slot::Pass(Instant::now() + PASS_FOR));
+        }
         // Waiters wake now and find the pass.
         drop(leader);
     }

@@ -485,3 +485,39 @@ fn purge_method_from_trusted_proxies_only() {
     // The backend never saw a PURGE.
     assert!(backend.proxied().iter().all(|r| r.method == "GET"));
 }
+
+#[test]
+fn concurrent_misses_of_a_new_vary_variant_make_one_backend_request() {
+    let backend = Backend::start(|req: &Request| {
+        let coding = req.headers_named("accept-encoding").join(",");
+        Resp::new(200)
+            .header("Cache-Control", "max-age=600")
+            .header("Vary", "Accept-Encoding")
+            .body(format!("for {coding}"))
+            .delay(Duration::from_millis(300))
+            .into()
+    });
+    let proxy = caching_proxy(&backend, "");
+    let first = get(&proxy, "/v", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(first.body_str(), "for gzip");
+    // The key is known, with one variant; 20 concurrent requests for a new
+    // one make one fetch, the others wait for it.
+    let addr = proxy.addr;
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = crate::client::Client::connect(addr);
+                c.roundtrip(&request("GET", "/v", &[("Accept-Encoding", "br")], b""))
+            })
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().body_str(), "for br");
+    }
+    assert_eq!(backend.proxied_count(), 2, "one fetch per variant");
+    let again = get(&proxy, "/v", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(
+        (cache_status(&again), again.body_str().as_str()),
+        ("HIT", "for gzip")
+    );
+}

@@ -78,13 +78,12 @@ fn variants_are_kept_apart() {
             panic!("a miss leads");
         };
         zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
-        // The other variant is not there: fetched without a leader, then
-        // stored beside the first.
-        assert!(matches!(
-            zone.lookup(key, br.clone(), Duration::from_secs(1)).await,
-            Found::Pass
-        ));
-        zone.fill(None, key, br.clone(), Arc::new(varied("b")));
+        // The other variant is not there: its fetch is led on its own,
+        // then stored beside the first.
+        let Found::Lead(leader) = zone.lookup(key, br.clone(), Duration::from_secs(1)).await else {
+            panic!("a missing variant leads its fetch");
+        };
+        zone.fill(Some(leader), key, br.clone(), Arc::new(varied("b")));
         let g = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await;
         assert_eq!(body(g).as_deref(), Some(&b"g"[..]));
         let b = zone.lookup(key, br.clone(), Duration::from_secs(1)).await;
@@ -287,4 +286,51 @@ fn purge_by_url_url_prefix_path_prefix_and_all() {
     assert_eq!(zone.entries(), 1);
     assert_eq!(zone.purge(&Purge::All), 1);
     assert_eq!(zone.stats.invalidations.load(Ordering::Relaxed), 5);
+}
+
+#[test]
+fn concurrent_misses_of_a_new_variant_make_one_fetch() {
+    rt().block_on(async {
+        let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
+        let key = b"GET http://a/x";
+        let gzip = h(&[("Accept-Encoding", "gzip")]);
+        let br = h(&[("Accept-Encoding", "br")]);
+        let zstd = h(&[("Accept-Encoding", "zstd")]);
+        let Found::Lead(leader) = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await
+        else {
+            panic!("a miss leads");
+        };
+        zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
+
+        // A second request for the new variant waits for the first's fetch.
+        let Found::Lead(leader) = zone.lookup(key, br.clone(), Duration::from_secs(1)).await else {
+            panic!("the first miss of a variant leads");
+        };
+        let waiter = zone.lookup(key, br.clone(), Duration::from_secs(5));
+        let filler = async {
+            tokio::task::yield_now().await;
+            zone.fill(Some(leader), key, br.clone(), Arc::new(varied("b")));
+        };
+        let (found, ()) = tokio::join!(waiter, filler);
+        assert_eq!(body(found).as_deref(), Some(&b"b"[..]));
+        assert_eq!(zone.stats.coalesced.load(Ordering::Relaxed), 1);
+
+        // A variant whose response may not be stored releases its waiters
+        // (they fetch for themselves) and hides no other variant.
+        let Found::Lead(leader) = zone.lookup(key, zstd.clone(), Duration::from_secs(1)).await
+        else {
+            panic!("the first miss of a variant leads");
+        };
+        let waiter = zone.lookup(key, zstd.clone(), Duration::from_secs(5));
+        let passer = async {
+            tokio::task::yield_now().await;
+            zone.pass(Some(leader), key);
+        };
+        let (found, ()) = tokio::join!(waiter, passer);
+        assert!(matches!(found, Found::Pass));
+        let g = zone.lookup(key, gzip, Duration::from_secs(1)).await;
+        assert_eq!(body(g).as_deref(), Some(&b"g"[..]));
+        let b = zone.lookup(key, br, Duration::from_secs(1)).await;
+        assert_eq!(body(b).as_deref(), Some(&b"b"[..]));
+    });
 }
