@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use subtle::ConstantTimeEq;
 
-use crate::config::{AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
+use crate::config::{AdminAuth, AdminConfig, AdminToken, HtpasswdUser};
+use crate::gateway::Cidr;
 
 /// The header a browser's state-changing request must carry.
 pub const BROWSER_HEADER: &str = "x-ringlb-admin";
@@ -104,7 +105,7 @@ pub enum FailureLog {
 /// The checks of one `[admin]` config. A reload makes a new one (and so
 /// forgets the cache and the failure counts).
 pub struct Guard {
-    allow: Vec<IpNet>,
+    allow: Vec<Cidr>,
     hosts: Vec<String>,
     auth: AdminAuth,
     users: Vec<HtpasswdUser>,
@@ -453,7 +454,7 @@ mod tests {
     #[test]
     fn allow_list() {
         let mut config = AdminConfig::plain("0.0.0.0:9090".parse().unwrap());
-        config.allow = vec![IpNet::parse("10.0.0.0/8").unwrap()];
+        config.allow = vec![Cidr::parse("10.0.0.0/8").unwrap()];
         let g = Guard::new(&config);
         let hs = h(&[("host", "localhost")]);
         let mut hd = head("GET", "/healthz", &hs);

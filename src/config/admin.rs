@@ -12,8 +12,9 @@
 //!   `insecure_no_auth = true`;
 //! - every user entry is a bcrypt hash; the token is not empty.
 
+use crate::gateway::Cidr;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use toml::Spanned;
@@ -37,7 +38,7 @@ pub struct AdminConfig {
     /// `auth`: which requests need a credential.
     pub auth: AdminAuth,
     /// `allow`: source networks; empty means every source.
-    pub allow: Vec<IpNet>,
+    pub allow: Vec<Cidr>,
     /// `hosts`: more names the `Host` header may carry (lowercase, no
     /// port), beside the listener's own address and `localhost`.
     pub hosts: Vec<String>,
@@ -94,91 +95,6 @@ pub struct AdminToken(pub String);
 impl fmt::Debug for AdminToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-/// An IP network `addr/prefix` (a bare address is a /32 or /128).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// Parses `"10.0.0.0/8"`, `"::1/128"` or a bare address. Host bits
-    /// set below the prefix are an error: they usually mean a typo.
-    pub fn parse(text: &str) -> Result<IpNet, String> {
-        let (ip, prefix) = match text.split_once('/') {
-            Some((ip, p)) => (ip, Some(p)),
-            None => (text, None),
-        };
-        let addr: IpAddr = ip
-            .parse()
-            .map_err(|_| format!("invalid network {text:?}: expected \"ip/prefix\""))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix =
-            match prefix {
-                None => max,
-                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
-                    format!("invalid prefix length in {text:?}: expected 0..={max}")
-                })?,
-            };
-        let net = IpNet { addr, prefix };
-        if net.network_bits(addr) != bits(addr) {
-            return Err(format!(
-                "{text:?} has host bits set below /{prefix}; did you mean {}/{prefix}?",
-                net.network()
-            ));
-        }
-        Ok(net)
-    }
-
-    fn mask(&self) -> u128 {
-        let width = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == 0 {
-            0
-        } else {
-            (u128::MAX << (width - u32::from(self.prefix))) & width_mask(width)
-        }
-    }
-
-    fn network_bits(&self, ip: IpAddr) -> u128 {
-        bits(ip) & self.mask()
-    }
-
-    fn network(&self) -> IpAddr {
-        let b = self.network_bits(self.addr);
-        match self.addr {
-            IpAddr::V4(_) => IpAddr::from((b as u32).to_be_bytes()),
-            IpAddr::V6(_) => IpAddr::from(b.to_be_bytes()),
-        }
-    }
-
-    /// Whether `ip` is inside; an IPv4-mapped IPv6 address counts as IPv4.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = ip.to_canonical();
-        ip.is_ipv4() == self.addr.is_ipv4() && self.network_bits(ip) == bits(self.addr)
-    }
-}
-
-fn width_mask(width: u32) -> u128 {
-    if width == 128 {
-        u128::MAX
-    } else {
-        (1u128 << width) - 1
-    }
-}
-
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
-    }
-}
-
-impl fmt::Display for IpNet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
     }
 }
 
@@ -379,7 +295,7 @@ pub(super) fn ip_nets(
     cx: &Cx<'_>,
     list: Option<&Spanned<Vec<Spanned<String>>>>,
     key: &str,
-) -> Result<Vec<IpNet>, ConfigError> {
+) -> Result<Vec<Cidr>, ConfigError> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
@@ -387,7 +303,7 @@ pub(super) fn ip_nets(
         .iter()
         .enumerate()
         .map(|(i, net)| {
-            IpNet::parse(net.get_ref()).map_err(|message| {
+            Cidr::parse(net.get_ref()).map_err(|message| {
                 cx.at(
                     net.span(),
                     format!("{key}[{i}]"),
@@ -404,28 +320,28 @@ mod tests {
 
     #[test]
     fn networks() {
-        let net = IpNet::parse("10.0.0.0/8").unwrap();
+        let net = Cidr::parse("10.0.0.0/8").unwrap();
         assert!(net.contains("10.1.2.3".parse().unwrap()));
         assert!(net.contains("::ffff:10.1.2.3".parse().unwrap()));
         assert!(!net.contains("11.0.0.1".parse().unwrap()));
         assert!(!net.contains("::1".parse().unwrap()));
-        let one = IpNet::parse("127.0.0.1").unwrap();
+        let one = Cidr::parse("127.0.0.1").unwrap();
         assert_eq!(one.to_string(), "127.0.0.1/32");
         assert!(one.contains("127.0.0.1".parse().unwrap()));
         assert!(!one.contains("127.0.0.2".parse().unwrap()));
-        let all = IpNet::parse("0.0.0.0/0").unwrap();
+        let all = Cidr::parse("0.0.0.0/0").unwrap();
         assert!(all.contains("8.8.8.8".parse().unwrap()));
-        let v6 = IpNet::parse("fd00::/8").unwrap();
+        let v6 = Cidr::parse("fd00::/8").unwrap();
         assert!(v6.contains("fd12::1".parse().unwrap()));
         assert!(!v6.contains("fe80::1".parse().unwrap()));
-        assert!(IpNet::parse("::1/128")
+        assert!(Cidr::parse("::1/128")
             .unwrap()
             .contains("::1".parse().unwrap()));
-        assert!(IpNet::parse("10.0.0.1/8")
+        assert!(Cidr::parse("10.0.0.1/8")
             .unwrap_err()
             .contains("did you mean 10.0.0.0/8"));
-        assert!(IpNet::parse("10.0.0.0/33").is_err());
-        assert!(IpNet::parse("ten/8").is_err());
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("ten/8").is_err());
     }
 
     #[test]

@@ -43,11 +43,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::gateway::{
-    AccessRules, CidrList, Compress, Cors, ErrorPages, HeaderEdits, RateLimit, Redirect, Rewrite,
-    RouteMatch,
+    AccessRules, Cidr, CidrList, Compress, Cors, ErrorPages, HeaderEdits, RateLimit, Redirect,
+    Rewrite, RouteMatch,
 };
 pub use crate::tls::{CertKeyPaths, TlsListenConfig};
-pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser, IpNet};
+pub use admin::{parse_htpasswd, AdminAuth, AdminConfig, AdminToken, HtpasswdUser};
 pub use cache::{parse_size, CacheZoneConfig, RouteCache};
 pub use error::{ConfigError, ConfigErrorKind, Location};
 pub use tcp::{TcpConfig, DEFAULT_CLIENT_HELLO_TIMEOUT, DEFAULT_TCP_IDLE_TIMEOUT};
@@ -340,7 +340,7 @@ pub const DEFAULT_PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct ProxyProtocolAccept {
     /// `trusted`: the networks the L4 tier connects from; required and
     /// non-empty. A connection from elsewhere is closed unread.
-    pub trusted: Vec<IpNet>,
+    pub trusted: Vec<Cidr>,
     /// `timeout`: the header's read deadline (slowloris). Default 3 s.
     pub timeout: Duration,
 }
@@ -1101,7 +1101,7 @@ impl Config {
                 AdminAuth::All => notes.push("credentials for all but /healthz".to_owned()),
             }
             if !admin.allow.is_empty() {
-                let nets: Vec<String> = admin.allow.iter().map(IpNet::to_string).collect();
+                let nets: Vec<String> = admin.allow.iter().map(Cidr::to_string).collect();
                 notes.push(format!("allow {}", nets.join(", ")));
             }
             if notes.is_empty() {

@@ -71,6 +71,12 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 /// `::ffff:a.b.c.d` as `a.b.c.d`; everything else as it is.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
