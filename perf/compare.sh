@@ -7,12 +7,15 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle gzip gateway cached cached-big"] [--record]
+#                        [--scenarios "small big close many tls idle gzip tcp tcp-big gateway cached cached-big"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
-#                    in the same rounds (an A/B of a change; plain HTTP only)
+#                    in the same rounds (an A/B of a change; plain HTTP, and
+#                    the tcp scenarios on a [[tcp]] listener of their own)
 #   IDLE_CONNS=N     connections in the idle scenario (default 10000)
+#   NGINX_STREAM_MODULE=PATH  nginx's stream module for the tcp scenarios
+#                    (default /usr/lib/nginx/modules/ngx_stream_module.so)
 #
 # Scenarios: small (keep-alive, 12 B), big (64 KiB), close (a new connection
 # per request), many (1,000 connections), tls (keep-alive over TLS; the limit
@@ -31,7 +34,14 @@
 # sending Accept-Encoding: gzip: ringlb `compress` on a /gz/ route, nginx
 # `gzip on` with `gzip_comp_level 5`, HAProxy `compression algo gzip`, whose
 # libslz has no levels (about zlib's level 1); the origin and the limit
-# cannot compress and sit it out).
+# cannot compress and sit it out),
+# tcp and tcp-big (L4: keep-alive HTTP, 12 B and 64 KiB, relayed as raw
+# bytes without parsing: ringlb `[[tcp]]` on 17032, nginx `stream {}` on
+# 17012, HAProxy `mode tcp` on 17022, each to the origin, with a 30 s idle
+# timeout and no logging; the limit relays on its usual port and the origin
+# is measured directly; the listeners are configured only when a tcp
+# scenario is asked for, so an older ringlb without `[[tcp]]` can still run
+# the others).
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
@@ -43,7 +53,7 @@ BENCH=${BENCH_CONFIGS:-$ROOT/../shared/bench}
 ROUNDS=3
 DURATION=10
 WORKERS=$(nproc)
-SCENARIOS="small big close many tls idle gzip"
+SCENARIOS="small big close many tls idle gzip tcp"
 RECORD=0
 WRK_THREADS=${WRK_THREADS:-2}
 
@@ -54,7 +64,7 @@ while [ $# -gt 0 ]; do
         --workers) WORKERS=$2; shift 2 ;;
         --scenarios) SCENARIOS=$2; shift 2 ;;
         --record) RECORD=1; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -157,6 +167,46 @@ path_prefix = "/gz/"
 upstream = "origin"
 compress = { algorithms = ["gzip"], types = ["text/plain"], min_length = 1024, level = { gzip = 5 } }
 TOML
+# The tcp scenarios: an L4 listener in each proxy that relays raw bytes to
+# the origin, with the same timeouts (5 s connect, 30 s idle; ringlb's
+# connect_timeout is the origin upstream's 3 s default) and no logging.
+TCP=0
+[[ " $SCENARIOS " == *" tcp "* || " $SCENARIOS " == *" tcp-big "* ]] && TCP=1
+if [ "$TCP" = 1 ]; then
+    cat >> "$W/ringlb.toml" <<'TOML'
+
+# The tcp scenarios (added by compare.sh when they run): raw TCP to the origin.
+[[tcp]]
+listen = "127.0.0.1:17032"
+upstream = "origin"
+idle_timeout = "30s"
+TOML
+    # Debian builds nginx's stream module as a dynamic module.
+    if nginx -V 2>&1 | grep -qE -- '--with-stream( |$)'; then
+        :   # built in
+    else
+        NGINX_STREAM_MODULE=${NGINX_STREAM_MODULE:-/usr/lib/nginx/modules/ngx_stream_module.so}
+        [ -f "$NGINX_STREAM_MODULE" ] || {
+            echo "the tcp scenarios need nginx's stream module, $NGINX_STREAM_MODULE is missing (Debian/Ubuntu: apt-get install -y libnginx-mod-stream, or set NGINX_STREAM_MODULE)" >&2
+            exit 1
+        }
+        sed -i "1i load_module $NGINX_STREAM_MODULE;" "$W/proxy.nginx.conf"
+    fi
+    cat >> "$W/proxy.nginx.conf" <<'NGINX'
+# The tcp scenarios (added by compare.sh): raw TCP to the origin.
+stream {
+    access_log off;
+    server {
+        listen 127.0.0.1:17012 reuseport backlog=4096;
+        proxy_pass 127.0.0.1:17001;
+        proxy_connect_timeout 5s;
+        proxy_timeout 30s;
+    }
+}
+NGINX
+    # Its timeouts are the defaults section's: connect 5s, client and server 30s.
+    printf 'listen tcp\n    mode tcp\n    bind 127.0.0.1:17022\n    server o1 127.0.0.1:17001\n' >> "$W/proxy.haproxy.cfg"
+fi
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -171,13 +221,26 @@ RB_SHARED=1 RB_BUF=65536 RB_NBUF=1024 "$LIMIT" --listen 127.0.0.1:17040 --backen
 declare -A PORT=([origin]=17001 [nginx]=17010 [haproxy]=17020 [ringlb]=17030 [limit]=17040)
 declare -A TLS_PORT=([origin]="" [nginx]=17011 [haproxy]=17021 [ringlb]=17031 [limit]="")
 declare -A PROC=([origin]="" [nginx]=$NGINX_PID [haproxy]=$HAPROXY_PID [ringlb]=$RINGLB_PID [limit]=$LIMIT_PID)
+# The tcp scenarios' ports: the limit relays bytes on its one port, and the
+# origin is measured directly.
+declare -A TCP_PORT=([origin]=17001 [nginx]=17012 [haproxy]=17022 [ringlb]=17032 [limit]=17040)
+[ "$TCP" = 1 ] || TCP_PORT=([origin]="" [nginx]="" [haproxy]="" [ringlb]="" [limit]="")
 TARGETS="origin nginx haproxy ringlb limit"
 port=17050
 for also in ${RINGLB_ALSO:-}; do
     name=ringlb-${also%%=*}
-    sed "s#127.0.0.1:17030#127.0.0.1:$port#; s#, { addr = \"127.0.0.1:17031\".*\]#]#" "$W/ringlb.toml" > "$W/$name.toml"
+    tcp_port=$((port + 100))
+    sed "s#127.0.0.1:17030#127.0.0.1:$port#; s#, { addr = \"127.0.0.1:17031\".*\]#]#; s#^listen = \"127.0.0.1:17032\"#listen = \"127.0.0.1:$tcp_port\"#" \
+        "$W/ringlb.toml" > "$W/$name.toml"
+    # ringlb's listeners set SO_REUSEPORT: a port left as it was would be
+    # shared with ringlb without an error, and both measured as one.
+    if grep -q '127\.0\.0\.1:1703[0-9]' "$W/$name.toml"; then
+        echo "could not move $name off ringlb's ports: $(grep -n '127\.0\.0\.1:1703[0-9]' "$W/$name.toml")" >&2
+        exit 1
+    fi
     "${also#*=}" --config "$W/$name.toml" 2>"$W/logs/$name.err" & PIDS+=($!)
     PORT[$name]=$port; TLS_PORT[$name]=""; PROC[$name]=$!
+    TCP_PORT[$name]=""; [ "$TCP" = 1 ] && TCP_PORT[$name]=$tcp_port
     TARGETS="$TARGETS $name"
     port=$((port + 1))
 done
@@ -187,13 +250,29 @@ printf 'wrk.headers["Origin"] = "https://app.example.com"\n' > "$W/origin.lua"
 printf 'wrk.headers["Connection"] = "close"\n' > "$W/connection-close.lua"
 # The origin and the limit cannot compress: they sit the gzip scenario out.
 gzip_sits_out() { [ "$1" = origin ] || [ "$1" = limit ]; }
+# A target without a port for the scenario (TLS, TCP) sits it out.
+sits_out() {
+    case "$2" in
+        tls) [ -z "${TLS_PORT[$1]}" ] ;;
+        tcp|tcp-big) [ -z "${TCP_PORT[$1]}" ] ;;
+        gzip) gzip_sits_out "$1" ;;
+        *) return 1 ;;
+    esac
+}
 
-for t in $TARGETS; do
+# Waits up to 5 s for a target to answer /small on a port.
+answers_small() {
     for _ in $(seq 50); do
-        curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/small" && break
+        curl -fs -o /dev/null "http://127.0.0.1:$1/small" && return 0
         sleep 0.1
     done
-    curl -fs -o /dev/null "http://127.0.0.1:${PORT[$t]}/small" || { echo "$t did not come up" >&2; exit 1; }
+    curl -fs -o /dev/null "http://127.0.0.1:$1/small"
+}
+for t in $TARGETS; do
+    answers_small "${PORT[$t]}" || { echo "$t did not come up" >&2; exit 1; }
+    if [ -n "${TCP_PORT[$t]}" ]; then
+        answers_small "${TCP_PORT[$t]}" || { echo "$t does not relay TCP on 127.0.0.1:${TCP_PORT[$t]} (GET /small through it failed)" >&2; exit 1; }
+    fi
 done
 # The gzip scenario measures compression only if every proxy compresses.
 if [[ " $SCENARIOS " == *" gzip "* ]]; then
@@ -231,6 +310,8 @@ scenario_args() {
         cached) echo "-c 64 http://127.0.0.1:PORT/cached/small" ;;
         cached-big) echo "-c 64 http://127.0.0.1:PORT/cached/big" ;;
         gzip) echo "-c 64 -s $W/accept-gzip.lua http://127.0.0.1:PORT/gz/json" ;;
+        tcp) echo "-c 64 http://127.0.0.1:TCPPORT/small" ;;
+        tcp-big) echo "-c 64 http://127.0.0.1:TCPPORT/big" ;;
         *) echo "unknown scenario $1" >&2; exit 2 ;;
     esac
 }
@@ -304,7 +385,7 @@ run_idle() {
 # One wrk run; prints "rps p99_ms requests errors cpu_seconds bytes_per_request".
 run_wrk() {
     local target=$1 scenario=$2 args before after out
-    args=$(scenario_args "$scenario" | sed "s/TLSPORT/${TLS_PORT[$target]}/; s/PORT/${PORT[$target]}/")
+    args=$(scenario_args "$scenario" | sed "s/TLSPORT/${TLS_PORT[$target]}/; s/TCPPORT/${TCP_PORT[$target]}/; s/PORT/${PORT[$target]}/")
     before=$(cpu_ticks "${PROC[$target]}")
     # shellcheck disable=SC2086
     out=$(wrk -t "$WRK_THREADS" -d "${DURATION}s" --latency $args 2>&1)
@@ -339,9 +420,7 @@ for round in $(seq "$ROUNDS"); do
         order=$TARGETS
         [ $((round % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | tr '\n' ' ')
         for target in $order; do
-            # The origin serves plain HTTP only.
-            [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
-            [ "$scenario" = gzip ] && gzip_sits_out "$target" && continue
+            sits_out "$target" "$scenario" && continue
             if [ "$scenario" = idle ]; then
                 [ "$target" = origin ] && continue
                 line=$(run_idle "$target")
@@ -370,8 +449,7 @@ TABLE=$W/table.md
         [ "$scenario" = idle ] && continue
         declare -A RPS=() EFF=()
         for target in $TARGETS; do
-            [ "$scenario" = tls ] && [ -z "${TLS_PORT[$target]}" ] && continue
-            [ "$scenario" = gzip ] && gzip_sits_out "$target" && continue
+            sits_out "$target" "$scenario" && continue
             rps=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $3 }' "$RAW" | median)
             p99=$(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { print $4 }' "$RAW" | median)
             read -r reqs errs cpu < <(awk -v s="$scenario" -v t="$target" '$1 == s && $2 == t { r += $5; e += $6; c += $7 } END { print r + 0, e + 0, c + 0 }' "$RAW")
