@@ -13,6 +13,12 @@
 //! (a deadline's cancel would take every op on that descriptor, the other
 //! pump's write included).
 //!
+//! Why read and write rather than `splice`: a spike (branch `splice`,
+//! perf/RESULTS.md 2026-12-04T15:10Z) relayed through a pipe with
+//! `IORING_OP_SPLICE`; io_uring runs every splice on an io-wq kernel thread,
+//! and it lost on 12 B and on 64 KiB, 0.56 and 0.70 of the copy's requests
+//! per CPU-second.
+//!
 //! Either side may be TLS: its session sits in a `RefCell` shared by the
 //! two pumps (one decrypts what it reads, the other encrypts what it
 //! writes); no borrow is held across an op, and only the writing pump
