@@ -215,23 +215,25 @@ pub struct WorkerLog {
 impl WorkerLog {
     /// Formats one line into the buffer; hands the buffer over when full.
     pub fn log(&mut self, entry: &Entry<'_>) {
-        match self.format {
-            AccessLogFormat::Combined => format_combined(entry, &mut self.buf),
-            AccessLogFormat::Json => format_json(entry, &mut self.buf),
-        }
-        self.lines += 1;
-        self.oldest.get_or_insert_with(Instant::now);
-        if self.buf.len() >= FLUSH_BYTES {
-            self.flush();
-        }
+        let format = match self.format {
+            AccessLogFormat::Combined => format_combined,
+            AccessLogFormat::Json => format_json,
+        };
+        format(entry, &mut self.buf);
+        self.line_added();
     }
 
     /// Formats one `[[tcp]]` session's line into the buffer.
     pub fn log_tcp(&mut self, entry: &TcpEntry<'_>) {
-        match self.format {
-            AccessLogFormat::Combined => format_tcp_combined(entry, &mut self.buf),
-            AccessLogFormat::Json => format_tcp_json(entry, &mut self.buf),
-        }
+        let format = match self.format {
+            AccessLogFormat::Combined => format_tcp_combined,
+            AccessLogFormat::Json => format_tcp_json,
+        };
+        format(entry, &mut self.buf);
+        self.line_added();
+    }
+
+    fn line_added(&mut self) {
         self.lines += 1;
         self.oldest.get_or_insert_with(Instant::now);
         if self.buf.len() >= FLUSH_BYTES {
