@@ -240,17 +240,21 @@ fn served_by(proxy: &Proxy, n: usize) -> BTreeMap<String, usize> {
     seen
 }
 
-fn srv_proxy(dns: &Dnsmasq, extra: &[&str]) -> Proxy {
-    let discovery = discovery_line(
-        dns,
-        &format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\""),
-    );
+/// A proxy with an admin listener whose upstream `app` has only
+/// discovered backends: `discovery = { resolvers = [dns], KEYS }`, then
+/// the `extra` lines of the upstream.
+fn discovering(dns: &Dnsmasq, keys: &str, extra: &[&str]) -> crate::harness::ProxyBuilder {
+    let discovery = discovery_line(dns, keys);
     let mut lines = vec![discovery.as_str()];
     lines.extend_from_slice(extra);
     Proxy::builder()
         .admin()
         .upstream("app", &[] as &[SocketAddr], &lines)
-        .start()
+}
+
+fn srv_proxy(dns: &Dnsmasq, extra: &[&str]) -> Proxy {
+    let keys = format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\"");
+    discovering(dns, &keys, extra).start()
 }
 
 #[test]
@@ -429,17 +433,11 @@ fn two_address_backends() -> (Backend, Backend) {
 fn a_ttl_shorter_than_interval_brings_the_next_question_sooner() {
     let (a, b) = two_address_backends();
     let dns = Dnsmasq::start(&[("127.0.0.2", "app.ringlb.test")], &[], 1);
-    let discovery = discovery_line(
-        &dns,
-        &format!(
-            "dns = \"app.{ZONE}\", port = {}, interval = \"1h\", min_interval = \"1s\"",
-            a.addr.port()
-        ),
+    let keys = format!(
+        "dns = \"app.{ZONE}\", port = {}, interval = \"1h\", min_interval = \"1s\"",
+        a.addr.port()
     );
-    let proxy = Proxy::builder()
-        .admin()
-        .upstream("app", &[] as &[SocketAddr], &[&discovery])
-        .start();
+    let proxy = discovering(&dns, &keys, &[]).start();
     assert_eq!(discovered(&proxy, "app"), set_of(&[(&a, 1)]));
     dns.set_hosts(&[
         ("127.0.0.2", "app.ringlb.test"),
@@ -454,19 +452,11 @@ fn a_ttl_shorter_than_interval_brings_the_next_question_sooner() {
 fn two_proxies_fed_one_name_converge_on_one_set() {
     let (a, b) = two_address_backends();
     let dns = Dnsmasq::start(&[("127.0.0.2", "app.ringlb.test")], &[], 0);
-    let discovery = discovery_line(
-        &dns,
-        &format!(
-            "dns = \"app.{ZONE}\", port = {}, interval = \"1s\", min_interval = \"500ms\"",
-            a.addr.port()
-        ),
+    let keys = format!(
+        "dns = \"app.{ZONE}\", port = {}, interval = \"1s\", min_interval = \"500ms\"",
+        a.addr.port()
     );
-    let start = || {
-        Proxy::builder()
-            .admin()
-            .upstream("app", &[] as &[SocketAddr], &[&discovery])
-            .start()
-    };
+    let start = || discovering(&dns, &keys, &[]).start();
     let (one, two) = (start(), start());
     for p in [&one, &two] {
         assert_eq!(discovered(p, "app"), set_of(&[(&a, 1)]));
@@ -549,17 +539,11 @@ fn an_unresolvable_name_stops_the_start_and_check_resolves_only_when_asked() {
 fn allow_empty_starts_with_503_until_the_name_resolves() {
     let (a, _b) = two_address_backends();
     let dns = Dnsmasq::start(&[("127.0.0.9", "other.ringlb.test")], &[], 0);
-    let discovery = discovery_line(
-        &dns,
-        &format!(
+    let keys = format!(
             "dns = \"app.{ZONE}\", port = {}, interval = \"1s\", min_interval = \"500ms\", allow_empty = true",
             a.addr.port()
-        ),
-    );
-    let proxy = Proxy::builder()
-        .admin()
-        .upstream("app", &[] as &[SocketAddr], &[&discovery])
-        .start();
+        );
+    let proxy = discovering(&dns, &keys, &[]).start();
     assert!(discovered(&proxy, "app").is_empty());
     assert_eq!(proxy.client().roundtrip(&get("/")).status, 503);
     dns.set_hosts(&[("127.0.0.2", "app.ringlb.test")]);
@@ -625,15 +609,8 @@ fn a_backend_that_stays_keeps_its_drain_pool_and_counters_across_a_change() {
         weight: 1,
     };
     let mut dns = Dnsmasq::start(&hosts, &[srv("a", &a), srv("b", &b)], 300);
-    let discovery = discovery_line(
-        &dns,
-        &format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\""),
-    );
-    let proxy = Proxy::builder()
-        .admin()
-        .workers(1)
-        .upstream("app", &[] as &[SocketAddr], &[&discovery])
-        .start();
+    let keys = format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\"");
+    let proxy = discovering(&dns, &keys, &[]).workers(1).start();
     let drain = format!("/backends/app/{}/drain", a.addr);
     assert_eq!(crate::admin::admin(&proxy, "POST", &drain).status, 200);
     let seen = served_by(&proxy, 4);
