@@ -49,6 +49,15 @@ struct Srv<'a> {
     weight: u16,
 }
 
+/// An SRV record for `target` at `backend`'s port.
+fn srv_of<'a>(target: &'a str, backend: &Backend, weight: u16) -> Srv<'a> {
+    Srv {
+        target,
+        port: backend.addr.port(),
+        weight,
+    }
+}
+
 /// A dnsmasq answering for [`ZONE`] from files this test rewrites.
 struct Dnsmasq {
     dir: TempDir,
@@ -265,11 +274,7 @@ fn srv_records_added_removed_and_reweighted_under_load_lose_no_request() {
         Backend::named("c"),
     );
     let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test c.ringlb.test")];
-    let srv = |t, b: &Backend, weight| Srv {
-        target: t,
-        port: b.addr.port(),
-        weight,
-    };
+    let srv = srv_of;
     let mut dns = Dnsmasq::start(&hosts, &[srv("a", &a, 1), srv("b", &b, 1)], 300);
     let proxy = srv_proxy(&dns, &["strategy = \"weighted_round_robin\""]);
     converge(&proxy, "app", &set_of(&[(&a, 1), (&b, 1)]));
@@ -306,18 +311,7 @@ fn srv_records_added_removed_and_reweighted_under_load_lose_no_request() {
 fn srv_weights_drive_weighted_round_robin() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test")];
-    let srv = [
-        Srv {
-            target: "a",
-            port: a.addr.port(),
-            weight: 1,
-        },
-        Srv {
-            target: "b",
-            port: b.addr.port(),
-            weight: 3,
-        },
-    ];
+    let srv = [srv_of("a", &a, 1), srv_of("b", &b, 3)];
     let dns = Dnsmasq::start(&hosts, &srv, 300);
     let discovery = discovery_line(&dns, &format!("dns = \"_http._tcp.{ZONE}\""));
     let proxy = Proxy::builder()
@@ -339,18 +333,7 @@ fn srv_weights_drive_weighted_round_robin() {
 fn a_consul_style_service_name_is_asked_for_srv() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test")];
-    let srv = [
-        Srv {
-            target: "a",
-            port: a.addr.port(),
-            weight: 1,
-        },
-        Srv {
-            target: "b",
-            port: b.addr.port(),
-            weight: 1,
-        },
-    ];
+    let srv = [srv_of("a", &a, 1), srv_of("b", &b, 1)];
     // As Consul's DNS interface serves a service: SRV at NAME.service.consul.
     let dns = Dnsmasq::start_srv_as("web.service.consul", &hosts, &srv, 0);
     let discovery = discovery_line(&dns, "dns = \"web.service.consul\"");
@@ -371,18 +354,7 @@ fn a_consul_style_service_name_is_asked_for_srv() {
 fn a_failing_or_empty_answer_keeps_the_last_set_and_is_counted() {
     let (a, b) = (Backend::named("a"), Backend::named("b"));
     let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test")];
-    let srv = [
-        Srv {
-            target: "a",
-            port: a.addr.port(),
-            weight: 1,
-        },
-        Srv {
-            target: "b",
-            port: b.addr.port(),
-            weight: 1,
-        },
-    ];
+    let srv = [srv_of("a", &a, 1), srv_of("b", &b, 1)];
     let mut dns = Dnsmasq::start(&hosts, &srv, 300);
     let proxy = srv_proxy(&dns, &[]);
     let want = set_of(&[(&a, 1), (&b, 1)]);
@@ -603,11 +575,7 @@ fn a_backend_that_stays_keeps_its_drain_pool_and_counters_across_a_change() {
         Backend::named("c"),
     );
     let hosts = [("127.0.0.1", "a.ringlb.test b.ringlb.test c.ringlb.test")];
-    let srv = |t, b: &Backend| Srv {
-        target: t,
-        port: b.addr.port(),
-        weight: 1,
-    };
+    let srv = |t, b| srv_of(t, b, 1);
     let mut dns = Dnsmasq::start(&hosts, &[srv("a", &a), srv("b", &b)], 300);
     let keys = format!("dns = \"_http._tcp.{ZONE}\", interval = \"1s\", min_interval = \"200ms\"");
     let proxy = discovering(&dns, &keys, &[]).workers(1).start();
