@@ -152,29 +152,39 @@ fn purge_by_url_prefix_and_all() {
     assert_eq!(zone.entries(), 0);
 }
 
+/// Leads the fetch of `key` on a thread of its own (as on another
+/// worker); returns once it leads, and `then` ends the lead a second later.
+fn lead_on_a_thread(
+    zone: &Arc<Zone>,
+    key: &'static [u8],
+    then: impl FnOnce(&Arc<Zone>, Leader) + Send + 'static,
+) -> std::thread::JoinHandle<()> {
+    let (led_tx, led_rx) = std::sync::mpsc::channel();
+    let zone = zone.clone();
+    let thread = std::thread::spawn(move || {
+        rt().block_on(async {
+            let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(5)).await else {
+                panic!("the first miss leads");
+            };
+            led_tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            then(&zone, leader);
+        })
+    });
+    led_rx.recv().unwrap();
+    thread
+}
+
 /// Concurrent misses on two threads (as on two workers): one leads, the
 /// other waits and gets the leader's object.
 #[test]
 fn concurrent_misses_coalesce_across_threads() {
     let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
     let key: &'static [u8] = b"GET http://a/slow";
-    let (led_tx, led_rx) = std::sync::mpsc::channel();
-    let leader_zone = zone.clone();
-    let leader = std::thread::spawn(move || {
-        rt().block_on(async {
-            let Found::Lead(leader) = leader_zone
-                .lookup(key, h(&[]), Duration::from_secs(5))
-                .await
-            else {
-                panic!("the first miss leads");
-            };
-            led_tx.send(()).unwrap();
-            // The "fetch": long enough for the other thread to be waiting.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            leader_zone.fill(Some(leader), key, h(&[]), Arc::new(object("fetched once")));
-        })
+    // The "fetch": long enough for the other thread to be waiting.
+    let leader = lead_on_a_thread(&zone, key, |zone, leader| {
+        zone.fill(Some(leader), key, h(&[]), Arc::new(object("fetched once")));
     });
-    led_rx.recv().unwrap();
     let waiter_zone = zone.clone();
     let waiter = std::thread::spawn(move || {
         rt().block_on(async {
@@ -213,22 +223,7 @@ fn a_bounded_wait_gives_up_and_passes() {
 fn a_dropped_leader_releases_its_waiters() {
     let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
     let key: &'static [u8] = b"GET http://a/fails";
-    let (led_tx, led_rx) = std::sync::mpsc::channel();
-    let leader_zone = zone.clone();
-    let leader = std::thread::spawn(move || {
-        rt().block_on(async {
-            let Found::Lead(leader) = leader_zone
-                .lookup(key, h(&[]), Duration::from_secs(5))
-                .await
-            else {
-                panic!("the first miss leads");
-            };
-            led_tx.send(()).unwrap();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            drop(leader);
-        })
-    });
-    led_rx.recv().unwrap();
+    let leader = lead_on_a_thread(&zone, key, |_, leader| drop(leader));
     // A bound far longer than the test: only the drop can end the wait.
     let found = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(3600)));
     leader.join().unwrap();
