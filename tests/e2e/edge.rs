@@ -298,16 +298,12 @@ fn rate_limit_holds_for_the_process_not_per_worker() {
 #[test]
 fn rate_limit_by_header_keeps_keys_apart_and_survives_reload() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .admin()
-        .upstream("app", &[backend.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["rate_limit = { rate = \"1/h\", burst = 3, key = \"header:X-API-Key\" }"],
-        )
-        .start();
+    let proxy = Proxy::with_route(
+        backend.addr,
+        &["rate_limit = { rate = \"1/h\", burst = 3, key = \"header:X-API-Key\" }"],
+    )
+    .admin()
+    .start();
     let a = [("X-API-Key", "a")];
     assert_eq!(accepted(&statuses(&proxy, 5, "/", &a)), 3);
     assert_eq!(

@@ -293,14 +293,7 @@ fn check_reports_bad_rewrites() {
 #[test]
 fn request_headers_are_set_added_and_removed_with_variables() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .upstream("app", &[backend.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["request_headers = { set = { X-Client = \"$client_ip\", X-Route = \"r$route/$upstream/$scheme/$host\" }, add = { X-Tag = \"gw\" }, remove = [\"X-Secret\", \"X-Forwarded-Proto\"] }"],
-        )
+    let proxy = Proxy::with_route(backend.addr, &["request_headers = { set = { X-Client = \"$client_ip\", X-Route = \"r$route/$upstream/$scheme/$host\" }, add = { X-Tag = \"gw\" }, remove = [\"X-Secret\", \"X-Forwarded-Proto\"] }"])
         .start();
     let resp = proxy.client().roundtrip(&request(
         "GET",
@@ -360,16 +353,12 @@ fn check_reports_bad_request_headers() {
 #[test]
 fn request_headers_are_reloaded() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .admin()
-        .upstream("app", &[backend.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["request_headers = { set = { X-Stage = \"one\" } }"],
-        )
-        .start();
+    let proxy = Proxy::with_route(
+        backend.addr,
+        &["request_headers = { set = { X-Stage = \"one\" } }"],
+    )
+    .admin()
+    .start();
     let stage = || {
         let body = proxy.client().roundtrip(&get("/")).body_str();
         body.lines()

@@ -51,14 +51,7 @@ fn response_headers_are_set_added_and_removed_with_variables() {
             .header("X-Tag", "from-backend")
             .body("hello"),
     );
-    let proxy = Proxy::builder()
-        .upstream("app", &[backend.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["response_headers = { set = { Server = \"ringlb\", X-Served-By = \"$backend\", X-Info = \"r$route/$upstream/$scheme/$host/$client_ip/$request_id\" }, add = { X-Tag = \"gw\" }, remove = [\"X-Powered-By\"] }"],
-        )
+    let proxy = Proxy::with_route(backend.addr, &["response_headers = { set = { Server = \"ringlb\", X-Served-By = \"$backend\", X-Info = \"r$route/$upstream/$scheme/$host/$client_ip/$request_id\" }, add = { X-Tag = \"gw\" }, remove = [\"X-Powered-By\"] }"])
         .start();
     for method in ["GET", "HEAD"] {
         let resp = proxy.client().roundtrip(&request(
@@ -88,16 +81,12 @@ fn response_headers_are_set_added_and_removed_with_variables() {
 #[test]
 fn response_headers_are_reloaded() {
     let backend = Backend::named("a");
-    let proxy = Proxy::builder()
-        .admin()
-        .upstream("app", &[backend.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["response_headers = { set = { X-Stage = \"one\" } }"],
-        )
-        .start();
+    let proxy = Proxy::with_route(
+        backend.addr,
+        &["response_headers = { set = { X-Stage = \"one\" } }"],
+    )
+    .admin()
+    .start();
     let stage = || {
         let resp = proxy.client().roundtrip(&get("/"));
         resp.header("x-stage").unwrap_or("").to_string()
@@ -175,15 +164,11 @@ fn backend_host_and_variable_follow_a_retry() {
 #[test]
 fn host_is_kept_by_default_and_named_for_http10_without_host() {
     let echo = Backend::echo();
-    let proxy = Proxy::builder()
-        .upstream("app", &[echo.addr], &[])
-        .route_with(
-            "/",
-            None,
-            "app",
-            &["request_headers = { add = { X-B = \"$backend\" } }"],
-        )
-        .start();
+    let proxy = Proxy::with_route(
+        echo.addr,
+        &["request_headers = { add = { X-B = \"$backend\" } }"],
+    )
+    .start();
     let mut c = proxy.client();
     c.send(b"GET /ten HTTP/1.0\r\n\r\n");
     let body = c.read_response().body_str();

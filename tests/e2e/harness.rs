@@ -450,6 +450,14 @@ pub struct Proxy {
 }
 
 impl Proxy {
+    /// A builder with upstream `app` on `backend` and one route `/` to
+    /// it with the route `lines` (a gateway feature under test).
+    pub fn with_route(backend: SocketAddr, lines: &[&str]) -> ProxyBuilder {
+        Proxy::builder()
+            .upstream("app", &[backend], &[])
+            .route_with("/", None, "app", lines)
+    }
+
     pub fn builder() -> ProxyBuilder {
         ProxyBuilder {
             workers: 2,
