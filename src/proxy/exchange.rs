@@ -14,6 +14,7 @@
 //! reached the backend or the method is idempotent, and only while the
 //! worker's retry budget allows.
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::http::{self, LocalReply};
@@ -108,7 +109,23 @@ pub(super) async fn exchange(
     loop {
         attempts += 1;
         let now = clock::now_nanos();
-        let Some(chosen) = choose(upstreams, info, &tried, attempts, now) else {
+        let destination = || {
+            client
+                .transport
+                .conn()
+                .local_addr()
+                .unwrap_or(client.client_addr)
+        };
+        let chosen = choose(
+            upstreams,
+            info,
+            &tried,
+            attempts,
+            now,
+            client.client_addr,
+            destination,
+        );
+        let Some(chosen) = chosen else {
             let reply = LocalReply::ServiceUnavailable("no backend available");
             return cache::upstream_failed(env, client, info, log, reply).await;
         };
@@ -124,12 +141,6 @@ pub(super) async fn exchange(
             fields.write(target.addr, &mut backend_lines);
             backend_lines_len =
                 http::put_after_request_line(fwd, backend_lines_len, &backend_lines);
-        }
-        let mut target = target;
-        if let Some(version) = upstreams.get(info.upstream).send_proxy {
-            let client_addr = client.client_addr;
-            let destination = client.transport.conn().local_addr().unwrap_or(client_addr);
-            target.send_proxy = Some((version, client_addr, destination));
         }
         tried[(attempts as usize - 1) % MAX_TRACKED] = index;
         client.rec.backend = Some(index);
@@ -251,47 +262,31 @@ struct Chosen {
     set_cookie: Option<String>,
 }
 
-/// Picks and admits a backend not yet `tried`; on a retry with every
-/// available backend tried already, one of them again (rather than giving
-/// up with a 503).
+/// Picks and admits a backend not yet `tried` (see [`UpstreamRt::pick`]),
+/// with what reaching it takes.
 fn choose(
     upstreams: &Upstreams,
     info: &RequestInfo,
     tried: &[usize],
     attempts: u32,
     now: u64,
+    client: SocketAddr,
+    destination: impl FnOnce() -> SocketAddr,
 ) -> Option<Chosen> {
     let mut up = upstreams.get_mut(info.upstream);
-    let up = &mut *up;
-    let mut picked = up
-        .picker
-        .pick_and_admit(&up.backends, info.key, &|i| tried.contains(&i), now);
-    if picked.is_none() && attempts > 1 {
-        picked = up
-            .picker
-            .pick_and_admit(&up.backends, info.key, &|_| false, now);
-    }
     let Picked {
         index,
         admission,
         panicked,
         set_cookie,
-    } = picked?;
+    } = up.pick(info.key, tried, attempts > 1, now)?;
     if panicked {
         tracing::debug!(upstream = %up.name, "no healthy backend: panic mode pick");
     }
-    let backend = &up.backends[index];
     Some(Chosen {
         index,
         admission,
-        target: Target {
-            upstream: info.upstream,
-            slot: up.first_slot + index,
-            addr: backend.addr,
-            connect_timeout: up.connect_timeout,
-            // Filled in by the caller, which has the client.
-            send_proxy: None,
-        },
+        target: up.target(info.upstream, index, client, destination),
         response_timeout: up.response_timeout,
         set_cookie,
     })
@@ -313,7 +308,11 @@ fn retry_on_status(
 }
 
 /// Takes one retry from the worker's budget for `upstream`.
-fn withdraw_budget(upstreams: &Upstreams, metrics: &WorkerMetrics, upstream: usize) -> bool {
+pub(super) fn withdraw_budget(
+    upstreams: &Upstreams,
+    metrics: &WorkerMetrics,
+    upstream: usize,
+) -> bool {
     let ok = upstreams
         .get_mut(upstream)
         .budget

@@ -23,11 +23,11 @@ use crate::access_log::TcpEntry;
 use crate::io::Conn;
 use crate::tcp::sni::{self, Hello};
 use crate::tcp::SessionEnd;
-use crate::upstream::balance::Picked;
-use crate::upstream::connector::{ConnectError, Target};
+use crate::upstream::connector::ConnectError;
 use crate::upstream::retry::FailureKind;
 use crate::upstream::{clock, InFlightGuard, Outcome};
 
+use super::exchange::withdraw_budget;
 use super::relay::log_changes;
 use super::tunnel::{self, Flow, Side};
 use super::worker::Worker;
@@ -189,9 +189,16 @@ impl Worker {
             session.attempts += 1;
             let attempts = session.attempts;
             let now = clock::now_nanos();
-            let Some((picked, target)) =
-                self.pick_tcp(client, client_addr, upstream, &tried, attempts, now)
-            else {
+            let picked = {
+                let mut up = self.upstreams.get_mut(upstream);
+                let key = up.picker.connection_key(client_addr.ip());
+                up.pick(key, &tried, attempts > 1, now).map(|picked| {
+                    let destination = || client.local_addr().unwrap_or(client_addr);
+                    let target = up.target(upstream, picked.index, client_addr, destination);
+                    (picked, target)
+                })
+            };
+            let Some((picked, target)) = picked else {
                 return Err(if attempts == 1 {
                     SessionEnd::NoBackend
                 } else {
@@ -228,7 +235,7 @@ impl Worker {
                 .finish(outcome, started.elapsed(), clock::now_nanos());
             log_changes(target.addr, changes);
             let retry = policy.should_retry(attempts, FailureKind::Connect, true, false, true)
-                && self.withdraw_retry(upstream);
+                && withdraw_budget(&self.upstreams, &self.metrics, upstream);
             if !retry {
                 return Err(SessionEnd::ConnectFailed);
             }
@@ -238,56 +245,6 @@ impl Worker {
                 tokio::time::sleep(backoff).await;
             }
         }
-    }
-
-    /// Picks and admits a backend not yet `tried` (on a retry with every
-    /// available one tried, any of them again), with the target to
-    /// connect to.
-    fn pick_tcp(
-        &self,
-        client: &Conn,
-        client_addr: SocketAddr,
-        upstream: usize,
-        tried: &[usize],
-        attempts: u32,
-        now: u64,
-    ) -> Option<(Picked, Target)> {
-        let mut up = self.upstreams.get_mut(upstream);
-        let up = &mut *up;
-        let key = up.picker.connection_key(client_addr.ip());
-        let mut picked = up
-            .picker
-            .pick_and_admit(&up.backends, key, &|i| tried.contains(&i), now);
-        if picked.is_none() && attempts > 1 {
-            picked = up.picker.pick_and_admit(&up.backends, key, &|_| false, now);
-        }
-        let picked = picked?;
-        let backend = &up.backends[picked.index];
-        let send_proxy = up.send_proxy.map(|version| {
-            let destination = client.local_addr().unwrap_or(client_addr);
-            (version, client_addr, destination)
-        });
-        let target = Target {
-            upstream,
-            slot: up.first_slot + picked.index,
-            addr: backend.addr,
-            connect_timeout: up.connect_timeout,
-            send_proxy,
-        };
-        Some((picked, target))
-    }
-
-    /// Takes one retry from this worker's budget for `upstream`.
-    fn withdraw_retry(&self, upstream: usize) -> bool {
-        let ok = self
-            .upstreams
-            .get_mut(upstream)
-            .budget
-            .try_withdraw(clock::now_nanos());
-        if !ok {
-            self.metrics.retry_refused(upstream);
-        }
-        ok
     }
 }
 

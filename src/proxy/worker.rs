@@ -22,8 +22,8 @@ use crate::http;
 use crate::io::{Closer, Conn, Transport};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
-use crate::upstream::balance::Picker;
-use crate::upstream::connector::{Connector, TlsByUpstream};
+use crate::upstream::balance::{Picked, Picker};
+use crate::upstream::connector::{Connector, Target, TlsByUpstream};
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
@@ -56,6 +56,50 @@ pub(super) struct UpstreamRt {
     pub budget: RetryBudget,
     /// `send_proxy_protocol`.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+}
+
+impl UpstreamRt {
+    /// Picks and admits a backend not yet `tried`; on a retry with every
+    /// available backend tried already, one of them again (rather than
+    /// giving up).
+    pub fn pick(
+        &mut self,
+        key: Option<u64>,
+        tried: &[usize],
+        retrying: bool,
+        now: u64,
+    ) -> Option<Picked> {
+        let picked = self
+            .picker
+            .pick_and_admit(&self.backends, key, &|i| tried.contains(&i), now);
+        if picked.is_none() && retrying {
+            return self
+                .picker
+                .pick_and_admit(&self.backends, key, &|_| false, now);
+        }
+        picked
+    }
+
+    /// Where backend `index` of this upstream (number `upstream`) is
+    /// reached; with `send_proxy_protocol`, the header names `client` and
+    /// the address it connected to (`destination`, asked only then).
+    pub fn target(
+        &self,
+        upstream: usize,
+        index: usize,
+        client: SocketAddr,
+        destination: impl FnOnce() -> SocketAddr,
+    ) -> Target {
+        Target {
+            upstream,
+            slot: self.first_slot + index,
+            addr: self.backends[index].addr,
+            connect_timeout: self.connect_timeout,
+            send_proxy: self
+                .send_proxy
+                .map(|version| (version, client, destination())),
+        }
+    }
 }
 
 /// One `[[tcp]]` listener as a worker sees it (same index as
