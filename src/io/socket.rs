@@ -267,20 +267,7 @@ impl Conn {
             buf.reserve(4096);
         }
         let spare = buf.capacity() - buf.len();
-        // SAFETY: the pointer is into `buf`'s spare capacity, which the op's
-        // stable data owns until completion.
-        let ptr = unsafe { buf.as_mut_ptr().add(buf.len()) };
-        let sqe = opcode::Recv::new(types::Fd(self.raw_fd()), ptr, spare as u32).build();
-        let (res, (mut buf, _fd)) =
-            with_deadline(self.raw_fd(), (buf, self.fd.clone()), sqe, deadline).await;
-        match res {
-            Ok(n) => {
-                // SAFETY: the kernel initialised `n` bytes after `len`.
-                unsafe { buf.set_len(buf.len() + n as usize) };
-                (Ok(n as usize), buf)
-            }
-            Err(e) => (Err(e), buf),
-        }
+        self.recv(buf, spare, 0, deadline).await
     }
 
     /// Copies up to `limit` bytes waiting on the socket into `buf`
