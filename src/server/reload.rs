@@ -266,16 +266,19 @@ impl Reloader {
         result.map(|_| ())
     }
 
+    /// The running config, its backend states, version and listeners.
+    fn running(&self) -> (Arc<Config>, Arc<States>, u64, Vec<Bound>) {
+        let live = lock(&self.live);
+        (
+            live.config.clone(),
+            live.states.clone(),
+            live.version,
+            live.listeners.clone(),
+        )
+    }
+
     fn apply(self: &Arc<Self>) -> Result<u64, String> {
-        let (old, old_states, version, running) = {
-            let live = lock(&self.live);
-            (
-                live.config.clone(),
-                live.states.clone(),
-                live.version,
-                live.listeners.clone(),
-            )
-        };
+        let (old, old_states, version, running) = self.running();
         let new = Config::load(&old.source_path).map_err(|e| e.to_string())?;
         let old_statuses = lock(&self.discovery).statuses.clone();
         let (new, statuses) = with_discovery(Some((&old, &old_statuses)), new)?;
@@ -438,15 +441,7 @@ impl Reloader {
             }
         }
         let Ok(found) = answer else { return };
-        let (old, old_states, version, running) = {
-            let live = lock(&self.live);
-            (
-                live.config.clone(),
-                live.states.clone(),
-                live.version,
-                live.listeners.clone(),
-            )
-        };
+        let (old, old_states, version, running) = self.running();
         let Some(u) = old.upstreams.iter().position(|u| u.name == upstream) else {
             return;
         };
