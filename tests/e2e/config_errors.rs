@@ -1,7 +1,7 @@
 //! Config validation: `ringlb check` exits 1 and reports each problem as
 //! `FILE:LINE:COL: key.path: message`; `run` refuses a bad config.
 
-use crate::harness::{run_bin, strip_ansi, TempDir};
+use crate::harness::{run_bin, run_check, TempDir};
 
 /// A valid config, one entry per line (line N is `BASE[N - 1]`).
 const BASE: [&str; 12] = [
@@ -24,18 +24,6 @@ fn config_with(line: usize, replacement: &str) -> String {
     let mut lines: Vec<&str> = BASE.to_vec();
     lines[line - 1] = replacement;
     lines.join("\n") + "\n"
-}
-
-fn run_check(dir: &TempDir, text: &str) -> (Option<i32>, String, String) {
-    let path = dir.write("bad.toml", text);
-    let p = path.to_str().unwrap().to_string();
-    let out = run_bin(&["check", "--config", &p], &[]);
-    let all = strip_ansi(&format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    ));
-    (out.status.code(), all, p)
 }
 
 /// Finds `PATH:LINE:COL: KEY: MESSAGE` in `output`; returns (col, key).

@@ -822,6 +822,15 @@ pub fn check_rejects(dir: &TempDir, text: &str, want: &str) -> String {
 /// Runs `ringlb check` on `text`, written to `dir/bad.toml`, and asserts
 /// that it exits 1; returns the file's path and the output.
 pub fn check_fails(dir: &TempDir, text: &str) -> (String, String) {
+    let (code, all, p) = run_check(dir, text);
+    assert_eq!(code, Some(1), "{text}\n{all}");
+    (p, all)
+}
+
+/// Runs `ringlb check` on `text`, written to `dir/bad.toml`; returns its
+/// exit code, its output (stdout then stderr, colours stripped) and the
+/// file's path.
+pub fn run_check(dir: &TempDir, text: &str) -> (Option<i32>, String, String) {
     let path = dir.write("bad.toml", text);
     let p = path.to_str().unwrap().to_string();
     let out = run_bin(&["check", "--config", &p], &[]);
@@ -830,8 +839,7 @@ pub fn check_fails(dir: &TempDir, text: &str) -> (String, String) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     ));
-    assert_eq!(out.status.code(), Some(1), "{text}\n{all}");
-    (p, all)
+    (out.status.code(), all, p)
 }
 
 pub fn run_bin(args: &[&str], env: &[(&str, &str)]) -> Output {
