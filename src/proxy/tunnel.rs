@@ -35,6 +35,7 @@ use crate::metrics::WorkerMetrics;
 use super::client::Client;
 
 /// One end of the tunnel.
+#[derive(Clone, Copy)]
 pub(super) struct Side<'a> {
     pub conn: &'a Conn,
     pub tls: Option<&'a RefCell<Box<Tls>>>,
@@ -78,23 +79,14 @@ pub(super) async fn relay(
     idle: Duration,
     flow: &Flow<'_>,
 ) -> (u64, u64) {
-    let (client_conn, upstream_conn) = (client.conn, upstream.conn);
-    let client_again = Side {
-        conn: client.conn,
-        tls: client.tls,
-    };
-    let upstream_again = Side {
-        conn: upstream.conn,
-        tls: upstream.tls,
-    };
     let to_upstream = pump(client, upstream, leftovers.0, size, flow, true);
-    let to_client = pump(upstream_again, client_again, leftovers.1, size, flow, false);
+    let to_client = pump(upstream, client, leftovers.1, size, flow, false);
     let both = async { tokio::join!(to_upstream, to_client) };
     tokio::pin!(both);
     tokio::select! {
         biased;
         done = &mut both => done,
-        () = idle_watch(flow, idle, [client_conn, upstream_conn]) => both.await,
+        () = idle_watch(flow, idle, [client.conn, upstream.conn]) => both.await,
     }
 }
 
