@@ -1073,20 +1073,12 @@ fn resolve_routes(
         };
         let redirect = super::gateway::resolve_redirect(cx, i, route)?;
         let upstream = match &route.upstream {
-            Some(name_at) => {
-                let name = name_at.get_ref();
-                let index = upstreams
-                    .iter()
-                    .position(|u| &u.name == name)
-                    .ok_or_else(|| {
-                        let kind = Kind::UnknownUpstream {
-                            name: name.clone(),
-                            known: upstreams.iter().map(|u| u.name.clone()).collect(),
-                        };
-                        cx.at(name_at.span(), format!("routes[{i}].upstream"), kind)
-                    })?;
-                Some(index)
-            }
+            Some(name_at) => Some(upstream_index(
+                cx,
+                name_at,
+                upstreams,
+                &format!("routes[{i}].upstream"),
+            )?),
             None if redirect.is_some() => None,
             None => {
                 let kind = Kind::MissingKey(
@@ -1139,6 +1131,26 @@ fn resolve_routes(
         });
     }
     Ok(routes)
+}
+
+/// The index of the upstream `name` names, at `key`; an unknown name is
+/// an error listing the known ones.
+pub(super) fn upstream_index(
+    cx: &Cx<'_>,
+    name: &Spanned<String>,
+    upstreams: &[UpstreamConfig],
+    key: &str,
+) -> Result<usize, ConfigError> {
+    upstreams
+        .iter()
+        .position(|u| &u.name == name.get_ref())
+        .ok_or_else(|| {
+            let kind = Kind::UnknownUpstream {
+                name: name.get_ref().clone(),
+                known: upstreams.iter().map(|u| u.name.clone()).collect(),
+            };
+            cx.at(name.span(), key, kind)
+        })
 }
 
 fn valid_path_prefix(p: &str) -> bool {

@@ -198,13 +198,7 @@ fn tcp_upstream(
     upstreams: &[UpstreamConfig],
     key: &str,
 ) -> Result<usize, ConfigError> {
-    let Some(index) = upstreams.iter().position(|u| &u.name == name.get_ref()) else {
-        let kind = Kind::UnknownUpstream {
-            name: name.get_ref().clone(),
-            known: upstreams.iter().map(|u| u.name.clone()).collect(),
-        };
-        return Err(cx.at(name.span(), key, kind));
-    };
+    let index = super::resolve::upstream_index(cx, name, upstreams, key)?;
     let up = &upstreams[index];
     let unusable = if up.strategy == Strategy::StickyCookie {
         Some("strategy sticky_cookie needs HTTP cookies; use ip_hash or consistent_hash")
