@@ -48,6 +48,15 @@ fn v2_local() -> Vec<u8> {
 }
 
 /// A client connection whose first bytes are `header`.
+/// A proxy with an admin listener whose listener accepts PROXY headers
+/// from loopback, in front of `backend`.
+fn accepting(backend: &Backend) -> crate::harness::ProxyBuilder {
+    Proxy::builder()
+        .admin()
+        .listen_fields(ACCEPT_LOOPBACK)
+        .upstream("app", &[backend.addr], &[])
+}
+
 fn client_with(proxy: &Proxy, header: &[u8]) -> Client {
     let mut c = proxy.client();
     c.send(header);
@@ -92,11 +101,8 @@ fn access_log(proxy: &Proxy) -> Vec<String> {
 #[test]
 fn v1_and_v2_sources_become_the_client_address() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .admin()
-        .listen_fields(ACCEPT_LOOPBACK)
+    let proxy = accepting(&backend)
         .server("access_log = { path = \"access.log\" }")
-        .upstream("app", &[backend.addr], &[])
         .start();
 
     // v1, and a second request on the same connection keeps the address.
@@ -153,11 +159,7 @@ fn v1_and_v2_sources_become_the_client_address() {
 #[test]
 fn untrusted_malformed_truncated_and_slow_headers_are_closed_and_counted() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .admin()
-        .listen_fields(ACCEPT_LOOPBACK)
-        .upstream("app", &[backend.addr], &[])
-        .start();
+    let proxy = accepting(&backend).start();
     let malformed = rejections(&proxy, "malformed");
     let cases: [&[u8]; 4] = [
         // No header at all: a plain request.
@@ -245,11 +247,7 @@ fn try_get(proxy: &Proxy, header: &[u8], path: &str) -> Option<u16> {
 #[test]
 fn a_reload_turns_proxy_protocol_off_and_on() {
     let backend = Backend::echo();
-    let proxy = Proxy::builder()
-        .admin()
-        .listen_fields(ACCEPT_LOOPBACK)
-        .upstream("app", &[backend.addr], &[])
-        .start();
+    let proxy = accepting(&backend).start();
     let mut c = client_with(&proxy, &v1("192.0.2.1", 1));
     assert_eq!(c.roundtrip(&get("/")).status, 200);
 
