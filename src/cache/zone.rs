@@ -214,8 +214,12 @@ impl Zone {
     where
         H: IntoIterator<Item = (&'a str, &'a [u8])> + Clone,
     {
-        let mut waited = false;
+        // The key this request last waited for, if any.
+        let mut waited_for: Option<Vec<u8>> = None;
+        // At most the primary key's fetch, then the variant's.
+        let mut waits = 0u8;
         loop {
+            let waited = waited_for.is_some();
             // The key whose fetch a miss leads or waits for: the primary
             // key, or a `Vary` variant's key (each variant is coalesced on
             // its own).
@@ -231,16 +235,19 @@ impl Zone {
                 Some(Slot::Pass(until)) if Instant::now() < until => return Found::Pass,
                 Some(Slot::Pass(_)) | None => primary.to_vec(),
             };
-            if waited {
+            if waited_for.as_deref() == Some(&missing[..]) || waits >= 2 {
                 // The leader gave up without storing (or a pass ran out):
                 // fetch it ourselves, without leading, so that waiters do
-                // not queue one after another.
+                // not queue one after another. A wait for the primary key
+                // that ended in a `Vary` marker is not that: this request's
+                // variant is another fetch, led or joined once.
                 return Found::Pass;
             }
             match self.lead_or_join(&missing) {
                 Ok(leader) => return Found::Lead(leader),
                 Err(notified) => {
-                    waited = true;
+                    waited_for = Some(missing);
+                    waits += 1;
                     // The wait is in memory, not an io_uring op, so
                     // dropping it at the bound loses nothing.
                     #[allow(clippy::disallowed_methods)]

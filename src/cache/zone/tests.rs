@@ -329,3 +329,27 @@ fn concurrent_misses_of_a_new_variant_make_one_fetch() {
         assert_eq!(body(b).as_deref(), Some(&b"b"[..]));
     });
 }
+
+#[test]
+fn a_request_that_waited_for_the_key_joins_its_variant_fetch() {
+    rt().block_on(async {
+        let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
+        let key = b"GET http://a/x";
+        let gzip = h(&[("Accept-Encoding", "gzip")]);
+        let br = h(&[("Accept-Encoding", "br")]);
+        // The key's first fetch (gzip) is in flight when a br request comes.
+        let Found::Lead(leader) = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await
+        else {
+            panic!("a miss leads");
+        };
+        let waiter = zone.lookup(key, br.clone(), Duration::from_secs(5));
+        let filler = async {
+            tokio::task::yield_now().await;
+            zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
+        };
+        let (found, ()) = tokio::join!(waiter, filler);
+        // The key turned out to vary: the br request leads its variant's
+        // fetch, so that other br requests can wait for it.
+        assert!(matches!(found, Found::Lead(_)));
+    });
+}
