@@ -22,6 +22,7 @@ use crate::metrics::WorkerMetrics;
 use crate::upstream::balance::Picked;
 use crate::upstream::clock;
 use crate::upstream::connector::{ConnectError, Target};
+use crate::upstream::pool::Liveness;
 use crate::upstream::retry::FailureKind;
 use crate::upstream::{Admission, Outcome};
 
@@ -154,7 +155,15 @@ pub(super) async fn exchange(
             response_timeout,
         };
 
-        let acquired = match env.connector.acquire(&target).await {
+        // A pooled connection that turns out dead costs a request that can
+        // be re-sent for free one re-send, so such a request skips the
+        // pool's liveness syscall for a recently used connection.
+        let liveness = if info.idempotent && replayable && !free_resend_used {
+            Liveness::Trusted
+        } else {
+            Liveness::Checked
+        };
+        let acquired = match env.connector.acquire(&target, liveness).await {
             Err(ConnectError::Local(kind)) => {
                 // Our shortage, not the backend's: the admission is dropped
                 // unfinished, so health, ejection and breaker do not count

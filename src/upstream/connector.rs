@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 
-use super::pool::{Checkout, Pool, Reusable};
+use super::pool::{Checkout, Liveness, Pool, Reusable};
 use crate::config::Config;
 use crate::io::{connect, Transport};
 use crate::metrics::{LocalShortage, WorkerMetrics};
@@ -184,10 +184,18 @@ impl Connector {
         }
     }
 
-    /// A connection to `target`: a pooled one if alive, else a new one.
-    pub async fn acquire(&self, target: &Target) -> Result<UpstreamConn, ConnectError> {
+    /// A connection to `target`: a pooled one if alive (see [`Liveness`]),
+    /// else a new one.
+    pub async fn acquire(
+        &self,
+        target: &Target,
+        liveness: Liveness,
+    ) -> Result<UpstreamConn, ConnectError> {
         let checkout = match target.send_proxy {
-            None => self.pool.borrow_mut().checkout(target.slot, Instant::now()),
+            None => self
+                .pool
+                .borrow_mut()
+                .checkout(target.slot, Instant::now(), liveness),
             Some(_) => Checkout::Miss { stale: 0 },
         };
         let stale = match checkout {
@@ -293,7 +301,7 @@ impl Connector {
     pub fn hand_over(&self, from_slot: usize, next: &Connector, to_slot: usize) {
         let (mut old, mut new) = (self.pool.borrow_mut(), next.pool.borrow_mut());
         let now = Instant::now();
-        while let Checkout::Hit(idle) = old.checkout(from_slot, now) {
+        while let Checkout::Hit(idle) = old.checkout(from_slot, now, Liveness::Checked) {
             new.checkin(to_slot, idle, now);
         }
     }
