@@ -77,6 +77,10 @@ impl RequestBody {
         kept: &mut Vec<u8>,
         keep: &mut Keep,
     ) -> Result<(), StreamError> {
+        if self.is_complete() {
+            // Most requests: nothing (more) to send, and nothing to allocate.
+            return Ok(());
+        }
         let timeout = server.body_timeout;
         let mut chunk = Vec::with_capacity(client.buffer_size);
         while !self.is_complete() {
