@@ -23,10 +23,12 @@
 
 mod op;
 mod probe;
+mod recycle;
 mod socket;
 mod transport;
 
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
+pub use recycle::{recycled, sweep_spare_slots, Recycled};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 pub use transport::{Tls, Transport};
 

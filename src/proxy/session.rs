@@ -35,7 +35,7 @@ use crate::gateway::redirect::REDIRECT_FAILED;
 use crate::gateway::rewrite::REWRITE_FAILED;
 use crate::gateway::{BackendFields, HostRewrite};
 use crate::http::{self, BodyKind, ForwardContext, LocalReply, RequestHead, Version};
-use crate::io::Conn;
+use crate::io::{recycled, Conn};
 use crate::metrics::Method;
 use crate::upstream::clock;
 
@@ -144,18 +144,13 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
             Some(next) => next,
             None => {
                 // 4.-8. Choose backend, send, read response head, response
-                // filters, relay body. Boxed: the exchange's future is large
-                // (retries, connect, TLS, relays), and a connection idle
-                // between requests should not carry its space.
-                let next = Box::pin(exchange(
-                    &env,
-                    &worker.upstreams,
-                    client,
-                    &info,
-                    &mut fwd,
-                    &log,
-                ))
-                .await;
+                // filters, relay body. On the heap, in a recycled slot: the
+                // exchange's future is large (retries, connect, TLS, relays),
+                // and a connection idle between requests should not carry
+                // its space.
+                let next =
+                    recycled(|| exchange(&env, &worker.upstreams, client, &info, &mut fwd, &log))
+                        .await;
                 // A fetch this request led ends here, stored or not: its
                 // waiters go on.
                 client.cache = None;

@@ -892,7 +892,8 @@ async fn worker_main(parts: WorkerParts) {
         io::spawn(async move {
             loop {
                 tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
-                let freed: usize = alive().iter().map(|w| w.evict_idle()).sum();
+                let freed: usize = alive().iter().map(|w| w.evict_idle()).sum::<usize>()
+                    + io::sweep_spare_slots(false);
                 if freed >= TRIM_AFTER_FREED {
                     io::trim_heap();
                 }
