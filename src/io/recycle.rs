@@ -182,14 +182,12 @@ mod tests {
         }
     }
 
-    fn future_of(tracked: Tracked, answer: u32) -> impl Future<Output = u32> {
-        async move {
-            let _held = tracked;
-            answer
-        }
+    async fn future_of(tracked: Tracked, answer: u32) -> u32 {
+        let _held = tracked;
+        answer
     }
 
-    fn block_on<F: Future>(mut fut: F) -> F::Output {
+    fn block_on<F: Future>(fut: F) -> F::Output {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         let mut fut = std::pin::pin!(fut);
