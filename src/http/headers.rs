@@ -11,9 +11,15 @@
 use super::framing::{ContentLengthField, TransferEncodingField};
 
 /// Case-insensitive ASCII comparison, the rule for field names and tokens.
+/// Same answer as `eq_ignore_ascii_case`, but without its early exit the
+/// loop against a constant compiles branch-free: byte by byte it was a
+/// quarter of the instructions of `FieldScan::scan` (callgrind).
 #[inline]
 pub(crate) fn eq_ci(a: &[u8], b: &[u8]) -> bool {
-    a.eq_ignore_ascii_case(b)
+    a.len() == b.len()
+        && a.iter().zip(b).fold(0, |diff, (x, y)| {
+            diff | (x.to_ascii_lowercase() ^ y.to_ascii_lowercase())
+        }) == 0
 }
 
 /// `tchar` from RFC 9110 §5.6.2.
@@ -50,25 +56,38 @@ pub(crate) fn offset_in(whole: &[u8], part: &[u8]) -> usize {
 /// Index of the first `needle` in `haystack`, eight bytes at a time: the
 /// `\n` search of `Headers::next_line` walks every byte of a forwarded head,
 /// and byte by byte it was a third of `write_request_head` (callgrind).
+#[inline]
 pub(crate) fn find_byte(haystack: &[u8], needle: u8) -> Option<usize> {
+    find_any(haystack, [needle])
+}
+
+/// Index of the first byte of `haystack` that is one of `needles`, eight
+/// bytes at a time (see `find_byte`).
+pub(crate) fn find_any<const N: usize>(haystack: &[u8], needles: [u8; N]) -> Option<usize> {
     const LO: u64 = u64::from_ne_bytes([0x01; 8]);
     const HI: u64 = u64::from_ne_bytes([0x80; 8]);
-    let pattern = LO * u64::from(needle);
     let chunks = haystack.chunks_exact(8);
     let tail = chunks.remainder();
     for (i, chunk) in chunks.enumerate() {
         let mut word = [0; 8];
         word.copy_from_slice(chunk);
-        // Bytes equal to `needle` become zero; the lowest zero byte gets its
-        // high bit set in `found` (a borrow only sets bits above a zero byte).
-        let x = u64::from_le_bytes(word) ^ pattern;
-        let found = x.wrapping_sub(LO) & !x & HI;
+        let word = u64::from_le_bytes(word);
+        let mut found = 0;
+        for needle in needles {
+            // Bytes equal to `needle` become zero; the lowest zero byte gets
+            // its high bit set (a borrow only sets bits above a zero byte),
+            // so the lowest bit of the union is the first match of any.
+            let x = word ^ (LO * u64::from(needle));
+            found |= x.wrapping_sub(LO) & !x & HI;
+        }
         if found != 0 {
             return Some(i * 8 + found.trailing_zeros() as usize / 8);
         }
     }
     let at = haystack.len() - tail.len();
-    tail.iter().position(|&b| b == needle).map(|i| at + i)
+    tail.iter()
+        .position(|b| needles.contains(b))
+        .map(|i| at + i)
 }
 
 /// The bytes the parser may look at: at most `max` of them, so that a prefix
@@ -84,18 +103,15 @@ pub(crate) fn within_limit(buf: &[u8], max: usize) -> &[u8] {
 ///
 /// Every LF httparse accepted ends a line, and every line but the last is
 /// followed by a field name (or by the final empty line). So it is enough to
-/// check the bytes before each field name, the final four bytes, and any
-/// empty lines skipped before the start line.
-pub(crate) fn crlf_only(head: &[u8], start_line: usize, headers: &[httparse::Header<'_>]) -> bool {
+/// check the bytes before each field name (`FieldScan` does, in its pass over
+/// the fields), the final four bytes, and any empty lines skipped before the
+/// start line.
+pub(crate) fn crlf_only(head: &[u8], start_line: usize, fields: &FieldScan<'_>) -> bool {
     let leading = &head[..start_line];
     if leading.len() % 2 != 0 || !leading.chunks(2).all(|c| c == b"\r\n") {
         return false;
     }
-    let crlf_before = |at: usize| at >= 2 && &head[at - 2..at] == b"\r\n";
-    headers
-        .iter()
-        .all(|h| crlf_before(offset_in(head, h.name.as_bytes())))
-        && head.ends_with(b"\r\n\r\n")
+    fields.crlf_before_every_field && head.ends_with(b"\r\n\r\n")
 }
 
 /// Why httparse rejected a field name, for a precise error.
@@ -163,6 +179,15 @@ pub(crate) struct ConnectionTokens {
 
 impl ConnectionTokens {
     fn add(&mut self, value: &[u8]) {
+        // The usual value is one token; skip splitting a list for it.
+        if eq_ci(value, b"keep-alive") {
+            self.keep_alive = true;
+            return;
+        }
+        if eq_ci(value, b"close") {
+            self.close = true;
+            return;
+        }
         for token in list_elements(value) {
             if eq_ci(token, b"close") {
                 self.close = true;
@@ -179,7 +204,7 @@ impl ConnectionTokens {
 
 /// Everything one pass over the header slots learns. Errors are kept as
 /// field states, so that the framing function raises them in RFC order.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FieldScan<'b> {
     pub content_length: ContentLengthField,
     pub transfer_encoding: TransferEncodingField,
@@ -189,13 +214,28 @@ pub(crate) struct FieldScan<'b> {
     pub expect_continue: bool,
     /// The first `X-Request-ID` value.
     pub request_id: Option<&'b [u8]>,
+    /// Whether every field line follows a CRLF (for `crlf_only`): checked
+    /// here so that parsing walks the slots once.
+    pub crlf_before_every_field: bool,
 }
 
 impl<'b> FieldScan<'b> {
-    pub(crate) fn scan(headers: &[httparse::Header<'b>]) -> FieldScan<'b> {
-        let mut scan = FieldScan::default();
+    /// `headers` are httparse's slots for `head`, so every name borrows it.
+    pub(crate) fn scan(head: &[u8], headers: &[httparse::Header<'b>]) -> FieldScan<'b> {
+        let mut scan = FieldScan {
+            content_length: ContentLengthField::default(),
+            transfer_encoding: TransferEncodingField::default(),
+            connection: ConnectionTokens::default(),
+            host: Singleton::Absent,
+            upgrade: None,
+            expect_continue: false,
+            request_id: None,
+            crlf_before_every_field: true,
+        };
         for h in headers {
             let name = h.name.as_bytes();
+            let at = offset_in(head, name);
+            scan.crlf_before_every_field &= at >= 2 && head[at - 2..at] == *b"\r\n";
             // Dispatch on length and first letter: most fields are none of
             // these, and this keeps the scan a small part of parsing.
             if !matches!(name[0] | 0x20, b'h' | b'e' | b'u' | b'c' | b't' | b'x') {
@@ -273,6 +313,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn eq_ci_matches_eq_ignore_ascii_case() {
+        for x in 0..=255u8 {
+            for y in 0..=255u8 {
+                let (a, b) = ([b'k', x, b'-'], [b'K', y, b'-']);
+                assert_eq!(eq_ci(&a, &b), a.eq_ignore_ascii_case(&b), "{x:02x} {y:02x}");
+            }
+        }
+        assert!(eq_ci(b"Keep-Alive", b"keep-alive"));
+        assert!(!eq_ci(b"keep-alive", b"keep-aliv"));
+        assert!(eq_ci(b"", b""));
+    }
+
+    #[test]
     fn trim_and_list() {
         assert_eq!(trim_ows(b" \t a b \t"), b"a b");
         assert_eq!(trim_ows(b"  "), b"");
@@ -319,6 +372,9 @@ mod tests {
                     .collect();
                 let want = hay.iter().position(|&b| b == needle);
                 assert_eq!(find_byte(&hay, needle), want, "{hay:02x?} {needle:02x}");
+                let other = near[(state % 5) as usize];
+                let want = hay.iter().position(|&b| b == needle || b == other);
+                assert_eq!(find_any(&hay, [needle, other]), want, "{hay:02x?}");
             }
         }
     }

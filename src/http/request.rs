@@ -15,8 +15,8 @@ use std::mem::MaybeUninit;
 
 use super::framing::{body_framing, Framing, FramingError, Message};
 use super::headers::{
-    crlf_only, diagnose_name_error, offset_in, within_limit, ConnectionTokens, FieldScan, Headers,
-    NameProblem, Singleton,
+    crlf_only, diagnose_name_error, find_any, find_byte, offset_in, within_limit, ConnectionTokens,
+    FieldScan, Headers, NameProblem, Singleton,
 };
 use super::{BodyKind, Limits, Status, Version, MAX_HEADERS_CAP};
 
@@ -292,7 +292,8 @@ pub fn parse_request<'b>(
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::InvalidRequestLine);
     };
-    if !crlf_only(head, offset_in(head, method.as_bytes()), req.headers) {
+    let fields = FieldScan::scan(head, req.headers);
+    if !crlf_only(head, offset_in(head, method.as_bytes()), &fields) {
         return Err(RequestError::BareLineEnding);
     }
     let version = Version::from_minor(minor).ok_or(RequestError::InvalidVersion)?;
@@ -300,7 +301,6 @@ pub fn parse_request<'b>(
         return Err(RequestError::ConnectUnsupported);
     }
     let target_form = TargetForm::parse(target)?;
-    let fields = FieldScan::scan(req.headers);
     let host = checked_host(fields.host, version)?;
     let framing = body_framing(
         Message::Request { version },
@@ -373,21 +373,18 @@ impl<'b> TargetForm<'b> {
 
 /// Rejects what backends read differently from us: a fragment, and a path
 /// whose dot segments climb above the root (nginx answers both with 400).
-/// One scan of the target; the segment walk only runs when it has a `.` or
-/// a `%` before the query.
+/// Word-at-a-time searches (byte by byte this was a sixth of parsing a
+/// browser GET); the segment walk only runs when the path before the query
+/// has a `.` or a `%`.
 fn check_target_path(path: &str) -> Result<(), RequestError> {
     let bytes = path.as_bytes();
-    let mut path_end = bytes.len();
-    let mut dots_or_escapes = false;
-    for (i, &b) in bytes.iter().enumerate() {
-        match b {
-            b'#' => return Err(RequestError::FragmentInTarget),
-            b'?' if path_end == bytes.len() => path_end = i,
-            b'.' | b'%' if path_end == bytes.len() => dots_or_escapes = true,
-            _ => {}
-        }
+    // The path ends at the query or at a fragment; a `#` anywhere is an error.
+    let path_end = find_any(bytes, [b'?', b'#']).unwrap_or(bytes.len());
+    if find_byte(&bytes[path_end..], b'#').is_some() {
+        return Err(RequestError::FragmentInTarget);
     }
-    if dots_or_escapes && climbs_above_root(&bytes[..path_end]) {
+    let path = &bytes[..path_end];
+    if find_any(path, [b'.', b'%']).is_some() && climbs_above_root(path) {
         return Err(RequestError::PathAboveRoot);
     }
     Ok(())
@@ -448,7 +445,10 @@ fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 /// `host [":" port]` with reg-name, IPv4 or bracketed IP-literal bytes: no
 /// userinfo, path, whitespace or non-ASCII. Not empty.
 fn is_authority(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| AUTHORITY_BYTES[usize::from(b)])
+    // No early exit, so the loop over a short host has no branch per byte.
+    !s.is_empty()
+        && s.bytes()
+            .fold(true, |ok, b| ok & AUTHORITY_BYTES[usize::from(b)])
 }
 
 /// Bytes allowed in an authority: unreserved, sub-delims, `%`, `:`, `[`, `]`.

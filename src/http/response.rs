@@ -291,14 +291,14 @@ pub fn parse_response<'b>(
         return Err(ResponseError::InvalidStatusLine);
     };
     let start_line = head.len() - head.trim_ascii_start().len();
-    if !crlf_only(head, start_line, resp.headers) {
+    let fields = FieldScan::scan(head, resp.headers);
+    if !crlf_only(head, start_line, &fields) {
         return Err(ResponseError::BareLineEnding);
     }
     let version = Version::from_minor(minor).ok_or(ResponseError::InvalidVersion)?;
     if status < 100 {
         return Err(ResponseError::InvalidStatusLine);
     }
-    let fields = FieldScan::scan(resp.headers);
     let framing = body_framing(
         Message::Response {
             version,
