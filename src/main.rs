@@ -7,6 +7,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use ringlb::config::Config;
+use ringlb::io::CountingAllocator;
 use ringlb::server::takeover::{self, Handover, Taker};
 
 /// An HTTP/1.1 edge load balancer for Linux, thread-per-core on io_uring.
@@ -51,6 +52,11 @@ enum Command {
         admin: std::net::SocketAddr,
     },
 }
+
+/// The system allocator, counting what worker threads allocate
+/// (`ringlb_worker_heap_allocations_total`).
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -21,12 +21,16 @@
 #![allow(unsafe_code)]
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod alloc_count;
 mod op;
 mod probe;
 mod recycle;
 mod socket;
 mod transport;
 
+pub use alloc_count::{
+    count_allocations_of_this_thread, worker_heap_allocations, CountingAllocator,
+};
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use recycle::{recycled, sweep_spare_slots, Recycled};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};

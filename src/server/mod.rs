@@ -250,6 +250,7 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                     ready,
                     stopped_accepting,
                 };
+                io::count_allocations_of_this_thread();
                 io::run_worker(worker_main(parts));
             })
             .map_err(StartError::Thread)?;
@@ -527,7 +528,14 @@ fn admin_hooks(
         let reloader = reloader.clone();
         move || {
             let (_, states, ..) = current();
-            let mut text = metrics::prometheus::render(&snapshot(), &states, &counters.samples());
+            let heap = metrics::prometheus::Sample {
+                name: "ringlb_worker_heap_allocations_total",
+                help: "Heap allocations made on worker threads (a warm keep-alive request makes none).",
+                kind: metrics::prometheus::Kind::Counter,
+                value: io::worker_heap_allocations() as f64,
+            };
+            let extra: Vec<_> = counters.samples().into_iter().chain([heap]).collect();
+            let mut text = metrics::prometheus::render(&snapshot(), &states, &extra);
             shared.render_metrics(&mut text);
             shared.tcp.render(&mut text);
             let zones = lock(&live).zones.clone();

@@ -13,6 +13,7 @@ mod loadgen;
 mod access_log;
 mod admin;
 mod admin_safety;
+mod allocations;
 mod balancing;
 mod cache;
 mod cli;
