@@ -45,7 +45,9 @@
 #
 # Needs: nginx, haproxy, wrk (Debian: apt-get install -y nginx haproxy wrk),
 # python3 (the idle scenario's client), and a release build of ringlb (built
-# here if missing). Installs nothing.
+# here if missing). Installs nothing. Where a proxy has io_uring kernel
+# workers (iou-wrk threads) at the end of a round, their count and CPU are
+# reported under the table.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -297,6 +299,27 @@ cpu_ticks() {
     echo "$total"
 }
 
+# io_uring's kernel worker threads (iou-wrk, made for ops the kernel cannot
+# complete inline, such as splice) of a process and its children: "COUNT
+# TICKS", the threads alive now and their CPU. Their CPU is in the
+# process's own figure already (cpu_ticks); this shows how much of it
+# they took.
+iou_wrk() {
+    local root=$1 count=0 ticks=0 pid task
+    [ -n "$root" ] || { echo "0 0"; return; }
+    for pid in $root $(pgrep -P "$root" || true); do
+        for task in /proc/"$pid"/task/*; do
+            case "$(cat "$task/comm" 2>/dev/null)" in
+                iou-wrk*)
+                    count=$((count + 1))
+                    ticks=$((ticks + $(awk '{print $14 + $15}' "$task/stat" 2>/dev/null || echo 0)))
+                    ;;
+            esac
+        done
+    done
+    echo "$count $ticks"
+}
+
 scenario_args() {
     case "$1" in
         small) echo "-c 64 http://127.0.0.1:PORT/small" ;;
@@ -390,6 +413,10 @@ run_wrk() {
     # shellcheck disable=SC2086
     out=$(wrk -t "$WRK_THREADS" -d "${DURATION}s" --latency $args 2>&1)
     after=$(cpu_ticks "${PROC[$target]}")
+    read -r iou_count iou_ticks < <(iou_wrk "${PROC[$target]}")
+    if [ "$iou_count" -gt 0 ]; then
+        echo "$scenario $target $iou_count $iou_ticks" >> "$IOU"
+    fi
     echo "$out" | awk -v cpu="$(( after - before ))" -v ticks="$TICKS" '
         function ms(v) {
             if (v ~ /us$/) return v / 1000;
@@ -413,6 +440,8 @@ median() { sort -g | awk '{v[NR] = $1} END { if (NR == 0) print 0; else if (NR %
 
 RAW=$W/raw.txt
 : > "$RAW"
+IOU=$W/iou-wrk.txt
+: > "$IOU"
 echo "ringlb perf compare: $ROUNDS rounds x ${DURATION}s, $WORKERS workers, scenarios: $SCENARIOS" >&2
 for round in $(seq "$ROUNDS"); do
     for scenario in $SCENARIOS; do
@@ -487,6 +516,15 @@ TABLE=$W/table.md
             back=$(awk -v b="$before" -v a="$after" 'BEGIN { if (b > 0) printf "%+.0f%%", (a - b) * 100 / b; else print "-" }')
             echo "| $target | $per | $before | $open | $after | $back | $failed |"
         done
+    fi
+    if [ -s "$IOU" ]; then
+        echo
+        echo "io_uring kernel workers (iou-wrk) alive at the end of a round, and their CPU (already counted in the proxy's req per CPU-s), summed over the rounds:"
+        echo
+        echo "| scenario | target | iou-wrk threads (max) | their CPU-s |"
+        echo "|---|---|---|---|"
+        awk -v ticks="$TICKS" '{ k = $1 " | " $2; if ($3 > n[k]) n[k] = $3; c[k] += $4 }
+            END { for (k in n) printf "| %s | %d | %.2f |\n", k, n[k], c[k] / ticks }' "$IOU" | sort
     fi
 } > "$TABLE"
 
