@@ -157,6 +157,14 @@ mod tests {
         }
     }
 
+    fn fake(id: u32, alive: bool, checks: &Rc<Cell<u32>>) -> Fake {
+        Fake {
+            id,
+            alive,
+            checks: checks.clone(),
+        }
+    }
+
     fn pool() -> Pool<Fake> {
         Pool::new([(4, Duration::from_secs(60))])
     }
@@ -171,24 +179,8 @@ mod tests {
     #[test]
     fn checked_checkout_skips_dead_connections_and_counts_them() {
         let (mut pool, checks, t0) = (pool(), Rc::new(Cell::new(0)), Instant::now());
-        pool.checkin(
-            0,
-            Fake {
-                id: 1,
-                alive: true,
-                checks: checks.clone(),
-            },
-            t0,
-        );
-        pool.checkin(
-            0,
-            Fake {
-                id: 2,
-                alive: false,
-                checks: checks.clone(),
-            },
-            t0,
-        );
+        pool.checkin(0, fake(1, true, &checks), t0);
+        pool.checkin(0, fake(2, false, &checks), t0);
         assert_eq!(hit_id(pool.checkout(0, t0, Liveness::Checked)), Some(1));
         assert_eq!(checks.get(), 2);
         assert!(matches!(
@@ -201,28 +193,12 @@ mod tests {
     fn trusted_checkout_skips_the_check_only_for_recently_idle_connections() {
         let (mut pool, checks, t0) = (pool(), Rc::new(Cell::new(0)), Instant::now());
         // Dead, but back in the pool just now: handed out unchecked.
-        pool.checkin(
-            0,
-            Fake {
-                id: 1,
-                alive: false,
-                checks: checks.clone(),
-            },
-            t0,
-        );
+        pool.checkin(0, fake(1, false, &checks), t0);
         let soon = t0 + TRUSTED_IDLE / 2;
         assert_eq!(hit_id(pool.checkout(0, soon, Liveness::Trusted)), Some(1));
         assert_eq!(checks.get(), 0);
         // Idle past TRUSTED_IDLE: checked, found dead, closed.
-        pool.checkin(
-            0,
-            Fake {
-                id: 2,
-                alive: false,
-                checks: checks.clone(),
-            },
-            t0,
-        );
+        pool.checkin(0, fake(2, false, &checks), t0);
         let later = t0 + TRUSTED_IDLE;
         assert!(matches!(
             pool.checkout(0, later, Liveness::Trusted),
@@ -234,15 +210,7 @@ mod tests {
     #[test]
     fn expired_connections_are_never_handed_out() {
         let (mut pool, checks, t0) = (pool(), Rc::new(Cell::new(0)), Instant::now());
-        pool.checkin(
-            0,
-            Fake {
-                id: 1,
-                alive: true,
-                checks: checks.clone(),
-            },
-            t0,
-        );
+        pool.checkin(0, fake(1, true, &checks), t0);
         let expired = t0 + Duration::from_secs(60);
         assert!(matches!(
             pool.checkout(0, expired, Liveness::Trusted),
