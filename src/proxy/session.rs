@@ -134,7 +134,9 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         let env = worker.env();
         // The cache stage: a hit is answered here.
         let served = match info.cache.take() {
-            Some(req) => match cache::lookup(&env, client, &info, req, &mut fwd).await {
+            // In a recycled slot: only caching routes need its space.
+            Some(req) => match recycled(|| cache::lookup(&env, client, &info, req, &mut fwd)).await
+            {
                 Lookup::Served(next) => Some(next),
                 Lookup::Fetch => None,
             },

@@ -1047,14 +1047,18 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                 let proxy_protocol = endpoint.proxy_protocol.borrow().clone();
                 io::spawn(async move {
                     // The PROXY header comes first, before a TLS handshake.
+                    // The PROXY header read and the `[[tcp]]` session are
+                    // boxed: an HTTP connection's task (alive as long as
+                    // the connection, idle or not) should not carry their
+                    // space (4.4 KB with them inline, 2.4 KB without).
                     let client_addr = match proxy_protocol {
                         None => Some(conn.peer_addr()),
-                        Some(accept) => worker.accept_proxy_header(&conn, &accept).await,
+                        Some(accept) => Box::pin(worker.accept_proxy_header(&conn, &accept)).await,
                     };
                     match (client_addr, tcp) {
                         (None, _) => {}
                         (Some(client_addr), Some(index)) => {
-                            worker.serve_tcp(conn, client_addr, configured, index).await;
+                            Box::pin(worker.serve_tcp(conn, client_addr, configured, index)).await;
                         }
                         (Some(client_addr), None) => {
                             worker
