@@ -155,9 +155,9 @@ pub(super) async fn exchange(
             response_timeout,
         };
 
-        // A pooled connection that turns out dead costs a request that can
-        // be re-sent for free one re-send, so such a request skips the
-        // pool's liveness syscall for a recently used connection.
+        // A request that can be re-sent for free loses only that re-send
+        // if a pooled connection turns out dead, so it skips the pool's
+        // liveness syscall for a recently used connection.
         let liveness = if info.idempotent && replayable && !free_resend_used {
             Liveness::Trusted
         } else {
