@@ -43,6 +43,19 @@ fn body(found: Found) -> Option<Bytes> {
     }
 }
 
+/// The first lookup of `key`, which finds nothing and so leads its fetch.
+async fn lead(zone: &Arc<Zone>, key: &[u8], headers: Vec<(&'static str, &'static [u8])>) -> Leader {
+    let Found::Lead(leader) = zone.lookup(key, headers, Duration::from_secs(1)).await else {
+        panic!("a miss leads");
+    };
+    leader
+}
+
+/// The request fields of a client that accepts `coding`.
+fn accepts(coding: &'static str) -> Vec<(&'static str, &'static [u8])> {
+    h(&[("Accept-Encoding", coding)])
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -55,9 +68,7 @@ fn a_miss_leads_and_the_fill_is_found() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
-        let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
-            panic!("a miss leads");
-        };
+        let leader = lead(&zone, key, h(&[])).await;
         assert!(zone.fill(Some(leader), key, h(&[]), Arc::new(object("hello"))));
         let found = zone.lookup(key, h(&[]), Duration::from_secs(1)).await;
         assert_eq!(body(found).as_deref(), Some(&b"hello"[..]));
@@ -71,12 +82,9 @@ fn variants_are_kept_apart() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
-        let gzip = h(&[("Accept-Encoding", "gzip")]);
-        let br = h(&[("Accept-Encoding", "br")]);
-        let Found::Lead(leader) = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await
-        else {
-            panic!("a miss leads");
-        };
+        let gzip = accepts("gzip");
+        let br = accepts("br");
+        let leader = lead(&zone, key, gzip.clone()).await;
         zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
         // The other variant is not there: its fetch is led on its own,
         // then stored beside the first.
@@ -104,9 +112,7 @@ fn an_object_over_max_object_is_not_stored_and_waiters_pass() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 100));
         let key = b"GET http://a/big";
-        let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
-            panic!("a miss leads");
-        };
+        let leader = lead(&zone, key, h(&[])).await;
         assert!(!zone.fill(
             Some(leader),
             key,
@@ -208,9 +214,7 @@ fn a_bounded_wait_gives_up_and_passes() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/stuck";
-        let Found::Lead(_leader) = zone.lookup(key, h(&[]), Duration::from_secs(1)).await else {
-            panic!("a miss leads");
-        };
+        let _leader = lead(&zone, key, h(&[])).await;
         // The leader never fills: a second lookup gives up after its bound.
         let second = zone.lookup(key, h(&[]), Duration::from_millis(20)).await;
         assert!(matches!(second, Found::Pass));
@@ -288,13 +292,10 @@ fn concurrent_misses_of_a_new_variant_make_one_fetch() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
-        let gzip = h(&[("Accept-Encoding", "gzip")]);
-        let br = h(&[("Accept-Encoding", "br")]);
-        let zstd = h(&[("Accept-Encoding", "zstd")]);
-        let Found::Lead(leader) = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await
-        else {
-            panic!("a miss leads");
-        };
+        let gzip = accepts("gzip");
+        let br = accepts("br");
+        let zstd = accepts("zstd");
+        let leader = lead(&zone, key, gzip.clone()).await;
         zone.fill(Some(leader), key, gzip.clone(), Arc::new(varied("g")));
 
         // A second request for the new variant waits for the first's fetch.
@@ -335,13 +336,10 @@ fn a_request_that_waited_for_the_key_joins_its_variant_fetch() {
     rt().block_on(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
-        let gzip = h(&[("Accept-Encoding", "gzip")]);
-        let br = h(&[("Accept-Encoding", "br")]);
+        let gzip = accepts("gzip");
+        let br = accepts("br");
         // The key's first fetch (gzip) is in flight when a br request comes.
-        let Found::Lead(leader) = zone.lookup(key, gzip.clone(), Duration::from_secs(1)).await
-        else {
-            panic!("a miss leads");
-        };
+        let leader = lead(&zone, key, gzip.clone()).await;
         let waiter = zone.lookup(key, br.clone(), Duration::from_secs(5));
         let filler = async {
             tokio::task::yield_now().await;
