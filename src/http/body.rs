@@ -99,6 +99,16 @@ impl BodyFramer {
         framer
     }
 
+    /// Body bytes still to come, where the framing says (a length); `None`
+    /// when it does not (chunked, until close).
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            State::Chunked(_) | State::UntilClose => None,
+        }
+    }
+
     /// The framed end was reached.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

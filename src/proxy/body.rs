@@ -21,6 +21,7 @@ use crate::metrics::WorkerMetrics;
 use super::cache::BodyCapture;
 use super::client::Client;
 use super::error::ClientFailure;
+use super::worker::{Buffers, Env};
 
 /// The request body still to forward.
 pub(super) struct RequestBody {
@@ -167,6 +168,14 @@ impl ResponseFramer {
         }
     }
 
+    /// Body bytes still to come from the backend, where its framing says.
+    fn remaining(&self) -> Option<u64> {
+        match self {
+            ResponseFramer::Plain(f) => f.remaining(),
+            ResponseFramer::Compressed(c) => c.input_remaining(),
+        }
+    }
+
     fn is_done(&self) -> bool {
         match self {
             ResponseFramer::Plain(f) => f.is_done(),
@@ -203,13 +212,13 @@ fn compress_error(e: CompressError) -> RelayError {
 /// `Ok(true)`: the body ended exactly at its framing, so the upstream
 /// connection may be reused.
 pub(super) async fn relay_response(
-    server: &ServerConfig,
-    metrics: &WorkerMetrics,
+    env: &Env<'_>,
     client: &mut Client,
     (up, up_buf): (&mut Transport, &mut Vec<u8>),
     mut framer: ResponseFramer,
     mut capture: Option<&mut BodyCapture>,
 ) -> Result<bool, RelayError> {
+    let (server, metrics) = (env.server, env.metrics);
     let head_alone = framer.sends_head_alone();
     loop {
         // The head, and bytes held back, are in `client.out` before these.
@@ -230,6 +239,7 @@ pub(super) async fn relay_response(
             // Bytes after the framed end: the connection is out of step.
             return Ok(up_buf.is_empty());
         }
+        use_body_buffer(env.buffers, up_buf, framer.remaining());
         match read_more(up, up_buf, server.buffer_size, Some(server.body_timeout)).await {
             Ok(0) => {
                 // Only a close-delimited body may end here; it leaves the
@@ -250,6 +260,17 @@ pub(super) async fn relay_response(
             Ok(n) => metrics.bytes_from_upstreams.add(n as u64),
             Err(_) => return Err(RelayError::Upstream),
         }
+    }
+}
+
+/// Before a read of a response body: an empty `buf` smaller than a body
+/// buffer is swapped for one, unless the framing says the rest fits in
+/// `buf`. Fewer, larger reads (and writes, as the relay swaps whole
+/// buffers to the client) for a large body.
+fn use_body_buffer(buffers: &Buffers, buf: &mut Vec<u8>, remaining: Option<u64>) {
+    let fits = remaining.is_some_and(|n| n <= buf.capacity() as u64);
+    if buf.is_empty() && !fits && buf.capacity() < buffers.body_size() {
+        buffers.give(std::mem::replace(buf, buffers.take_body()));
     }
 }
 

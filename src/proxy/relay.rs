@@ -469,8 +469,7 @@ async fn respond(
         None => ResponseFramer::Plain(BodyFramer::response(plan.body, plan.out)),
     };
     let outcome = body::relay_response(
-        server,
-        env.metrics,
+        env,
         client,
         (&mut conn.transport, &mut buf),
         framer,

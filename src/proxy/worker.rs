@@ -135,45 +135,109 @@ impl Upstreams {
 }
 
 /// Spare relay buffers, so a request or a connection does not cost a
-/// `buffer_size` allocation. Those that a whole sweep interval did not
-/// need are freed ([`Buffers::sweep`]), so memory comes back when load goes.
+/// `buffer_size` allocation; and spare body buffers ([`BODY_READ`]), which
+/// a body of more than `buffer_size` is read into while it streams. Those
+/// that a whole sweep interval did not need are freed ([`Buffers::sweep`]),
+/// so memory comes back when load goes.
 pub(super) struct Buffers {
-    spare: RefCell<Vec<Vec<u8>>>,
-    size: usize,
-    /// The fewest spare buffers since the last sweep: that many were not
-    /// needed, and the sweep frees them.
-    low: Cell<usize>,
+    relay: Spare,
+    body: Spare,
     /// Memory given back to the allocator since the last sweep (ended
     /// connections), in bytes, roughly.
     freed: Cell<usize>,
 }
 
+/// The most a streaming body reads at once (when `buffer_size` is less):
+/// a 64 KiB response then takes one read and one write, not four of each.
+pub(super) const BODY_READ: usize = 64 * 1024;
+
+/// Spare body buffers a worker keeps (16 MiB).
+const MAX_SPARE_BODY_BUFFERS: usize = 256;
+
+/// Spare buffers of one size.
+struct Spare {
+    list: RefCell<Vec<Vec<u8>>>,
+    size: usize,
+    max: usize,
+    /// The fewest spare buffers since the last sweep: that many were not
+    /// needed, and the sweep frees them.
+    low: Cell<usize>,
+}
+
+impl Spare {
+    fn new(size: usize, max: usize) -> Spare {
+        Spare {
+            list: RefCell::new(Vec::new()),
+            size,
+            max,
+            low: Cell::new(0),
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mut list = self.list.borrow_mut();
+        let buf = list.pop();
+        self.low.set(self.low.get().min(list.len()));
+        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
+    }
+
+    /// Whether `buf` is of this size (it may have grown a little).
+    fn fits(&self, buf: &Vec<u8>) -> bool {
+        (self.size..=2 * self.size).contains(&buf.capacity())
+    }
+
+    fn keep(&self, mut buf: Vec<u8>) {
+        let mut list = self.list.borrow_mut();
+        if list.len() < self.max {
+            buf.clear();
+            list.push(buf);
+        }
+    }
+
+    /// Frees the buffers unused since the last sweep; returns their bytes.
+    fn sweep(&self) -> usize {
+        let mut list = self.list.borrow_mut();
+        let unused = self.low.get().min(list.len());
+        let keep = list.len() - unused;
+        list.truncate(keep);
+        list.shrink_to_fit();
+        self.low.set(list.len());
+        unused * self.size
+    }
+}
+
 impl Buffers {
     fn new(size: usize) -> Buffers {
         Buffers {
-            spare: RefCell::new(Vec::new()),
-            size,
-            low: Cell::new(0),
+            relay: Spare::new(size, MAX_SPARE_BUFFERS),
+            body: Spare::new(size.max(BODY_READ), MAX_SPARE_BODY_BUFFERS),
             freed: Cell::new(0),
         }
     }
 
     pub fn take(&self) -> Vec<u8> {
-        let mut spare = self.spare.borrow_mut();
-        let buf = spare.pop();
-        self.low.set(self.low.get().min(spare.len()));
-        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
+        self.relay.take()
     }
 
-    /// Keeps `buf` for reuse unless it is not full size (it grew for a
-    /// large head, or is the empty one of a connection woken from idle), or
-    /// enough are kept already.
-    pub fn give(&self, mut buf: Vec<u8>) {
-        let mut spare = self.spare.borrow_mut();
-        if (self.size..=2 * self.size).contains(&buf.capacity()) && spare.len() < MAX_SPARE_BUFFERS
-        {
-            buf.clear();
-            spare.push(buf);
+    /// A buffer of [`BODY_READ`] bytes (or `buffer_size`, if more).
+    pub fn take_body(&self) -> Vec<u8> {
+        self.body.take()
+    }
+
+    /// The size of [`Buffers::take_body`]'s buffers.
+    pub fn body_size(&self) -> usize {
+        self.body.size
+    }
+
+    /// Keeps `buf` for reuse if it is of either size (not one that grew
+    /// for a large head, or the empty one of a connection woken from
+    /// idle), unless enough are kept already.
+    pub fn give(&self, buf: Vec<u8>) {
+        // The larger size first: the two ranges may share a size.
+        if self.body.size > self.relay.size && self.body.fits(&buf) {
+            self.body.keep(buf);
+        } else if self.relay.fits(&buf) {
+            self.relay.keep(buf);
         }
     }
 
@@ -185,13 +249,7 @@ impl Buffers {
     /// Frees the spare buffers unused since the last sweep; returns roughly
     /// how many bytes were freed since the last sweep, these included.
     fn sweep(&self) -> usize {
-        let mut spare = self.spare.borrow_mut();
-        let unused = self.low.get().min(spare.len());
-        let keep = spare.len() - unused;
-        spare.truncate(keep);
-        spare.shrink_to_fit();
-        self.low.set(spare.len());
-        self.freed.replace(0) + unused * self.size
+        self.freed.replace(0) + self.relay.sweep() + self.body.sweep()
     }
 }
 
@@ -556,5 +614,55 @@ impl Worker {
         self.buffers.give(client.out);
         self.metrics.connections_open.sub(1);
         self.buffers.note_freed(CONNECTION_BYTES);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_goes_back_to_the_spare_list_of_its_size() {
+        let buffers = Buffers::new(16 * 1024);
+        let relay = buffers.take();
+        let body = buffers.take_body();
+        assert_eq!(relay.capacity(), 16 * 1024);
+        assert_eq!(body.capacity(), BODY_READ);
+        let (relay_ptr, body_ptr) = (relay.as_ptr(), body.as_ptr());
+        buffers.give(body);
+        buffers.give(relay);
+        // Neither size is handed out as the other.
+        let (relay, body) = (buffers.take(), buffers.take_body());
+        assert_eq!(relay.as_ptr(), relay_ptr);
+        assert_eq!(body.as_ptr(), body_ptr);
+        // A buffer of neither size (an idle connection's empty one) is freed.
+        buffers.give(Vec::new());
+        assert_eq!(buffers.take().capacity(), 16 * 1024);
+    }
+
+    #[test]
+    fn a_sweep_frees_the_spare_buffers_the_last_interval_did_not_use() {
+        let buffers = Buffers::new(16 * 1024);
+        let taken: Vec<_> = (0..3).map(|_| buffers.take_body()).collect();
+        taken.into_iter().for_each(|b| buffers.give(b));
+        buffers.sweep();
+        // All three were needed at once in that interval: none is freed.
+        assert_eq!(buffers.body.list.borrow().len(), 3);
+        // One of them is used in the next interval; two were not needed.
+        let one = buffers.take_body();
+        buffers.give(one);
+        assert_eq!(buffers.sweep(), 2 * BODY_READ);
+        assert_eq!(buffers.body.list.borrow().len(), 1);
+    }
+
+    #[test]
+    fn with_a_buffer_size_above_the_body_read_both_sizes_are_one() {
+        let buffers = Buffers::new(128 * 1024);
+        assert_eq!(buffers.body_size(), 128 * 1024);
+        let body = buffers.take_body();
+        let ptr = body.as_ptr();
+        buffers.give(body);
+        let relay = buffers.take();
+        assert_eq!(relay.as_ptr(), ptr);
     }
 }

@@ -73,6 +73,11 @@ impl CompressedBody {
         }
     }
 
+    /// Body bytes still to come as input, where its framing says.
+    pub fn input_remaining(&self) -> Option<u64> {
+        self.framer.remaining()
+    }
+
     /// The whole compressed body went to `out`.
     pub fn is_done(&self) -> bool {
         self.encoder.is_none()
