@@ -270,6 +270,40 @@ impl Conn {
         self.recv(buf, spare, 0, deadline).await
     }
 
+    /// Reads what is waiting on the socket into the spare capacity of `buf`
+    /// (appending) at once, without the ring: `Ok(None)` when nothing is
+    /// (it would block). For a connection [`Conn::readable`] said has
+    /// bytes, so its wait needs no read op (and no op's future) at all.
+    pub fn try_read(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        if buf.capacity() == buf.len() {
+            buf.reserve(4096);
+        }
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by
+        // `buf`; recv writes at most that many, and only those it reports
+        // are marked initialised below.
+        let n = unsafe {
+            libc::recv(
+                self.raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(None),
+                io::ErrorKind::Interrupted => Ok(None),
+                _ => Err(e),
+            };
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(Some(n))
+    }
+
     /// Copies up to `limit` bytes waiting on the socket into `buf`
     /// (appending) without consuming them (`MSG_PEEK`), waiting at most
     /// `deadline` for the first. `Ok(0)` is end of stream. A reader that

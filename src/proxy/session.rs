@@ -84,8 +84,45 @@ impl Worker {
 
 /// Serves requests until the connection ends; `worker` is the config
 /// generation the connection is on (it moves between requests).
+///
+/// The connection's task lives as long as the connection, so it holds only
+/// what an idle connection needs (the client and its descriptor): the
+/// requests are served in a recycled heap slot ([`serve_busy`]), given up
+/// when the connection idles past [`IDLE_GRACE`].
 async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
     let mut first = true;
+    loop {
+        let rest = match recycled(|| serve_busy(worker, client, first)).await {
+            Busy::Ended(end) => return end,
+            Busy::Idle {
+                rest,
+                first: still_first,
+            } => {
+                first = still_first;
+                rest
+            }
+        };
+        if !wait_idle(worker, client, rest, !first).await {
+            return End::Closed;
+        }
+    }
+}
+
+/// How [`serve_busy`] ended.
+enum Busy {
+    Ended(End),
+    /// Idle past [`IDLE_GRACE`], its buffers given back; the keep-alive
+    /// timeout (or the head timeout, before the `first` request) has `rest`
+    /// left.
+    Idle {
+        rest: Duration,
+        first: bool,
+    },
+}
+
+/// Serves requests until the connection ends or idles past
+/// [`IDLE_GRACE`]; `first`: no request came on it yet.
+async fn serve_busy(worker: &mut Rc<Worker>, client: &mut Client, mut first: bool) -> Busy {
     let mut log = LogLine::default();
     let mut fwd = Vec::with_capacity(1024);
     loop {
@@ -104,8 +141,9 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         // in `fwd`.
         client.cache = None;
         let mut info = match read_request(worker, client, first, &mut fwd, &mut log).await {
-            Ok(Some(info)) => info,
-            Ok(None) => return End::Closed,
+            Ok(Read::Request(info)) => info,
+            Ok(Read::Closed) => return Busy::Ended(End::Closed),
+            Ok(Read::Idle(rest)) => return Busy::Idle { rest, first },
             // A filter refused a request with no body, whose head is
             // consumed: answer and keep the connection.
             Err(reply) if client.refused_whole && !client.winding_down(worker.is_draining()) => {
@@ -116,16 +154,16 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
                         first = false;
                         continue;
                     }
-                    _ => return End::Closed,
+                    _ => return Busy::Ended(End::Closed),
                 }
             }
             Err(reply) => {
                 let next = Box::pin(reply_and_close(&worker.env(), client, &log, reply)).await;
                 finish(worker, client, None, &log, sent_before);
-                return match next {
+                return Busy::Ended(match next {
                     Next::Close => End::KeepClosing,
                     _ => End::Closed,
-                };
+                });
             }
         };
         first = false;
@@ -164,21 +202,30 @@ async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
         finish(worker, client, Some(info.upstream), &log, sent_before);
         match next {
             Next::KeepAlive if client.winding_down(worker.is_draining()) => {
-                return End::KeepClosing
+                return Busy::Ended(End::KeepClosing)
             }
             Next::KeepAlive => continue,
-            Next::Close => return End::KeepClosing,
+            Next::Close => return Busy::Ended(End::KeepClosing),
             Next::Abort => {
                 client.transport.shutdown(Shutdown::Both);
-                return End::Closed;
+                return Busy::Ended(End::Closed);
             }
         }
     }
 }
 
+/// What [`read_request`] read.
+enum Read {
+    Request(RequestInfo),
+    /// The client closed, or idled out, between requests.
+    Closed,
+    /// No byte within [`IDLE_GRACE`]; the buffers are given back, and the
+    /// timeout has this much left (see [`wait_idle`]).
+    Idle(Duration),
+}
+
 /// Stage 1, read head: reads until a request head is complete, then runs
-/// stages 2 and 3 on it ([`on_head`]). `Ok(None)`: the client closed or
-/// idled out between requests.
+/// stages 2 and 3 on it ([`on_head`]).
 ///
 /// A request starts on the newest config: once its first bytes are in,
 /// the connection moves to the reload's successor worker, if any.
@@ -188,7 +235,7 @@ async fn read_request(
     first: bool,
     fwd: &mut Vec<u8>,
     log: &mut LogLine,
-) -> Result<Option<RequestInfo>, LocalReply> {
+) -> Result<Read, LocalReply> {
     // The newest config's: a reload's timeouts apply from the next wait.
     let (head_timeout, keepalive_timeout) = {
         let newest = worker.newest();
@@ -207,7 +254,7 @@ async fn read_request(
         log.started = head_started;
         if head_started.is_some() {
             if let Some(info) = on_head(worker, client, fwd, log)? {
-                return Ok(Some(info));
+                return Ok(Read::Request(info));
             }
         }
         let deadline = match head_started {
@@ -225,21 +272,24 @@ async fn read_request(
         let idle = (head_started.is_none() && !first).then(|| worker.register_idle(client));
         if let Some(None) = idle {
             client.transport.shutdown(Shutdown::Both);
-            return Ok(None);
+            return Ok(Read::Closed);
         }
         let filled = if head_started.is_none() && deadline > IDLE_GRACE {
-            fill_or_shed(worker, client, fwd, deadline).await
+            fill_or_shed(worker, client, fwd).await
         } else {
-            client.fill(Some(deadline)).await
+            Some(client.fill(Some(deadline)).await)
         };
         if let Some(Some(key)) = idle {
             worker.unregister_idle(key);
         }
+        let Some(filled) = filled else {
+            return Ok(Read::Idle(deadline - IDLE_GRACE));
+        };
         if let Some(ok) = client.transport.take_handshake_outcome() {
             worker.metrics.tls_handshake(ok);
         }
         match filled {
-            Ok(0) if client.buf.is_empty() => return Ok(None),
+            Ok(0) if client.buf.is_empty() => return Ok(Read::Closed),
             Ok(0) => {
                 return Err(LocalReply::BadRequest(
                     "connection closed inside the request head",
@@ -258,7 +308,7 @@ async fn read_request(
             Err(_) => {
                 // Idle timeout or a reset: close without a word, as nginx does.
                 client.transport.shutdown(Shutdown::Both);
-                return Ok(None);
+                return Ok(Read::Closed);
             }
         }
     }
@@ -272,54 +322,97 @@ async fn read_request(
 /// ms) spent two extra ops on most requests.
 const IDLE_GRACE: Duration = Duration::from_secs(1);
 
-/// The first read of a connection woken from idle (see [`fill_or_shed`]);
-/// a larger head takes another read.
-const WAKE_READ: usize = 1024;
-
-/// Waits up to `deadline` for the next request's first bytes, as
-/// [`Client::fill`]; but after [`IDLE_GRACE`] without a byte, hands the
-/// buffers (and `fwd`'s) back to the worker and waits for readability
-/// holding none, then takes buffers again to read. A timed-out read
-/// consumed nothing, so no byte is lost in between.
+/// Waits up to [`IDLE_GRACE`] for the next request's first bytes, as
+/// [`Client::fill`]; `None` when none came, after handing the buffers (and
+/// `fwd`'s) back to the worker. A timed-out read consumed nothing, so no
+/// byte is lost.
 async fn fill_or_shed(
     worker: &Worker,
     client: &mut Client,
     fwd: &mut Vec<u8>,
-    deadline: Duration,
-) -> io::Result<usize> {
+) -> Option<io::Result<usize>> {
     match client.fill(Some(IDLE_GRACE)).await {
         Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
-        other => return other,
+        other => return Some(other),
     }
     let buffers = &worker.buffers;
     buffers.give(std::mem::take(&mut client.buf));
     buffers.give(std::mem::take(&mut client.out));
     *fwd = Vec::new();
     client.transport.shed_buffer();
-    let rest = deadline.saturating_sub(IDLE_GRACE);
+    None
+}
+
+/// The wait of a connection idle past [`IDLE_GRACE`] (its buffers given
+/// back) for its next request, up to `rest`: for readability, holding no
+/// buffer; then the first bytes go into `client.buf`. `registered`: a
+/// graceful stop ends the wait (as for any wait between requests, not
+/// before a connection's first). `false`: the connection closed, idled
+/// out or was reset.
+async fn wait_idle(worker: &Worker, client: &mut Client, rest: Duration, registered: bool) -> bool {
+    let key = match registered.then(|| worker.register_idle(client)) {
+        Some(None) => {
+            client.transport.shutdown(Shutdown::Both);
+            return false;
+        }
+        Some(key) => key,
+        None => None,
+    };
+    let woke = wake(worker, client, rest).await;
+    if let Some(key) = key {
+        worker.unregister_idle(key);
+    }
+    match woke {
+        Ok(0) => false,
+        Ok(n) => {
+            worker.metrics.bytes_from_clients.add(n as u64);
+            true
+        }
+        Err(_) => {
+            // Idle timeout or a reset: close without a word, as nginx does.
+            client.transport.shutdown(Shutdown::Both);
+            false
+        }
+    }
+}
+
+/// Waits for readability up to `rest`, then takes buffers and reads the
+/// first bytes. The read is not a ring op: the bytes are there, and the
+/// wait of an idle connection should carry no read op's future.
+async fn wake(worker: &Worker, client: &mut Client, rest: Duration) -> io::Result<usize> {
+    let buffers = &worker.buffers;
     let started = Instant::now();
-    client.transport.readable(Some(rest)).await?;
-    let left = Some(rest.saturating_sub(started.elapsed()));
-    if client.transport.is_tls() {
-        client.buf = buffers.take();
-        client.out = buffers.take();
-        return client.fill(left).await;
+    loop {
+        let left = rest.saturating_sub(started.elapsed());
+        client.transport.readable(Some(left)).await?;
+        if client.transport.is_tls() {
+            client.buf = buffers.take();
+            client.out = buffers.take();
+            // Boxed: a TLS read's future is large, and only a TLS
+            // connection waking from idle needs it.
+            let left = rest.saturating_sub(started.elapsed());
+            return Box::pin(client.fill(Some(left))).await;
+        }
+        let mut buf = buffers.take();
+        match client.transport.conn().try_read(&mut buf) {
+            Ok(Some(n)) if n > 0 => {
+                client.buf = buf;
+                client.out = buffers.take();
+                return Ok(n);
+            }
+            Ok(Some(_)) => {
+                buffers.give(buf);
+                return Ok(0);
+            }
+            // Readable, yet nothing came (the bytes went, or a spurious
+            // wakeup): wait again.
+            Ok(None) => buffers.give(buf),
+            Err(e) => {
+                buffers.give(buf);
+                return Err(e);
+            }
+        }
     }
-    // Many idle connections wake at once when their clients close, and each
-    // would hold full buffers over its read: read the first bytes into a
-    // small one, and take full buffers only for a request.
-    let (res, first) = client
-        .transport
-        .conn()
-        .read(Vec::with_capacity(WAKE_READ), left)
-        .await;
-    let n = res?;
-    if n > 0 {
-        client.buf = buffers.take();
-        client.buf.extend_from_slice(&first);
-        client.out = buffers.take();
-    }
-    Ok(n)
 }
 
 /// Moves a connection to the newest config's worker between requests.

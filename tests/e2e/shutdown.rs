@@ -109,6 +109,30 @@ fn sigterm_finishes_in_flight_requests_closes_idle_ones_and_exits_zero() {
     );
 }
 
+/// A connection idle past the idle grace waits for its next request in the
+/// connection task's own small wait, its buffers given back; a graceful
+/// stop must end that wait too, not leave it to the shutdown timeout.
+#[test]
+fn sigterm_closes_a_connection_idle_past_the_idle_grace() {
+    let backend = slow_backend(Duration::from_millis(800));
+    let proxy = Proxy::builder()
+        // Longer than the client's wait for the close: only the stop
+        // itself can close the connection in time.
+        .server("shutdown_timeout = \"120s\"\nkeepalive_timeout = \"120s\"")
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let mut idle = proxy.client();
+    let r = idle.roundtrip(&get("/fast"));
+    assert!(r.status == 200 && !r.closes());
+    // Past the proxy's 1 s idle grace.
+    thread::sleep(Duration::from_millis(1500));
+
+    proxy.signal("TERM");
+    idle.assert_closed();
+    let status = proxy.wait_for_exit();
+    assert_eq!(status.code(), Some(0), "{status}\n{}", proxy.stderr());
+}
+
 #[test]
 fn sigquit_stops_waiting_at_shutdown_timeout() {
     let backend = slow_backend(Duration::from_secs(6));
