@@ -59,6 +59,7 @@ enum Command {
 static ALLOCATOR: CountingAllocator = CountingAllocator;
 
 fn main() -> ExitCode {
+    ringlb::io::tune_allocator();
     let cli = Cli::parse();
     init_logging();
     match (cli.command, cli.config) {
