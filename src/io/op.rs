@@ -57,51 +57,141 @@ pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
 /// `LINK_TIMEOUT` entry (see [`linked_deadline`]).
 ///
 /// Either way the op's data is returned, never lost.
-pub(crate) async fn with_deadline<D: Unpin + 'static>(
+pub(crate) fn with_deadline<D: Unpin + 'static>(
     fd: RawFd,
     data: D,
     sqe: squeue::Entry,
     deadline: Option<Duration>,
-) -> (io::Result<u32>, D) {
-    let Some(limit) = deadline else {
-        let (res, data) = submit(data, sqe).await;
-        return (cqe_result(res), data);
-    };
-    deadline_op(fd, data, sqe, limit, true).await
+) -> DeadlineOp<D> {
+    DeadlineOp::new(fd, data, sqe, deadline, true)
 }
 
 /// [`with_deadline`] whose fallback never shuts `fd` down: if the link
 /// breaks, the op simply runs until it completes (for a listening socket
 /// another process may share, where a shutdown would reset its queue). The
 /// watchdog's cancel shuts nothing down either.
-pub(crate) async fn with_deadline_keep_open<D: Unpin + 'static>(
+pub(crate) fn with_deadline_keep_open<D: Unpin + 'static>(
     fd: RawFd,
     data: D,
     sqe: squeue::Entry,
     limit: Duration,
-) -> (io::Result<u32>, D) {
-    deadline_op(fd, data, sqe, limit, false).await
+) -> DeadlineOp<D> {
+    DeadlineOp::new(fd, data, sqe, Some(limit), false)
 }
 
-async fn deadline_op<D: Unpin + 'static>(
-    fd: RawFd,
-    data: D,
-    sqe: squeue::Entry,
-    limit: Duration,
-    shutdown_on_fallback: bool,
-) -> (io::Result<u32>, D) {
-    if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) {
-        // Boxed: the rare path should not size every op's future.
-        return Box::pin(linked_deadline(fd, data, sqe, limit, shutdown_on_fallback)).await;
+/// The future of [`with_deadline`]. Written by hand rather than as an
+/// `async fn`: an async fn keeps its arguments (the 64-byte SQE among
+/// them) for its whole life, and each nested one its own copy. An op's
+/// future was 296 bytes that way, and every I/O future of a connection,
+/// idle or busy, holds one.
+pub(crate) struct DeadlineOp<D: Unpin + 'static> {
+    state: DeadlineState<D>,
+}
+
+enum DeadlineState<D: Unpin + 'static> {
+    /// Not polled yet: nothing is submitted before the first poll, so a
+    /// future dropped unpolled leaves no op in flight.
+    Unsubmitted {
+        fd: RawFd,
+        data: D,
+        sqe: squeue::Entry,
+        deadline: Option<Duration>,
+        shutdown_on_fallback: bool,
+    },
+    /// Submitted without a deadline.
+    Plain(InFlight<D>),
+    /// Submitted, its deadline in the worker's watchdog.
+    Watched {
+        op: InFlight<D>,
+        _watch: Watch,
+    },
+    /// Submitted with a kernel-linked timeout. Boxed: the rare path should
+    /// not size every op's future.
+    Linked(Pin<Box<dyn Future<Output = (io::Result<u32>, D)>>>),
+    Done,
+}
+
+impl<D: Unpin + 'static> DeadlineOp<D> {
+    fn new(
+        fd: RawFd,
+        data: D,
+        sqe: squeue::Entry,
+        deadline: Option<Duration>,
+        shutdown_on_fallback: bool,
+    ) -> DeadlineOp<D> {
+        DeadlineOp {
+            state: DeadlineState::Unsubmitted {
+                fd,
+                data,
+                sqe,
+                deadline,
+                shutdown_on_fallback,
+            },
+        }
     }
-    let watch = Watch::start(fd, limit);
-    let (res, data) = submit(data, sqe).await;
-    drop(watch);
-    let res = match res {
-        r if r == -libc::ECANCELED => Err(io::ErrorKind::TimedOut.into()),
-        r => cqe_result(r),
-    };
-    (res, data)
+
+    /// Submits the op, its deadline as this kernel allows.
+    fn submit(&mut self) {
+        let DeadlineState::Unsubmitted {
+            fd,
+            data,
+            sqe,
+            deadline,
+            shutdown_on_fallback,
+        } = std::mem::replace(&mut self.state, DeadlineState::Done)
+        else {
+            return;
+        };
+        self.state = match deadline {
+            None => DeadlineState::Plain(submit(data, sqe)),
+            Some(limit) if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) => {
+                DeadlineState::Linked(Box::pin(linked_deadline(
+                    fd,
+                    data,
+                    sqe,
+                    limit,
+                    shutdown_on_fallback,
+                )))
+            }
+            Some(limit) => {
+                let watch = Watch::start(fd, limit);
+                DeadlineState::Watched {
+                    op: submit(data, sqe),
+                    _watch: watch,
+                }
+            }
+        };
+    }
+}
+
+impl<D: Unpin + 'static> Future for DeadlineOp<D> {
+    type Output = (io::Result<u32>, D);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if matches!(this.state, DeadlineState::Unsubmitted { .. }) {
+            this.submit();
+        }
+        match &mut this.state {
+            DeadlineState::Plain(op) => Pin::new(op)
+                .poll(cx)
+                .map(|(res, data)| (cqe_result(res), data)),
+            DeadlineState::Watched { op, .. } => {
+                let (res, data) = std::task::ready!(Pin::new(op).poll(cx));
+                // Drops the watch: the deadline no longer applies.
+                this.state = DeadlineState::Done;
+                let res = match res {
+                    r if r == -libc::ECANCELED => Err(io::ErrorKind::TimedOut.into()),
+                    r => cqe_result(r),
+                };
+                Poll::Ready((res, data))
+            }
+            DeadlineState::Linked(op) => op.as_mut().poll(cx),
+            DeadlineState::Unsubmitted { .. } | DeadlineState::Done => {
+                panic!("a deadline op polled after it completed")
+            }
+        }
+    }
 }
 
 thread_local! {
