@@ -14,9 +14,7 @@ use crate::http::{BodyFramer, BodyKind, LocalReply};
 use std::io;
 use std::time::Duration;
 
-use crate::config::ServerConfig;
 use crate::io::Transport;
-use crate::metrics::WorkerMetrics;
 
 use super::cache::BodyCapture;
 use super::client::Client;
@@ -71,8 +69,7 @@ impl RequestBody {
     /// Reads the rest of the body from the client and writes it upstream.
     pub(super) async fn stream(
         &mut self,
-        server: &ServerConfig,
-        metrics: &WorkerMetrics,
+        env: &Env<'_>,
         client: &mut Client,
         upstream: &mut Transport,
         kept: &mut Vec<u8>,
@@ -82,8 +79,27 @@ impl RequestBody {
             // Most requests: nothing (more) to send, and nothing to allocate.
             return Ok(());
         }
-        let timeout = server.body_timeout;
-        let mut chunk = Vec::with_capacity(client.buffer_size);
+        // A spare relay buffer, not a new one: buffers of this size are
+        // mapped on their own (`io::tune_allocator`), and an upload should
+        // not cost a map and an unmap.
+        let mut chunk = env.buffers.take();
+        let streamed = self
+            .stream_through(env, client, upstream, kept, keep, &mut chunk)
+            .await;
+        env.buffers.give(chunk);
+        streamed
+    }
+
+    async fn stream_through(
+        &mut self,
+        env: &Env<'_>,
+        client: &mut Client,
+        upstream: &mut Transport,
+        kept: &mut Vec<u8>,
+        keep: &mut Keep,
+        chunk: &mut Vec<u8>,
+    ) -> Result<(), StreamError> {
+        let (metrics, timeout) = (env.metrics, env.server.body_timeout);
         while !self.is_complete() {
             if client.buf.is_empty() {
                 match client.fill(Some(timeout)).await {
@@ -92,7 +108,7 @@ impl RequestBody {
                 }
             }
             chunk.clear();
-            self.take_buffered(&mut client.buf, &mut chunk)
+            self.take_buffered(&mut client.buf, chunk)
                 .map_err(StreamError::Client)?;
             if chunk.is_empty() {
                 // A partial chunk line: need more bytes before forwarding.
@@ -102,10 +118,12 @@ impl RequestBody {
                 }
                 continue;
             }
-            keep.append(kept, &chunk);
+            keep.append(kept, chunk);
             let len = chunk.len();
-            let (res, back) = upstream.write_all(chunk, 0..len, Some(timeout)).await;
-            chunk = back;
+            let (res, back) = upstream
+                .write_all(std::mem::take(chunk), 0..len, Some(timeout))
+                .await;
+            *chunk = back;
             if res.is_err() {
                 return Err(StreamError::Upstream);
             }

@@ -184,14 +184,7 @@ pub(super) async fn relay(
 
     // Stream the rest of the request body.
     let streamed = body
-        .stream(
-            server,
-            env.metrics,
-            client,
-            &mut up.conn.transport,
-            first,
-            keep,
-        )
+        .stream(env, client, &mut up.conn.transport, first, keep)
         .await;
     match streamed {
         Ok(()) => {}
