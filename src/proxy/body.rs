@@ -79,57 +79,45 @@ impl RequestBody {
             // Most requests: nothing (more) to send, and nothing to allocate.
             return Ok(());
         }
+        let (metrics, timeout) = (env.metrics, env.server.body_timeout);
         // A spare relay buffer, not a new one: buffers of this size are
         // mapped on their own (`io::tune_allocator`), and an upload should
-        // not cost a map and an unmap.
+        // not cost a map and an unmap. Every way out of the loop breaks,
+        // so the buffer goes back whatever the outcome.
         let mut chunk = env.buffers.take();
-        let streamed = self
-            .stream_through(env, client, upstream, kept, keep, &mut chunk)
-            .await;
-        env.buffers.give(chunk);
-        streamed
-    }
-
-    async fn stream_through(
-        &mut self,
-        env: &Env<'_>,
-        client: &mut Client,
-        upstream: &mut Transport,
-        kept: &mut Vec<u8>,
-        keep: &mut Keep,
-        chunk: &mut Vec<u8>,
-    ) -> Result<(), StreamError> {
-        let (metrics, timeout) = (env.metrics, env.server.body_timeout);
-        while !self.is_complete() {
+        let streamed = loop {
+            if self.is_complete() {
+                break Ok(());
+            }
             if client.buf.is_empty() {
                 match client.fill(Some(timeout)).await {
-                    Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
+                    Ok(0) | Err(_) => break Err(StreamError::Client(ClientFailure::Gone)),
                     Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
             }
             chunk.clear();
-            self.take_buffered(&mut client.buf, chunk)
-                .map_err(StreamError::Client)?;
+            if let Err(f) = self.take_buffered(&mut client.buf, &mut chunk) {
+                break Err(StreamError::Client(f));
+            }
             if chunk.is_empty() {
                 // A partial chunk line: need more bytes before forwarding.
                 match client.fill(Some(timeout)).await {
-                    Ok(0) | Err(_) => return Err(StreamError::Client(ClientFailure::Gone)),
+                    Ok(0) | Err(_) => break Err(StreamError::Client(ClientFailure::Gone)),
                     Ok(n) => metrics.bytes_from_clients.add(n as u64),
                 }
                 continue;
             }
-            keep.append(kept, chunk);
+            keep.append(kept, &chunk);
             let len = chunk.len();
-            let (res, back) = upstream
-                .write_all(std::mem::take(chunk), 0..len, Some(timeout))
-                .await;
-            *chunk = back;
+            let (res, back) = upstream.write_all(chunk, 0..len, Some(timeout)).await;
+            chunk = back;
             if res.is_err() {
-                return Err(StreamError::Upstream);
+                break Err(StreamError::Upstream);
             }
             metrics.bytes_to_upstreams.add(len as u64);
-        }
-        Ok(())
+        };
+        env.buffers.give(chunk);
+        streamed
     }
 }
 
