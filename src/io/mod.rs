@@ -26,6 +26,7 @@ mod op;
 mod probe;
 mod recycle;
 mod socket;
+mod spare;
 mod transport;
 
 pub use alloc_count::{
@@ -34,6 +35,7 @@ pub use alloc_count::{
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use recycle::{recycled, sweep_spare_slots, Recycled};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
+pub use spare::SpareList;
 pub use transport::{Tls, Transport};
 
 use std::future::Future;

@@ -22,17 +22,17 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
+use super::SpareList;
+
 /// Spare slots a thread keeps per slot size: enough for the requests one
 /// worker serves at a time under ordinary load; beyond that, slots are
 /// freed when their future ends.
 pub const MAX_SPARE_SLOTS: usize = 64;
 
-/// The spare slots of one size, and the fewest there were since the last
-/// sweep (that many went unused, and the sweep frees them).
+/// The spare slots of one size.
 struct Spare {
     layout: Layout,
-    slots: Vec<NonNull<u8>>,
-    low: usize,
+    slots: SpareList<NonNull<u8>>,
 }
 
 thread_local! {
@@ -93,9 +93,7 @@ fn take_spare(layout: Layout) -> Option<NonNull<u8>> {
         .try_with(|spare| {
             let mut spare = spare.borrow_mut();
             let spare = spare.iter_mut().find(|s| s.layout == layout)?;
-            let slot = spare.slots.pop();
-            spare.low = spare.low.min(spare.slots.len());
-            slot
+            spare.slots.take()
         })
         .ok()
         .flatten()
@@ -109,19 +107,12 @@ fn give_back(layout: Layout, slot: NonNull<u8>) {
             None => {
                 spare.push(Spare {
                     layout,
-                    slots: Vec::with_capacity(MAX_SPARE_SLOTS),
-                    low: 0,
+                    slots: SpareList::new(MAX_SPARE_SLOTS),
                 });
                 spare.len() - 1
             }
         };
-        let slots = &mut spare[index].slots;
-        if slots.len() < MAX_SPARE_SLOTS {
-            slots.push(slot);
-            true
-        } else {
-            false
-        }
+        spare[index].slots.keep(slot).is_ok()
     });
     if kept != Ok(true) {
         // SAFETY: allocated by `recycled` with this same layout, and empty.
@@ -137,18 +128,12 @@ pub fn sweep_spare_slots(all: bool) -> usize {
         .try_with(|spare| {
             let mut freed = 0;
             for spare in spare.borrow_mut().iter_mut() {
-                let unused = if all {
-                    spare.slots.len()
-                } else {
-                    spare.low.min(spare.slots.len())
-                };
-                let keep = spare.slots.len() - unused;
-                for slot in spare.slots.drain(keep..) {
+                let layout = spare.layout;
+                for slot in spare.slots.sweep(all) {
                     // SAFETY: allocated by `recycled` with this layout, empty.
-                    unsafe { dealloc(slot.as_ptr(), spare.layout) };
-                    freed += spare.layout.size();
+                    unsafe { dealloc(slot.as_ptr(), layout) };
+                    freed += layout.size();
                 }
-                spare.low = spare.slots.len();
             }
             freed
         })

@@ -19,7 +19,7 @@ use crate::cache::Zones;
 use crate::config::{Config, ServerConfig};
 use crate::gateway::shared::{ConnGuard, Shared};
 use crate::http;
-use crate::io::{Closer, Conn, Transport};
+use crate::io::{Closer, Conn, SpareList, Transport};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
 use crate::upstream::balance::{Picked, Picker};
@@ -156,29 +156,23 @@ const MAX_SPARE_BODY_BUFFERS: usize = 256;
 
 /// Spare buffers of one size.
 struct Spare {
-    list: RefCell<Vec<Vec<u8>>>,
+    list: RefCell<SpareList<Vec<u8>>>,
     size: usize,
-    max: usize,
-    /// The fewest spare buffers since the last sweep: that many were not
-    /// needed, and the sweep frees them.
-    low: Cell<usize>,
 }
 
 impl Spare {
     fn new(size: usize, max: usize) -> Spare {
         Spare {
-            list: RefCell::new(Vec::new()),
+            list: RefCell::new(SpareList::new(max)),
             size,
-            max,
-            low: Cell::new(0),
         }
     }
 
     fn take(&self) -> Vec<u8> {
-        let mut list = self.list.borrow_mut();
-        let buf = list.pop();
-        self.low.set(self.low.get().min(list.len()));
-        buf.unwrap_or_else(|| Vec::with_capacity(self.size))
+        self.list
+            .borrow_mut()
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
     /// Whether `buf` is of this size (it may have grown a little).
@@ -186,22 +180,17 @@ impl Spare {
         (self.size..=2 * self.size).contains(&buf.capacity())
     }
 
+    /// Keeps `buf`, emptied, unless enough are kept (then it is freed).
     fn keep(&self, mut buf: Vec<u8>) {
-        let mut list = self.list.borrow_mut();
-        if list.len() < self.max {
-            buf.clear();
-            list.push(buf);
-        }
+        buf.clear();
+        let _ = self.list.borrow_mut().keep(buf);
     }
 
     /// Frees the buffers unused since the last sweep; returns their bytes.
     fn sweep(&self) -> usize {
         let mut list = self.list.borrow_mut();
-        let unused = self.low.get().min(list.len());
-        let keep = list.len() - unused;
-        list.truncate(keep);
-        list.shrink_to_fit();
-        self.low.set(list.len());
+        let unused = list.sweep(false).count();
+        list.shrink();
         unused * self.size
     }
 }
