@@ -25,6 +25,10 @@
 //! - Everything it does goes through [`AdminHooks`], so it is tested
 //!   without the proxy; a hook that panics yields a 500, not a dead thread.
 
+// This thread runs a plain tokio runtime (epoll), not `io::rt`: tokio's
+// timers and spawn are its own.
+#![allow(clippy::disallowed_methods)]
+
 mod policy;
 
 pub use policy::{Guard, BROWSER_HEADER, FAILURE_WINDOW, MAX_FAILURES};

@@ -3,7 +3,7 @@
 //! The crate is split so that everything that decides (HTTP framing, routing,
 //! balancing, config validation) is plain synchronous code over bytes and
 //! state, testable and fuzzable without sockets, while `io` is the only module
-//! that talks to the kernel through tokio-uring. See `docs/lifecycle.md`.
+//! that talks to the kernel, through io_uring (`io::rt` is its runtime). See `docs/lifecycle.md`.
 #![deny(unsafe_code)]
 
 pub mod access_log;

@@ -251,7 +251,7 @@ impl Zone {
                     // The wait is in memory, not an io_uring op, so
                     // dropping it at the bound loses nothing.
                     #[allow(clippy::disallowed_methods)]
-                    let woke = tokio::time::timeout(wait, notified).await;
+                    let woke = crate::io::timeout(wait, notified).await;
                     if woke.is_err() {
                         return Found::Pass;
                     }
@@ -284,7 +284,7 @@ impl Zone {
         // The wait is in memory, not an io_uring op, so dropping it at the
         // bound loses nothing.
         #[allow(clippy::disallowed_methods)]
-        let woke = tokio::time::timeout(wait, notified).await;
+        let woke = crate::io::timeout(wait, notified).await;
         woke.is_ok()
     }
 

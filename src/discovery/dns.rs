@@ -1,6 +1,6 @@
 //! Asking the name servers, with `hickory-resolver`.
 //!
-//! Why one thread: the workers are tokio-uring runtimes that must never
+//! Why one thread: the workers are io_uring runtimes (`io::rt`) that must never
 //! block or wait on a lock; the questions are few (one per upstream per
 //! interval), so one thread with a current-thread tokio runtime asks all of
 //! them and hands each answer to the server's `apply` (which, like a
@@ -15,6 +15,10 @@
 //! - stopping never waits for the thread: the reload that stops an old set
 //!   of discoverers holds the lock their `apply` takes; a late answer of an
 //!   old generation is ignored by `apply`.
+
+// The resolver thread runs a plain tokio runtime, not `io::rt`: tokio's
+// timers are its own.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

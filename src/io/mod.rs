@@ -1,13 +1,14 @@
-//! The only module that talks to the kernel through tokio-uring.
+//! The only module that talks to the kernel through io_uring, and the
+//! worker's runtime ([`rt`]) that drives it.
 //!
-//! Why a layer of our own: tokio-uring 0.5 does not cancel a pending op when
-//! its future is dropped. A read raced against `tokio::time::timeout` keeps
-//! running in the kernel, swallows bytes that arrive later and pins the file
-//! open. So nothing outside this module ever races or drops an op:
+//! Why a layer of our own: an io_uring op keeps running in the kernel when
+//! its future is dropped. A read raced against a timer would swallow bytes
+//! that arrive later and pin the file open. So nothing outside this module
+//! ever races or drops an op:
 //!
-//! * every read, write and connect that needs a deadline is submitted as a
-//!   linked pair, the op with `IOSQE_IO_LINK` followed by
-//!   `IORING_OP_LINK_TIMEOUT`, so the *kernel* cancels it atomically: either
+//! * every read, write and connect that needs a deadline gets it from the
+//!   kernel: the worker's watchdog cancels it by descriptor once the
+//!   deadline passed, or it is linked to an `IORING_OP_LINK_TIMEOUT`; either
 //!   the op completes with its bytes or it is cancelled having consumed none
 //!   (see [`op::with_deadline`]);
 //! * each listener has exactly one accept op in flight at a time, owned by an
@@ -17,7 +18,7 @@
 //!   op on it has completed.
 //!
 //! Buffers are plain owned `Vec<u8>`s moved into the op and handed back with
-//! the result, tokio-uring style.
+//! the result.
 #![allow(unsafe_code)]
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
@@ -25,6 +26,7 @@ mod alloc_count;
 mod op;
 mod probe;
 mod recycle;
+mod rt;
 mod socket;
 mod spare;
 mod transport;
@@ -34,6 +36,7 @@ pub use alloc_count::{
 };
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use recycle::{recycled, sweep_spare_slots, Recycled};
+pub use rt::{now, since, sleep, sleep_until, timeout, Elapsed, JoinError, JoinHandle, Sleep};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 pub use spare::SpareList;
 pub use transport::{Tls, Transport};
@@ -46,66 +49,27 @@ use std::future::Future;
 /// falls back to a timer and `shutdown(2)`).
 pub const RING_ENTRIES: u32 = 4096;
 
-/// Runs `fut` on a new tokio-uring runtime on the current thread.
-///
-/// The ring is set up with `COOP_TASKRUN` (and `TASKRUN_FLAG`) and
-/// `SINGLE_ISSUER` where the kernel has them (5.19 and 6.0). Without
-/// `COOP_TASKRUN` every completion is delivered as signalled task work
-/// that interrupts the worker (an IPI while it runs user code, the signal
-/// path on the way back); with it, completions wait for the worker's next
-/// entry into the kernel, which a worker makes on every loop turn (the
-/// runtime flushes submissions before it parks and parks in `epoll_wait`,
-/// and a sleeping worker is still woken). Only the worker thread submits
-/// to its ring, which is what `SINGLE_ISSUER` promises. `DEFER_TASKRUN`
-/// is not usable: tokio-uring never enters with `GETEVENTS`, so deferred
-/// completions would never be posted.
+/// Runs `fut` on a new runtime on the current thread (see [`rt`]: one
+/// ring, set up with `SINGLE_ISSUER | DEFER_TASKRUN` where the kernel has
+/// them, 6.1, else `COOP_TASKRUN`, else plain).
 pub fn run_worker<F: Future>(fut: F) -> F::Output {
-    let mut builder = tokio_uring::builder();
-    builder.entries(RING_ENTRIES);
-    if let Some(flags) = ring_setup() {
-        builder.uring_builder(&flags);
-    }
     op::reset_watchdog();
-    builder.start(fut)
+    rt::block_on(RING_ENTRIES, fut)
 }
 
-/// What this kernel's io_uring offers beyond 5.11, probed once per process
-/// on a small ring of its own.
-struct RingFeatures {
-    /// `COOP_TASKRUN`, `TASKRUN_FLAG` and `SINGLE_ISSUER` (6.0).
-    coop: bool,
-    /// `IORING_ASYNC_CANCEL_FD` (5.19): deadlines by [`op`]'s watchdog
-    /// instead of a linked timeout per op.
-    cancel_by_fd: bool,
-}
-
-fn coop_builder() -> io_uring::Builder {
-    let mut b = io_uring::IoUring::builder();
-    b.setup_coop_taskrun()
-        .setup_taskrun_flag()
-        .setup_single_issuer();
-    b
-}
-
-fn ring_features() -> &'static RingFeatures {
-    static FEATURES: std::sync::OnceLock<RingFeatures> = std::sync::OnceLock::new();
-    FEATURES.get_or_init(|| {
-        let coop = match coop_builder().build(8) {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::info!(
-                    "io_uring COOP_TASKRUN/SINGLE_ISSUER not available ({e}); using a plain ring"
-                );
-                false
-            }
-        };
+/// Whether this kernel's io_uring can cancel by descriptor (5.19), probed
+/// once per process on a small ring of its own: deadlines by [`op`]'s
+/// watchdog instead of a linked timeout per op.
+fn ring_cancels_by_fd() -> bool {
+    static CANCEL_BY_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CANCEL_BY_FD.get_or_init(|| {
         let cancel_by_fd = probe_cancel_by_fd().unwrap_or(false);
         if !cancel_by_fd {
             tracing::info!(
                 "io_uring cannot cancel by descriptor; every deadline is a linked timeout"
             );
         }
-        RingFeatures { coop, cancel_by_fd }
+        cancel_by_fd
     })
 }
 
@@ -124,14 +88,9 @@ fn probe_cancel_by_fd() -> std::io::Result<bool> {
     Ok(res == Some(-libc::ENOENT))
 }
 
-/// The ring set-up flags this kernel accepts.
-fn ring_setup() -> Option<io_uring::Builder> {
-    ring_features().coop.then(coop_builder)
-}
-
 /// Whether deadlines go through the watchdog (see [`op::with_deadline`]).
 pub(crate) fn cancel_by_fd() -> bool {
-    ring_features().cancel_by_fd
+    ring_cancels_by_fd()
 }
 
 /// Allocations from this size up get their own mappings (glibc's mmap
@@ -166,8 +125,8 @@ pub fn trim_heap() {
 }
 
 /// Spawns a task on the current worker's runtime.
-pub fn spawn<F: Future + 'static>(fut: F) -> tokio::task::JoinHandle<F::Output> {
-    tokio_uring::spawn(fut)
+pub fn spawn<F: Future + 'static>(fut: F) -> JoinHandle<F::Output> {
+    rt::spawn(fut)
 }
 
 #[cfg(test)]

@@ -4,34 +4,15 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
-use std::marker::PhantomData;
 use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, squeue, types};
-use tokio_uring::{InFlightOneshot, OneshotOutputTransform, UnsubmittedOneshot};
+use io_uring::{opcode, squeue, types};
 
-/// Hands back the raw CQE result together with the op's stable data.
-pub(crate) struct RawResult<D>(PhantomData<D>);
-
-impl<D> OneshotOutputTransform for RawResult<D> {
-    type Output = (i32, D);
-    type StoredData = D;
-
-    fn transform_oneshot_output(self, data: D, cqe: cqueue::Entry) -> (i32, D) {
-        (cqe.result(), data)
-    }
-}
-
-type InFlight<D> = InFlightOneshot<D, RawResult<D>>;
-
-/// Submits one SQE. `data` must own everything the SQE points into; the
-/// driver keeps it alive until the CQE arrives even if the future is dropped.
-pub(crate) fn submit<D: Unpin + 'static>(data: D, sqe: squeue::Entry) -> InFlight<D> {
-    UnsubmittedOneshot::new(data, RawResult(PhantomData), sqe).submit()
-}
+pub(crate) use super::rt::submit;
+use super::rt::{submit_linked, InFlight};
 
 /// Converts a raw CQE result into `io::Result`.
 pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
@@ -254,7 +235,7 @@ impl Watch {
             (key, start)
         });
         if start_ticker.1 {
-            tokio_uring::spawn(tick());
+            drop(super::rt::spawn(tick()));
         }
         Watch {
             key: Some(start_ticker.0),
@@ -275,7 +256,7 @@ impl Drop for Watch {
 /// passed; returns once nothing is pending.
 async fn tick() {
     loop {
-        tokio::time::sleep(WATCHDOG_TICK).await;
+        super::rt::sleep(WATCHDOG_TICK).await;
         let due: Vec<RawFd> = WATCHDOG.with(|w| {
             let mut w = w.borrow_mut();
             w.now += 1;
@@ -334,8 +315,10 @@ async fn linked_deadline<D: Unpin + 'static>(
 ) -> (io::Result<u32>, D) {
     let timespec = Box::new(types::Timespec::from(limit));
     let ts_ptr: *const types::Timespec = &*timespec;
-    let op = submit(data, sqe.flags(squeue::Flags::IO_LINK));
-    let timer = submit(timespec, opcode::LinkTimeout::new(ts_ptr).build());
+    let (op, timer) = submit_linked(
+        (data, sqe.flags(squeue::Flags::IO_LINK)),
+        (timespec, opcode::LinkTimeout::new(ts_ptr).build()),
+    );
     let linked = Linked {
         op,
         timer: Some(timer),
@@ -357,7 +340,7 @@ async fn linked_deadline<D: Unpin + 'static>(
 struct Linked<D: Unpin + 'static> {
     op: InFlight<D>,
     timer: Option<InFlight<Box<types::Timespec>>>,
-    fallback: Option<Pin<Box<tokio::time::Sleep>>>,
+    fallback: Option<Pin<Box<super::rt::Sleep>>>,
     fallback_fired: bool,
     fd: RawFd,
     limit: Duration,
@@ -382,7 +365,7 @@ impl<D: Unpin + 'static> Future for Linked<D> {
                     tracing::warn!(
                         "io_uring link broken (submission queue full); using timer fallback"
                     );
-                    this.fallback = Some(Box::pin(tokio::time::sleep(this.limit)));
+                    this.fallback = Some(Box::pin(super::rt::sleep(this.limit)));
                 }
             }
         }

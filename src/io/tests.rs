@@ -161,7 +161,7 @@ fn stop_listening_fails_the_pending_accept_and_refuses_new_connections() {
         let accepting = listener.clone();
         let pending = super::spawn(async move { accepting.accept().await.map(|_| ()) });
         // Let the accept op reach the kernel, then stop listening.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        crate::io::sleep(Duration::from_millis(50)).await;
         listener.stop_listening();
         let res = pending.await.unwrap();
         assert!(res.is_err(), "the pending accept must fail, not hang");
@@ -183,7 +183,7 @@ fn closer_ends_a_pending_read() {
                 .await;
             res.unwrap()
         });
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        crate::io::sleep(Duration::from_millis(50)).await;
         closer.shutdown_read();
         assert_eq!(reader.await.unwrap(), 0, "read sees end of stream");
     });

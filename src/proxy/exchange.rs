@@ -15,7 +15,7 @@
 //! worker's retry budget allows.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::http::{self, LocalReply};
 use crate::metrics::WorkerMetrics;
@@ -148,7 +148,7 @@ pub(super) async fn exchange(
         client.rec.attempts = attempts;
         let mut attempt = Attempt {
             admission: Some(admission),
-            started: Instant::now(),
+            started: crate::io::now(),
             backend: target.addr,
             set_cookie,
             may_retry_status: attempts < policy.attempts() && info.idempotent,
@@ -252,7 +252,7 @@ pub(super) async fn exchange(
                 "retrying on another backend"
             );
             if !backoff.is_zero() {
-                tokio::time::sleep(backoff).await;
+                crate::io::sleep(backoff).await;
             }
             continue;
         }

@@ -242,7 +242,7 @@ impl Worker {
             self.metrics.retry(upstream);
             let backoff = policy.backoff(attempts, &mut self.upstreams.rng());
             if !backoff.is_zero() {
-                tokio::time::sleep(backoff).await;
+                crate::io::sleep(backoff).await;
             }
         }
     }

@@ -101,7 +101,7 @@ async fn idle_watch(flow: &Flow<'_>, idle: Duration, conns: [&Conn; 2]) {
             }
             return;
         }
-        tokio::time::sleep(idle - quiet).await;
+        crate::io::sleep(idle - quiet).await;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Starting the workers, waiting for signals, and stopping.
 //!
-//! One thread per worker, each running its own tokio-uring runtime with its
+//! One thread per worker, each running its own io_uring runtime (`io::rt`) with its
 //! own `SO_REUSEPORT` listeners, pool and balancer cursors (see
 //! `proxy::Worker`). The main thread only waits for the workers to bind and
 //! then for a signal. The one thing all workers share is the per-backend
@@ -774,7 +774,7 @@ struct Endpoint {
 }
 
 /// A worker's listeners, in config order, with their accept loops.
-type Endpoints = Rc<RefCell<Vec<(Rc<Endpoint>, Vec<tokio::task::JoinHandle<()>>)>>>;
+type Endpoints = Rc<RefCell<Vec<(Rc<Endpoint>, Vec<io::JoinHandle<()>>)>>>;
 
 /// Makes a worker's listener set match `updates`: keeps, adds, removes.
 fn apply_listeners(
@@ -899,7 +899,7 @@ async fn worker_main(parts: WorkerParts) {
         let alive = alive.clone();
         io::spawn(async move {
             loop {
-                tokio::time::sleep(POOL_SWEEP_INTERVAL).await;
+                crate::io::sleep(POOL_SWEEP_INTERVAL).await;
                 let freed: usize = alive().iter().map(|w| w.evict_idle()).sum::<usize>()
                     + io::sweep_spare_slots(false);
                 if freed >= TRIM_AFTER_FREED {
@@ -912,7 +912,7 @@ async fn worker_main(parts: WorkerParts) {
         let alive = alive.clone();
         io::spawn(async move {
             loop {
-                tokio::time::sleep(LOG_FLUSH_TICK).await;
+                crate::io::sleep(LOG_FLUSH_TICK).await;
                 for worker in alive() {
                     worker.flush_log_if_due();
                 }
@@ -987,7 +987,7 @@ async fn worker_main(parts: WorkerParts) {
     let left = shutdown_timeout.saturating_sub(started.elapsed());
     tokio::select! {
         _ = accepting.limit.acquire_many(all) => {}
-        () = tokio::time::sleep(left) => {
+        () = crate::io::sleep(left) => {
             let open: u64 = alive().iter().map(|w| w.metrics.connections_open.get()).sum();
             tracing::warn!(worker = index, open, "shutdown_timeout reached; closing what is left");
         }
@@ -1087,7 +1087,7 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                     );
                 }
                 // Out of descriptors or memory: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                crate::io::sleep(Duration::from_millis(50)).await;
             }
         }
     }

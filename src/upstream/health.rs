@@ -3,7 +3,7 @@
 //!
 //! Why one thread and not a checker per worker: N workers checking every
 //! backend would multiply the probe load by N and could disagree. One
-//! thread, `ringlb-health`, runs one tokio-uring runtime with one task per
+//! thread, `ringlb-health`, runs one io runtime (`io::run_worker`) with one task per
 //! checked backend and writes the shared [`BackendState`]; every worker
 //! reads it.
 //!
@@ -16,7 +16,7 @@
 //!
 //! IO rules (see `io/`): every connect, write and read has a kernel
 //! deadline, the remainder of the check's `timeout`; nothing is raced
-//! against a timer. Only the wait between checks is a `tokio::time::sleep`,
+//! against a timer. Only the wait between checks is an `io::sleep`,
 //! raced against the stop signal, which cancels no IO.
 
 use crate::proxy_protocol::{self, Version};
@@ -254,7 +254,7 @@ async fn check_loop(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(config.interval) => {}
+            () = crate::io::sleep(config.interval) => {}
             changed = stop.changed() => {
                 if changed.is_err() || *stop.borrow() {
                     return;

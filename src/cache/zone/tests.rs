@@ -56,16 +56,9 @@ fn accepts(coding: &'static str) -> Vec<(&'static str, &'static [u8])> {
     h(&[("Accept-Encoding", coding)])
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn a_miss_leads_and_the_fill_is_found() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let leader = lead(&zone, key, h(&[])).await;
@@ -79,7 +72,7 @@ fn a_miss_leads_and_the_fill_is_found() {
 
 #[test]
 fn variants_are_kept_apart() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let gzip = accepts("gzip");
@@ -109,7 +102,7 @@ fn variants_are_kept_apart() {
 
 #[test]
 fn an_object_over_max_object_is_not_stored_and_waiters_pass() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 100));
         let key = b"GET http://a/big";
         let leader = lead(&zone, key, h(&[])).await;
@@ -168,12 +161,12 @@ fn lead_on_a_thread(
     let (led_tx, led_rx) = std::sync::mpsc::channel();
     let zone = zone.clone();
     let thread = std::thread::spawn(move || {
-        rt().block_on(async {
+        crate::io::run_worker(async {
             let Found::Lead(leader) = zone.lookup(key, h(&[]), Duration::from_secs(5)).await else {
                 panic!("the first miss leads");
             };
             led_tx.send(()).unwrap();
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            crate::io::sleep(Duration::from_secs(1)).await;
             then(&zone, leader);
         })
     });
@@ -193,7 +186,7 @@ fn concurrent_misses_coalesce_across_threads() {
     });
     let waiter_zone = zone.clone();
     let waiter = std::thread::spawn(move || {
-        rt().block_on(async {
+        crate::io::run_worker(async {
             body(
                 waiter_zone
                     .lookup(key, h(&[]), Duration::from_secs(30))
@@ -211,7 +204,7 @@ fn concurrent_misses_coalesce_across_threads() {
 
 #[test]
 fn a_bounded_wait_gives_up_and_passes() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/stuck";
         let _leader = lead(&zone, key, h(&[])).await;
@@ -229,11 +222,11 @@ fn a_dropped_leader_releases_its_waiters() {
     let key: &'static [u8] = b"GET http://a/fails";
     let leader = lead_on_a_thread(&zone, key, |_, leader| drop(leader));
     // A bound far longer than the test: only the drop can end the wait.
-    let found = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(3600)));
+    let found = crate::io::run_worker(zone.lookup(key, h(&[]), Duration::from_secs(3600)));
     leader.join().unwrap();
     assert!(matches!(found, Found::Pass));
     // Nobody leads now: the next lookup leads again.
-    let next = rt().block_on(zone.lookup(key, h(&[]), Duration::from_secs(1)));
+    let next = crate::io::run_worker(zone.lookup(key, h(&[]), Duration::from_secs(1)));
     assert!(matches!(next, Found::Lead(_)));
 }
 
@@ -289,7 +282,7 @@ fn purge_by_url_url_prefix_path_prefix_and_all() {
 
 #[test]
 fn concurrent_misses_of_a_new_variant_make_one_fetch() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let gzip = accepts("gzip");
@@ -333,7 +326,7 @@ fn concurrent_misses_of_a_new_variant_make_one_fetch() {
 
 #[test]
 fn a_request_that_waited_for_the_key_joins_its_variant_fetch() {
-    rt().block_on(async {
+    crate::io::run_worker(async {
         let zone = Arc::new(Zone::new("z", 1 << 20, 1 << 16));
         let key = b"GET http://a/x";
         let gzip = accepts("gzip");
