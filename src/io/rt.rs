@@ -241,14 +241,37 @@ pub fn spawn<F: Future + 'static>(future: F) -> JoinHandle<F::Output> {
         finished: Cell::new(false),
         waiter: Cell::new(None),
     });
-    let finish = Finish(state.clone());
-    let task = async move {
-        let output = future.await;
-        finish.0.output.set(Some(output));
-        drop(finish);
+    let task = Task {
+        future,
+        finish: Some(Finish(state.clone())),
     };
     with_core(|core| core.spawn(Box::pin(task)));
     JoinHandle { state }
+}
+
+/// A spawned future and where its output goes. Written by hand: an
+/// `async` block that awaits a captured future keeps the capture and the
+/// awaited copy side by side, twice the future's size for the task's
+/// whole life.
+struct Task<F: Future> {
+    future: F,
+    finish: Option<Finish<F::Output>>,
+}
+
+impl<F: Future> Future for Task<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `future` is structurally pinned: it is never moved out
+        // of the task, and `Task` has no `Drop` of its own that moves it.
+        let this = unsafe { self.get_unchecked_mut() };
+        let future = unsafe { Pin::new_unchecked(&mut this.future) };
+        let output = std::task::ready!(future.poll(cx));
+        if let Some(finish) = this.finish.take() {
+            finish.0.output.set(Some(output));
+        }
+        Poll::Ready(())
+    }
 }
 
 impl Core {
@@ -396,7 +419,7 @@ impl Core {
         }
     }
 
-    /// Hands each completion to its op.
+    /// Hands each completion to its op; whether there were any.
     fn reap(&self) -> bool {
         let mut ring = self.ring.borrow_mut();
         let mut rearm = false;
