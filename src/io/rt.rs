@@ -832,3 +832,6 @@ pub async fn timeout<F: Future>(duration: Duration, future: F) -> Result<F::Outp
     })
     .await
 }
+
+#[cfg(test)]
+mod tests;
