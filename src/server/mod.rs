@@ -901,7 +901,8 @@ async fn worker_main(parts: WorkerParts) {
             loop {
                 crate::io::sleep(POOL_SWEEP_INTERVAL).await;
                 let freed: usize = alive().iter().map(|w| w.evict_idle()).sum::<usize>()
-                    + io::sweep_spare_slots(false);
+                    + io::sweep_spare_slots(false)
+                    + crate::gateway::compress::sweep_spare_encoders();
                 if freed >= TRIM_AFTER_FREED {
                     io::trim_heap();
                 }

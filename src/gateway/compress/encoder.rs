@@ -12,6 +12,7 @@
 //! write into a `Vec`, which cannot fail; an error would be a library
 //! fault, reported as [`EncodeError`], never a panic.
 
+use std::cell::RefCell;
 use std::io::Write;
 
 use crate::http::Coding;
@@ -44,8 +45,136 @@ impl From<std::io::Error> for EncodeError {
     }
 }
 
+/// Spare deflate states kept per worker thread, per level. A state is
+/// about 270 KiB that zlib allocates and clears for every stream; reusing
+/// it (`Compress::reset`) saves that per response.
+const SPARE_DEFLATERS_PER_LEVEL: usize = 8;
+
+thread_local! {
+    /// This thread's spare deflate states by level (0-9), and the fewest
+    /// each list held since the last sweep.
+    static SPARE_DEFLATERS: RefCell<[(Vec<flate2::Compress>, usize); 10]> =
+        RefCell::new(std::array::from_fn(|_| (Vec::new(), 0)));
+}
+
+/// Frees this thread's spare deflate states that a whole sweep interval
+/// did not need; returns about how many bytes that gave back.
+pub fn sweep_spare_encoders() -> usize {
+    SPARE_DEFLATERS.with(|spare| {
+        let mut freed = 0;
+        for (list, low) in spare.borrow_mut().iter_mut() {
+            let unused = (*low).min(list.len());
+            list.truncate(list.len() - unused);
+            list.shrink_to_fit();
+            *low = list.len();
+            freed += unused;
+        }
+        freed * DEFLATE_STATE_BYTES
+    })
+}
+
+/// About what zlib allocates for one deflate stream at the default
+/// window and memory level.
+const DEFLATE_STATE_BYTES: usize = 270 * 1024;
+
+/// A gzip stream (RFC 1952) over a reused raw deflate state: the header,
+/// the deflate data, then the CRC-32 and length of the input.
+struct Gzip {
+    deflate: Option<flate2::Compress>,
+    level: u32,
+    crc: flate2::Crc,
+    header_written: bool,
+}
+
+impl Gzip {
+    fn new(level: u32) -> Gzip {
+        let level = level.min(9);
+        let spare = SPARE_DEFLATERS.with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let (list, low) = &mut spare[level as usize];
+            let state = list.pop();
+            *low = (*low).min(list.len());
+            state
+        });
+        let deflate =
+            spare.unwrap_or_else(|| flate2::Compress::new(flate2::Compression::new(level), false));
+        Gzip {
+            deflate: Some(deflate),
+            level,
+            crc: flate2::Crc::new(),
+            header_written: false,
+        }
+    }
+
+    fn header(&mut self, out: &mut Vec<u8>) {
+        if !self.header_written {
+            self.header_written = true;
+            // No name, no time, OS unknown; XFL as zlib sets it.
+            let xfl = match self.level {
+                9 => 2,
+                1 => 4,
+                _ => 0,
+            };
+            out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 255]);
+        }
+    }
+
+    fn deflate(
+        &mut self,
+        mut data: &[u8],
+        out: &mut Vec<u8>,
+        flush: flate2::FlushCompress,
+    ) -> Result<(), EncodeError> {
+        self.header(out);
+        self.crc.update(data);
+        let deflate = self.deflate.as_mut().ok_or(EncodeError)?;
+        loop {
+            out.reserve(data.len() / 2 + 64);
+            let before = deflate.total_in();
+            let status = deflate
+                .compress_vec(data, out, flush)
+                .map_err(|_| EncodeError)?;
+            let used = (deflate.total_in() - before) as usize;
+            data = &data[used..];
+            let full = out.len() == out.capacity();
+            match status {
+                flate2::Status::StreamEnd => return Ok(()),
+                // More to do while input is left or the output filled up
+                // (a flush or finish may hold more).
+                _ if !data.is_empty() || full => continue,
+                _ if matches!(flush, flate2::FlushCompress::Finish) => continue,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn finish(mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        self.deflate(&[], out, flate2::FlushCompress::Finish)?;
+        out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        Ok(())
+    }
+}
+
+impl Drop for Gzip {
+    /// Puts the deflate state back for the next response of this thread.
+    fn drop(&mut self) {
+        let Some(mut deflate) = self.deflate.take() else {
+            return;
+        };
+        deflate.reset();
+        let _ = SPARE_DEFLATERS.try_with(|spare| {
+            let mut spare = spare.borrow_mut();
+            let (list, _) = &mut spare[self.level as usize];
+            if list.len() < SPARE_DEFLATERS_PER_LEVEL {
+                list.push(deflate);
+            }
+        });
+    }
+}
+
 enum Inner {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(Gzip),
     Deflate(flate2::write::ZlibEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
@@ -67,10 +196,7 @@ impl Encoder {
     /// in the coding's range (`Level::range`).
     pub fn new(coding: Coding, level: u32) -> Result<Encoder, EncodeError> {
         let inner = match coding {
-            Coding::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(level),
-            )),
+            Coding::Gzip => Inner::Gzip(Gzip::new(level)),
             Coding::Deflate => Inner::Deflate(flate2::write::ZlibEncoder::new(
                 Vec::new(),
                 flate2::Compression::new(level),
@@ -98,7 +224,7 @@ impl Encoder {
             return Ok(());
         }
         match &mut self.inner {
-            Inner::Gzip(e) => e.write_all(data)?,
+            Inner::Gzip(g) => return g.deflate(data, out, flate2::FlushCompress::None),
             Inner::Deflate(e) => e.write_all(data)?,
             Inner::Br(e) => e.write_all(data)?,
             Inner::Zstd(e) => e.write_all(data)?,
@@ -111,7 +237,7 @@ impl Encoder {
     /// (a sync flush: the stream goes on; costs a few bytes each time).
     pub fn flush(&mut self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match &mut self.inner {
-            Inner::Gzip(e) => e.flush()?,
+            Inner::Gzip(g) => return g.deflate(&[], out, flate2::FlushCompress::Sync),
             Inner::Deflate(e) => e.flush()?,
             Inner::Br(e) => e.flush()?,
             Inner::Zstd(e) => e.flush()?,
@@ -123,7 +249,7 @@ impl Encoder {
     /// Ends the stream, appending the rest and the coding's trailer.
     pub fn finish(self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let mut rest = match self.inner {
-            Inner::Gzip(e) => e.finish()?,
+            Inner::Gzip(g) => return g.finish(out),
             Inner::Deflate(e) => e.finish()?,
             Inner::Br(e) => e.into_inner(),
             Inner::Zstd(e) => e.finish()?,
@@ -134,7 +260,7 @@ impl Encoder {
 
     fn take_output(&mut self, out: &mut Vec<u8>) {
         let produced = match &mut self.inner {
-            Inner::Gzip(e) => e.get_mut(),
+            Inner::Gzip(_) => return,
             Inner::Deflate(e) => e.get_mut(),
             Inner::Br(e) => e.get_mut(),
             Inner::Zstd(e) => e.get_mut(),
@@ -246,5 +372,54 @@ pub(crate) mod tests {
             assert!(!out.is_empty());
             assert_eq!(decode(coding, &out), b"", "{coding:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod spare_tests {
+    use super::*;
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+        out
+    }
+
+    fn spare_at(level: usize) -> usize {
+        SPARE_DEFLATERS.with(|s| s.borrow()[level].0.len())
+    }
+
+    /// A reused deflate state starts a clean stream: each body decodes to
+    /// itself, whether its state was new or the previous response's.
+    #[test]
+    fn a_reused_deflate_state_makes_a_whole_new_stream() {
+        let bodies: [&[u8]; 3] = [b"first body, first body, first body", b"", b"third"];
+        for (i, body) in bodies.iter().enumerate() {
+            let mut e = Encoder::new(Coding::Gzip, 6).unwrap();
+            let mut out = Vec::new();
+            e.write(body, &mut out).unwrap();
+            e.flush(&mut out).unwrap();
+            e.write(body, &mut out).unwrap();
+            e.finish(&mut out).unwrap();
+            let twice = [*body, *body].concat();
+            assert_eq!(gunzip(&out), twice, "body {i}");
+            assert_eq!(spare_at(6), 1, "the state went back for the next one");
+        }
+    }
+
+    /// A dropped encoder (a response cut short) gives its state back too,
+    /// and a sweep frees the states a whole interval did not take.
+    #[test]
+    fn spare_states_are_bounded_and_swept() {
+        let many: Vec<_> = (0..SPARE_DEFLATERS_PER_LEVEL + 3)
+            .map(|_| Encoder::new(Coding::Gzip, 2).unwrap())
+            .collect();
+        drop(many);
+        assert_eq!(spare_at(2), SPARE_DEFLATERS_PER_LEVEL);
+        // The first sweep marks; nothing was taken since, so the second
+        // frees them all.
+        sweep_spare_encoders();
+        assert!(sweep_spare_encoders() >= SPARE_DEFLATERS_PER_LEVEL * DEFLATE_STATE_BYTES);
+        assert_eq!(spare_at(2), 0);
     }
 }

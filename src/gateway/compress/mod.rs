@@ -29,7 +29,7 @@ pub mod body;
 pub mod encoder;
 
 pub use body::{CompressError, CompressedBody};
-pub use encoder::{EncodeError, Encoder};
+pub use encoder::{sweep_spare_encoders, EncodeError, Encoder};
 
 use crate::http::{eq_ci, list_elements, trim_ows};
 use crate::http::{AcceptEncoding, Coding, RequestHead, ResponseBody, ResponseHead};
