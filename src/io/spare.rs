@@ -2,7 +2,8 @@
 //! reuses instead of allocating, and that gives back what load no longer
 //! needs: it remembers the fewest spares there were since the last sweep
 //! (that many went unused), and a sweep hands exactly those out to be
-//! freed. Used by the worker's spare buffers and by [`super::recycled`].
+//! freed. Used by the worker's spare buffers, by [`super::recycled`]
+//! and by gzip's spare deflate states.
 
 /// Spare items, at most `max`, with their low-water mark.
 pub struct SpareList<T> {

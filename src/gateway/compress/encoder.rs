@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::io::Write;
 
 use crate::http::Coding;
+use crate::io::SpareList;
 
 /// The brotli window: 2^19 = 512 KiB (nginx's brotli module default).
 /// The library's default, 2^22, would hold 4 MiB per response in flight.
@@ -51,10 +52,9 @@ impl From<std::io::Error> for EncodeError {
 const SPARE_DEFLATERS_PER_LEVEL: usize = 8;
 
 thread_local! {
-    /// This thread's spare deflate states by level (0-9), and the fewest
-    /// each list held since the last sweep.
-    static SPARE_DEFLATERS: RefCell<[(Vec<flate2::Compress>, usize); 10]> =
-        RefCell::new(std::array::from_fn(|_| (Vec::new(), 0)));
+    /// This thread's spare deflate states by level (0-9).
+    static SPARE_DEFLATERS: RefCell<[SpareList<flate2::Compress>; 10]> =
+        RefCell::new(std::array::from_fn(|_| SpareList::new(SPARE_DEFLATERS_PER_LEVEL)));
 }
 
 /// Frees this thread's spare deflate states that a whole sweep interval
@@ -62,12 +62,9 @@ thread_local! {
 pub fn sweep_spare_encoders() -> usize {
     SPARE_DEFLATERS.with(|spare| {
         let mut freed = 0;
-        for (list, low) in spare.borrow_mut().iter_mut() {
-            let unused = (*low).min(list.len());
-            list.truncate(list.len() - unused);
-            list.shrink_to_fit();
-            *low = list.len();
-            freed += unused;
+        for list in spare.borrow_mut().iter_mut() {
+            freed += list.sweep(false).count();
+            list.shrink();
         }
         freed * DEFLATE_STATE_BYTES
     })
@@ -89,13 +86,7 @@ struct Gzip {
 impl Gzip {
     fn new(level: u32) -> Gzip {
         let level = level.min(9);
-        let spare = SPARE_DEFLATERS.with(|spare| {
-            let mut spare = spare.borrow_mut();
-            let (list, low) = &mut spare[level as usize];
-            let state = list.pop();
-            *low = (*low).min(list.len());
-            state
-        });
+        let spare = SPARE_DEFLATERS.with(|spare| spare.borrow_mut()[level as usize].take());
         let deflate =
             spare.unwrap_or_else(|| flate2::Compress::new(flate2::Compression::new(level), false));
         Gzip {
@@ -164,11 +155,8 @@ impl Drop for Gzip {
         };
         deflate.reset();
         let _ = SPARE_DEFLATERS.try_with(|spare| {
-            let mut spare = spare.borrow_mut();
-            let (list, _) = &mut spare[self.level as usize];
-            if list.len() < SPARE_DEFLATERS_PER_LEVEL {
-                list.push(deflate);
-            }
+            // A full list hands the state back; it is freed here.
+            drop(spare.borrow_mut()[self.level as usize].keep(deflate));
         });
     }
 }
@@ -386,7 +374,7 @@ mod spare_tests {
     }
 
     fn spare_at(level: usize) -> usize {
-        SPARE_DEFLATERS.with(|s| s.borrow()[level].0.len())
+        SPARE_DEFLATERS.with(|s| s.borrow()[level].len())
     }
 
     /// A reused deflate state starts a clean stream: each body decodes to
