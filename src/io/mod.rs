@@ -36,7 +36,7 @@ pub use alloc_count::{
 };
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use recycle::{recycled, sweep_spare_slots, Recycled};
-pub use rt::{now, since, sleep, sleep_until, timeout, Elapsed, JoinError, JoinHandle, Sleep};
+pub use rt::{now, sleep, sleep_until, timeout, Elapsed, JoinError, JoinHandle, Sleep};
 pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
 pub use spare::SpareList;
 pub use transport::{Tls, Transport};
@@ -44,9 +44,9 @@ pub use transport::{Tls, Transport};
 use std::future::Future;
 
 /// Submission queue size of each worker's ring. Linked ops take two entries
-/// and must be pushed back to back; a large ring makes it very unlikely that
-/// the queue fills between the two pushes (if it does, [`op::with_deadline`]
-/// falls back to a timer and `shutdown(2)`).
+/// and are pushed back to back after the runtime made room for both (if a
+/// link still broke, [`op::with_deadline`] falls back to a timer and
+/// `shutdown(2)`).
 pub const RING_ENTRIES: u32 = 4096;
 
 /// Runs `fut` on a new runtime on the current thread (see [`rt`]: one
@@ -57,10 +57,10 @@ pub fn run_worker<F: Future>(fut: F) -> F::Output {
     rt::block_on(RING_ENTRIES, fut)
 }
 
-/// Whether this kernel's io_uring can cancel by descriptor (5.19), probed
-/// once per process on a small ring of its own: deadlines by [`op`]'s
-/// watchdog instead of a linked timeout per op.
-fn ring_cancels_by_fd() -> bool {
+/// Whether deadlines go through the watchdog (see [`op::with_deadline`]):
+/// whether this kernel's io_uring can cancel by descriptor (5.19), probed
+/// once per process on a small ring of its own.
+pub(crate) fn cancel_by_fd() -> bool {
     static CANCEL_BY_FD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CANCEL_BY_FD.get_or_init(|| {
         let cancel_by_fd = probe_cancel_by_fd().unwrap_or(false);
@@ -86,11 +86,6 @@ fn probe_cancel_by_fd() -> std::io::Result<bool> {
     ring.submit_and_wait(1)?;
     let res = ring.completion().next().map(|c| c.result());
     Ok(res == Some(-libc::ENOENT))
-}
-
-/// Whether deadlines go through the watchdog (see [`op::with_deadline`]).
-pub(crate) fn cancel_by_fd() -> bool {
-    ring_cancels_by_fd()
 }
 
 /// Allocations from this size up get their own mappings (glibc's mmap

@@ -505,8 +505,10 @@ fn build_ring(entries: u32) -> io::Result<IoUring> {
     let mut coop = IoUring::builder();
     coop.setup_coop_taskrun().setup_taskrun_flag();
     if let Ok(ring) = coop.build(entries) {
+        tracing::info!("io_uring DEFER_TASKRUN not available; using COOP_TASKRUN");
         return Ok(ring);
     }
+    tracing::info!("io_uring DEFER_TASKRUN and COOP_TASKRUN not available; using a plain ring");
     IoUring::new(entries)
 }
 
@@ -743,11 +745,6 @@ pub fn now() -> Instant {
         Some(core) => core.now.get(),
         None => Instant::now(),
     }
-}
-
-/// Time passed since `start`, by [`now`].
-pub fn since(start: Instant) -> Duration {
-    now().saturating_duration_since(start)
 }
 
 /// Completes `duration` from now.
