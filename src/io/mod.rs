@@ -34,12 +34,13 @@ mod transport;
 pub use alloc_count::{
     count_allocations_of_this_thread, worker_heap_allocations, CountingAllocator,
 };
+pub use op::NotifyDeadline;
 pub use probe::{probe_uring, UringUnavailable, IO_URING_DISABLED_SYSCTL};
 pub use recycle::{recycled, sweep_spare_slots, Recycled};
 pub use rt::{now, sleep, sleep_until, timeout, Elapsed, JoinError, JoinHandle, Sleep};
-pub use socket::{connect, BoundSocket, Closer, Conn, Listener};
+pub use socket::{connect, BoundSocket, Closer, Conn, Listener, ParkedConn};
 pub use spare::SpareList;
-pub use transport::{Tls, Transport};
+pub use transport::{ParkedTransport, Tls, Transport};
 
 use std::future::Future;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use io_uring::{opcode, squeue, types};
 
 pub(crate) use super::rt::submit;
-use super::rt::{submit_linked, InFlight};
+use super::rt::{submit_linked, submit_notify, submit_notify_linked, InFlight, OnDone};
 
 /// Converts a raw CQE result into `io::Result`.
 pub(crate) fn cqe_result(res: i32) -> io::Result<u32> {
@@ -58,6 +58,40 @@ pub(crate) fn with_deadline_keep_open<D: Unpin + 'static>(
     limit: Duration,
 ) -> DeadlineOp<D> {
     DeadlineOp::new(fd, data, sqe, Some(limit), false)
+}
+
+/// Submits `sqe` (an op on `fd`) as a notify op (see
+/// [`super::rt::submit_notify`]) that the kernel cancels after `limit`:
+/// `on_done` then sees `TimedOut`. Keep the returned deadline until
+/// `on_done` runs (dropping it earlier forgets the deadline), and `fd`
+/// open.
+pub(crate) fn notify_with_deadline(
+    fd: RawFd,
+    sqe: squeue::Entry,
+    limit: Duration,
+    token: u64,
+    on_done: OnDone,
+) -> NotifyDeadline {
+    if !super::cancel_by_fd() || LINKED_ONLY.with(|l| l.get()) {
+        let timespec = Box::new(types::Timespec::from(limit));
+        let ts_ptr: *const types::Timespec = &*timespec;
+        submit_notify_linked(
+            (sqe.flags(squeue::Flags::IO_LINK), token, on_done),
+            (timespec, opcode::LinkTimeout::new(ts_ptr).build()),
+        );
+        return NotifyDeadline { _watch: None };
+    }
+    let watch = Watch::start(fd, limit);
+    submit_notify(sqe, token, on_done);
+    NotifyDeadline {
+        _watch: Some(watch),
+    }
+}
+
+/// The deadline of a notify op: its watchdog registration, or nothing
+/// when it is a kernel-linked timeout.
+pub struct NotifyDeadline {
+    _watch: Option<Watch>,
 }
 
 /// The future of [`with_deadline`]. Written by hand rather than as an

@@ -11,7 +11,9 @@
 //!
 //! Ops keep tokio-uring's contract: an op's data (its buffers and the `Rc`
 //! of its descriptor) lives until the kernel reports it complete, even if
-//! its future is dropped first.
+//! its future is dropped first. A *notify* op has no future at all: its
+//! completion calls a plain function with the caller's token (a parked
+//! connection's readiness, which so needs no task).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -122,7 +124,15 @@ enum OpSlot {
     /// In flight, its future dropped: the data stays here until the
     /// kernel is done with it.
     Abandoned(#[allow(dead_code)] Box<dyn Any>),
+    /// In flight with no future: its completion calls `on_done(token, _)`
+    /// (see [`submit_notify`]).
+    Notify { token: u64, on_done: OnDone },
 }
+
+/// What a [`submit_notify`] op calls when it completes: the caller's token
+/// and the op's result (`ECANCELED` reported as `TimedOut`: the op's
+/// deadline cancelled it).
+pub(crate) type OnDone = fn(u64, io::Result<u32>);
 
 struct Core {
     ring: RefCell<IoUring>,
@@ -137,6 +147,10 @@ struct Core {
     /// The eventfd read's buffer; the read is always in flight.
     wake_buf: Box<u64>,
     generation: u32,
+    /// Completed notify ops whose calls wait for the ring to be released.
+    notified: RefCell<Vec<(OnDone, u64, i32)>>,
+    /// Set as the runtime stops: notify ops are cancelled, not called.
+    stopping: Cell<bool>,
 }
 
 fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
@@ -436,7 +450,27 @@ impl Core {
         if rearm {
             self.arm_wake_read();
         }
+        self.call_notified();
         any
+    }
+
+    /// Calls the completed notify ops (outside every borrow of the core:
+    /// a call may spawn a task or submit ops).
+    fn call_notified(&self) {
+        loop {
+            let Some((on_done, token, res)) = self.notified.borrow_mut().pop() else {
+                return;
+            };
+            if self.stopping.get() {
+                continue;
+            }
+            let res = match res {
+                r if r == -libc::ECANCELED => Err(io::ErrorKind::TimedOut.into()),
+                r if r < 0 => Err(io::Error::from_raw_os_error(-r)),
+                r => Ok(r as u32),
+            };
+            on_done(token, res);
+        }
     }
 
     fn complete(&self, key: usize, cqe: &cqueue::Entry) {
@@ -458,6 +492,12 @@ impl Core {
                 drop(ops);
                 // Closes the descriptor if this op held its last `Rc`.
                 drop(data);
+            }
+            OpSlot::Notify { token, on_done } => {
+                let call = (*on_done, *token, cqe.result());
+                ops.remove(key);
+                drop(ops);
+                self.notified.borrow_mut().push(call);
             }
             OpSlot::Done(_) => {}
         }
@@ -544,6 +584,8 @@ pub fn block_on<F: Future>(entries: u32, future: F) -> F::Output {
         }),
         wake_buf: Box::new(0),
         generation: NEXT_GENERATION.fetch_add(1, Ordering::Relaxed),
+        notified: RefCell::new(Vec::new()),
+        stopping: Cell::new(false),
     });
     CORE.with(|c| c.set(&*core));
     core.arm_wake_read();
@@ -599,6 +641,7 @@ pub fn block_on<F: Future>(entries: u32, future: F) -> F::Output {
 }
 
 fn shutdown(core: &Core) {
+    core.stopping.set(true);
     // Drop every task; their in-flight ops become abandoned.
     loop {
         let future = {
@@ -667,6 +710,33 @@ pub(crate) fn submit_linked<D: 'static, E: 'static>(
     })
 }
 
+/// Submits one entry that no future waits for: its completion calls
+/// `on_done(token, result)` from the runtime's loop. What the entry points
+/// into (a polled descriptor) is the caller's to keep alive until then.
+/// For a wait that should hold no task (an idle connection's readiness).
+/// A stopping runtime cancels it without the call.
+pub(crate) fn submit_notify(sqe: squeue::Entry, token: u64, on_done: OnDone) {
+    with_core(|core| {
+        let key = core
+            .ops
+            .borrow_mut()
+            .insert(OpSlot::Notify { token, on_done });
+        core.push(&sqe.user_data(key as u64));
+    });
+}
+
+/// [`submit_notify`] with `IO_LINK` (the caller's) to `second`, both in
+/// one submission; `second`'s data lives until its completion.
+pub(crate) fn submit_notify_linked<E: 'static>(
+    first: (squeue::Entry, u64, OnDone),
+    second: (E, squeue::Entry),
+) {
+    with_core(|core| core.reserve(2));
+    submit_notify(first.0, first.1, first.2);
+    // Dropped at once: the runtime keeps `second.0` until the completion.
+    drop(submit(second.0, second.1));
+}
+
 impl Core {
     fn submit<D: 'static>(&self, data: D, sqe: squeue::Entry) -> InFlight<D> {
         let key = self.ops.borrow_mut().insert(OpSlot::Waiting(None));
@@ -700,7 +770,9 @@ impl<D: 'static> Future for InFlight<D> {
                     }
                     None
                 }
-                OpSlot::Abandoned(_) => unreachable!("an op polled after it was dropped"),
+                OpSlot::Abandoned(_) | OpSlot::Notify { .. } => {
+                    unreachable!("an op polled after it was dropped")
+                }
             }
         });
         match res {

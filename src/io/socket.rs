@@ -14,7 +14,10 @@ use std::time::Duration;
 use io_uring::{opcode, types};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::op::{cqe_result, submit, with_deadline, with_deadline_keep_open};
+use super::op::{
+    cqe_result, notify_with_deadline, submit, with_deadline, with_deadline_keep_open,
+    NotifyDeadline,
+};
 
 /// A bound, listening socket not yet adopted by a worker: it can be made
 /// on any thread (the server binds every worker's socket up front, so a
@@ -219,7 +222,69 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Conn> {
     Ok(Conn { fd, peer: addr })
 }
 
+/// A connection that waits in no task (an idle keep-alive connection):
+/// its descriptor held outright where nothing else holds it, so a parked
+/// connection costs no heap allocation of its own. See [`Conn::park`].
+pub struct ParkedConn {
+    /// Owned; or still shared when something held it as it parked (an
+    /// abandoned op not yet completed).
+    fd: Result<OwnedFd, Rc<OwnedFd>>,
+    peer: SocketAddr,
+}
+
+impl ParkedConn {
+    /// The connection again, for ops.
+    pub fn unpark(self) -> Conn {
+        let fd = match self.fd {
+            Ok(fd) => Rc::new(fd),
+            Err(shared) => shared,
+        };
+        Conn {
+            fd,
+            peer: self.peer,
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match &self.fd {
+            Ok(fd) => fd.as_raw_fd(),
+            Err(shared) => shared.as_raw_fd(),
+        }
+    }
+
+    /// Has the worker's loop call `on_ready(token, _)` once the connection
+    /// is readable (bytes, end of stream or an error: `Ok`), or `limit`
+    /// passed first (`Err(TimedOut)`); no task waits meanwhile. Keep the
+    /// returned deadline and this connection until that call: the poll
+    /// names the descriptor. Consumes nothing, like [`Conn::readable`].
+    pub fn notify_readable(
+        &self,
+        limit: Duration,
+        token: u64,
+        on_ready: fn(u64, io::Result<u32>),
+    ) -> NotifyDeadline {
+        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let sqe = opcode::PollAdd::new(types::Fd(self.raw_fd()), mask).build();
+        notify_with_deadline(self.raw_fd(), sqe, limit, token, on_ready)
+    }
+
+    /// `shutdown(SHUT_RD)`: a readiness wait completes (end of stream).
+    pub fn shutdown_read(&self) {
+        // SAFETY: plain syscall on a descriptor this connection keeps open.
+        unsafe { libc::shutdown(self.raw_fd(), libc::SHUT_RD) };
+    }
+}
+
 impl Conn {
+    /// The connection for a wait in no task (see [`ParkedConn`]).
+    pub fn park(self) -> ParkedConn {
+        let fd = Rc::try_unwrap(self.fd);
+        ParkedConn {
+            fd,
+            peer: self.peer,
+        }
+    }
+
     fn from_fd(fd: OwnedFd, peer: SocketAddr) -> Conn {
         Conn {
             fd: Rc::new(fd),

@@ -258,3 +258,81 @@ fn deadlines_fire_in_a_second_runtime_on_one_thread() {
         "the second runtime's read deadline never fired"
     );
 }
+
+thread_local! {
+    /// What the parked connection's readiness calls reported.
+    static READY: std::cell::RefCell<Vec<(u64, Result<u32, std::io::ErrorKind>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn note_ready(token: u64, res: std::io::Result<u32>) {
+    READY.with(|r| r.borrow_mut().push((token, res.map_err(|e| e.kind()))));
+}
+
+/// Waits (bounded) for the next readiness call.
+async fn next_ready() -> (u64, Result<u32, std::io::ErrorKind>) {
+    for _ in 0..5000 {
+        if let Some(got) = READY.with(|r| r.borrow_mut().pop()) {
+            return got;
+        }
+        crate::io::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no readiness call came");
+}
+
+/// A parked connection's readiness wait: it times out when nothing comes,
+/// is called when bytes come, and consumes none of them; the descriptor
+/// is owned by the parked connection meanwhile, and nothing leaks.
+fn parked_connection_is_called_when_readable_with(linked: bool) {
+    let _turn = fd_counting();
+    let before = open_fds();
+    let (listener, addr) = peer_pair();
+    let writer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut go = [0u8; 1];
+        s.read_exact(&mut go).unwrap();
+        s.write_all(b"ping").unwrap();
+    });
+    run_worker(async move {
+        if linked {
+            super::op::use_linked_deadlines();
+        }
+        let conn = connect(addr, Duration::from_secs(2)).await.unwrap();
+        let parked = conn.park();
+        let deadline = parked.notify_readable(Duration::from_millis(50), 3, note_ready);
+        assert_eq!(next_ready().await, (3, Err(std::io::ErrorKind::TimedOut)));
+        drop(deadline);
+        let conn = parked.unpark();
+        let (res, _) = conn
+            .write_all(b"g".to_vec(), 0..1, Some(Duration::from_secs(2)))
+            .await;
+        res.unwrap();
+        let parked = conn.park();
+        let deadline = parked.notify_readable(Duration::from_secs(5), 4, note_ready);
+        let (token, res) = next_ready().await;
+        assert_eq!(token, 4);
+        assert!(res.is_ok(), "{res:?}");
+        drop(deadline);
+        // The wait consumed nothing.
+        let conn = parked.unpark();
+        let mut buf = Vec::with_capacity(16);
+        while buf.len() < 4 {
+            let (res, b) = conn.read(buf, Some(Duration::from_secs(2))).await;
+            assert!(res.unwrap() > 0);
+            buf = b;
+        }
+        assert_eq!(&buf, b"ping");
+    });
+    writer.join().unwrap();
+    assert_fds_return_to(before);
+}
+
+#[test]
+fn parked_connection_is_called_when_readable() {
+    parked_connection_is_called_when_readable_with(false);
+}
+
+#[test]
+fn parked_connection_is_called_when_readable_with_a_linked_timeout() {
+    parked_connection_is_called_when_readable_with(true);
+}

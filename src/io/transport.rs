@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 
-use super::{Closer, Conn};
+use super::{Closer, Conn, NotifyDeadline, ParkedConn};
 use crate::tls::TlsSession;
 
 /// A connection and, when it speaks TLS, its session.
@@ -50,7 +50,47 @@ fn timed_out() -> io::Error {
     io::ErrorKind::TimedOut.into()
 }
 
+/// A [`Transport`] whose connection waits in no task (see
+/// [`ParkedConn`]).
+pub struct ParkedTransport {
+    conn: ParkedConn,
+    tls: Option<Box<Tls>>,
+}
+
+impl ParkedTransport {
+    /// The transport again, for reads and writes.
+    pub fn unpark(self) -> Transport {
+        Transport {
+            conn: self.conn.unpark(),
+            tls: self.tls,
+        }
+    }
+
+    /// See [`ParkedConn::notify_readable`].
+    pub fn notify_readable(
+        &self,
+        limit: Duration,
+        token: u64,
+        on_ready: fn(u64, io::Result<u32>),
+    ) -> NotifyDeadline {
+        self.conn.notify_readable(limit, token, on_ready)
+    }
+
+    pub fn shutdown_read(&self) {
+        self.conn.shutdown_read();
+    }
+}
+
 impl Transport {
+    /// The transport for a wait in no task; its TLS session (if any)
+    /// stays as it is.
+    pub fn park(self) -> ParkedTransport {
+        ParkedTransport {
+            conn: self.conn.park(),
+            tls: self.tls,
+        }
+    }
+
     /// A plain connection.
     pub fn plain(conn: Conn) -> Transport {
         Transport { conn, tls: None }

@@ -177,3 +177,53 @@ fn a_stopping_runtime_cancels_its_ops_and_frees_their_data() {
     // The runtime cancelled the read and dropped its data on the way out.
     assert_eq!(Rc::strong_count(&read_end), 1);
 }
+
+thread_local! {
+    /// What the notify ops of this thread's test reported.
+    static NOTIFIED: RefCell<Vec<(u64, Result<u32, std::io::ErrorKind>)>> =
+        const { RefCell::new(Vec::new()) };
+}
+
+fn record(token: u64, res: std::io::Result<u32>) {
+    NOTIFIED.with(|n| n.borrow_mut().push((token, res.map_err(|e| e.kind()))));
+}
+
+fn poll_in(fd: &OwnedFd) -> io_uring::squeue::Entry {
+    opcode::PollAdd::new(types::Fd(fd.as_raw_fd()), libc::POLLIN as u32).build()
+}
+
+#[test]
+fn a_notify_op_calls_its_function_once_it_completes() {
+    let (read_end, write_end) = pipe();
+    let got = block_on(ENTRIES, async move {
+        super::submit_notify(poll_in(&read_end), 7, record);
+        sleep(Duration::from_millis(10)).await;
+        // Nothing to read yet: not called.
+        assert!(NOTIFIED.with(|n| n.borrow().is_empty()));
+        // SAFETY: a 1-byte write to a pipe we own.
+        assert_eq!(
+            unsafe { libc::write(write_end.as_raw_fd(), b"x".as_ptr().cast(), 1) },
+            1
+        );
+        for _ in 0..1000 {
+            if NOTIFIED.with(|n| !n.borrow().is_empty()) {
+                break;
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        NOTIFIED.with(|n| std::mem::take(&mut *n.borrow_mut()))
+    });
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, 7);
+    assert!(got[0].1.is_ok(), "{got:?}");
+}
+
+#[test]
+fn a_stopping_runtime_cancels_a_notify_op_without_calling_it() {
+    let (read_end, _write_end) = pipe();
+    block_on(ENTRIES, async {
+        super::submit_notify(poll_in(&read_end), 9, record);
+        sleep(Duration::from_millis(10)).await;
+    });
+    assert!(NOTIFIED.with(|n| n.borrow().is_empty()));
+}
