@@ -94,6 +94,9 @@ worker_metrics! {
     connections_accepted,
     /// Client connections currently open (gauge).
     connections_open,
+    /// Of those, the ones idle past the grace and parked: waiting with no
+    /// task and no buffer (gauge).
+    connections_parked,
     /// Requests whose head was parsed.
     requests,
     /// Requests being served now (gauge).

@@ -160,6 +160,12 @@ fn families<B: BackendView>() -> Vec<Family<B>> {
         ),
         family("ringlb_client_connections_open", gauge, "Client connections open.", Total(|t| t.connections_open.to_string())),
         family(
+            "ringlb_client_connections_parked",
+            gauge,
+            "Client connections idle past the 1 s grace, waiting with no task and no buffer.",
+            Total(|t| t.connections_parked.to_string()),
+        ),
+        family(
             "ringlb_upstream_connections_opened_total",
             counter,
             "Connections opened to backends.",

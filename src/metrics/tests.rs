@@ -207,6 +207,7 @@ fn exposition_parses_and_matches_what_was_recorded() {
     b.pool_misses.inc();
     a.connections_accepted.add(5);
     a.connections_open.add(2);
+    b.connections_parked.inc();
     a.request_started();
     b.request_started();
     b.request_finished();
@@ -345,6 +346,7 @@ fn exposition_parses_and_matches_what_was_recorded() {
     assert_eq!(get("ringlb_pool_reuse_ratio", &[]), 0.75);
     assert_eq!(get("ringlb_client_connections_accepted_total", &[]), 5.0);
     assert_eq!(get("ringlb_client_connections_open", &[]), 2.0);
+    assert_eq!(get("ringlb_client_connections_parked", &[]), 1.0);
     assert_eq!(get("ringlb_requests_in_flight", &[]), 1.0);
     assert_eq!(get("ringlb_responses_total", &[("class", "2xx")]), 1.0);
     assert_eq!(get("ringlb_client_bytes_sent_total", &[]), 1234.0);

@@ -29,6 +29,17 @@ const LINGER_BYTES: usize = 256 * 1024;
 /// connection drains (closes after its current response, or now if idle).
 pub type ListenerRemoved = Rc<Cell<bool>>;
 
+/// A connection's place under `max_connections`.
+pub type ConnPermit = tokio::sync::OwnedSemaphorePermit;
+
+/// What a client connection holds until it ends, busy or parked: its
+/// slots under the per-address limits and its place under
+/// `max_connections`. Only held: dropping them gives them back.
+pub(super) struct Holds {
+    pub _slots: [Option<crate::gateway::shared::ConnGuard>; 2],
+    pub _permit: ConnPermit,
+}
+
 /// How a client connection ends.
 pub(super) enum End {
     /// Peer gone or idle: shut down and drop.

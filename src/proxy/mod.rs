@@ -22,6 +22,8 @@
 //! - `proxy_header`: a listener's PROXY protocol header, before the first
 //!   request (and before a TLS handshake);
 //! - `session`: the request loop and its stages, top to bottom;
+//! - `park`: connections idle past the grace, held in a table with a
+//!   readiness poll instead of a task;
 //! - `tcp`: a `[[tcp]]` listener's session (SNI, connect with retries,
 //!   the relay of `tunnel`), beside the HTTP pipeline.
 //!
@@ -39,6 +41,7 @@ mod client;
 mod error;
 mod exchange;
 pub mod filter;
+mod park;
 mod proxy_header;
 mod reject_log;
 mod relay;
@@ -47,6 +50,7 @@ mod tcp;
 mod tunnel;
 mod worker;
 
-pub use client::ListenerRemoved;
+pub use client::{ConnPermit, ListenerRemoved};
 pub use error::{ClientFailure, UpstreamFailure};
+pub use park::{drop_parked, sweep_parked};
 pub use worker::{ProcessShared, Worker};

@@ -41,10 +41,12 @@ use crate::upstream::clock;
 
 use super::cache::{self, Lookup};
 use super::client::{
-    Client, End, ListenerRemoved, LogLine, Next, Record, RequestInfo, ResponseEdits,
+    Client, ConnPermit, End, Holds, ListenerRemoved, LogLine, Next, Record, RequestInfo,
+    ResponseEdits,
 };
 use super::exchange::exchange;
 use super::filter::{Filter, RequestCtx};
+use super::park;
 use super::relay::{reply_and_close, reply_and_keep_alive};
 use super::worker::Worker;
 
@@ -52,7 +54,8 @@ impl Worker {
     /// Serves one client connection until it closes; `client_addr` is
     /// the client's address (the peer's, or a PROXY header's), `tls` the
     /// listener's TLS config, for a TLS listener, `listener` its
-    /// `server.listen` address, and `listener_removed` its listener's flag.
+    /// `server.listen` address, `listener_removed` its listener's flag,
+    /// and `permit` its place under `max_connections`, held until it ends.
     pub async fn serve(
         self: Rc<Self>,
         conn: Conn,
@@ -60,52 +63,55 @@ impl Worker {
         tls: Option<Arc<rustls::ServerConfig>>,
         listener: SocketAddr,
         listener_removed: ListenerRemoved,
+        permit: ConnPermit,
     ) {
         // Dropping `conn` closes it at once; the slots are held (and the
         // counts kept) until the connection ends.
-        let Some(_slots) = self.admit_connection(client_addr.ip(), listener) else {
+        let Some(slots) = self.admit_connection(client_addr.ip(), listener) else {
             return;
         };
-        let Some(mut client) =
-            self.accept_client(conn, client_addr, tls, listener, listener_removed)
+        let Some(client) = self.accept_client(conn, client_addr, tls, listener, listener_removed)
         else {
             return;
         };
-        let mut worker = self;
-        let end = serve_requests(&mut worker, &mut client).await;
-        match end {
-            End::KeepClosing if client.may_send_more() => Box::pin(client.linger()).await,
-            End::KeepClosing => client.transport.shutdown(Shutdown::Both),
-            End::Closed => {}
-        }
-        worker.release_client(client);
+        serve_requests(
+            self,
+            client,
+            Holds {
+                _slots: slots,
+                _permit: permit,
+            },
+            true,
+        )
+        .await;
     }
 }
 
-/// Serves requests until the connection ends; `worker` is the config
-/// generation the connection is on (it moves between requests).
-///
-/// The connection's task lives as long as the connection, so it holds only
-/// what an idle connection needs (the client and its descriptor): the
-/// requests are served in a recycled heap slot ([`serve_busy`]), given up
-/// when the connection idles past [`IDLE_GRACE`].
-async fn serve_requests(worker: &mut Rc<Worker>, client: &mut Client) -> End {
-    let mut first = true;
-    loop {
-        let rest = match recycled(|| serve_busy(worker, client, first)).await {
-            Busy::Ended(end) => return end,
-            Busy::Idle {
-                rest,
-                first: still_first,
-            } => {
-                first = still_first;
-                rest
-            }
-        };
-        if !wait_idle(worker, client, rest, !first).await {
-            return End::Closed;
+/// Serves requests until the connection ends, or parks it (see
+/// [`park`](super::park)) when it idles past [`IDLE_GRACE`]: then this
+/// task ends, and the connection's next bytes start a new one.
+/// `worker` is the config generation the connection is on (it moves
+/// between requests); `first`: no request came on it yet.
+pub(super) async fn serve_requests(
+    mut worker: Rc<Worker>,
+    mut client: Client,
+    holds: Holds,
+    first: bool,
+) {
+    let end = match recycled(|| serve_busy(&mut worker, &mut client, first)).await {
+        Busy::Ended(end) => end,
+        Busy::Idle { rest, first } => {
+            park::park(worker, client, holds, rest, first);
+            return;
         }
+    };
+    match end {
+        End::KeepClosing if client.may_send_more() => Box::pin(client.linger()).await,
+        End::KeepClosing => client.transport.shutdown(Shutdown::Both),
+        End::Closed => {}
     }
+    worker.release_client(client);
+    drop(holds);
 }
 
 /// How [`serve_busy`] ended.
@@ -320,7 +326,7 @@ async fn read_request(
 /// (its next request comes sooner) costs no extra op. At 200 ms, the
 /// `many` benchmark (1,000 connections, each with a request every 150-300
 /// ms) spent two extra ops on most requests.
-const IDLE_GRACE: Duration = Duration::from_secs(1);
+pub(super) const IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Waits up to [`IDLE_GRACE`] for the next request's first bytes, as
 /// [`Client::fill`]; `None` when none came, after handing the buffers (and
@@ -341,78 +347,6 @@ async fn fill_or_shed(
     *fwd = Vec::new();
     client.transport.shed_buffer();
     None
-}
-
-/// The wait of a connection idle past [`IDLE_GRACE`] (its buffers given
-/// back) for its next request, up to `rest`: for readability, holding no
-/// buffer; then the first bytes go into `client.buf`. `registered`: a
-/// graceful stop ends the wait (as for any wait between requests, not
-/// before a connection's first). `false`: the connection closed, idled
-/// out or was reset.
-async fn wait_idle(worker: &Worker, client: &mut Client, rest: Duration, registered: bool) -> bool {
-    let key = match registered.then(|| worker.register_idle(client)) {
-        Some(None) => {
-            client.transport.shutdown(Shutdown::Both);
-            return false;
-        }
-        Some(key) => key,
-        None => None,
-    };
-    let woke = wake(worker, client, rest).await;
-    if let Some(key) = key {
-        worker.unregister_idle(key);
-    }
-    match woke {
-        Ok(0) => false,
-        Ok(n) => {
-            worker.metrics.bytes_from_clients.add(n as u64);
-            true
-        }
-        Err(_) => {
-            // Idle timeout or a reset: close without a word, as nginx does.
-            client.transport.shutdown(Shutdown::Both);
-            false
-        }
-    }
-}
-
-/// Waits for readability up to `rest`, then takes buffers and reads the
-/// first bytes. The read is not a ring op: the bytes are there, and the
-/// wait of an idle connection should carry no read op's future.
-async fn wake(worker: &Worker, client: &mut Client, rest: Duration) -> io::Result<usize> {
-    let buffers = &worker.buffers;
-    let started = Instant::now();
-    loop {
-        let left = rest.saturating_sub(started.elapsed());
-        client.transport.readable(Some(left)).await?;
-        if client.transport.is_tls() {
-            client.buf = buffers.take();
-            client.out = buffers.take();
-            // Boxed: a TLS read's future is large, and only a TLS
-            // connection waking from idle needs it.
-            let left = rest.saturating_sub(started.elapsed());
-            return Box::pin(client.fill(Some(left))).await;
-        }
-        let mut buf = buffers.take();
-        match client.transport.conn().try_read(&mut buf) {
-            Ok(Some(n)) if n > 0 => {
-                client.buf = buf;
-                client.out = buffers.take();
-                return Ok(n);
-            }
-            Ok(Some(_)) => {
-                buffers.give(buf);
-                return Ok(0);
-            }
-            // Readable, yet nothing came (the bytes went, or a spurious
-            // wakeup): wait again.
-            Ok(None) => buffers.give(buf),
-            Err(e) => {
-                buffers.give(buf);
-                return Err(e);
-            }
-        }
-    }
 }
 
 /// Moves a connection to the newest config's worker between requests.

@@ -279,9 +279,10 @@ pub struct Worker {
     /// The worker built from a newer config by a reload: connections move
     /// to it between requests.
     successor: RefCell<Option<Rc<Worker>>>,
-    /// Client connections idle between requests, with their listener's
-    /// removed flag (their read ends when the stop begins, or when a
-    /// reload removes their listener).
+    /// Client connections idle between requests within their grace, with
+    /// their listener's removed flag (their read ends when the stop
+    /// begins, or when a reload removes their listener). Those idle past
+    /// it are parked (see `park`).
     idle: RefCell<slab::Slab<(Closer, ListenerRemoved)>>,
     /// Lines a second for refused PROXY headers (the metric counts all).
     proxy_log: RefCell<crate::server::LogBudget>,
@@ -411,6 +412,7 @@ impl Worker {
         for (_, (closer, _)) in self.idle.borrow().iter() {
             closer.shutdown_read();
         }
+        super::park::wake_parked(self, None);
     }
 
     /// A reload removed a listener: its connections idle between requests
@@ -422,6 +424,7 @@ impl Worker {
                 closer.shutdown_read();
             }
         }
+        super::park::wake_parked(self, Some(listener));
     }
 
     /// Registers a connection idle between requests, so a graceful stop or

@@ -252,6 +252,8 @@ pub fn start_with(config: Arc<Config>, handover: &mut Handover) -> Result<Server
                 };
                 io::count_allocations_of_this_thread();
                 io::run_worker(worker_main(parts));
+                // The runtime stopped: no parked connection can wake now.
+                crate::proxy::drop_parked();
             })
             .map_err(StartError::Thread)?;
         threads.push(thread);
@@ -902,7 +904,8 @@ async fn worker_main(parts: WorkerParts) {
                 crate::io::sleep(POOL_SWEEP_INTERVAL).await;
                 let freed: usize = alive().iter().map(|w| w.evict_idle()).sum::<usize>()
                     + io::sweep_spare_slots(false)
-                    + crate::gateway::compress::sweep_spare_encoders();
+                    + crate::gateway::compress::sweep_spare_encoders()
+                    + crate::proxy::sweep_parked();
                 if freed >= TRIM_AFTER_FREED {
                     io::trim_heap();
                 }
@@ -1062,9 +1065,12 @@ async fn accept_loop(endpoint: Rc<Endpoint>, index: usize, accepting: Accepting)
                             Box::pin(worker.serve_tcp(conn, client_addr, configured, index)).await;
                         }
                         (Some(client_addr), None) => {
+                            // The connection holds the permit until it
+                            // ends, parked or not.
                             worker
-                                .serve(conn, client_addr, tls, configured, removed)
+                                .serve(conn, client_addr, tls, configured, removed, permit)
                                 .await;
+                            return;
                         }
                     }
                     drop(permit);

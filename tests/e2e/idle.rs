@@ -60,6 +60,47 @@ fn requests_after_idle_are_served_whole() {
     assert!(resp.body_str().contains("target /slow"));
 }
 
+/// Connections idle past the grace are parked: no task waits for them
+/// (the gauge counts them). Each one's next request starts a task again
+/// and is served; then it parks again.
+#[test]
+fn connections_idle_past_the_grace_are_parked_and_served_on() {
+    let backend = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[backend.addr], &[])
+        .start();
+    let mut clients: Vec<_> = (0..20).map(|_| proxy.client()).collect();
+    for c in &mut clients {
+        assert_eq!(c.roundtrip(&get("/")).status, 200);
+    }
+    let parked = || metric(&proxy, "ringlb_client_connections_parked");
+    assert!(
+        wait_until(WAIT, || parked() == 20.0),
+        "parked connections: {}",
+        parked()
+    );
+    for (i, c) in clients.iter_mut().enumerate() {
+        let resp = c.roundtrip(&get(&format!("/again/{i}")));
+        assert_eq!(resp.status, 200);
+        assert!(resp.body_str().contains(&format!("target /again/{i}")));
+        assert!(!resp.closes());
+    }
+    assert!(
+        wait_until(WAIT, || parked() == 20.0),
+        "parked again: {}",
+        parked()
+    );
+    drop(clients);
+    let open = || metric(&proxy, "ringlb_client_connections_open");
+    assert!(
+        wait_until(WAIT, || parked() == 0.0 && open() == 0.0),
+        "parked {}, open {}",
+        parked(),
+        open()
+    );
+}
+
 #[test]
 fn idle_clients_that_close_are_closed_and_counted() {
     let backend = Backend::echo();

@@ -189,6 +189,19 @@ fn keepalive_timeout_leaks_no_fds() {
     });
 }
 
+/// Past the 1 s idle grace the connection is parked (no task waits for
+/// it); the keep-alive timeout still closes it, and leaks nothing.
+#[test]
+fn keepalive_timeout_closes_a_parked_client_and_leaks_no_fds() {
+    let backend = closing_echo();
+    let proxy = proxy_with(&backend, &format!("keepalive_timeout = {LONG}"), &[]);
+    assert_no_fd_leak(&proxy, "keepalive_timeout past the idle grace", || {
+        let mut c = proxy.client();
+        assert_eq!(c.roundtrip(&get("/")).status, 200);
+        expect_close_maybe_408(&mut c);
+    });
+}
+
 #[test]
 fn request_just_before_keepalive_timeout_is_served_whole() {
     let data = pattern(100_000);
