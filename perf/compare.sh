@@ -7,7 +7,7 @@
 # machine's limit, runs as a fourth proxy ("limit") in the same rounds.
 #
 # Usage: perf/compare.sh [--rounds N] [--duration SECONDS] [--workers N]
-#                        [--scenarios "small big close many tls idle gzip tcp tcp-big gateway cached cached-big"] [--record]
+#                        [--scenarios "idle small big close many tls gzip tcp tcp-big gateway cached cached-big"] [--record]
 #   --record  append the table to perf/RESULTS.md (newest first)
 #   RINGLB_BIN=PATH  measure that ringlb binary instead of target/release/ringlb
 #   RINGLB_ALSO="NAME=PATH ..."  more ringlb builds as targets "ringlb-NAME"
@@ -55,7 +55,8 @@ BENCH=${BENCH_CONFIGS:-$ROOT/../shared/bench}
 ROUNDS=3
 DURATION=10
 WORKERS=$(nproc)
-SCENARIOS="small big close many tls idle gzip tcp"
+# idle first: its first round then meets fresh processes (see its table).
+SCENARIOS="idle small big close many tls gzip tcp"
 RECORD=0
 WRK_THREADS=${WRK_THREADS:-2}
 
@@ -503,18 +504,21 @@ TABLE=$W/table.md
     if grep -q '^idle ' "$RAW"; then
         echo
         echo "Idle: $IDLE_CONNS keep-alive connections, one request each, then idle. RSS of the proxy (with its child processes), medians over the rounds."
+        echo "Round 1 on its own: the first time each proxy holds that many connections, when idle ran first on fresh processes (the default order);"
+        echo "later rounds find what an earlier round (or scenario) left allocated: nginx and HAProxy keep it, ringlb gives it back."
         echo
-        echo "| target | bytes per idle connection | RSS before (KiB) | RSS with them open (KiB) | RSS 3 s after they closed (KiB) | after close vs before | failed connections |"
-        echo "|---|---|---|---|---|---|---|"
+        echo "| target | bytes per idle connection | in round 1 | RSS before (KiB) | RSS with them open (KiB) | RSS 3 s after they closed (KiB) | after close vs before | failed connections |"
+        echo "|---|---|---|---|---|---|---|---|"
         for target in $TARGETS; do
             grep -q "^idle $target " "$RAW" || continue
             per=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $3 }' "$RAW" | median)
+            first=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $3; exit }' "$RAW")
             before=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $4 }' "$RAW" | median)
             open=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $5 }' "$RAW" | median)
             after=$(awk -v t="$target" '$1 == "idle" && $2 == t { print $6 }' "$RAW" | median)
             failed=$(awk -v t="$target" '$1 == "idle" && $2 == t { f += $8 } END { print f + 0 }' "$RAW")
             back=$(awk -v b="$before" -v a="$after" 'BEGIN { if (b > 0) printf "%+.0f%%", (a - b) * 100 / b; else print "-" }')
-            echo "| $target | $per | $before | $open | $after | $back | $failed |"
+            echo "| $target | $per | $first | $before | $open | $after | $back | $failed |"
         done
     fi
     if [ -s "$IOU" ]; then
