@@ -226,7 +226,7 @@ enum Read {
     /// The client closed, or idled out, between requests.
     Closed,
     /// No byte within [`IDLE_GRACE`]; the buffers are given back, and the
-    /// timeout has this much left (see [`wait_idle`]).
+    /// timeout has this much left (the connection is then parked: [`park::park`]).
     Idle(Duration),
 }
 

@@ -123,3 +123,49 @@ fn idle_clients_that_close_are_closed_and_counted() {
     // And the proxy still serves.
     assert_eq!(proxy.client().roundtrip(&get("/after")).status, 200);
 }
+
+/// A parked connection outlives a reload: its next request is served on
+/// the new config (it moves to the newest worker as it wakes), and it
+/// parks again there.
+#[test]
+fn a_parked_connection_is_served_on_the_new_config_after_a_reload() {
+    let a = Backend::echo();
+    let b = Backend::echo();
+    let proxy = Proxy::builder()
+        .admin()
+        .upstream("app", &[a.addr], &[])
+        .start();
+    let mut c = proxy.client();
+    assert_eq!(c.roundtrip(&get("/before")).status, 200);
+    let parked = || metric(&proxy, "ringlb_client_connections_parked");
+    assert!(wait_until(WAIT, || parked() == 1.0), "parked: {}", parked());
+
+    crate::reload::rewrite(&proxy, |t| {
+        t.replace(&a.addr.to_string(), &b.addr.to_string())
+    });
+    let r = crate::admin::admin(&proxy, "POST", "/reload");
+    assert_eq!((r.status, r.body_str().as_str()), (200, "reloaded\n"));
+    // Each worker applies the update as a message: wait until a new
+    // connection reaches the new backend.
+    assert!(wait_until(WAIT, || {
+        proxy.client().roundtrip(&get("/probe")).status == 200 && b.request_count() > 0
+    }));
+    assert!(wait_until(WAIT, || parked() == 1.0), "parked: {}", parked());
+
+    let (a_before, b_before) = (a.request_count(), b.request_count());
+    let resp = c.roundtrip(&get("/after"));
+    assert_eq!(resp.status, 200);
+    assert!(!resp.closes());
+    assert!(
+        resp.body_str().contains("target /after"),
+        "{}",
+        resp.body_str()
+    );
+    assert_eq!(b.request_count(), b_before + 1, "served by the new backend");
+    assert_eq!(a.request_count(), a_before, "the old backend got it");
+    assert!(
+        wait_until(WAIT, || parked() == 1.0),
+        "parked again: {}",
+        parked()
+    );
+}

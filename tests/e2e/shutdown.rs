@@ -109,9 +109,9 @@ fn sigterm_finishes_in_flight_requests_closes_idle_ones_and_exits_zero() {
     );
 }
 
-/// A connection idle past the idle grace waits for its next request in the
-/// connection task's own small wait, its buffers given back; a graceful
-/// stop must end that wait too, not leave it to the shutdown timeout.
+/// A connection idle past the idle grace is parked (no task, no buffer,
+/// a readiness poll in the ring); a graceful stop must end that wait too,
+/// not leave it to the shutdown timeout.
 #[test]
 fn sigterm_closes_a_connection_idle_past_the_idle_grace() {
     let backend = slow_backend(Duration::from_millis(800));
