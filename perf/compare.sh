@@ -14,6 +14,8 @@
 #                    in the same rounds (an A/B of a change; plain HTTP, and
 #                    the tcp scenarios on a [[tcp]] listener of their own)
 #   IDLE_CONNS=N     connections in the idle scenario (default 10000)
+#   IDLE_PATH=/big   what each idle connection fetches first (default /small;
+#                    /big: 64 KiB, the memory-comes-back case of issue 10)
 #   NGINX_STREAM_MODULE=PATH  nginx's stream module for the tcp scenarios
 #                    (default /usr/lib/nginx/modules/ngx_stream_module.so)
 #
@@ -89,6 +91,7 @@ fi
 LIMIT=$BENCH/uring-limit
 [ -x "$LIMIT" ] || { echo "the limit proxy $LIMIT is missing" >&2; exit 1; }
 IDLE_CONNS=${IDLE_CONNS:-10000}
+IDLE_PATH=${IDLE_PATH:-/small}
 
 W=$(mktemp -d /tmp/ringlb-perf.XXXXXX)
 # nginx workers may run as an unprivileged user: they must read www/.
@@ -359,12 +362,12 @@ declare -f rss_kib > "$W/rss.sh"
 IDLE_CLIENT=$W/idle_client.py
 cat > "$IDLE_CLIENT" <<'PY'
 import asyncio, subprocess, sys
-port, count, rss_cmd = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+port, count, rss_cmd, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def rss():
     return int(subprocess.run(["bash", "-c", rss_cmd], capture_output=True, text=True).stdout.strip() or 0)
 async def request_once():
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    w.write(b"GET /small HTTP/1.1\r\nHost: bench\r\n\r\n")
+    w.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: bench\r\n\r\n")
     await w.drain()
     head = await r.readuntil(b"\r\n\r\n")
     length = 0
@@ -398,7 +401,7 @@ PY
 
 run_idle() {
     local target=$1 out opened before during after
-    out=$(python3 "$IDLE_CLIENT" "${PORT[$target]}" "$IDLE_CONNS" "source $W/rss.sh; rss_kib ${PROC[$target]}" 2>&1 | tail -1)
+    out=$(python3 "$IDLE_CLIENT" "${PORT[$target]}" "$IDLE_CONNS" "source $W/rss.sh; rss_kib ${PROC[$target]}" "$IDLE_PATH" 2>&1 | tail -1)
     read -r opened before during after <<<"$out"
     # "bytes_per_conn before_kib open_kib after_kib opened failed"
     awk -v o="${opened:-0}" -v b="${before:-0}" -v d="${during:-0}" -v a="${after:-0}" -v n="$IDLE_CONNS" 'BEGIN {
@@ -503,7 +506,7 @@ TABLE=$W/table.md
     done
     if grep -q '^idle ' "$RAW"; then
         echo
-        echo "Idle: $IDLE_CONNS keep-alive connections, one request each, then idle. RSS of the proxy (with its child processes), medians over the rounds."
+        echo "Idle: $IDLE_CONNS keep-alive connections, one request each (GET $IDLE_PATH), then idle. RSS of the proxy (with its child processes), medians over the rounds."
         echo "Round 1 on its own: the first time each proxy holds that many connections, when idle ran first on fresh processes (the default order);"
         echo "later rounds find what an earlier round (or scenario) left allocated: nginx and HAProxy keep it, ringlb gives it back."
         echo
