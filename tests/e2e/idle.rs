@@ -143,8 +143,7 @@ fn a_parked_connection_is_served_on_the_new_config_after_a_reload() {
     crate::reload::rewrite(&proxy, |t| {
         t.replace(&a.addr.to_string(), &b.addr.to_string())
     });
-    let r = crate::admin::admin(&proxy, "POST", "/reload");
-    assert_eq!((r.status, r.body_str().as_str()), (200, "reloaded\n"));
+    crate::reload::assert_reloaded(&proxy);
     // Each worker applies the update as a message: wait until a new
     // connection reaches the new backend.
     assert!(wait_until(WAIT, || {
@@ -162,7 +161,11 @@ fn a_parked_connection_is_served_on_the_new_config_after_a_reload() {
         resp.body_str()
     );
     assert_eq!(b.request_count(), b_before + 1, "served by the new backend");
-    assert_eq!(a.request_count(), a_before, "the old backend got it");
+    assert_eq!(
+        a.request_count(),
+        a_before,
+        "the old backend got nothing more"
+    );
     assert!(
         wait_until(WAIT, || parked() == 1.0),
         "parked again: {}",

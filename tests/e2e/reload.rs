@@ -30,6 +30,17 @@ pub fn version(proxy: &Proxy) -> u64 {
     status(proxy)["config"]["version"].as_u64().unwrap()
 }
 
+/// `POST /reload` answers that the new config was taken.
+pub fn assert_reloaded(proxy: &Proxy) {
+    let r = admin(proxy, "POST", "/reload");
+    assert_eq!(
+        (r.status, r.body_str().as_str()),
+        (200, "reloaded\n"),
+        "stderr:\n{}",
+        proxy.stderr()
+    );
+}
+
 #[test]
 fn post_reload_moves_new_and_kept_alive_traffic_between_requests() {
     let a = Backend::echo();
@@ -48,8 +59,7 @@ fn post_reload_moves_new_and_kept_alive_traffic_between_requests() {
     rewrite(&proxy, |t| {
         t.replace(&a.addr.to_string(), &b.addr.to_string())
     });
-    let r = admin(&proxy, "POST", "/reload");
-    assert_eq!((r.status, r.body_str().as_str()), (200, "reloaded\n"));
+    assert_reloaded(&proxy);
     assert_eq!(version(&proxy), 2);
 
     // New connections reach the new backend (each worker applies the
@@ -440,8 +450,7 @@ fn pooled_upstream_connections_survive_a_reload() {
     rewrite(&proxy, |t| {
         format!("{t}\n[[routes]]\npath_prefix = \"/more\"\nupstream = \"app\"\n")
     });
-    let r = admin(&proxy, "POST", "/reload");
-    assert_eq!((r.status, r.body_str().as_str()), (200, "reloaded\n"));
+    assert_reloaded(&proxy);
     assert_eq!(version(&proxy), 2);
     for path in ["/", "/more/x", "/"] {
         assert_eq!(c.roundtrip(&get(path)).status, 200);

@@ -20,21 +20,11 @@ use crate::admin::{admin, admin_get, status};
 use crate::backend::{Backend, Reply, Resp};
 use crate::client::{get, request, Client, Response};
 use crate::harness::{free_port, wait_until, Proxy, TempDir, WAIT};
-use crate::reload::{rewrite, version};
+use crate::reload::{assert_reloaded, rewrite, version};
 use crate::tls::{certs, leaf, read_response, Tls};
 
 fn reload(proxy: &Proxy) -> Response {
     admin(proxy, "POST", "/reload")
-}
-
-fn assert_reloaded(proxy: &Proxy) {
-    let r = reload(proxy);
-    assert_eq!(
-        (r.status, r.body_str().as_str()),
-        (200, "reloaded\n"),
-        "stderr:\n{}",
-        proxy.stderr()
-    );
 }
 
 /// Whether a TCP connect to `addr` is refused (nothing listens there).
