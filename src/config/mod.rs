@@ -96,6 +96,10 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_IDLE: usize = 32;
 /// Allowed `upstreams.NAME.max_idle`.
 pub const MAX_IDLE_RANGE: RangeInclusive<u64> = 0..=100_000;
+/// Allowed `upstreams.NAME.max_connections`.
+pub const UPSTREAM_MAX_CONNECTIONS_RANGE: RangeInclusive<u64> = 1..=100_000;
+/// Default `upstreams.NAME.queue_timeout`.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `upstreams.NAME.idle_timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default backend `weight`.
@@ -385,6 +389,14 @@ pub struct UpstreamConfig {
     /// `max_idle`: idle keep-alive connections pooled per backend per worker;
     /// 0 disables pooling. Default 32, range 0..=100000.
     pub max_idle: usize,
+    /// `max_connections`: open connections per backend per worker, in use
+    /// or pooled. A request that finds them all in use waits for one, first
+    /// come first served, up to `queue_timeout`, then gets 503. Absent: no
+    /// limit. Range 1..=100000. `[[tcp]]` sessions are not counted.
+    pub max_connections: Option<usize>,
+    /// `queue_timeout`: how long a request waits for a connection under
+    /// `max_connections`. Default `"5s"`.
+    pub queue_timeout: Duration,
     /// `idle_timeout`: a pooled connection idle longer is closed. Default `"30s"`.
     pub idle_timeout: Duration,
     /// `hash_key`: what `consistent_hash` hashes: `"client_ip"`,

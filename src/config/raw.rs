@@ -171,6 +171,8 @@ pub(super) struct RawUpstream {
     pub response_timeout: Option<Spanned<HumanDuration>>,
     pub max_idle: Option<Spanned<u64>>,
     pub idle_timeout: Option<Spanned<HumanDuration>>,
+    pub max_connections: Option<Spanned<u64>>,
+    pub queue_timeout: Option<Spanned<HumanDuration>>,
     pub hash_key: Option<Spanned<String>>,
     pub sticky_cookie: Option<RawStickyCookie>,
     pub panic_mode: Option<bool>,

@@ -656,6 +656,20 @@ fn resolve_upstream(
             DEFAULT_RESPONSE_TIMEOUT,
         )?,
         max_idle: to_usize(max_idle),
+        max_connections: match &raw.max_connections {
+            None => None,
+            some => Some(to_usize(cx.number(
+                some,
+                &format!("{prefix}.max_connections"),
+                1,
+                UPSTREAM_MAX_CONNECTIONS_RANGE,
+            )?)),
+        },
+        queue_timeout: cx.timeout(
+            &raw.queue_timeout,
+            &format!("{prefix}.queue_timeout"),
+            DEFAULT_QUEUE_TIMEOUT,
+        )?,
         idle_timeout: cx.timeout(
             &raw.idle_timeout,
             &format!("{prefix}.idle_timeout"),

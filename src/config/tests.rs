@@ -135,6 +135,8 @@ fn defaults() {
     assert_eq!(u.response_timeout, Duration::from_secs(60));
     assert_eq!(u.max_idle, 32);
     assert_eq!(u.idle_timeout, Duration::from_secs(30));
+    assert_eq!(u.max_connections, None);
+    assert_eq!(u.queue_timeout, Duration::from_secs(5));
     assert_eq!(u.backends[0].weight.get(), 1);
     assert_eq!(config.routes[0].path_prefix, "/");
     assert_eq!(config.routes[0].host, None);
@@ -148,7 +150,7 @@ fn every_key_set() {
          head_timeout = \"1s\"\nkeepalive_timeout = \"2s\"\nbody_timeout = \"3s\"\n\
          tunnel_timeout = \"1h 30m\"\nsend_timeout = \"250ms\"\nshutdown_timeout = \"5s\"",
         "strategy = \"round_robin\"\nconnect_timeout = \"1s\"\nresponse_timeout = \"2s\"\n\
-         max_idle = 0\nidle_timeout = \"5s\"",
+         max_idle = 0\nidle_timeout = \"5s\"\nmax_connections = 7\nqueue_timeout = \"750ms\"",
     );
     let config = parse(&src).unwrap();
     let s = &config.server;
@@ -172,6 +174,17 @@ fn every_key_set() {
     let u = &config.upstreams[0];
     assert_eq!((u.max_idle, u.idle_timeout), (0, Duration::from_secs(5)));
     assert_eq!(u.response_timeout, Duration::from_secs(2));
+    assert_eq!(
+        (u.max_connections, u.queue_timeout),
+        (Some(7), Duration::from_millis(750))
+    );
+}
+
+#[test]
+fn upstream_max_connections_out_of_range_names_its_key() {
+    let src = with("", "max_connections = 0");
+    let err = parse(&src).unwrap_err().to_string();
+    assert!(err.contains("max_connections"), "{err}");
 }
 
 #[test]

@@ -65,7 +65,7 @@ impl From<ConnectError> for UpstreamFailure {
             ConnectError::Failed => UpstreamFailure::ConnectRefused,
             ConnectError::TimedOut => UpstreamFailure::ConnectTimeout,
             // Answered by `exchange` before it gets here; never a backend's.
-            ConnectError::Local(_) => UpstreamFailure::ConnectRefused,
+            ConnectError::Local(_) | ConnectError::QueueTimeout => UpstreamFailure::ConnectRefused,
         }
     }
 }
@@ -170,6 +170,15 @@ pub(super) async fn exchange(
                 // it, and another backend would fare no better.
                 drop(attempt);
                 let reply = LocalReply::ServiceUnavailable(kind.reason());
+                return cache::upstream_failed(env, client, info, log, reply).await;
+            }
+            Err(ConnectError::QueueTimeout) => {
+                // The backend's configured capacity, not its failure:
+                // health, ejection and breaker do not count it either.
+                drop(attempt);
+                let reply = LocalReply::ServiceUnavailable(
+                    "no upstream connection free within queue_timeout",
+                );
                 return cache::upstream_failed(env, client, info, log, reply).await;
             }
             acquired => acquired,

@@ -228,7 +228,10 @@ impl Worker {
                     tracing::warn!(backend = %target.addr, reason = kind.reason(), "tcp connect failed locally");
                     return Err(SessionEnd::ConnectFailed);
                 }
-                Err(ConnectError::Failed | ConnectError::TimedOut) => Outcome::ConnectFailure,
+                // `[[tcp]]` sessions are not queued, so never `QueueTimeout`.
+                Err(ConnectError::Failed | ConnectError::TimedOut | ConnectError::QueueTimeout) => {
+                    Outcome::ConnectFailure
+                }
             };
             let changes = picked
                 .admission

@@ -23,7 +23,7 @@ use crate::io::{Closer, Conn, SpareList, Transport};
 use crate::metrics::WorkerMetrics;
 use crate::route::RouteTable;
 use crate::upstream::balance::{Picked, Picker};
-use crate::upstream::connector::{Connector, Target, TlsByUpstream};
+use crate::upstream::connector::{Connector, SlotLimit, Target, TlsByUpstream};
 use crate::upstream::retry::{RetryBudget, RetryPolicy};
 use crate::upstream::{clock, Backend, BackendState};
 
@@ -311,6 +311,7 @@ impl Worker {
         let ProcessShared { zones, shared } = process;
         let mut upstreams = Vec::new();
         let mut slots = Vec::new();
+        let mut limits = Vec::new();
         for (u, up) in config.upstreams.iter().enumerate() {
             let backends: Vec<Backend> = up
                 .backends
@@ -320,6 +321,12 @@ impl Worker {
                 .collect();
             let first_slot = slots.len();
             slots.extend(backends.iter().map(|_| (up.max_idle, up.idle_timeout)));
+            limits.extend(backends.iter().map(|_| {
+                up.max_connections.map(|max| SlotLimit {
+                    max,
+                    queue_timeout: up.queue_timeout,
+                })
+            }));
             upstreams.push(UpstreamRt {
                 name: up.name.clone(),
                 picker: Picker::new(up, &backends, worker_index),
@@ -363,7 +370,7 @@ impl Worker {
                 list: RefCell::new(upstreams),
                 rng: RefCell::new(fastrand::Rng::new()),
             },
-            connector: Connector::new(slots, tls, metrics.clone(), buffer_size),
+            connector: Connector::new(slots, limits, tls, metrics.clone(), buffer_size),
             filters: Filters::standard(),
             buffers: Buffers::new(buffer_size),
             config,

@@ -15,9 +15,12 @@
 
 use crate::proxy_protocol::{self, Version};
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -101,6 +104,10 @@ pub enum ConnectError {
     /// Refused, reset, or the TLS handshake failed.
     Failed,
     TimedOut,
+    /// Every connection `max_connections` allows was in use for the whole
+    /// `queue_timeout`: the backend's capacity as configured, not its
+    /// failure.
+    QueueTimeout,
     /// A local shortage (fds, buffers, ephemeral ports): not the backend's
     /// fault, so not counted against it.
     Local(LocalShortage),
@@ -133,12 +140,117 @@ pub struct UpstreamConn {
     slot: usize,
     /// Keeps the connection counted as open until dropped.
     open: OpenGuard,
+    /// Its place under the backend's `max_connections`, if it has one.
+    limit: Option<LimitGuard>,
+}
+
+/// `max_connections` and `queue_timeout` of one pool slot (backend).
+#[derive(Debug, Clone, Copy)]
+pub struct SlotLimit {
+    pub max: usize,
+    pub queue_timeout: Duration,
+}
+
+/// What a limited slot counts: its open connections, and the requests
+/// waiting for one, oldest first.
+#[derive(Default)]
+struct SlotCount {
+    open: usize,
+    waiting: VecDeque<Rc<Waiting>>,
+}
+
+/// A request waiting under `max_connections`, and what it was given.
+#[derive(Default)]
+struct Waiting {
+    given: RefCell<Given>,
+    waker: RefCell<Option<Waker>>,
+}
+
+#[derive(Default)]
+enum Given {
+    #[default]
+    Nothing,
+    /// A place: a connection closed, and its count passed to this request.
+    Place,
+    /// A connection a finished request handed over.
+    Conn(Idle),
+}
+
+impl Waiting {
+    fn give(&self, what: Given) {
+        *self.given.borrow_mut() = what;
+        if let Some(waker) = self.waker.borrow_mut().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The counts of a connector's limited slots.
+struct Limits {
+    limits: Vec<Option<SlotLimit>>,
+    counts: RefCell<Vec<SlotCount>>,
+}
+
+impl Limits {
+    /// A connection of `slot` closed: its place goes to the oldest waiting
+    /// request, or is freed.
+    fn closed(&self, slot: usize) {
+        let next = {
+            let mut counts = self.counts.borrow_mut();
+            let count = &mut counts[slot];
+            let next = count.waiting.pop_front();
+            if next.is_none() {
+                count.open -= 1;
+            }
+            next
+        };
+        if let Some(next) = next {
+            next.give(Given::Place);
+        }
+    }
+}
+
+/// One connection's place under its slot's `max_connections`; dropping it
+/// (the connection closed) frees the place.
+struct LimitGuard {
+    limits: Rc<Limits>,
+    slot: usize,
+}
+
+impl Drop for LimitGuard {
+    fn drop(&mut self) {
+        self.limits.closed(self.slot);
+    }
+}
+
+/// Takes a waiting request out of its queue if it gives up (timed out, or
+/// its client went away); a place or a connection given meanwhile is
+/// passed on (the connection is closed, which passes its place).
+struct Queued {
+    limits: Rc<Limits>,
+    slot: usize,
+    waiting: Rc<Waiting>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.limits.counts.borrow_mut()[self.slot]
+            .waiting
+            .retain(|w| !Rc::ptr_eq(w, &self.waiting));
+        let given = std::mem::take(&mut *self.waiting.given.borrow_mut());
+        match given {
+            Given::Nothing => {}
+            Given::Place => self.limits.closed(self.slot),
+            Given::Conn(idle) => drop(idle),
+        }
+    }
 }
 
 /// What the pool holds: an idle connection and its gauge guard.
 pub struct Idle {
     transport: Transport,
     open: OpenGuard,
+    limit: Option<LimitGuard>,
 }
 
 impl Reusable for Idle {
@@ -166,22 +278,97 @@ pub struct Connector {
     tls: TlsByUpstream,
     metrics: Arc<WorkerMetrics>,
     buffer_size: usize,
+    limits: Rc<Limits>,
+}
+
+/// How a request under `max_connections` gets its connection.
+enum Admitted {
+    /// Connect a new one, in this place (`None`: the slot has no limit).
+    Connect(Option<LimitGuard>),
+    /// One a finished request handed over.
+    Handed(Idle),
 }
 
 impl Connector {
-    /// `slots[i]` is `(max_idle, idle_timeout)` for pool slot `i`.
+    /// `slots[i]` is `(max_idle, idle_timeout)` for pool slot `i`, and
+    /// `limits[i]` its `max_connections`, if any.
     pub fn new(
         slots: Vec<(usize, Duration)>,
+        limits: Vec<Option<SlotLimit>>,
         tls: TlsByUpstream,
         metrics: Arc<WorkerMetrics>,
         buffer_size: usize,
     ) -> Connector {
+        let counts = limits.iter().map(|_| SlotCount::default()).collect();
         Connector {
             pool: RefCell::new(Pool::new(slots)),
             tls,
             metrics,
             buffer_size,
+            limits: Rc::new(Limits {
+                limits,
+                counts: RefCell::new(counts),
+            }),
         }
+    }
+
+    /// A place under `target`'s `max_connections`: at once if one is free
+    /// and nobody waits, else in turn, for at most its `queue_timeout`.
+    async fn admit(&self, target: &Target) -> Result<Admitted, ConnectError> {
+        let Some(limit) = self.limits.limits.get(target.slot).copied().flatten() else {
+            return Ok(Admitted::Connect(None));
+        };
+        let waiting = {
+            let mut counts = self.limits.counts.borrow_mut();
+            let count = &mut counts[target.slot];
+            if count.open < limit.max && count.waiting.is_empty() {
+                count.open += 1;
+                return Ok(Admitted::Connect(Some(self.place(target.slot))));
+            }
+            let waiting = Rc::new(Waiting::default());
+            count.waiting.push_back(waiting.clone());
+            waiting
+        };
+        let queued = Queued {
+            limits: self.limits.clone(),
+            slot: target.slot,
+            waiting,
+        };
+        let wait = std::future::poll_fn(|cx| {
+            if matches!(*queued.waiting.given.borrow(), Given::Nothing) {
+                *queued.waiting.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        });
+        let _ = crate::io::timeout(limit.queue_timeout, wait).await;
+        let given = std::mem::take(&mut *queued.waiting.given.borrow_mut());
+        match given {
+            Given::Nothing => {
+                tracing::warn!(backend = %target.addr, "no upstream connection within queue_timeout");
+                Err(ConnectError::QueueTimeout)
+            }
+            Given::Place => Ok(Admitted::Connect(Some(self.place(target.slot)))),
+            Given::Conn(idle) => Ok(Admitted::Handed(idle)),
+        }
+    }
+
+    /// A place already counted in `slot`'s open connections.
+    fn place(&self, slot: usize) -> LimitGuard {
+        LimitGuard {
+            limits: self.limits.clone(),
+            slot,
+        }
+    }
+
+    /// Requests wait for `slot`'s connections.
+    fn has_waiting(&self, slot: usize) -> bool {
+        self.limits
+            .counts
+            .borrow()
+            .get(slot)
+            .is_some_and(|c| !c.waiting.is_empty())
     }
 
     /// A connection to `target`: a pooled one if alive (see [`Liveness`]),
@@ -191,35 +378,59 @@ impl Connector {
         target: &Target,
         liveness: Liveness,
     ) -> Result<UpstreamConn, ConnectError> {
+        // Behind requests already waiting, a request waits too: the pool
+        // is empty then (a returned connection goes to the oldest waiter).
         let checkout = match target.send_proxy {
-            None => self
-                .pool
-                .borrow_mut()
-                .checkout(target.slot, Instant::now(), liveness),
-            Some(_) => Checkout::Miss { stale: 0 },
+            None if !self.has_waiting(target.slot) => {
+                self.pool
+                    .borrow_mut()
+                    .checkout(target.slot, Instant::now(), liveness)
+            }
+            _ => Checkout::Miss { stale: 0 },
         };
         let stale = match checkout {
-            Checkout::Hit(Idle { transport, open }) => {
-                self.metrics.pool_hits.inc();
-                return Ok(UpstreamConn {
-                    transport,
-                    reused: true,
-                    poolable: true,
-                    slot: target.slot,
-                    open,
-                });
-            }
+            Checkout::Hit(idle) => return Ok(self.reuse(target, idle)),
             Checkout::Miss { stale } => stale,
         };
         self.metrics.pool_stale.add(stale as u64);
+        let place = match self.admit(target).await? {
+            Admitted::Handed(idle) => return Ok(self.reuse(target, idle)),
+            Admitted::Connect(place) => place,
+        };
         self.metrics.pool_misses.inc();
-        self.connect_new(target).await
+        self.connect_with(target, place).await
+    }
+
+    fn reuse(&self, target: &Target, idle: Idle) -> UpstreamConn {
+        self.metrics.pool_hits.inc();
+        let Idle {
+            transport,
+            open,
+            limit,
+        } = idle;
+        UpstreamConn {
+            transport,
+            reused: true,
+            poolable: true,
+            slot: target.slot,
+            open,
+            limit,
+        }
     }
 
     /// A new connection to `target`, never from the pool (a `[[tcp]]`
     /// session's, or a pool miss): connect, the PROXY header, the TLS
     /// handshake, all within `connect_timeout`.
     pub async fn connect_new(&self, target: &Target) -> Result<UpstreamConn, ConnectError> {
+        self.connect_with(target, None).await
+    }
+
+    /// [`Connector::connect_new`] in `place` under the slot's limit.
+    async fn connect_with(
+        &self,
+        target: &Target,
+        place: Option<LimitGuard>,
+    ) -> Result<UpstreamConn, ConnectError> {
         let tls = self.tls.get(target.upstream).and_then(Option::as_ref);
         let mut preamble = Vec::new();
         if let Some((version, client, destination)) = target.send_proxy {
@@ -261,6 +472,7 @@ impl Connector {
                     metrics: self.metrics.clone(),
                     upstream: target.upstream,
                 },
+                limit: place,
             }),
             Err(e) => {
                 tracing::warn!(backend = %target.addr, error = %e, "upstream connect failed");
@@ -280,15 +492,29 @@ impl Connector {
             slot,
             open,
             poolable,
+            limit,
             ..
         } = conn;
         if !poolable {
             transport.shutdown(std::net::Shutdown::Both);
             return;
         }
-        self.pool
+        let idle = Idle {
+            transport,
+            open,
+            limit,
+        };
+        let next = self
+            .limits
+            .counts
             .borrow_mut()
-            .checkin(slot, Idle { transport, open }, Instant::now());
+            .get_mut(slot)
+            .and_then(|c| c.waiting.pop_front());
+        match next {
+            // First come, first served: straight to the oldest waiter.
+            Some(next) => next.give(Given::Conn(idle)),
+            None => self.pool.borrow_mut().checkin(slot, idle, Instant::now()),
+        }
     }
 
     /// Closes idle connections past their idle timeout; returns how many.
@@ -301,7 +527,20 @@ impl Connector {
     pub fn hand_over(&self, from_slot: usize, next: &Connector, to_slot: usize) {
         let (mut old, mut new) = (self.pool.borrow_mut(), next.pool.borrow_mut());
         let now = Instant::now();
-        while let Checkout::Hit(idle) = old.checkout(from_slot, now, Liveness::Checked) {
+        while let Checkout::Hit(mut idle) = old.checkout(from_slot, now, Liveness::Checked) {
+            // Counted under the new config's limit, if it has room.
+            if let Some(limit) = next.limits.limits.get(to_slot).copied().flatten() {
+                let mut counts = next.limits.counts.borrow_mut();
+                let count = &mut counts[to_slot];
+                if count.open >= limit.max {
+                    continue;
+                }
+                count.open += 1;
+                drop(counts);
+                idle.limit = Some(next.place(to_slot));
+            } else {
+                idle.limit = None;
+            }
             new.checkin(to_slot, idle, now);
         }
     }

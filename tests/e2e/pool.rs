@@ -206,3 +206,55 @@ fn idle_timeout_closes_pooled_connections() {
     assert_eq!(c.roundtrip(&get("/")).status, 200);
     assert_eq!(backend.connections(), 2);
 }
+
+/// `max_connections = 1`: concurrent requests take turns on one upstream
+/// connection instead of opening more, and every one is answered.
+#[test]
+fn max_connections_queues_requests_on_the_allowed_connections() {
+    let backend = Backend::fixed(Resp::new(200).body("ok").delay(Duration::from_millis(150)));
+    let proxy = Proxy::builder()
+        .workers(1)
+        .upstream("app", &[backend.addr], &["max_connections = 1"])
+        .start();
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let mut c = proxy.client();
+            thread::spawn(move || c.roundtrip(&get("/")).status)
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
+    }
+    assert_eq!(backend.request_count(), 4);
+    assert_eq!(
+        backend.connections(),
+        1,
+        "max_connections = 1 opened more than one upstream connection"
+    );
+}
+
+/// A request that waits past `queue_timeout` gets a 503 naming why, and
+/// its place is not lost: the next request is served on the connection.
+#[test]
+fn a_request_queued_past_queue_timeout_gets_503_and_loses_no_place() {
+    let backend = Backend::fixed(Resp::new(200).body("ok").delay(Duration::from_millis(1500)));
+    let proxy = Proxy::builder()
+        .workers(1)
+        .upstream(
+            "app",
+            &[backend.addr],
+            &["max_connections = 1", "queue_timeout = \"100ms\""],
+        )
+        .start();
+    let mut first = proxy.client();
+    let first = thread::spawn(move || first.roundtrip(&get("/")).status);
+    assert!(wait_until(WAIT, || backend.request_count() == 1));
+    let resp = proxy.client().roundtrip(&get("/"));
+    assert_eq!(resp.status, 503);
+    let body = String::from_utf8_lossy(&resp.body);
+    assert!(body.contains("queue_timeout"), "503 body: {body}");
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(proxy.client().roundtrip(&get("/")).status, 200);
+    assert_eq!(backend.request_count(), 2, "the 503 reached the backend");
+    assert_eq!(backend.connections(), 1);
+}
