@@ -318,17 +318,13 @@ impl Connector {
         let Some(limit) = self.limits.limits.get(target.slot).copied().flatten() else {
             return Ok(Admitted::Connect(None));
         };
-        let waiting = {
-            let mut counts = self.limits.counts.borrow_mut();
-            let count = &mut counts[target.slot];
-            if count.open < limit.max && count.waiting.is_empty() {
-                count.open += 1;
-                return Ok(Admitted::Connect(Some(self.place(target.slot))));
-            }
-            let waiting = Rc::new(Waiting::default());
-            count.waiting.push_back(waiting.clone());
-            waiting
-        };
+        if let Some(place) = self.free_place(target.slot, limit) {
+            return Ok(Admitted::Connect(Some(place)));
+        }
+        let waiting = Rc::new(Waiting::default());
+        self.limits.counts.borrow_mut()[target.slot]
+            .waiting
+            .push_back(waiting.clone());
         let queued = Queued {
             limits: self.limits.clone(),
             slot: target.slot,
@@ -352,6 +348,19 @@ impl Connector {
             Given::Place => Ok(Admitted::Connect(Some(self.place(target.slot)))),
             Given::Conn(idle) => Ok(Admitted::Handed(idle)),
         }
+    }
+
+    /// A place in `slot` if one is free and no request waits for it.
+    fn free_place(&self, slot: usize, limit: SlotLimit) -> Option<LimitGuard> {
+        {
+            let mut counts = self.limits.counts.borrow_mut();
+            let count = &mut counts[slot];
+            if count.open >= limit.max || !count.waiting.is_empty() {
+                return None;
+            }
+            count.open += 1;
+        }
+        Some(self.place(slot))
     }
 
     /// A place already counted in `slot`'s open connections.
@@ -529,18 +538,14 @@ impl Connector {
         let now = Instant::now();
         while let Checkout::Hit(mut idle) = old.checkout(from_slot, now, Liveness::Checked) {
             // Counted under the new config's limit, if it has room.
-            if let Some(limit) = next.limits.limits.get(to_slot).copied().flatten() {
-                let mut counts = next.limits.counts.borrow_mut();
-                let count = &mut counts[to_slot];
-                if count.open >= limit.max {
-                    continue;
-                }
-                count.open += 1;
-                drop(counts);
-                idle.limit = Some(next.place(to_slot));
-            } else {
-                idle.limit = None;
-            }
+            idle.limit = match next.limits.limits.get(to_slot).copied().flatten() {
+                Some(limit) => match next.free_place(to_slot, limit) {
+                    Some(place) => Some(place),
+                    // No room: closed (its old place passes on).
+                    None => continue,
+                },
+                None => None,
+            };
             new.checkin(to_slot, idle, now);
         }
     }
